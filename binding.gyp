@@ -1,0 +1,39 @@
+{
+  "targets": [
+    {
+      "target_name": "nexres",
+      "sources": [
+        "native/addon/addon.cpp",
+        "native/core/acceptor.cpp",
+        "native/core/chunk_pool.cpp",
+        "native/core/connection.cpp",
+        "native/core/engine.cpp",
+        "native/core/io_pool.cpp",
+        "native/core/replica_client.cpp"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!(node tools/find-asio.cjs)",
+        "native/core"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "ASIO_STANDALONE",
+        "ASIO_NO_DEPRECATED"
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "GCC_ENABLE_CPP_RTTI": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+        "MACOSX_DEPLOYMENT_TARGET": "11.0",
+        "OTHER_CPLUSPLUSFLAGS": ["-O3"]
+      },
+      "libraries": ["-lpthread"]
+    }
+  ]
+}

@@ -1,0 +1,168 @@
+import { ConfigError } from './errors.js'
+
+/** One replica of the cluster as every member sees it. */
+export interface ReplicaAddress {
+  /** Replica id, an integer in [1, 2^31 - 1], unique in the cluster. */
+  id: number
+  /** Host or IP address the replica listens on for other replicas. */
+  host: string
+  /** Replica port (1-65535). */
+  port: number
+}
+
+/** The cluster: an id every member must share, and its replicas. */
+export interface ClusterConfig {
+  /** Cluster id (1-255 bytes of UTF-8); peers with another id are refused. */
+  id: string
+  replicas: ReplicaAddress[]
+}
+
+export interface ReconnectOptions {
+  /** First delay after a failed connection, in ms (default 50). */
+  minMs?: number
+  /** Upper bound of the exponential backoff, in ms (default 2000). */
+  maxMs?: number
+}
+
+export interface ReplicaOptions {
+  /** This replica's id; must appear in `cluster.replicas`. */
+  id: number
+  cluster: ClusterConfig
+  /** Number of io threads (each runs one io_context), 1-64, default 2. */
+  ioThreads?: number
+  /** Address to bind the replica port to (default: this replica's `host`). */
+  listenHost?: string
+  /** Largest frame body accepted or sent, in bytes (default 16 MiB). */
+  maxFrameBytes?: number
+  /** `send` returns false once a peer's queue holds this many bytes (default 16 MiB). */
+  highWaterMark?: number
+  /** Hard cap per peer queue; sends past it throw `QUEUE_FULL` (default 256 MiB). */
+  maxQueueBytes?: number
+  /** Deadline for a connection's handshake, in ms (default 5000). */
+  handshakeTimeoutMs?: number
+  reconnect?: ReconnectOptions
+  /** Size of the buffers sockets read into, in bytes (default 1 MiB). */
+  receiveChunkBytes?: number
+  /** Receive buffers one connection may hold before its socket is paused (default 8). */
+  maxChunksPerConnection?: number
+  /** How long `close()` waits for queued messages to be acknowledged, in ms (default 2000). */
+  closeTimeoutMs?: number
+}
+
+export interface ResolvedOptions {
+  id: number
+  cluster: ClusterConfig
+  peers: number[]
+  ioThreads: number
+  listenHost: string | undefined
+  maxFrameBytes: number
+  highWaterMark: number
+  maxQueueBytes: number
+  handshakeTimeoutMs: number
+  reconnectMinMs: number
+  reconnectMaxMs: number
+  receiveChunkBytes: number
+  maxChunksPerConnection: number
+  closeTimeoutMs: number
+}
+
+const MiB = 1024 * 1024
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v)
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  if (typeof v === 'object') return 'an object'
+  return String(v)
+}
+
+function integer(field: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(field, `must be an integer in [${min}, ${max}], got ${describe(v)}`)
+  }
+  return v
+}
+
+function optionalInteger(field: string, v: unknown, min: number, max: number, fallback: number): number {
+  return v === undefined ? fallback : integer(field, v, min, max)
+}
+
+function nonEmptyString(field: string, v: unknown, maxBytes: number): string {
+  if (typeof v !== 'string' || v.length === 0) {
+    throw new ConfigError(field, `must be a non-empty string, got ${describe(v)}`)
+  }
+  if (Buffer.byteLength(v) > maxBytes) throw new ConfigError(field, `must be at most ${maxBytes} bytes of UTF-8`)
+  return v
+}
+
+/** Checks a cluster configuration; throws a `ConfigError` naming the field. */
+export function validateCluster(cluster: unknown, field = 'cluster'): ClusterConfig {
+  if (typeof cluster !== 'object' || cluster === null) {
+    throw new ConfigError(field, `must be an object, got ${describe(cluster)}`)
+  }
+  const c = cluster as { id?: unknown; replicas?: unknown }
+  const id = nonEmptyString(`${field}.id`, c.id, 255)
+  if (!Array.isArray(c.replicas) || c.replicas.length === 0) {
+    throw new ConfigError(`${field}.replicas`, `must be a non-empty array, got ${describe(c.replicas)}`)
+  }
+  const ids = new Set<number>()
+  const addrs = new Set<string>()
+  const replicas: ReplicaAddress[] = c.replicas.map((r: unknown, i: number) => {
+    const f = `${field}.replicas[${i}]`
+    if (typeof r !== 'object' || r === null) throw new ConfigError(f, `must be an object, got ${describe(r)}`)
+    const rr = r as { id?: unknown; host?: unknown; port?: unknown }
+    const rid = integer(`${f}.id`, rr.id, 1, 0x7fffffff)
+    if (ids.has(rid)) throw new ConfigError(`${f}.id`, `duplicate replica id ${rid}`)
+    ids.add(rid)
+    const host = nonEmptyString(`${f}.host`, rr.host, 253)
+    const port = integer(`${f}.port`, rr.port, 1, 65535)
+    const key = `${host}:${port}`
+    if (addrs.has(key)) throw new ConfigError(`${f}.port`, `address ${key} is used by another replica`)
+    addrs.add(key)
+    return { id: rid, host, port }
+  })
+  return { id, replicas }
+}
+
+/** Checks replica options and fills in defaults; throws a `ConfigError` naming the field. */
+export function resolveOptions(options: unknown): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) {
+    throw new ConfigError('options', `must be an object, got ${describe(options)}`)
+  }
+  const o = options as Record<string, unknown>
+  const cluster = validateCluster(o.cluster)
+  const id = integer('id', o.id, 1, 0x7fffffff)
+  if (!cluster.replicas.some((r) => r.id === id)) {
+    throw new ConfigError('id', `replica ${id} is not in cluster.replicas (ids: ${cluster.replicas.map((r) => r.id).join(', ')})`)
+  }
+  const reconnect = o.reconnect === undefined ? {} : o.reconnect
+  if (typeof reconnect !== 'object' || reconnect === null) {
+    throw new ConfigError('reconnect', `must be an object, got ${describe(reconnect)}`)
+  }
+  const rc = reconnect as Record<string, unknown>
+  const reconnectMinMs = optionalInteger('reconnect.minMs', rc.minMs, 1, 60_000, 50)
+  const reconnectMaxMs = optionalInteger('reconnect.maxMs', rc.maxMs, 1, 600_000, Math.max(2000, reconnectMinMs))
+  if (reconnectMaxMs < reconnectMinMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${reconnectMinMs})`)
+  const maxFrameBytes = optionalInteger('maxFrameBytes', o.maxFrameBytes, 1, 1024 * MiB, 16 * MiB)
+  const highWaterMark = optionalInteger('highWaterMark', o.highWaterMark, 1, 2 ** 40, 16 * MiB)
+  const maxQueueBytes = optionalInteger('maxQueueBytes', o.maxQueueBytes, 1, 2 ** 42, 256 * MiB)
+  if (maxQueueBytes < highWaterMark) throw new ConfigError('maxQueueBytes', `must be >= highWaterMark (${highWaterMark})`)
+  let listenHost: string | undefined
+  if (o.listenHost !== undefined) listenHost = nonEmptyString('listenHost', o.listenHost, 253)
+  return {
+    id,
+    cluster,
+    peers: cluster.replicas.filter((r) => r.id !== id).map((r) => r.id),
+    ioThreads: optionalInteger('ioThreads', o.ioThreads, 1, 64, 2),
+    listenHost,
+    maxFrameBytes,
+    highWaterMark,
+    maxQueueBytes,
+    handshakeTimeoutMs: optionalInteger('handshakeTimeoutMs', o.handshakeTimeoutMs, 1, 600_000, 5000),
+    reconnectMinMs,
+    reconnectMaxMs,
+    receiveChunkBytes: optionalInteger('receiveChunkBytes', o.receiveChunkBytes, 64 * 1024, 256 * MiB, MiB),
+    maxChunksPerConnection: optionalInteger('maxChunksPerConnection', o.maxChunksPerConnection, 2, 1024, 8),
+    closeTimeoutMs: optionalInteger('closeTimeoutMs', o.closeTimeoutMs, 0, 600_000, 2000),
+  }
+}

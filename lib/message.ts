@@ -1,0 +1,43 @@
+/**
+ * A message delivered to a route handler. `payload` is a zero-copy view into
+ * the receive buffer: it is valid only during the handler call (the memory is
+ * reused afterwards). Call `copy()` to keep the bytes.
+ */
+export class Message {
+  /** @internal */
+  constructor(
+    /** Replica id of the sender (authenticated by the connection it came on). */
+    readonly from: number,
+    /** Route name the sender used. */
+    readonly route: string,
+    private readonly buffer: ArrayBuffer,
+    private readonly view: DataView,
+    private readonly offset: number,
+    private readonly length: number,
+  ) {}
+
+  /** The body, as a view valid during the handler call. */
+  get payload(): Uint8Array {
+    return new Uint8Array(this.buffer, this.offset + 24, this.length)
+  }
+
+  /** Payload size in bytes. */
+  get size(): number {
+    return this.length
+  }
+
+  /** The sender's message id (increasing per sender). */
+  get id(): number {
+    return this.view.getUint32(this.offset + 16, true) + this.view.getUint32(this.offset + 20, true) * 2 ** 32
+  }
+
+  /** A copy of the payload that stays valid after the call. */
+  copy(): Uint8Array {
+    return new Uint8Array(this.buffer.slice(this.offset + 24, this.offset + 24 + this.length))
+  }
+
+  /** The payload decoded as UTF-8. */
+  text(): string {
+    return Buffer.from(this.buffer, this.offset + 24, this.length).toString('utf8')
+  }
+}

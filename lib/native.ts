@@ -1,0 +1,91 @@
+// The addon's exact shape. Nothing else in lib/ loads the addon.
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export interface EngineOptions {
+  selfId: number
+  clusterId: string
+  replicas: { id: number; host: string; port: number }[]
+  listenHost?: string
+  ioThreads: number
+  maxFrameBytes: number
+  chunkBytes: number
+  maxChunksPerConnection: number
+  maxReceiveBytes?: number
+  highWaterBytes: number
+  handshakeTimeoutMs: number
+  reconnectMinMs: number
+  reconnectMaxMs: number
+  incarnationLo: number
+  incarnationHi: number
+}
+
+/** [chunkId, ArrayBuffer, pooled] triples for chunks JS has not seen yet. */
+export type FreshChunks = (number | ArrayBuffer | boolean)[]
+
+/** [type, peer, code, reason, remote] */
+export type RawEvent = [number, number, string, string, string]
+
+export interface NativePeerStats {
+  id: number
+  connected: boolean
+  msgsIn: number
+  bytesIn: number
+  msgsOut: number
+  bytesOut: number
+  queuedBytes: number
+  queuedMsgs: number
+  unackedBytes: number
+  reconnects: number
+  rejects: number
+  duplicates: number
+}
+
+export interface NativeStats {
+  peers?: NativePeerStats[]
+  rejects?: number
+  rejectsByReason?: Record<string, number>
+  miqDepth?: number
+  receiveBytesAllocated?: number
+}
+
+export interface NativeEngine {
+  /** Binds and starts io threads; returns the bound port. Throws with code LISTEN_FAILED. */
+  start(): number
+  /** Queues staged frames: runs hold RUN_FIELDS u32 per run. Refreshes `depths`. */
+  flush(staging: Uint8Array, length: number, runs: Uint32Array, runCount: number, externals?: Uint8Array[]): void
+  /** Refreshes `depths`; returns the total queued bytes. */
+  refreshDepths(): number
+  wantDrain(peer: number): void
+  stats(): NativeStats
+  stop(): void
+}
+
+export interface NativeEngineConstructor {
+  new (
+    options: EngineOptions,
+    meta: Uint32Array,
+    depths: Float64Array,
+    onBatch: (count: number, fresh: FreshChunks | undefined) => void,
+    onEvents: (events: RawEvent[]) => void,
+  ): NativeEngine
+}
+
+export interface NativeAddon {
+  Engine: NativeEngineConstructor
+  frameHeaderBytes: number
+  protocolVersion: number
+}
+
+const require = createRequire(import.meta.url)
+const load = require('node-gyp-build') as (dir: string) => unknown
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+export const addon = load(root) as NativeAddon
+
+/** Event type numbers of RawEvent[0] (engine.hpp event_type). */
+export const EVENT_PEER_UP = 1
+export const EVENT_PEER_DOWN = 2
+export const EVENT_DRAIN = 3
+export const EVENT_REJECT = 4

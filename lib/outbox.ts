@@ -1,0 +1,121 @@
+// Staging of outgoing frames. send/broadcast write complete frames (header
+// and small payloads) into one staging buffer and note runs of frames per
+// destination; the whole stage crosses into native in ONE call per flush
+// (once per tick, or when the buffer fills). Large payloads are not copied:
+// the run points at the caller's bytes, which native keeps by reference.
+import type { NativeEngine } from './native.js'
+
+/** Fields per run: dest, start, end, messages, lastIdLo, lastIdHi, external index + 1. */
+export const RUN_FIELDS = 7
+/** Frame header size (docs/PROTOCOL.md §3). */
+export const HEADER_BYTES = 24
+/** Wildcard destination of a broadcast run (docs/PROTOCOL.md §3 is per connection; this is local). */
+export const BROADCAST = 0xffffffff
+/** Payloads at least this large are sent by reference instead of copied. */
+export const EXTERNAL_MIN_BYTES = 16 * 1024
+
+const STAGE_BYTES = 1024 * 1024
+const MAX_RUNS = 4096
+const TWO_32 = 2 ** 32
+/** kind = data (1), flags = 0, reserved = 0, as one little-endian u32. */
+const KIND_DATA_WORD = 1
+
+export class Outbox {
+  private readonly buf = new Uint8Array(STAGE_BYTES)
+  private readonly dv = new DataView(this.buf.buffer)
+  private pos = 0
+  private readonly runs = new Uint32Array(RUN_FIELDS * MAX_RUNS)
+  private nruns = 0
+  private lastDest = -1
+  private externals: Uint8Array[] = []
+  private scheduled = false
+  private readonly flushSoon = (): void => {
+    this.scheduled = false
+    this.flush()
+  }
+
+  constructor(
+    private readonly engine: NativeEngine,
+    private readonly sender: number,
+    private readonly afterFlush: () => void,
+  ) {}
+
+  /** Bytes a frame with this payload adds to a peer's queue. */
+  static frameBytes(payloadBytes: number): number {
+    return HEADER_BYTES + payloadBytes
+  }
+
+  /** Stages one frame; the caller has checked limits. */
+  stage(dest: number, route: number, id: number, payload: Uint8Array): void {
+    const len = payload.byteLength
+    const external = len >= EXTERNAL_MIN_BYTES
+    const need = external ? HEADER_BYTES : HEADER_BYTES + len
+    if (this.pos + need > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
+    const p = this.pos
+    const dv = this.dv
+    const lo = id % TWO_32
+    const hi = (id - lo) / TWO_32
+    dv.setUint32(p, len, true)
+    dv.setUint32(p + 4, route, true)
+    dv.setUint32(p + 8, this.sender, true)
+    dv.setUint32(p + 12, KIND_DATA_WORD, true)
+    dv.setUint32(p + 16, lo, true)
+    dv.setUint32(p + 20, hi, true)
+    if (!external) {
+      if (len > 0) this.buf.set(payload, p + HEADER_BYTES)
+    }
+    const end = p + need
+    this.pos = end
+    const r = this.runs
+    if (dest === this.lastDest) {
+      const k = (this.nruns - 1) * RUN_FIELDS
+      r[k + 2] = end
+      r[k + 3] += external ? 0 : 1
+      r[k + 4] = lo
+      r[k + 5] = hi
+    } else {
+      const k = this.nruns++ * RUN_FIELDS
+      r[k] = dest
+      r[k + 1] = p
+      r[k + 2] = end
+      r[k + 3] = external ? 0 : 1
+      r[k + 4] = lo
+      r[k + 5] = hi
+      r[k + 6] = 0
+      this.lastDest = dest
+    }
+    if (external) {
+      this.externals.push(payload)
+      const k = this.nruns++ * RUN_FIELDS
+      r[k] = dest
+      r[k + 1] = 0
+      r[k + 2] = len
+      r[k + 3] = 1
+      r[k + 4] = lo
+      r[k + 5] = hi
+      r[k + 6] = this.externals.length
+      this.lastDest = -1 // the next frame starts a new staging run
+    }
+    if (!this.scheduled) {
+      this.scheduled = true
+      queueMicrotask(this.flushSoon)
+    }
+  }
+
+  /** True when frames are staged and not yet handed to native. */
+  get pending(): boolean {
+    return this.nruns > 0
+  }
+
+  /** Hands everything staged to native in one call. */
+  flush(): void {
+    if (this.nruns === 0) return
+    const ext = this.externals.length > 0 ? this.externals : undefined
+    this.engine.flush(this.buf, this.pos, this.runs, this.nruns, ext)
+    this.pos = 0
+    this.nruns = 0
+    this.lastDest = -1
+    if (ext) this.externals = []
+    this.afterFlush()
+  }
+}

@@ -1,0 +1,473 @@
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+
+import { type ReplicaOptions, type ResolvedOptions, resolveOptions } from './config.js'
+import {
+  ClosedError,
+  ConfigError,
+  ListenError,
+  PayloadTooLargeError,
+  QueueFullError,
+  TimeoutError,
+  UnknownPeerError,
+} from './errors.js'
+import { Message } from './message.js'
+import {
+  EVENT_DRAIN,
+  EVENT_PEER_DOWN,
+  EVENT_PEER_UP,
+  EVENT_REJECT,
+  type FreshChunks,
+  type NativeEngine,
+  type RawEvent,
+  addon,
+} from './native.js'
+import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
+import { routeId } from './route.js'
+
+/** A route handler. Its `msg.payload` is valid only during the call. */
+export type Handler = (msg: Message) => void | Promise<void>
+
+/** Why a peer connection went down or a connection was refused. */
+export interface PeerDownInfo {
+  /** Stable reason code (docs/PROTOCOL.md §4), e.g. `CONNECTION_LOST`, `WRONG_CLUSTER`. */
+  code: string
+  message: string
+}
+
+/** A connection refused by this replica (or by a peer, for our outbound link). */
+export interface RejectInfo {
+  /** The replica id the remote side claimed, when it got that far. */
+  peer: number | undefined
+  /** Stable reason code (docs/PROTOCOL.md §4). */
+  code: string
+  message: string
+  /** Remote address (`host:port`). */
+  remote: string
+}
+
+export interface ReplicaEvents {
+  'peer-up': [peer: number]
+  'peer-down': [peer: number, info: PeerDownInfo]
+  /** The peer's queue fell below the high-water mark after `send` returned false. */
+  drain: [peer: number]
+  reject: [info: RejectInfo]
+  /** A handler threw (or its promise rejected); delivery goes on. */
+  error: [err: unknown, msg: { from: number; route: string }]
+  /** A message for a route with no handler. */
+  unrouted: [info: { from: number; route: number; size: number }]
+}
+
+export interface PeerStats {
+  id: number
+  connected: boolean
+  msgsIn: number
+  bytesIn: number
+  msgsOut: number
+  bytesOut: number
+  /** Bytes accepted by `send`/`broadcast` and not yet acknowledged by the peer. */
+  queuedBytes: number
+  queuedMsgs: number
+  unackedBytes: number
+  reconnects: number
+  rejects: number
+  /** Resent frames the duplicate filter dropped after a reconnect. */
+  duplicates: number
+}
+
+export interface ReplicaStats {
+  id: number
+  peers: PeerStats[]
+  /** Connections refused, total and by reason code. */
+  rejects: number
+  rejectsByReason: Record<string, number>
+  /** Messages that arrived for a route with no handler. */
+  unrouted: number
+  /** Handler calls that threw. */
+  handlerErrors: number
+  /** Runs of frames waiting in the input queue. */
+  miqDepth: number
+}
+
+export interface CloseResult {
+  /** Bytes per peer id that were queued but not acknowledged when the replica closed. */
+  undeliveredBytes: Record<number, number>
+}
+
+interface RouteEntry {
+  name: string
+  fn: Handler
+}
+
+const META_ENTRIES = 4096
+
+/**
+ * One replica of a cluster: listens on its replica port, keeps one
+ * connection to every peer, delivers their messages to route handlers and
+ * sends with `send`/`broadcast`.
+ *
+ * @example
+ * const r = await Replica.start({ id: 1, cluster })
+ * r.on('prepare', (msg) => console.log(msg.from, msg.payload.length))
+ * r.broadcast('prepare', new Uint8Array([1, 2, 3]))
+ */
+export class Replica {
+  /** Connection events; see ReplicaEvents. */
+  readonly events = new EventEmitter<ReplicaEvents>()
+  /** This replica's id. */
+  readonly id: number
+  /** The bound replica port. */
+  readonly port: number
+  /** Ids of the other replicas. */
+  readonly peers: readonly number[]
+
+  private readonly opts: ResolvedOptions
+  private readonly engine: NativeEngine
+  private readonly outbox: Outbox
+  private readonly meta: Uint32Array
+  private readonly depths: Float64Array
+  private readonly peerIndex = new Map<number, number>()
+  private readonly staged: Float64Array
+  private readonly drainWanted: Uint8Array
+  private readonly drainRequested: Uint8Array
+  private readonly routes = new Map<number, RouteEntry>()
+  private readonly chunkBuffers: (ArrayBuffer | undefined)[] = []
+  private readonly chunkViews: (DataView | undefined)[] = []
+  private readonly chunkPooled: boolean[] = []
+  private readonly up = new Set<number>()
+  private nextId = 1
+  private closing: Promise<CloseResult> | undefined
+  private closed = false
+  private unroutedCount = 0
+  private handlerErrors = 0
+
+  private constructor(opts: ResolvedOptions) {
+    this.opts = opts
+    this.id = opts.id
+    this.peers = opts.peers
+    opts.peers.forEach((p, i) => this.peerIndex.set(p, i))
+    const n = opts.peers.length
+    this.staged = new Float64Array(n)
+    this.drainWanted = new Uint8Array(n)
+    this.drainRequested = new Uint8Array(n)
+    this.meta = new Uint32Array(META_ENTRIES * 4)
+    this.depths = new Float64Array(Math.max(1, n))
+    const inc = randomBytes(8)
+    this.engine = new addon.Engine(
+      {
+        selfId: opts.id,
+        clusterId: opts.cluster.id,
+        replicas: opts.cluster.replicas,
+        ...(opts.listenHost !== undefined ? { listenHost: opts.listenHost } : {}),
+        ioThreads: opts.ioThreads,
+        maxFrameBytes: opts.maxFrameBytes,
+        chunkBytes: Math.max(opts.receiveChunkBytes, 64 * 1024),
+        maxChunksPerConnection: opts.maxChunksPerConnection,
+        highWaterBytes: opts.highWaterMark,
+        handshakeTimeoutMs: opts.handshakeTimeoutMs,
+        reconnectMinMs: opts.reconnectMinMs,
+        reconnectMaxMs: opts.reconnectMaxMs,
+        incarnationLo: inc.readUInt32LE(0),
+        incarnationHi: inc.readUInt32LE(4),
+      },
+      this.meta,
+      this.depths,
+      this.onBatch,
+      this.onEvents,
+    )
+    this.outbox = new Outbox(this.engine, opts.id, this.afterFlush)
+    let port: number
+    try {
+      port = this.engine.start()
+    } catch (err) {
+      const e = err as Error
+      throw new ListenError(`replica ${opts.id}: ${e.message}`, err)
+    }
+    this.port = port
+  }
+
+  /**
+   * Starts a replica: validates the options (throwing `ConfigError` naming the
+   * field), binds the replica port and begins connecting to every peer.
+   */
+  static async start(options: ReplicaOptions): Promise<Replica> {
+    const opts = resolveOptions(options)
+    return new Replica(opts)
+  }
+
+  /** Registers the handler of a route (one per route). */
+  on(route: string, handler: Handler): this {
+    if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
+    if (typeof handler !== 'function') throw new ConfigError('handler', 'must be a function')
+    const id = routeId(route)
+    const existing = this.routes.get(id)
+    if (existing && existing.name !== route) {
+      throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
+    }
+    this.routes.set(id, { name: route, fn: handler })
+    return this
+  }
+
+  /** Removes the handler of a route. */
+  off(route: string): this {
+    const id = routeId(route)
+    if (this.routes.get(id)?.name === route) this.routes.delete(id)
+    return this
+  }
+
+  /**
+   * Queues a message for one peer, like `stream.write()`: always queued
+   * (unless it throws), returns false once the peer's queue is past
+   * `highWaterMark` — wait for the `'drain'` event before sending more.
+   * Throws `QUEUE_FULL` past `maxQueueBytes`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`, `CLOSED`.
+   */
+  send(to: number, route: string, payload: Uint8Array | string): boolean {
+    if (this.closing) throw new ClosedError()
+    const idx = this.peerIndex.get(to)
+    if (idx === undefined) throw new UnknownPeerError(to)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+    const len = bytes.byteLength
+    if (len > this.opts.maxFrameBytes) throw new PayloadTooLargeError(len, this.opts.maxFrameBytes)
+    const frame = HEADER_BYTES + len
+    let after = this.depths[idx]! + this.staged[idx]! + frame
+    if (after > this.opts.maxQueueBytes) {
+      // The native depth seen at the last flush may be stale: look again.
+      this.engine.refreshDepths()
+      after = this.depths[idx]! + this.staged[idx]! + frame
+      if (after > this.opts.maxQueueBytes) throw new QueueFullError(to, after - frame, this.opts.maxQueueBytes)
+    }
+    this.outbox.stage(to, routeId(route), this.nextId++, bytes)
+    this.staged[idx]! += frame
+    if (after <= this.opts.highWaterMark) return true
+    this.drainWanted[idx] = 1
+    return false
+  }
+
+  /**
+   * Queues one message for every other replica; encoded once and shared by
+   * every peer's queue. Returns false if any peer's queue is past the
+   * high-water mark. Throws `QUEUE_FULL` (queuing nothing) if any would pass
+   * `maxQueueBytes`.
+   */
+  broadcast(route: string, payload: Uint8Array | string): boolean {
+    if (this.closing) throw new ClosedError()
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+    const len = bytes.byteLength
+    if (len > this.opts.maxFrameBytes) throw new PayloadTooLargeError(len, this.opts.maxFrameBytes)
+    const frame = HEADER_BYTES + len
+    const n = this.peers.length
+    if (n === 0) return true
+    let below = true
+    let refreshed = false
+    for (let i = 0; i < n; i++) {
+      let after = this.depths[i]! + this.staged[i]! + frame
+      if (after > this.opts.maxQueueBytes && !refreshed) {
+        refreshed = true
+        this.engine.refreshDepths()
+        after = this.depths[i]! + this.staged[i]! + frame
+      }
+      if (after > this.opts.maxQueueBytes) {
+        throw new QueueFullError(this.peers[i]!, after - frame, this.opts.maxQueueBytes)
+      }
+    }
+    this.outbox.stage(BROADCAST, routeId(route), this.nextId++, bytes)
+    for (let i = 0; i < n; i++) {
+      const after = (this.staged[i]! += frame) + this.depths[i]!
+      if (after > this.opts.highWaterMark) {
+        this.drainWanted[i] = 1
+        below = false
+      }
+    }
+    return below
+  }
+
+  /** Sends what is staged now instead of at the end of the tick. */
+  flush(): void {
+    this.outbox.flush()
+  }
+
+  /** Whether our link to a peer is established. */
+  isConnected(peer: number): boolean {
+    return this.up.has(peer)
+  }
+
+  /**
+   * Resolves once links to the given peers (default: all) are up; rejects
+   * with `TIMEOUT` after `timeoutMs` (default 10 s).
+   */
+  waitForPeers(peers: readonly number[] = this.peers, options: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? 10_000
+    for (const p of peers) if (!this.peerIndex.has(p)) return Promise.reject(new UnknownPeerError(p))
+    return new Promise<void>((resolve, reject) => {
+      const check = (): boolean => peers.every((p) => this.up.has(p))
+      if (check()) return resolve()
+      const onUp = (): void => {
+        if (!check()) return
+        cleanup()
+        resolve()
+      }
+      const timer = setTimeout(() => {
+        cleanup()
+        const missing = peers.filter((p) => !this.up.has(p))
+        reject(new TimeoutError(`replica ${this.id}: peers ${missing.join(', ')} not connected after ${timeoutMs} ms`))
+      }, timeoutMs)
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        this.events.off('peer-up', onUp)
+      }
+      this.events.on('peer-up', onUp)
+    })
+  }
+
+  /** Counters per peer and for the replica. */
+  stats(): ReplicaStats {
+    const s = this.engine.stats()
+    const staged = this.staged
+    return {
+      id: this.id,
+      peers: (s.peers ?? []).map((p) => {
+        const i = this.peerIndex.get(p.id)
+        const extra = i === undefined ? 0 : staged[i]!
+        return { ...p, queuedBytes: p.queuedBytes + extra }
+      }),
+      rejects: s.rejects ?? 0,
+      rejectsByReason: s.rejectsByReason ?? {},
+      unrouted: this.unroutedCount,
+      handlerErrors: this.handlerErrors,
+      miqDepth: s.miqDepth ?? 0,
+    }
+  }
+
+  /**
+   * Flushes, waits up to `timeoutMs` (default `closeTimeoutMs`) for queued
+   * messages to be acknowledged, then closes every connection and joins the
+   * io threads. Reports what was not delivered.
+   */
+  close(options: { timeoutMs?: number } = {}): Promise<CloseResult> {
+    if (this.closing) return this.closing
+    this.closing = this.doClose(options.timeoutMs ?? this.opts.closeTimeoutMs)
+    return this.closing
+  }
+
+  private async doClose(timeoutMs: number): Promise<CloseResult> {
+    this.outbox.flush()
+    const deadline = Date.now() + timeoutMs
+    while (this.engine.refreshDepths() > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    this.engine.refreshDepths()
+    const undeliveredBytes: Record<number, number> = {}
+    this.peers.forEach((p, i) => {
+      if (this.depths[i]! > 0) undeliveredBytes[p] = this.depths[i]!
+    })
+    this.engine.stop()
+    this.closed = true
+    this.up.clear()
+    return { undeliveredBytes }
+  }
+
+  private readonly afterFlush = (): void => {
+    this.staged.fill(0)
+    const want = this.drainWanted
+    for (let i = 0; i < want.length; i++) {
+      if (want[i] === 1 && this.drainRequested[i] === 0) {
+        this.drainRequested[i] = 1
+        this.engine.wantDrain(this.peers[i]!)
+      }
+      want[i] = 0
+    }
+  }
+
+  // JS thread, once per wake-up: every run of frames in `meta`, each frame
+  // dispatched to its handler with a zero-copy view.
+  private readonly onBatch = (count: number, fresh: FreshChunks | undefined): void => {
+    if (fresh !== undefined) {
+      for (let i = 0; i < fresh.length; i += 3) {
+        const id = fresh[i] as number
+        const ab = fresh[i + 1] as ArrayBuffer
+        this.chunkBuffers[id] = ab
+        this.chunkViews[id] = new DataView(ab)
+        this.chunkPooled[id] = fresh[i + 2] as boolean
+      }
+    }
+    if (this.closed) return
+    const meta = this.meta
+    const routes = this.routes
+    let lastRoute = -1
+    let lastEntry: RouteEntry | undefined
+    for (let e = 0; e < count; e++) {
+      const k = e * 4
+      const cid = meta[k]!
+      const off = meta[k + 1]!
+      const end = off + meta[k + 2]!
+      const peer = meta[k + 3]!
+      const ab = this.chunkBuffers[cid]!
+      const dv = this.chunkViews[cid]!
+      let p = off
+      while (p < end) {
+        const len = dv.getUint32(p, true)
+        const route = dv.getUint32(p + 4, true)
+        if (route !== lastRoute) {
+          lastRoute = route
+          lastEntry = routes.get(route)
+        }
+        if (lastEntry !== undefined) {
+          const msg = new Message(peer, lastEntry.name, ab, dv, p, len)
+          try {
+            const r = lastEntry.fn(msg)
+            if (r !== undefined && typeof (r as Promise<void>).then === 'function') {
+              const name = lastEntry.name
+              ;(r as Promise<void>).then(undefined, (err: unknown) => this.reportError(err, peer, name))
+            }
+          } catch (err) {
+            this.reportError(err, peer, lastEntry.name)
+          }
+        } else {
+          this.unroutedCount++
+          if (this.events.listenerCount('unrouted') > 0) this.events.emit('unrouted', { from: peer, route, size: len })
+        }
+        p += HEADER_BYTES + len
+      }
+      if (!this.chunkPooled[cid]) {
+        this.chunkBuffers[cid] = undefined
+        this.chunkViews[cid] = undefined
+      }
+    }
+  }
+
+  private reportError(err: unknown, from: number, route: string): void {
+    this.handlerErrors++
+    if (this.events.listenerCount('error') > 0) {
+      this.events.emit('error', err, { from, route })
+    } else {
+      process.emitWarning(`nexres-rpc: handler for route "${route}" threw: ${String(err)}`, {
+        code: 'NEXRES_HANDLER_ERROR',
+      })
+    }
+  }
+
+  private readonly onEvents = (events: RawEvent[]): void => {
+    for (const [type, peer, code, reason, remote] of events) {
+      switch (type) {
+        case EVENT_PEER_UP:
+          this.up.add(peer)
+          this.events.emit('peer-up', peer)
+          break
+        case EVENT_PEER_DOWN:
+          this.up.delete(peer)
+          this.events.emit('peer-down', peer, { code: code || 'CONNECTION_LOST', message: reason })
+          break
+        case EVENT_DRAIN: {
+          const i = this.peerIndex.get(peer)
+          if (i !== undefined) this.drainRequested[i] = 0
+          this.engine.refreshDepths()
+          this.events.emit('drain', peer)
+          break
+        }
+        case EVENT_REJECT:
+          this.events.emit('reject', { peer: peer === 0 ? undefined : peer, code, message: reason, remote })
+          break
+      }
+    }
+  }
+}

@@ -1,0 +1,417 @@
+// Node-API glue for the nexres engine. Thin: reads options once into
+// engine_options, hands batches of deliveries to JS through one thread-safe
+// function call per wake-up, and takes staged frames from JS in one call per
+// flush. lib/native.ts states this module's exact shape.
+#include <napi.h>
+
+#include "engine.hpp"
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace {
+
+using nexres::delivery;
+using nexres::engine;
+using nexres::engine_event;
+using nexres::engine_options;
+using nexres::segment;
+
+// Per-run record of a flush: see lib/outbox.ts (RUN_* constants).
+constexpr std::size_t run_fields = 7;
+// Entries of the shared meta array: chunk id, offset, length, peer.
+constexpr std::size_t meta_fields = 4;
+
+struct malloc_block {
+  explicit malloc_block(std::size_t n) : data(static_cast<std::uint8_t*>(std::malloc(n == 0 ? 1 : n))) {
+    if (data == nullptr) throw std::bad_alloc();
+  }
+  ~malloc_block() { std::free(data); }
+  malloc_block(const malloc_block&) = delete;
+  malloc_block& operator=(const malloc_block&) = delete;
+  std::uint8_t* data;
+};
+
+// References to JS buffers that native code still reads (large payloads sent
+// without copying). Dropped on io threads, deleted on the JS thread.
+struct trash_bin {
+  std::mutex mu;
+  std::vector<napi_ref> refs;
+  void put(napi_ref r) {
+    std::lock_guard<std::mutex> lock(mu);
+    refs.push_back(r);
+  }
+  // JS thread.
+  void empty(napi_env env) {
+    std::vector<napi_ref> local;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      local.swap(refs);
+    }
+    for (napi_ref r : local) napi_delete_reference(env, r);
+  }
+};
+
+std::uint32_t get_u32(const Napi::Object& o, const char* key, std::uint32_t fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : fallback;
+}
+
+double get_f64(const Napi::Object& o, const char* key, double fallback) {
+  Napi::Value v = o.Get(key);
+  return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
+}
+
+class JsEngine;
+void CallJs(Napi::Env env, Napi::Function, JsEngine* self, void*);
+
+class JsEngine : public Napi::ObjectWrap<JsEngine> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Engine",
+                       {
+                           InstanceMethod<&JsEngine::JsStart>("start"),
+                           InstanceMethod<&JsEngine::JsFlush>("flush"),
+                           InstanceMethod<&JsEngine::JsRefreshDepths>("refreshDepths"),
+                           InstanceMethod<&JsEngine::JsWantDrain>("wantDrain"),
+                           InstanceMethod<&JsEngine::JsStats>("stats"),
+                           InstanceMethod<&JsEngine::JsStop>("stop"),
+                       });
+  }
+
+  // new Engine(options, meta: Uint32Array, depths: Float64Array, onBatch, onEvents)
+  explicit JsEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsEngine>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 5 || !info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
+        !info[3].IsFunction() || !info[4].IsFunction())
+      throw Napi::TypeError::New(env, "Engine(options, meta, depths, onBatch, onEvents)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    options_.self_id = get_u32(o, "selfId", 0);
+    options_.cluster_id = o.Get("clusterId").ToString().Utf8Value();
+    Napi::Array reps = o.Get("replicas").As<Napi::Array>();
+    for (std::uint32_t i = 0; i < reps.Length(); ++i) {
+      Napi::Object r = reps.Get(i).As<Napi::Object>();
+      nexres::replica_address a;
+      a.id = get_u32(r, "id", 0);
+      a.host = r.Get("host").ToString().Utf8Value();
+      a.port = static_cast<std::uint16_t>(get_u32(r, "port", 0));
+      options_.replicas.push_back(std::move(a));
+      if (options_.replicas.back().id != options_.self_id) peer_ids_.push_back(options_.replicas.back().id);
+    }
+    if (o.Get("listenHost").IsString()) options_.listen_host = o.Get("listenHost").ToString().Utf8Value();
+    options_.io_threads = get_u32(o, "ioThreads", 2);
+    options_.max_frame_bytes = get_u32(o, "maxFrameBytes", options_.max_frame_bytes);
+    options_.chunk_bytes = static_cast<std::size_t>(get_f64(o, "chunkBytes", static_cast<double>(options_.chunk_bytes)));
+    options_.max_chunks_per_connection = get_u32(o, "maxChunksPerConnection", 8);
+    options_.max_receive_bytes =
+        static_cast<std::size_t>(get_f64(o, "maxReceiveBytes", static_cast<double>(options_.max_receive_bytes)));
+    options_.high_water_bytes =
+        static_cast<std::uint64_t>(get_f64(o, "highWaterBytes", static_cast<double>(options_.high_water_bytes)));
+    options_.handshake_timeout_ms = get_u32(o, "handshakeTimeoutMs", options_.handshake_timeout_ms);
+    options_.reconnect_min_ms = get_u32(o, "reconnectMinMs", options_.reconnect_min_ms);
+    options_.reconnect_max_ms = get_u32(o, "reconnectMaxMs", options_.reconnect_max_ms);
+    options_.incarnation = (static_cast<std::uint64_t>(get_u32(o, "incarnationHi", 0)) << 32) |
+                           get_u32(o, "incarnationLo", 0);
+
+    Napi::Uint32Array meta = info[1].As<Napi::Uint32Array>();
+    meta_capacity_ = meta.ElementLength() / meta_fields;
+    meta_ = Napi::Persistent(meta);
+    meta_data_ = meta.Data();
+    Napi::Float64Array depths = info[2].As<Napi::Float64Array>();
+    if (depths.ElementLength() < peer_ids_.size())
+      throw Napi::RangeError::New(env, "depths array shorter than the peer list");
+    depths_ = Napi::Persistent(depths);
+    depths_data_ = depths.Data();
+    on_batch_ = Napi::Persistent(info[3].As<Napi::Function>());
+    on_events_ = Napi::Persistent(info[4].As<Napi::Function>());
+    trash_ = std::make_shared<trash_bin>();
+    napi_add_env_cleanup_hook(env, &JsEngine::CleanupHook, this);
+    hook_added_ = true;
+  }
+
+  ~JsEngine() override {
+    if (hook_added_) napi_remove_env_cleanup_hook(Env(), &JsEngine::CleanupHook, this);
+    Shutdown();
+  }
+
+ private:
+  friend void CallJs(Napi::Env env, Napi::Function, JsEngine* self, void*);
+  using Tsfn = Napi::TypedThreadSafeFunction<JsEngine, void, &CallJs>;
+
+  static void CleanupHook(void* arg) {
+    auto* self = static_cast<JsEngine*>(arg);
+    self->hook_added_ = false;
+    self->Shutdown();
+  }
+
+  // JS thread. Stops io threads (joined), releases the wake-up function.
+  void Shutdown() {
+    if (engine_) {
+      engine_->stop();
+      engine_.reset();
+    }
+    if (tsfn_active_) {
+      tsfn_active_ = false;
+      tsfn_.Release();
+    }
+  }
+
+  Napi::Value JsStart(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (engine_ || started_) throw Napi::Error::New(env, "engine already started");
+    started_ = true;
+    tsfn_ = Tsfn::New(env, Napi::Function(), "nexres-delivery", 0, 1, this);
+    tsfn_active_ = true;
+    Tsfn* fn = &tsfn_;
+    engine_ = std::make_unique<engine>(options_, [fn] { fn->NonBlockingCall(); });
+    if (std::error_code ec = engine_->start()) {
+      engine_.reset();
+      tsfn_active_ = false;
+      tsfn_.Release();
+      Napi::Error err = Napi::Error::New(env, "cannot listen on the replica port: " + ec.message());
+      err.Set("code", Napi::String::New(env, "LISTEN_FAILED"));
+      err.Set("errno", Napi::Number::New(env, ec.value()));
+      throw err;
+    }
+    return Napi::Number::New(env, engine_->local_port());
+  }
+
+  // flush(staging: Uint8Array, length, runs: Uint32Array, runCount, externals?: Uint8Array[])
+  // One call per staged batch: copies the staged bytes once into a shared
+  // block and queues one segment per run; large payloads are referenced.
+  Napi::Value JsFlush(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    trash_->empty(env);
+    if (!engine_) return env.Undefined();
+    Napi::Uint8Array staging = info[0].As<Napi::Uint8Array>();
+    const std::size_t length = info[1].As<Napi::Number>().Uint32Value();
+    Napi::Uint32Array runs = info[2].As<Napi::Uint32Array>();
+    const std::size_t run_count = info[3].As<Napi::Number>().Uint32Value();
+    if (length > staging.ByteLength() || run_count * run_fields > runs.ElementLength())
+      throw Napi::RangeError::New(env, "flush: lengths out of range");
+    std::shared_ptr<malloc_block> block;
+    if (length > 0) {
+      block = std::make_shared<malloc_block>(length);
+      std::memcpy(block->data, staging.Data(), length);
+    }
+    Napi::Array externals;
+    const bool has_ext = info.Length() > 4 && info[4].IsArray();
+    if (has_ext) externals = info[4].As<Napi::Array>();
+    std::vector<std::shared_ptr<const void>> ext_owners;
+    const std::uint32_t* r = runs.Data();
+    for (std::size_t i = 0; i < run_count; ++i, r += run_fields) {
+      const std::uint32_t dest = r[0], start = r[1], end = r[2], msgs = r[3];
+      const std::uint64_t last = (static_cast<std::uint64_t>(r[5]) << 32) | r[4];
+      const std::uint32_t ext = r[6];
+      segment seg;
+      seg.messages = msgs;
+      seg.last_msg_id = last;
+      if (ext == 0) {
+        if (end < start || end > length) throw Napi::RangeError::New(env, "flush: run out of range");
+        seg.owner = block;
+        seg.data = block->data + start;
+        seg.length = end - start;
+      } else {
+        if (!has_ext || ext > externals.Length()) throw Napi::RangeError::New(env, "flush: bad external index");
+        if (ext_owners.size() < ext) ext_owners.resize(ext);
+        Napi::Uint8Array payload = externals.Get(ext - 1).As<Napi::Uint8Array>();
+        if (!ext_owners[ext - 1]) {
+          napi_ref ref = nullptr;
+          napi_create_reference(env, payload, 1, &ref);
+          std::shared_ptr<trash_bin> bin = trash_;
+          // The deleter runs wherever the last segment is dropped (an io
+          // thread after the ack): it only hands the reference to the trash.
+          ext_owners[ext - 1] = std::shared_ptr<const void>(static_cast<const void*>(payload.Data()),
+                                                            [bin, ref](const void*) { bin->put(ref); });
+        }
+        if (end < start || end > payload.ByteLength()) throw Napi::RangeError::New(env, "flush: bad external range");
+        seg.owner = ext_owners[ext - 1];
+        seg.data = payload.Data() + start;
+        seg.length = end - start;
+      }
+      if (seg.length == 0) continue;
+      engine_->enqueue(dest, seg);
+    }
+    FillDepths();
+    return env.Undefined();
+  }
+
+  void FillDepths() {
+    for (std::size_t i = 0; i < peer_ids_.size(); ++i)
+      depths_data_[i] = static_cast<double>(engine_->queued_bytes(peer_ids_[i]));
+  }
+
+  Napi::Value JsRefreshDepths(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    trash_->empty(env);
+    double total = 0;
+    if (engine_) {
+      FillDepths();
+      for (std::size_t i = 0; i < peer_ids_.size(); ++i) total += depths_data_[i];
+    }
+    return Napi::Number::New(env, total);
+  }
+
+  Napi::Value JsWantDrain(const Napi::CallbackInfo& info) {
+    if (engine_) engine_->want_drain(info[0].As<Napi::Number>().Uint32Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value JsStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object out = Napi::Object::New(env);
+    if (!engine_) return out;
+    nexres::engine_stats st = engine_->stats();
+    Napi::Array peers = Napi::Array::New(env, st.peers.size());
+    for (std::size_t i = 0; i < st.peers.size(); ++i) {
+      const auto& p = st.peers[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("id", p.id);
+      o.Set("connected", p.connected);
+      o.Set("msgsIn", static_cast<double>(p.msgs_in));
+      o.Set("bytesIn", static_cast<double>(p.bytes_in));
+      o.Set("msgsOut", static_cast<double>(p.msgs_out));
+      o.Set("bytesOut", static_cast<double>(p.bytes_out));
+      o.Set("queuedBytes", static_cast<double>(p.queued_bytes));
+      o.Set("queuedMsgs", static_cast<double>(p.queued_msgs));
+      o.Set("unackedBytes", static_cast<double>(p.unacked_bytes));
+      o.Set("reconnects", static_cast<double>(p.reconnects));
+      o.Set("rejects", static_cast<double>(p.rejects));
+      o.Set("duplicates", static_cast<double>(p.duplicates));
+      peers.Set(static_cast<std::uint32_t>(i), o);
+    }
+    out.Set("peers", peers);
+    Napi::Object by = Napi::Object::New(env);
+    for (std::size_t c = 1; c < st.rejects_by_code.size(); ++c) {
+      if (st.rejects_by_code[c] == 0) continue;
+      by.Set(nexres::reject_code_name(static_cast<nexres::reject_code>(c)),
+             static_cast<double>(st.rejects_by_code[c]));
+    }
+    out.Set("rejects", static_cast<double>(st.rejects_total));
+    out.Set("rejectsByReason", by);
+    out.Set("miqDepth", static_cast<double>(st.miq_depth));
+    out.Set("receiveBytesAllocated", static_cast<double>(st.receive_bytes_allocated));
+    return out;
+  }
+
+  Napi::Value JsStop(const Napi::CallbackInfo& info) {
+    Shutdown();
+    trash_->empty(info.Env());
+    return info.Env().Undefined();
+  }
+
+  void Drain(Napi::Env env) {
+    engine& eng = *engine_;
+    eng.begin_drain();
+    trash_->empty(env);
+    events_.clear();
+    eng.take_events(events_);
+    if (!events_.empty()) DeliverEvents(env);
+    if (!engine_) return;  // a handler closed the replica
+
+    std::size_t n = 0;
+    batch_.clear();
+    Napi::Array fresh;
+    std::uint32_t fresh_count = 0;
+    delivery d;
+    while (n < meta_capacity_ && eng.pop_delivery(d)) {
+      nexres::chunk* c = d.source;
+      if (!c->consumer_bound) {
+        // First time JS sees this chunk: wrap its memory once. The
+        // ArrayBuffer keeps the memory alive on its own (shared ownership).
+        if (fresh_count == 0) fresh = Napi::Array::New(env);
+        auto hint = std::make_unique<std::shared_ptr<std::uint8_t>>(c->memory);
+        Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+            env, c->data(), c->capacity,
+            [](Napi::Env, void*, std::shared_ptr<std::uint8_t>* h) { std::unique_ptr<std::shared_ptr<std::uint8_t>> drop(h); },
+            hint.get());
+        hint.release();
+        fresh.Set(fresh_count++, Napi::Number::New(env, c->id));
+        fresh.Set(fresh_count++, ab);
+        fresh.Set(fresh_count++, Napi::Boolean::New(env, c->pooled));
+        c->consumer_bound = c->pooled;
+      }
+      std::uint32_t* m = meta_data_ + n * meta_fields;
+      m[0] = c->id;
+      m[1] = d.offset;
+      m[2] = d.length;
+      m[3] = d.peer;
+      batch_.push_back(d);
+      ++n;
+    }
+    if (n > 0) {
+      napi_value fresh_value = fresh_count > 0 ? static_cast<napi_value>(fresh) : env.Undefined();
+      try {
+        on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
+      } catch (...) {
+        ReleaseBatch();
+        throw;
+      }
+      ReleaseBatch();
+      // More waiting: come back through the event loop rather than hog it.
+      if (engine_ && eng.has_deliveries()) eng.notify();
+    }
+  }
+
+  void ReleaseBatch() {
+    if (engine_)
+      for (const delivery& d : batch_) engine_->release(d);
+    batch_.clear();
+  }
+
+  void DeliverEvents(Napi::Env env) {
+    Napi::Array arr = Napi::Array::New(env, events_.size());
+    for (std::size_t i = 0; i < events_.size(); ++i) {
+      const engine_event& e = events_[i];
+      Napi::Array item = Napi::Array::New(env, 5);
+      item.Set(0u, static_cast<double>(e.type));
+      item.Set(1u, static_cast<double>(e.peer));
+      item.Set(2u, e.code == 0 ? std::string() : std::string(nexres::reject_code_name(static_cast<nexres::reject_code>(e.code))));
+      item.Set(3u, e.reason);
+      item.Set(4u, e.remote);
+      arr.Set(static_cast<std::uint32_t>(i), item);
+    }
+    events_.clear();
+    on_events_.Call({arr});
+  }
+
+  engine_options options_;
+  std::vector<std::uint32_t> peer_ids_;
+  std::unique_ptr<engine> engine_;
+  Tsfn tsfn_;
+  bool tsfn_active_ = false;
+  bool started_ = false;
+  bool hook_added_ = false;
+  Napi::Reference<Napi::Uint32Array> meta_;
+  std::uint32_t* meta_data_ = nullptr;
+  std::size_t meta_capacity_ = 0;
+  Napi::Reference<Napi::Float64Array> depths_;
+  double* depths_data_ = nullptr;
+  Napi::FunctionReference on_batch_;
+  Napi::FunctionReference on_events_;
+  std::shared_ptr<trash_bin> trash_;
+  std::vector<engine_event> events_;
+  std::vector<delivery> batch_;
+};
+
+// JS thread, through the thread-safe function: one call drains events and
+// up to a meta array's worth of deliveries, then hands them to JS at once.
+void CallJs(Napi::Env env, Napi::Function, JsEngine* self, void*) {
+  if (env == nullptr || self == nullptr || !self->engine_) return;
+  self->Drain(env);
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("Engine", JsEngine::Define(env));
+  exports.Set("frameHeaderBytes", Napi::Number::New(env, nexres::frame_header_bytes));
+  exports.Set("protocolVersion", Napi::Number::New(env, nexres::protocol_version));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(nexres, Init)

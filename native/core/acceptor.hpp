@@ -1,0 +1,40 @@
+// The replica-port acceptor: async accept, each socket handed to an io
+// context of the pool and wrapped in an inbound_session.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <system_error>
+
+namespace nexres {
+
+class engine;
+
+class acceptor : public std::enable_shared_from_this<acceptor> {
+ public:
+  acceptor(engine& eng, asio::io_context& io);
+  /// Caller's thread, before the pool runs: bind and listen.
+  std::error_code listen(const std::string& host, std::uint16_t port);
+  /// Starts accepting (posts to the acceptor's io thread).
+  void start();
+  /// Any thread: stop accepting.
+  void close_async();
+  std::uint16_t port() const noexcept { return port_; }
+
+ private:
+  void do_accept();
+
+  engine& engine_;
+  asio::io_context& io_;
+  asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer retry_;
+  std::uint16_t port_ = 0;
+  bool closed_ = false;
+};
+
+}  // namespace nexres

@@ -1,0 +1,78 @@
+#include "chunk_pool.hpp"
+
+#include <cstdlib>
+#include <new>
+
+namespace nexres {
+
+namespace {
+struct free_deleter {
+  void operator()(std::uint8_t* p) const noexcept { std::free(p); }
+};
+}  // namespace
+
+chunk_pool::chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes)
+    : chunk_bytes_(chunk_bytes), max_total_bytes_(max_total_bytes) {}
+
+chunk* chunk_pool::acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner) {
+  std::lock_guard<std::mutex> lock(mu_);
+  chunk* c = nullptr;
+  if (min_capacity <= chunk_bytes_ && !free_.empty()) {
+    c = free_.back();
+    free_.pop_back();
+  } else {
+    const bool pooled = min_capacity <= chunk_bytes_;
+    const std::size_t cap = pooled ? chunk_bytes_ : min_capacity;
+    if (total_bytes_ + cap > max_total_bytes_) return nullptr;
+    auto* raw = static_cast<std::uint8_t*>(std::malloc(cap));
+    if (raw == nullptr) return nullptr;
+    auto fresh = std::make_unique<chunk>();
+    fresh->memory = std::shared_ptr<std::uint8_t>(raw, free_deleter{});
+    fresh->capacity = cap;
+    fresh->pooled = pooled;
+    if (free_ids_.empty()) {
+      fresh->id = static_cast<std::uint32_t>(slots_.size());
+      slots_.push_back(nullptr);
+    } else {
+      fresh->id = free_ids_.back();
+      free_ids_.pop_back();
+    }
+    c = fresh.get();
+    slots_[c->id] = std::move(fresh);
+    total_bytes_ += cap;
+  }
+  c->owner = std::move(owner);
+  c->refs.store(1, std::memory_order_relaxed);
+  return c;
+}
+
+void chunk_pool::unref(chunk* c) {
+  if (c->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  std::shared_ptr<chunk_owner> owner;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    owner = c->owner.lock();
+    c->owner.reset();
+    recycle(c);
+  }
+  if (owner) owner->on_chunk_released();
+}
+
+// Holds mu_.
+void chunk_pool::recycle(chunk* c) {
+  if (c->pooled) {
+    free_.push_back(c);
+    return;
+  }
+  total_bytes_ -= c->capacity;
+  const std::uint32_t id = c->id;
+  free_ids_.push_back(id);
+  slots_[id].reset();  // memory lives on while a consumer still holds it
+}
+
+std::size_t chunk_pool::allocated_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return total_bytes_;
+}
+
+}  // namespace nexres

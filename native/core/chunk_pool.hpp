@@ -1,0 +1,70 @@
+// Receive chunks: large buffers that sockets read into and that are handed to
+// the consumer (JS) without copying. A chunk is reference counted: the
+// connection reading into it holds one reference and every delivered batch
+// that points into it holds one. At zero it returns to the pool.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace nexres {
+
+/// Told when one of its chunks is released (the owner may resume reading).
+class chunk_owner {
+ public:
+  virtual ~chunk_owner() = default;
+  /// Any thread (JS thread or an io thread); must not block.
+  virtual void on_chunk_released() = 0;
+};
+
+struct chunk {
+  std::uint32_t id = 0;
+  std::size_t capacity = 0;
+  /// malloc'd bytes, shared so a consumer (a JS ArrayBuffer) can outlive the pool.
+  std::shared_ptr<std::uint8_t> memory;
+  /// False for an oversized chunk made for one big frame: freed, not pooled.
+  bool pooled = true;
+  std::atomic<int> refs{0};
+  /// Guarded by the pool's mutex while idle; set by acquire().
+  std::weak_ptr<chunk_owner> owner;
+  /// Consumer thread only: the consumer already holds its own handle on memory.
+  bool consumer_bound = false;
+
+  std::uint8_t* data() const noexcept { return memory.get(); }
+};
+
+class chunk_pool {
+ public:
+  /// chunk_bytes: size of pooled chunks; max_total_bytes: bound on all chunks.
+  chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes);
+  chunk_pool(const chunk_pool&) = delete;
+  chunk_pool& operator=(const chunk_pool&) = delete;
+
+  /// Any thread. A chunk of at least min_capacity with one reference held by
+  /// the caller, or nullptr when the byte bound is reached.
+  chunk* acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner);
+  /// Any thread. Drops one reference; at zero the chunk is recycled and its
+  /// owner told.
+  void unref(chunk* c);
+
+  std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
+  /// Bytes currently allocated to chunks (pooled or in use).
+  std::size_t allocated_bytes() const;
+
+ private:
+  void recycle(chunk* c);
+
+  const std::size_t chunk_bytes_;
+  const std::size_t max_total_bytes_;
+  mutable std::mutex mu_;
+  std::vector<std::unique_ptr<chunk>> slots_;  // index == chunk id
+  std::vector<chunk*> free_;                   // idle pooled chunks
+  std::vector<std::uint32_t> free_ids_;        // empty slots
+  std::size_t total_bytes_ = 0;
+};
+
+}  // namespace nexres

@@ -1,0 +1,393 @@
+#include "connection.hpp"
+
+#include "engine.hpp"
+#include "peer_slot.hpp"
+
+#include <asio/post.hpp>
+#include <asio/read.hpp>
+#include <asio/write.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace nexres {
+
+namespace {
+// Below this much free space in the current chunk, switch to a fresh one
+// rather than issue small reads.
+constexpr std::size_t min_read_bytes = 64 * 1024;
+constexpr std::chrono::milliseconds retry_delay{2};
+}  // namespace
+
+inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
+    : engine_(eng), socket_(std::move(socket)), timer_(socket_.get_executor()) {
+  std::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+}
+
+inbound_session::~inbound_session() {
+  for (auto& r : ready_) engine_.chunks().unref(r.run.source);
+  ready_.clear();
+  release_current();
+}
+
+void inbound_session::start_on_own_thread() {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self] { self->start(); });
+}
+
+// io thread of the socket: handshake deadline, then read the HELLO.
+void inbound_session::start() {
+  auto self = shared_from_this();
+  timer_.expires_after(std::chrono::milliseconds(engine_.options().handshake_timeout_ms));
+  timer_.async_wait([self](const std::error_code& ec) {
+    if (ec || !self->open_ || self->peer_id_ != 0) return;
+    self->refuse(reject_code::handshake_timeout, "no handshake within the deadline");
+  });
+  read_hello();
+}
+
+void inbound_session::close_async() {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self] { self->close(); });
+}
+
+void inbound_session::read_hello() {
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(hello_), [self](const std::error_code& ec, std::size_t n) {
+    if (ec) return self->close();
+    self->on_hello(n);
+  });
+}
+
+void inbound_session::on_hello(std::size_t) {
+  std::uint32_t magic = 0;
+  hello_message m = decode_hello(hello_.data(), magic);
+  if (magic != hello_magic) return refuse(reject_code::bad_magic, "not a nexres-rpc handshake");
+  if (m.version != protocol_version)
+    return refuse(reject_code::bad_version, "protocol version " + std::to_string(m.version) +
+                                                " is not supported (want " +
+                                                std::to_string(protocol_version) + ")");
+  if (m.type != hello_type::hello) return refuse(reject_code::bad_frame, "expected HELLO");
+  if (m.auth != auth_mode::none) return refuse(reject_code::bad_auth, "unsupported auth mode");
+  if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length)
+    return refuse(reject_code::bad_frame, "handshake body length out of range");
+  incarnation_ = m.incarnation;
+  peer_id_ = 0;
+  const std::uint32_t claimed = m.sender;
+  const std::size_t cid_len = m.cluster_id_length;
+  hello_body_.resize(m.body_length);
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(hello_body_),
+                   [self, claimed, cid_len](const std::error_code& ec, std::size_t) {
+                     if (ec) return self->close();
+                     const std::string& want = self->engine_.options().cluster_id;
+                     if (cid_len != want.size() ||
+                         std::memcmp(self->hello_body_.data(), want.data(), cid_len) != 0)
+                       return self->refuse(reject_code::wrong_cluster, "cluster id does not match");
+                     const int slot = self->engine_.slot_of(claimed);
+                     if (slot < 0)
+                       return self->refuse(reject_code::unknown_peer,
+                                           "replica id " + std::to_string(claimed) +
+                                               " is not a peer in this cluster");
+                     self->peer_id_ = claimed;
+                     self->slot_ = slot;
+                     self->on_hello_body();
+                   });
+}
+
+void inbound_session::on_hello_body() {
+  timer_.cancel();
+  peer_slot& ps = engine_.slot(slot_);
+  std::shared_ptr<inbound_session> previous;
+  {
+    std::lock_guard<std::mutex> lock(ps.rx_mu);
+    generation_ = ++ps.rx_generation;
+    if (ps.rx_incarnation != incarnation_) {
+      ps.rx_incarnation = incarnation_;
+      ps.rx_last_id = 0;
+    }
+    last_seen_id_ = ps.rx_last_id;
+    ack_sent_ = last_seen_id_;
+    previous = ps.rx_session.lock();
+    ps.rx_session = shared_from_this();
+  }
+  if (previous) previous->close_async();
+
+  const auto& opt = engine_.options();
+  hello_message w{};
+  w.type = hello_type::welcome;
+  w.auth = auth_mode::none;
+  w.sender = opt.self_id;
+  w.incarnation = opt.incarnation;
+  w.version = protocol_version;
+  w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
+  w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
+  reject_buf_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+  encode_hello(reject_buf_.data(), w);
+  std::memcpy(reject_buf_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code& ec, std::size_t) {
+    if (ec) return self->close();
+    self->do_read();
+  });
+}
+
+// io thread. Makes room for the next read; false when we must wait for the
+// consumer to hand chunks back (backpressure: the socket is not read).
+bool inbound_session::ensure_space() {
+  const std::size_t partial = filled_ - parsed_;
+  std::size_t need = engine_.chunks().chunk_bytes();
+  if (current_ != nullptr && partial >= frame_header_bytes)
+    need = frame_header_bytes + load_u32(current_->data() + parsed_);
+  if (current_ != nullptr) {
+    const std::size_t room_total = current_->capacity - parsed_;
+    const std::size_t room = current_->capacity - filled_;
+    if (room_total >= need && room > 0 && (room >= min_read_bytes || room >= need - partial)) return true;
+  }
+  if (inflight_chunks_.load(std::memory_order_acquire) >=
+      static_cast<int>(engine_.options().max_chunks_per_connection))
+    return false;
+  chunk* fresh = engine_.chunks().acquire(std::max(need, partial), weak_from_this());
+  if (fresh == nullptr) return false;
+  inflight_chunks_.fetch_add(1, std::memory_order_acq_rel);
+  if (partial > 0) std::memcpy(fresh->data(), current_->data() + parsed_, partial);
+  release_current();
+  current_ = fresh;
+  parsed_ = 0;
+  filled_ = partial;
+  return true;
+}
+
+void inbound_session::release_current() {
+  if (current_ == nullptr) return;
+  chunk* c = current_;
+  current_ = nullptr;
+  engine_.chunks().unref(c);
+}
+
+void inbound_session::on_chunk_released() {
+  inflight_chunks_.fetch_sub(1, std::memory_order_acq_rel);
+  std::weak_ptr<inbound_session> weak = weak_from_this();
+  asio::post(socket_.get_executor(), [weak] {
+    if (auto self = weak.lock()) {
+      if (self->paused_ && self->open_) {
+        self->paused_ = false;
+        if (self->flush_ready()) self->do_read();
+        else self->paused_ = true;
+      }
+    }
+  });
+}
+
+void inbound_session::do_read() {
+  if (!open_ || reading_) return;
+  if (!ensure_space()) {
+    // Wait for a chunk of ours to come back; also retry on a timer in case the
+    // pool-wide bound (not ours) is what stopped us.
+    paused_ = true;
+    auto self = shared_from_this();
+    timer_.expires_after(retry_delay * 5);
+    timer_.async_wait([self](const std::error_code& ec) {
+      if (ec || !self->open_ || !self->paused_) return;
+      self->paused_ = false;
+      if (self->flush_ready()) self->do_read();
+      else self->paused_ = true;
+    });
+    return;
+  }
+  reading_ = true;
+  auto self = shared_from_this();
+  socket_.async_read_some(
+      asio::buffer(current_->data() + filled_, current_->capacity - filled_),
+      [self](const std::error_code& ec, std::size_t n) {
+        self->reading_ = false;
+        if (ec) return self->close();
+        self->on_read(n);
+      });
+}
+
+void inbound_session::on_read(std::size_t n) {
+  if (!open_) return;
+  filled_ += n;
+  if (!parse()) return;
+  if (!flush_ready()) {
+    // MIQ full: stop reading this socket until the consumer catches up.
+    paused_ = true;
+    auto self = shared_from_this();
+    timer_.expires_after(retry_delay);
+    timer_.async_wait([self](const std::error_code& ec) {
+      if (ec || !self->open_ || !self->paused_) return;
+      self->paused_ = false;
+      if (self->flush_ready()) self->do_read();
+      else self->paused_ = true;
+    });
+    return;
+  }
+  do_read();
+}
+
+// io thread. Walks complete frames in [parsed_, filled_), checking each
+// header before its body is trusted; runs of new data frames become
+// deliveries. False when the peer was refused.
+bool inbound_session::parse() {
+  const auto& opt = engine_.options();
+  std::uint8_t* base = current_->data();
+  std::size_t run_start = parsed_;
+  std::uint32_t run_msgs = 0;
+  std::uint64_t run_last = 0;
+  auto cut = [&](std::size_t end) {
+    if (run_msgs > 0) {
+      current_->refs.fetch_add(1, std::memory_order_relaxed);
+      ready_.push_back(ready_run{delivery{current_, static_cast<std::uint32_t>(run_start),
+                                          static_cast<std::uint32_t>(end - run_start), peer_id_, run_msgs},
+                                 run_last});
+    }
+    run_msgs = 0;
+  };
+  while (filled_ - parsed_ >= frame_header_bytes) {
+    const frame_header h = decode_header(base + parsed_);
+    if (h.length > opt.max_frame_bytes) {
+      cut(parsed_);
+      refuse(reject_code::frame_too_large, "frame of " + std::to_string(h.length) +
+                                               " bytes exceeds maxFrameBytes " +
+                                               std::to_string(opt.max_frame_bytes));
+      return false;
+    }
+    if (h.kind != frame_kind::data || h.reserved != 0) {
+      cut(parsed_);
+      refuse(reject_code::bad_frame, "unexpected frame kind " + std::to_string(static_cast<int>(h.kind)));
+      return false;
+    }
+    if (h.sender != peer_id_) {
+      cut(parsed_);
+      refuse(reject_code::bad_sender, "frame names sender " + std::to_string(h.sender) +
+                                          " on the connection of replica " + std::to_string(peer_id_));
+      return false;
+    }
+    const std::size_t total = frame_header_bytes + h.length;
+    if (filled_ - parsed_ < total) break;
+    if (h.msg_id <= last_seen_id_) {
+      // A resend after reconnect of something already delivered.
+      cut(parsed_);
+      parsed_ += total;
+      run_start = parsed_;
+      engine_.slot(slot_).duplicates.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    last_seen_id_ = h.msg_id;
+    run_last = h.msg_id;
+    ++run_msgs;
+    parsed_ += total;
+  }
+  cut(parsed_);
+  return true;
+}
+
+// io thread. Pushes parsed runs to the MIQ under the peer's rx lock; false
+// when the MIQ is full (what remains is kept, nothing is dropped).
+bool inbound_session::flush_ready() {
+  if (ready_.empty()) return true;
+  peer_slot& ps = engine_.slot(slot_);
+  std::size_t pushed = 0;
+  std::uint64_t msgs = 0, bytes = 0;
+  bool superseded = false;
+  {
+    std::lock_guard<std::mutex> lock(ps.rx_mu);
+    if (ps.rx_generation != generation_) {
+      superseded = true;
+    } else {
+      for (; pushed < ready_.size(); ++pushed) {
+        ready_run& r = ready_[pushed];
+        const std::uint32_t m = r.run.messages, len = r.run.length;
+        if (!engine_.push_delivery(r.run)) break;
+        msgs += m;
+        bytes += len;
+        ps.rx_last_id = r.last_id;
+      }
+    }
+  }
+  if (superseded) {
+    // A newer connection from this peer took over; the sender resends
+    // whatever it has not seen acknowledged on it.
+    close();
+    return false;
+  }
+  ps.msgs_in.fetch_add(msgs, std::memory_order_relaxed);
+  ps.bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+  const std::uint64_t acked = pushed > 0 ? ready_[pushed - 1].last_id : 0;
+  ready_.erase(ready_.begin(), ready_.begin() + static_cast<std::ptrdiff_t>(pushed));
+  if (pushed > 0) {
+    engine_.notify();
+    if (acked > ack_pending_) ack_pending_ = acked;
+    send_ack();
+  }
+  return ready_.empty();
+}
+
+void inbound_session::send_ack() {
+  if (ack_writing_ || !open_ || ack_pending_ <= ack_sent_) return;
+  frame_header h{};
+  h.kind = frame_kind::ack;
+  h.sender = engine_.options().self_id;
+  h.msg_id = ack_pending_;
+  encode_header(ack_buf_.data(), h);
+  ack_sent_ = ack_pending_;
+  ack_writing_ = true;
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(ack_buf_), [self](const std::error_code& ec, std::size_t) {
+    self->ack_writing_ = false;
+    if (ec) return self->close();
+    self->send_ack();
+  });
+}
+
+void inbound_session::refuse(reject_code code, const std::string& detail) {
+  if (!open_) return;
+  engine_.count_reject(code, peer_id_ != 0 ? peer_id_ : 0, remote_, detail);
+  open_ = false;  // stop reading; close once the reason frame is out
+  const std::string text = detail.substr(0, 512);
+  std::vector<std::uint8_t> buf(frame_header_bytes + 2 + text.size());
+  frame_header h{};
+  h.kind = frame_kind::reject;
+  h.sender = engine_.options().self_id;
+  h.length = static_cast<std::uint32_t>(2 + text.size());
+  encode_header(buf.data(), h);
+  store_u16(buf.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
+  std::memcpy(buf.data() + frame_header_bytes + 2, text.data(), text.size());
+  reject_buf_ = std::move(buf);
+  auto self = shared_from_this();
+  timer_.expires_after(std::chrono::seconds(1));
+  timer_.async_wait([self](const std::error_code& ec) {
+    if (!ec) {
+      std::error_code ignored;
+      self->socket_.close(ignored);
+    }
+  });
+  if (ack_writing_) {
+    // An ACK write is in flight; closing after the deadline is enough.
+    return;
+  }
+  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code&, std::size_t) {
+    std::error_code ignored;
+    self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    self->socket_.close(ignored);
+    self->timer_.cancel();
+  });
+}
+
+void inbound_session::close() {
+  std::error_code ignored;
+  open_ = false;
+  paused_ = false;
+  timer_.cancel();
+  socket_.close(ignored);
+  for (auto& r : ready_) engine_.chunks().unref(r.run.source);
+  ready_.clear();
+  release_current();
+}
+
+}  // namespace nexres

@@ -1,0 +1,83 @@
+// An inbound replica connection: handshake, then frames read into receive
+// chunks, parsed in place and pushed to the MIQ as runs; ACK frames back.
+#pragma once
+
+#include "chunk_pool.hpp"
+#include "engine.hpp"
+#include "protocol.hpp"
+
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nexres {
+
+class inbound_session : public chunk_owner,
+                        public std::enable_shared_from_this<inbound_session> {
+ public:
+  inbound_session(engine& eng, asio::ip::tcp::socket socket);
+  ~inbound_session() override;
+
+  /// Any thread: starts the handshake on the socket's io thread.
+  void start_on_own_thread();
+  /// Any thread: closes the socket on its io thread.
+  void close_async();
+  /// Any thread (pool unref): a chunk of ours was released; resume if paused.
+  void on_chunk_released() override;
+
+ private:
+  void start();
+  void read_hello();
+  void on_hello(std::size_t n);
+  void on_hello_body();
+  void do_read();
+  void on_read(std::size_t n);
+  bool parse();
+  bool flush_ready();
+  bool ensure_space();
+  void send_ack();
+  void refuse(reject_code code, const std::string& detail);
+  void close();
+  void release_current();
+
+  engine& engine_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;
+  std::string remote_;
+  std::array<std::uint8_t, hello_fixed_bytes> hello_{};
+  std::vector<std::uint8_t> hello_body_;
+  std::uint32_t peer_id_ = 0;
+  int slot_ = -1;
+  std::uint64_t generation_ = 0;
+  std::uint64_t incarnation_ = 0;
+  bool open_ = true;
+  bool reading_ = false;
+  bool paused_ = false;
+
+  // Receive chunk: [0, parsed_) handed out, [parsed_, filled_) partial frame.
+  chunk* current_ = nullptr;
+  std::size_t parsed_ = 0;
+  std::size_t filled_ = 0;
+  std::atomic<int> inflight_chunks_{0};
+  struct ready_run {
+    delivery run;
+    std::uint64_t last_id;  // msg id of the run's last frame
+  };
+  std::vector<ready_run> ready_;  // parsed runs not yet pushed (MIQ full)
+  std::uint64_t last_seen_id_ = 0;  // io thread copy of the filter state
+
+  // ACK frames: one in flight at a time; the latest id wins.
+  std::array<std::uint8_t, frame_header_bytes> ack_buf_{};
+  std::vector<std::uint8_t> reject_buf_;
+  bool ack_writing_ = false;
+  std::uint64_t ack_pending_ = 0;
+  std::uint64_t ack_sent_ = 0;
+};
+
+}  // namespace nexres

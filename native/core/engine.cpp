@@ -1,0 +1,211 @@
+#include "engine.hpp"
+
+#include "acceptor.hpp"
+#include "connection.hpp"
+#include "peer_slot.hpp"
+#include "replica_client.hpp"
+
+#include <chrono>
+#include <thread>
+
+namespace nexres {
+
+namespace {
+constexpr std::size_t reject_code_count = 16;
+}
+
+const char* reject_code_name(reject_code c) noexcept {
+  switch (c) {
+    case reject_code::bad_magic: return "BAD_MAGIC";
+    case reject_code::bad_version: return "BAD_VERSION";
+    case reject_code::wrong_cluster: return "WRONG_CLUSTER";
+    case reject_code::unknown_peer: return "UNKNOWN_PEER";
+    case reject_code::frame_too_large: return "FRAME_TOO_LARGE";
+    case reject_code::bad_frame: return "BAD_FRAME";
+    case reject_code::bad_sender: return "BAD_SENDER";
+    case reject_code::handshake_timeout: return "HANDSHAKE_TIMEOUT";
+    case reject_code::shutting_down: return "CONNECTION_LOST";
+    case reject_code::bad_auth: return "BAD_AUTH";
+  }
+  return "UNKNOWN";
+}
+
+engine::engine(engine_options options, std::function<void()> wake)
+    : options_(std::move(options)),
+      wake_(std::move(wake)),
+      chunks_(options_.chunk_bytes, options_.max_receive_bytes),
+      miq_(options_.miq_capacity),
+      rejects_by_code_(std::make_unique<std::atomic<std::uint64_t>[]>(reject_code_count)),
+      pool_(options_.io_threads) {
+  for (const auto& r : options_.replicas) {
+    if (r.id == options_.self_id) continue;
+    auto s = std::make_unique<peer_slot>();
+    s->id = r.id;
+    slots_.push_back(std::move(s));
+  }
+  for (std::size_t i = 0; i < reject_code_count; ++i) rejects_by_code_[i].store(0);
+}
+
+engine::~engine() {
+  stop();
+  // Deliveries never handed out still hold chunk references.
+  delivery d;
+  while (miq_.try_pop(d)) chunks_.unref(d.source);
+}
+
+std::error_code engine::start() {
+  if (started_) return std::make_error_code(std::errc::operation_in_progress);
+  started_ = true;
+  std::string host = options_.listen_host;
+  std::uint16_t port = 0;
+  for (const auto& r : options_.replicas) {
+    if (r.id != options_.self_id) continue;
+    if (host.empty()) host = r.host;
+    port = r.port;
+  }
+  acceptor_ = std::make_shared<acceptor>(*this, pool_.at(0));
+  if (auto ec = acceptor_->listen(host, port)) {
+    stopped_ = true;
+    return ec;
+  }
+  local_port_ = acceptor_->port();
+  std::size_t i = 0;
+  for (const auto& r : options_.replicas) {
+    if (r.id == options_.self_id) continue;
+    // Spread outbound links over the pool, starting after the acceptor's.
+    auto link = std::make_shared<peer_link>(*this, pool_.at(1 + i), r);
+    slots_[static_cast<std::size_t>(slot_of(r.id))]->link = link;
+    links_.push_back(link);
+    ++i;
+  }
+  pool_.run();
+  acceptor_->start();
+  for (auto& l : links_) l->start();
+  return {};
+}
+
+void engine::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  stopping_.store(true, std::memory_order_release);
+  if (!started_) return;
+  if (acceptor_) acceptor_->close_async();
+  for (auto& l : links_) l->close_async();
+  {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    for (auto& w : sessions_)
+      if (auto s = w.lock()) s->close_async();
+    sessions_.clear();
+  }
+  pool_.stop();
+  // Let closes run and handlers finish; force the rest after a bound.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (std::chrono::steady_clock::now() < deadline) {
+    bool all = true;
+    for (std::size_t k = 0; k < pool_.size(); ++k) all = all && pool_.at(k).stopped();
+    if (all) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  for (std::size_t k = 0; k < pool_.size(); ++k) pool_.at(k).stop();
+  pool_.join();
+}
+
+void engine::take_events(std::vector<engine_event>& out) {
+  std::lock_guard<std::mutex> lock(events_mu_);
+  if (out.empty()) out.swap(events_);
+  else {
+    for (auto& e : events_) out.push_back(std::move(e));
+    events_.clear();
+  }
+}
+
+bool engine::enqueue(std::uint32_t destination, const segment& seg) {
+  if (destination == broadcast_destination) {
+    for (auto& l : links_) l->enqueue(seg);
+    return true;
+  }
+  const int s = slot_of(destination);
+  if (s < 0 || !slots_[static_cast<std::size_t>(s)]->link) return false;
+  slots_[static_cast<std::size_t>(s)]->link->enqueue(seg);
+  return true;
+}
+
+std::uint64_t engine::queued_bytes(std::uint32_t peer) const {
+  const int s = slot_of(peer);
+  if (s < 0 || !slots_[static_cast<std::size_t>(s)]->link) return 0;
+  return slots_[static_cast<std::size_t>(s)]->link->queued_bytes();
+}
+
+std::uint64_t engine::queued_bytes_total() const {
+  std::uint64_t total = 0;
+  for (const auto& l : links_) total += l->queued_bytes();
+  return total;
+}
+
+void engine::want_drain(std::uint32_t peer) {
+  const int s = slot_of(peer);
+  if (s >= 0 && slots_[static_cast<std::size_t>(s)]->link) slots_[static_cast<std::size_t>(s)]->link->want_drain();
+}
+
+int engine::slot_of(std::uint32_t peer) const noexcept {
+  for (std::size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i]->id == peer) return static_cast<int>(i);
+  return -1;
+}
+
+bool engine::push_delivery(delivery& d) { return miq_.try_push(d); }
+
+void engine::notify() {
+  if (!wake_pending_.exchange(true, std::memory_order_seq_cst) && wake_) wake_();
+}
+
+void engine::post_event(engine_event ev) {
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    events_.push_back(std::move(ev));
+  }
+  notify();
+}
+
+void engine::count_reject(reject_code code, std::uint32_t peer, const std::string& remote,
+                          const std::string& detail) {
+  rejects_total_.fetch_add(1, std::memory_order_relaxed);
+  const auto idx = static_cast<std::size_t>(code);
+  if (idx < reject_code_count) rejects_by_code_[idx].fetch_add(1, std::memory_order_relaxed);
+  const int s = slot_of(peer);
+  if (s >= 0) slots_[static_cast<std::size_t>(s)]->rejects.fetch_add(1, std::memory_order_relaxed);
+  post_event(engine_event{event_type::reject, peer, static_cast<std::uint16_t>(code), detail, remote});
+}
+
+void engine::track_session(const std::shared_ptr<inbound_session>& s) {
+  std::lock_guard<std::mutex> lock(sessions_mu_);
+  if (sessions_.size() >= 64 && sessions_.size() % 64 == 0) {
+    std::vector<std::weak_ptr<inbound_session>> live;
+    for (auto& w : sessions_)
+      if (!w.expired()) live.push_back(w);
+    sessions_.swap(live);
+  }
+  sessions_.push_back(s);
+}
+
+engine_stats engine::stats() const {
+  engine_stats st;
+  for (const auto& s : slots_) {
+    peer_stats p;
+    p.id = s->id;
+    if (s->link) s->link->fill_stats(p);
+    p.msgs_in = s->msgs_in.load(std::memory_order_relaxed);
+    p.bytes_in = s->bytes_in.load(std::memory_order_relaxed);
+    p.rejects = s->rejects.load(std::memory_order_relaxed);
+    p.duplicates = s->duplicates.load(std::memory_order_relaxed);
+    st.peers.push_back(p);
+  }
+  st.rejects_total = rejects_total_.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < reject_code_count; ++i)
+    st.rejects_by_code.push_back(rejects_by_code_[i].load(std::memory_order_relaxed));
+  st.miq_depth = miq_.size_approx();
+  st.receive_bytes_allocated = chunks_.allocated_bytes();
+  return st;
+}
+
+}  // namespace nexres

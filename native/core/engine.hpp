@@ -1,0 +1,185 @@
+// The replica engine: io pool, acceptor, inbound sessions, one replica
+// client link per peer, the MIQ towards the consumer and the events queue.
+// Plain C++17; the Node addon is one consumer, native/bench another.
+#pragma once
+
+#include "bounded_queue.hpp"
+#include "chunk_pool.hpp"
+#include "io_pool.hpp"
+#include "protocol.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace nexres {
+
+struct replica_address {
+  std::uint32_t id = 0;
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+struct engine_options {
+  std::uint32_t self_id = 0;
+  std::string cluster_id;
+  /// Every replica of the cluster, self included.
+  std::vector<replica_address> replicas;
+  /// Address to listen on; defaults to self's host.
+  std::string listen_host;
+  std::size_t io_threads = 2;
+  std::uint32_t max_frame_bytes = 16u << 20;
+  std::size_t chunk_bytes = 1u << 20;
+  std::size_t max_chunks_per_connection = 8;
+  std::size_t max_receive_bytes = 512u << 20;
+  std::size_t miq_capacity = 8192;
+  /// Drain events fire when a peer's queue falls below this.
+  std::uint64_t high_water_bytes = 16u << 20;
+  std::uint32_t handshake_timeout_ms = 5000;
+  std::uint32_t reconnect_min_ms = 50;
+  std::uint32_t reconnect_max_ms = 2000;
+  /// Random per process; peers reset their duplicate filter when it changes.
+  std::uint64_t incarnation = 0;
+};
+
+/// A run of complete data frames from one peer inside a receive chunk.
+struct delivery {
+  chunk* source = nullptr;
+  std::uint32_t offset = 0;
+  std::uint32_t length = 0;
+  std::uint32_t peer = 0;
+  std::uint32_t messages = 0;
+};
+
+enum class event_type : std::uint8_t { peer_up = 1, peer_down = 2, drain = 3, reject = 4 };
+
+struct engine_event {
+  event_type type = event_type::peer_up;
+  std::uint32_t peer = 0;        // replica id (0 when unknown)
+  std::uint16_t code = 0;        // reject_code for reject / peer_down
+  std::string reason;            // human-readable detail
+  std::string remote;            // remote address for rejects
+};
+
+/// Frames queued for one peer: a slice of a shared block (see PROTOCOL.md §3).
+struct segment {
+  std::shared_ptr<const void> owner;  // keeps data alive until acknowledged
+  const std::uint8_t* data = nullptr;
+  std::uint32_t length = 0;
+  std::uint32_t messages = 0;
+  std::uint64_t last_msg_id = 0;
+};
+
+constexpr std::uint32_t broadcast_destination = 0xffffffffu;
+
+struct peer_stats {
+  std::uint32_t id = 0;
+  bool connected = false;
+  std::uint64_t msgs_in = 0, bytes_in = 0, msgs_out = 0, bytes_out = 0;
+  std::uint64_t queued_bytes = 0, queued_msgs = 0, unacked_bytes = 0;
+  std::uint64_t reconnects = 0, rejects = 0, duplicates = 0;
+};
+
+struct engine_stats {
+  std::vector<peer_stats> peers;
+  std::uint64_t rejects_total = 0;
+  std::vector<std::uint64_t> rejects_by_code;  // index = reject_code
+  std::uint64_t miq_depth = 0;
+  std::uint64_t receive_bytes_allocated = 0;
+};
+
+class acceptor;
+class inbound_session;
+class peer_link;
+struct peer_slot;
+
+class engine {
+ public:
+  /// wake: called from any thread when deliveries or events are ready and the
+  /// consumer was not already woken (at most once until begin_drain()).
+  engine(engine_options options, std::function<void()> wake);
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+  ~engine();
+
+  /// Binds the replica port, starts io threads and connects to every peer.
+  std::error_code start();
+  /// Closes every connection and joins the io threads. Idempotent. Not from
+  /// an io thread.
+  void stop();
+
+  // ---- consumer side (one thread: the JS thread in the addon) ----
+  /// Re-arms the wake-up; call before popping.
+  void begin_drain() { wake_pending_.store(false, std::memory_order_seq_cst); }
+  bool pop_delivery(delivery& out) { return miq_.try_pop(out); }
+  /// Drops the delivery's hold on its chunk (it may be read into again).
+  void release(const delivery& d) { chunks_.unref(d.source); }
+  /// True when the MIQ holds deliveries (approximate).
+  bool has_deliveries() const { return miq_.size_approx() > 0; }
+  void take_events(std::vector<engine_event>& out);
+
+  // ---- producer side ----
+  /// Queues frames for one peer id or broadcast_destination. Any thread.
+  /// Returns false for an unknown peer id.
+  bool enqueue(std::uint32_t destination, const segment& seg);
+  /// Bytes queued for a peer (accepted, not yet acknowledged by it).
+  std::uint64_t queued_bytes(std::uint32_t peer) const;
+  /// Sum over every peer.
+  std::uint64_t queued_bytes_total() const;
+  /// Ask for a drain event once the peer's queue is below the high-water mark.
+  void want_drain(std::uint32_t peer);
+
+  engine_stats stats() const;
+  const engine_options& options() const noexcept { return options_; }
+  /// Bound local port (after start); useful with port 0.
+  std::uint16_t local_port() const noexcept { return local_port_; }
+
+  // ---- internal: used by sessions, links, acceptor (io threads) ----
+  chunk_pool& chunks() { return chunks_; }
+  io_pool& pool() { return pool_; }
+  bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+  /// Index of a peer id in the slot table, or -1.
+  int slot_of(std::uint32_t peer) const noexcept;
+  peer_slot& slot(int index) { return *slots_[static_cast<std::size_t>(index)]; }
+  /// Pushes to the MIQ; false when full (caller pauses and retries).
+  bool push_delivery(delivery& d);
+  void post_event(engine_event ev);
+  void count_reject(reject_code code, std::uint32_t peer, const std::string& remote,
+                    const std::string& detail);
+  void track_session(const std::shared_ptr<inbound_session>& s);
+  void notify();
+
+ private:
+  engine_options options_;
+  std::function<void()> wake_;
+  std::atomic<bool> wake_pending_{false};
+  std::atomic<bool> stopping_{false};
+  bool started_ = false;
+  bool stopped_ = false;
+  std::uint16_t local_port_ = 0;
+
+  chunk_pool chunks_;
+  bounded_queue<delivery> miq_;
+  std::vector<std::unique_ptr<peer_slot>> slots_;
+
+  mutable std::mutex events_mu_;
+  std::vector<engine_event> events_;
+  std::atomic<std::uint64_t> rejects_total_{0};
+  std::unique_ptr<std::atomic<std::uint64_t>[]> rejects_by_code_;
+
+  std::mutex sessions_mu_;
+  std::vector<std::weak_ptr<inbound_session>> sessions_;
+
+  // Destroyed first (declared last): pending handlers may still touch the
+  // members above while the io_contexts are torn down.
+  io_pool pool_;
+  std::shared_ptr<acceptor> acceptor_;
+  std::vector<std::shared_ptr<peer_link>> links_;
+};
+
+}  // namespace nexres

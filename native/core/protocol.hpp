@@ -1,0 +1,150 @@
+// Wire format of nexres-rpc replica connections. Every constant here names
+// its section of docs/PROTOCOL.md; change both together.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+namespace nexres {
+
+// PROTOCOL.md §2 "Handshake": "NXRP" read as a little-endian u32.
+constexpr std::uint32_t hello_magic = 0x5052584eu;
+constexpr std::uint16_t protocol_version = 1;
+// PROTOCOL.md §2: fixed part of HELLO / WELCOME.
+constexpr std::size_t hello_fixed_bytes = 32;
+// PROTOCOL.md §2: upper bound of the variable part (cluster id + auth data).
+constexpr std::size_t hello_max_body_bytes = 4096;
+constexpr std::size_t max_cluster_id_bytes = 255;
+
+// PROTOCOL.md §2: auth modes carried in the handshake (only `none` today).
+enum class auth_mode : std::uint16_t { none = 0 };
+
+// PROTOCOL.md §2: handshake message types (field `type`).
+enum class hello_type : std::uint16_t { hello = 1, welcome = 2 };
+
+// PROTOCOL.md §3 "Frames": fixed little-endian header before every body.
+constexpr std::size_t frame_header_bytes = 24;
+
+// PROTOCOL.md §3: frame kinds.
+enum class frame_kind : std::uint8_t {
+  data = 1,    // application message (delivered to handlers)
+  ack = 2,     // receiver -> sender: cumulative message id accepted
+  reject = 3,  // reason frame sent before closing a connection
+  ping = 4,    // reserved for heartbeats
+  pong = 5,    // reserved for heartbeats
+};
+
+// PROTOCOL.md §4 "Reject reasons": stable numeric codes of reject frames.
+enum class reject_code : std::uint16_t {
+  bad_magic = 1,
+  bad_version = 2,
+  wrong_cluster = 3,
+  unknown_peer = 4,
+  frame_too_large = 5,
+  bad_frame = 6,
+  bad_sender = 7,
+  handshake_timeout = 8,
+  shutting_down = 9,
+  bad_auth = 10,
+};
+
+const char* reject_code_name(reject_code c) noexcept;
+
+struct frame_header {
+  std::uint32_t length;      // body bytes after the header
+  std::uint32_t route;       // route id (FNV-1a 32 of the route name)
+  std::uint32_t sender;      // sender replica id; must equal the handshake id
+  frame_kind kind;
+  std::uint8_t flags;
+  std::uint16_t reserved;    // zero; room for auth (PROTOCOL.md §3)
+  std::uint64_t msg_id;      // per-sender increasing message id
+};
+
+struct hello_message {
+  hello_type type;
+  auth_mode auth;
+  std::uint32_t sender;       // replica id of the side that writes it
+  std::uint64_t incarnation;  // random per process start; resets dedup state
+  std::uint32_t body_length;  // cluster id + auth extension bytes
+  std::uint16_t version;
+  std::uint8_t cluster_id_length;
+};
+
+inline std::uint16_t load_u16(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
+}
+inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint32_t>(p[0]) | (static_cast<std::uint32_t>(p[1]) << 8) |
+         (static_cast<std::uint32_t>(p[2]) << 16) | (static_cast<std::uint32_t>(p[3]) << 24);
+}
+inline std::uint64_t load_u64(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint64_t>(load_u32(p)) | (static_cast<std::uint64_t>(load_u32(p + 4)) << 32);
+}
+inline void store_u16(std::uint8_t* p, std::uint16_t v) noexcept {
+  p[0] = static_cast<std::uint8_t>(v);
+  p[1] = static_cast<std::uint8_t>(v >> 8);
+}
+inline void store_u32(std::uint8_t* p, std::uint32_t v) noexcept {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+}
+inline void store_u64(std::uint8_t* p, std::uint64_t v) noexcept {
+  store_u32(p, static_cast<std::uint32_t>(v));
+  store_u32(p + 4, static_cast<std::uint32_t>(v >> 32));
+}
+
+// Layout (PROTOCOL.md §3): u32 length | u32 route | u32 sender | u8 kind |
+// u8 flags | u16 reserved | u64 msg_id.
+inline frame_header decode_header(const std::uint8_t* p) noexcept {
+  frame_header h;
+  h.length = load_u32(p);
+  h.route = load_u32(p + 4);
+  h.sender = load_u32(p + 8);
+  h.kind = static_cast<frame_kind>(p[12]);
+  h.flags = p[13];
+  h.reserved = load_u16(p + 14);
+  h.msg_id = load_u64(p + 16);
+  return h;
+}
+
+inline void encode_header(std::uint8_t* p, const frame_header& h) noexcept {
+  store_u32(p, h.length);
+  store_u32(p + 4, h.route);
+  store_u32(p + 8, h.sender);
+  p[12] = static_cast<std::uint8_t>(h.kind);
+  p[13] = h.flags;
+  store_u16(p + 14, h.reserved);
+  store_u64(p + 16, h.msg_id);
+}
+
+// Layout (PROTOCOL.md §2): u32 magic | u16 version | u16 type | u16 auth |
+// u8 cluster_id_length | u8 zero | u32 sender | u64 incarnation |
+// u32 body_length | u32 zero.
+inline void encode_hello(std::uint8_t* p, const hello_message& m) noexcept {
+  std::memset(p, 0, hello_fixed_bytes);
+  store_u32(p, hello_magic);
+  store_u16(p + 4, m.version);
+  store_u16(p + 6, static_cast<std::uint16_t>(m.type));
+  store_u16(p + 8, static_cast<std::uint16_t>(m.auth));
+  p[10] = m.cluster_id_length;
+  store_u32(p + 12, m.sender);
+  store_u64(p + 16, m.incarnation);
+  store_u32(p + 24, m.body_length);
+}
+
+// Decodes the fixed part; the magic is returned separately so callers can
+// tell garbage (bad magic) from an old/new peer (bad version).
+inline hello_message decode_hello(const std::uint8_t* p, std::uint32_t& magic) noexcept {
+  hello_message m;
+  magic = load_u32(p);
+  m.version = load_u16(p + 4);
+  m.type = static_cast<hello_type>(load_u16(p + 6));
+  m.auth = static_cast<auth_mode>(load_u16(p + 8));
+  m.cluster_id_length = p[10];
+  m.sender = load_u32(p + 12);
+  m.incarnation = load_u64(p + 16);
+  m.body_length = load_u32(p + 24);
+  return m;
+}
+
+}  // namespace nexres

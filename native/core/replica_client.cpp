@@ -1,0 +1,341 @@
+#include "replica_client.hpp"
+
+#include <asio/connect.hpp>
+#include <asio/post.hpp>
+#include <asio/read.hpp>
+#include <asio/write.hpp>
+
+#include <chrono>
+#include <cstring>
+
+namespace nexres {
+
+namespace {
+// Cap on buffers and bytes handed to one gather write; the rest follows in
+// the next one. Asio issues writev() of up to 64 buffers per system call.
+constexpr std::size_t max_iov_per_write = 1024;
+constexpr std::size_t max_bytes_per_write = 8u << 20;
+constexpr std::size_t max_reject_body = 4096;
+}  // namespace
+
+peer_link::peer_link(engine& eng, asio::io_context& io, replica_address peer)
+    : engine_(eng),
+      io_(io),
+      peer_(std::move(peer)),
+      socket_(io),
+      timer_(io),
+      resolver_(io),
+      backoff_ms_(eng.options().reconnect_min_ms),
+      rng_(static_cast<unsigned>(eng.options().incarnation ^ peer_.id)) {}
+
+void peer_link::start() {
+  auto self = shared_from_this();
+  asio::post(io_, [self] {
+    if (self->state_ == state::idle) self->do_connect();
+  });
+}
+
+void peer_link::close_async() {
+  auto self = shared_from_this();
+  asio::post(io_, [self] { self->close(); });
+}
+
+void peer_link::close() {
+  state_ = state::closed;
+  connected_.store(false, std::memory_order_release);
+  std::error_code ignored;
+  timer_.cancel();
+  resolver_.cancel();
+  socket_.close(ignored);
+}
+
+// Any thread (JS thread through the addon). The MOQ push is lock-free; the
+// io thread is woken at most once until it has pulled the queue.
+void peer_link::enqueue(const segment& seg) {
+  queued_bytes_.fetch_add(seg.length, std::memory_order_acq_rel);
+  queued_msgs_.fetch_add(seg.messages, std::memory_order_relaxed);
+  moq_.push(seg);
+  if (!wake_scheduled_.exchange(true, std::memory_order_acq_rel)) {
+    auto self = shared_from_this();
+    asio::post(io_, [self] { self->on_wakeup(); });
+  }
+}
+
+void peer_link::want_drain() {
+  drain_wanted_.store(true, std::memory_order_release);
+  if (queued_bytes_.load(std::memory_order_acquire) < engine_.options().high_water_bytes &&
+      drain_wanted_.exchange(false, std::memory_order_acq_rel))
+    engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
+}
+
+void peer_link::pull_queue() {
+  segment s;
+  while (moq_.pop(s)) pending_.push_back(std::move(s));
+}
+
+void peer_link::on_wakeup() {
+  wake_scheduled_.store(false, std::memory_order_release);
+  pull_queue();
+  if (state_ == state::up && !writing_) do_write();
+}
+
+void peer_link::do_connect() {
+  if (state_ == state::closed || engine_.stopping()) return;
+  state_ = state::connecting;
+  auto self = shared_from_this();
+  std::error_code ec;
+  auto addr = asio::ip::make_address(peer_.host, ec);
+  auto on_connect = [self](const std::error_code& err) {
+    if (self->state_ != state::connecting) return;
+    if (err) return self->fail(reject_code::shutting_down, "connect failed: " + err.message());
+    self->on_connected();
+  };
+  if (!ec) {
+    socket_.async_connect(asio::ip::tcp::endpoint(addr, peer_.port), on_connect);
+    return;
+  }
+  resolver_.async_resolve(peer_.host, std::to_string(peer_.port),
+                          [self, on_connect](const std::error_code& err,
+                                             asio::ip::tcp::resolver::results_type results) {
+                            if (self->state_ != state::connecting) return;
+                            if (err || results.empty())
+                              return self->fail(reject_code::shutting_down,
+                                                "cannot resolve " + self->peer_.host);
+                            self->socket_.async_connect(*results.begin(), on_connect);
+                          });
+}
+
+void peer_link::on_connected() {
+  std::error_code ignored;
+  socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  state_ = state::handshaking;
+  const auto& opt = engine_.options();
+  hello_message m{};
+  m.type = hello_type::hello;
+  m.auth = auth_mode::none;
+  m.sender = opt.self_id;
+  m.incarnation = opt.incarnation;
+  m.version = protocol_version;
+  m.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
+  m.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
+  hello_out_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+  encode_hello(hello_out_.data(), m);
+  std::memcpy(hello_out_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+
+  auto self = shared_from_this();
+  timer_.expires_after(std::chrono::milliseconds(opt.handshake_timeout_ms));
+  timer_.async_wait([self](const std::error_code& ec) {
+    if (!ec && self->state_ == state::handshaking)
+      self->fail(reject_code::handshake_timeout, "no WELCOME within the handshake deadline");
+  });
+  asio::async_write(socket_, asio::buffer(hello_out_), [self](const std::error_code& ec, std::size_t) {
+    if (self->state_ != state::handshaking) return;
+    if (ec) return self->fail(reject_code::shutting_down, "handshake write failed: " + ec.message());
+    self->read_welcome();
+  });
+}
+
+// The answer is either a WELCOME (starts with the magic) or a REJECT frame.
+void peer_link::read_welcome() {
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(hello_in_.data(), frame_header_bytes),
+                   [self](const std::error_code& ec, std::size_t) {
+                     if (self->state_ != state::handshaking) return;
+                     if (ec) return self->fail(reject_code::shutting_down, "connection closed during handshake");
+                     self->on_welcome_header();
+                   });
+}
+
+void peer_link::on_welcome_header() {
+  auto self = shared_from_this();
+  if (load_u32(hello_in_.data()) != hello_magic) {
+    const frame_header h = decode_header(hello_in_.data());
+    if (h.kind != frame_kind::reject || h.length < 2 || h.length > max_reject_body)
+      return fail(reject_code::bad_frame, "peer answered the handshake with garbage");
+    body_in_.resize(h.length);
+    asio::async_read(socket_, asio::buffer(body_in_), [self](const std::error_code& ec, std::size_t) {
+      if (self->state_ != state::handshaking) return;
+      if (ec) return self->fail(reject_code::shutting_down, "connection closed during handshake");
+      const auto code = static_cast<reject_code>(load_u16(self->body_in_.data()));
+      std::string text(reinterpret_cast<const char*>(self->body_in_.data()) + 2, self->body_in_.size() - 2);
+      self->fail(code, std::string("refused by peer: ") + text);
+    });
+    return;
+  }
+  asio::async_read(
+      socket_, asio::buffer(hello_in_.data() + frame_header_bytes, hello_fixed_bytes - frame_header_bytes),
+      [self](const std::error_code& ec, std::size_t) {
+        if (self->state_ != state::handshaking) return;
+        if (ec) return self->fail(reject_code::shutting_down, "connection closed during handshake");
+        std::uint32_t magic = 0;
+        hello_message w = decode_hello(self->hello_in_.data(), magic);
+        const auto& opt = self->engine_.options();
+        if (w.type != hello_type::welcome || w.version != protocol_version)
+          return self->fail(reject_code::bad_version, "unexpected WELCOME");
+        if (w.sender != self->peer_.id)
+          return self->fail(reject_code::unknown_peer, "replica " + std::to_string(w.sender) +
+                                                           " answered at the address of replica " +
+                                                           std::to_string(self->peer_.id));
+        if (w.body_length > hello_max_body_bytes || w.cluster_id_length != opt.cluster_id.size() ||
+            w.body_length < w.cluster_id_length)
+          return self->fail(reject_code::wrong_cluster, "peer belongs to another cluster");
+        self->body_in_.resize(w.body_length);
+        asio::async_read(self->socket_, asio::buffer(self->body_in_),
+                         [self](const std::error_code& ec2, std::size_t) {
+                           if (self->state_ != state::handshaking) return;
+                           if (ec2) return self->fail(reject_code::shutting_down, "connection closed during handshake");
+                           const auto& o = self->engine_.options();
+                           if (std::memcmp(self->body_in_.data(), o.cluster_id.data(), o.cluster_id.size()) != 0)
+                             return self->fail(reject_code::wrong_cluster, "peer belongs to another cluster");
+                           self->on_up();
+                         });
+      });
+}
+
+void peer_link::on_up() {
+  timer_.cancel();
+  state_ = state::up;
+  backoff_ms_ = engine_.options().reconnect_min_ms;
+  connected_.store(true, std::memory_order_release);
+  engine_.post_event(engine_event{event_type::peer_up, peer_.id, 0, {}, {}});
+  read_control();
+  pull_queue();
+  do_write();
+}
+
+// io thread, state up, no write in flight. One gather write of everything
+// queued (bounded per call); never waits to fill a batch.
+void peer_link::do_write() {
+  if (writing_ || state_ != state::up || pending_.empty()) return;
+  iov_.clear();
+  std::size_t bytes = 0;
+  for (const segment& s : pending_) {
+    if (iov_.size() == max_iov_per_write || (bytes > 0 && bytes + s.length > max_bytes_per_write)) break;
+    iov_.emplace_back(s.data, s.length);
+    bytes += s.length;
+  }
+  writing_count_ = iov_.size();
+  writing_ = true;
+  auto self = shared_from_this();
+  const std::uint64_t epoch = epoch_;
+  asio::async_write(socket_, iov_, [self, epoch](const std::error_code& ec, std::size_t) {
+    if (epoch != self->epoch_) return;  // a failed connection's write
+    self->writing_ = false;
+    if (self->state_ != state::up) return;
+    if (ec) return self->fail(reject_code::shutting_down, "write failed: " + ec.message());
+    std::uint64_t msgs = 0, bytes = 0;
+    for (std::size_t i = 0; i < self->writing_count_; ++i) {
+      segment& s = self->pending_.front();
+      msgs += s.messages;
+      bytes += s.length;
+      self->unacked_.push_back(std::move(s));
+      self->pending_.pop_front();
+    }
+    self->unacked_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    self->msgs_out_.fetch_add(msgs, std::memory_order_relaxed);
+    self->bytes_out_.fetch_add(bytes, std::memory_order_relaxed);
+    self->pull_queue();
+    self->do_write();
+  });
+}
+
+void peer_link::read_control() {
+  auto self = shared_from_this();
+  const std::uint64_t epoch = epoch_;
+  asio::async_read(socket_, asio::buffer(ctrl_), [self, epoch](const std::error_code& ec, std::size_t) {
+    if (epoch != self->epoch_ || self->state_ != state::up) return;
+    if (ec) return self->fail(reject_code::shutting_down, "connection lost: " + ec.message());
+    self->on_control();
+  });
+}
+
+void peer_link::on_control() {
+  const frame_header h = decode_header(ctrl_.data());
+  if (h.kind == frame_kind::ack && h.length == 0 && h.sender == peer_.id) {
+    on_acked(h.msg_id);
+    return read_control();
+  }
+  if (h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body) {
+    body_in_.resize(h.length);
+    auto self = shared_from_this();
+    const std::uint64_t epoch = epoch_;
+    asio::async_read(socket_, asio::buffer(body_in_), [self, epoch](const std::error_code& ec, std::size_t) {
+      if (epoch != self->epoch_ || self->state_ != state::up) return;
+      if (ec) return self->fail(reject_code::shutting_down, "connection lost");
+      const auto code = static_cast<reject_code>(load_u16(self->body_in_.data()));
+      std::string text(reinterpret_cast<const char*>(self->body_in_.data()) + 2, self->body_in_.size() - 2);
+      self->fail(code, "refused by peer: " + text);
+    });
+    return;
+  }
+  fail(reject_code::bad_frame, "unexpected control frame from peer");
+}
+
+void peer_link::on_acked(std::uint64_t id) {
+  std::uint64_t bytes = 0, msgs = 0;
+  while (!unacked_.empty() && unacked_.front().last_msg_id <= id) {
+    bytes += unacked_.front().length;
+    msgs += unacked_.front().messages;
+    unacked_.pop_front();
+  }
+  if (bytes == 0) return;
+  unacked_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
+  queued_msgs_.fetch_sub(msgs, std::memory_order_relaxed);
+  const std::uint64_t left = queued_bytes_.fetch_sub(bytes, std::memory_order_acq_rel) - bytes;
+  if (left < engine_.options().high_water_bytes && drain_wanted_.load(std::memory_order_acquire) &&
+      drain_wanted_.exchange(false, std::memory_order_acq_rel))
+    engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
+}
+
+// io thread. Drops the connection; what was written but not acknowledged
+// goes back to the front of the queue, in order, for the next connection.
+void peer_link::fail(reject_code code, const std::string& reason) {
+  if (state_ == state::closed) return;
+  const bool was_up = state_ == state::up;
+  ++epoch_;
+  writing_ = false;
+  std::error_code ignored;
+  socket_.close(ignored);
+  timer_.cancel();
+  connected_.store(false, std::memory_order_release);
+  if (!unacked_.empty()) {
+    unacked_bytes_.store(0, std::memory_order_relaxed);
+    pending_.insert(pending_.begin(), std::make_move_iterator(unacked_.begin()),
+                    std::make_move_iterator(unacked_.end()));
+    unacked_.clear();
+  }
+  if (was_up) engine_.post_event(engine_event{event_type::peer_down, peer_.id, static_cast<std::uint16_t>(code), reason, {}});
+  if (code != reject_code::shutting_down && !was_up)
+    engine_.count_reject(code, peer_.id, peer_.host + ":" + std::to_string(peer_.port), reason);
+  schedule_reconnect();
+}
+
+void peer_link::schedule_reconnect() {
+  if (engine_.stopping()) return;
+  state_ = state::backoff;
+  socket_ = asio::ip::tcp::socket(io_);
+  // Full jitter in [d/2, d], then double up to the bound.
+  const std::uint32_t d = backoff_ms_;
+  std::uniform_int_distribution<std::uint32_t> pick(d / 2, d);
+  const std::uint32_t wait = pick(rng_);
+  backoff_ms_ = std::min<std::uint32_t>(d * 2, engine_.options().reconnect_max_ms);
+  auto self = shared_from_this();
+  timer_.expires_after(std::chrono::milliseconds(wait));
+  timer_.async_wait([self](const std::error_code& ec) {
+    if (ec || self->state_ != state::backoff) return;
+    self->reconnects_.fetch_add(1, std::memory_order_relaxed);
+    self->do_connect();
+  });
+}
+
+void peer_link::fill_stats(peer_stats& s) const {
+  s.connected = connected_.load(std::memory_order_acquire);
+  s.msgs_out = msgs_out_.load(std::memory_order_relaxed);
+  s.bytes_out = bytes_out_.load(std::memory_order_relaxed);
+  s.queued_bytes = queued_bytes_.load(std::memory_order_relaxed);
+  s.queued_msgs = queued_msgs_.load(std::memory_order_relaxed);
+  s.unacked_bytes = unacked_bytes_.load(std::memory_order_relaxed);
+  s.reconnects = reconnects_.load(std::memory_order_relaxed);
+}
+
+}  // namespace nexres

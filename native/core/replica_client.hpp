@@ -1,0 +1,91 @@
+// ReplicaClient: the outbound link to one peer. It owns the peer's MOQ,
+// connects (and reconnects with backoff), performs the handshake and runs a
+// writer that drains everything queued into one gather write. Frames stay
+// queued until the peer acknowledges them, so nothing is lost across a
+// reconnect (the receiver drops resent duplicates by message id).
+#pragma once
+
+#include "engine.hpp"
+#include "mpsc_queue.hpp"
+#include "protocol.hpp"
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace nexres {
+
+class peer_link : public std::enable_shared_from_this<peer_link> {
+ public:
+  peer_link(engine& eng, asio::io_context& io, replica_address peer);
+
+  /// Any thread: begin connecting.
+  void start();
+  /// Any thread: close for good.
+  void close_async();
+  /// Any thread: queue a slice of frames.
+  void enqueue(const segment& seg);
+  /// Any thread: emit a drain event once the queue is below the high-water mark.
+  void want_drain();
+
+  std::uint64_t queued_bytes() const noexcept { return queued_bytes_.load(std::memory_order_acquire); }
+  void fill_stats(peer_stats& s) const;
+
+ private:
+  enum class state { idle, connecting, handshaking, up, backoff, closed };
+
+  void on_wakeup();
+  void do_connect();
+  void on_connected();
+  void read_welcome();
+  void on_welcome_header();
+  void on_up();
+  void do_write();
+  void read_control();
+  void on_control();
+  void on_acked(std::uint64_t id);
+  void fail(reject_code code, const std::string& reason);
+  void schedule_reconnect();
+  void close();
+  void pull_queue();
+
+  engine& engine_;
+  asio::io_context& io_;
+  replica_address peer_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;
+  asio::ip::tcp::resolver resolver_;
+  state state_ = state::idle;
+  std::uint32_t backoff_ms_;
+  std::minstd_rand rng_;
+
+  mpsc_queue<segment> moq_;
+  std::atomic<bool> wake_scheduled_{false};
+  std::atomic<bool> drain_wanted_{false};
+  // io thread only: popped from the MOQ, not yet written / written, not acked.
+  std::deque<segment> pending_;
+  std::deque<segment> unacked_;
+  std::vector<asio::const_buffer> iov_;
+  std::size_t writing_count_ = 0;
+  bool writing_ = false;
+  std::uint64_t epoch_ = 0;  // bumped when a connection fails
+
+  std::vector<std::uint8_t> hello_out_;
+  std::array<std::uint8_t, hello_fixed_bytes> hello_in_{};
+  std::vector<std::uint8_t> body_in_;
+  std::array<std::uint8_t, frame_header_bytes> ctrl_{};
+
+  std::atomic<bool> connected_{false};
+  std::atomic<std::uint64_t> queued_bytes_{0}, queued_msgs_{0}, unacked_bytes_{0};
+  std::atomic<std::uint64_t> msgs_out_{0}, bytes_out_{0}, reconnects_{0};
+};
+
+}  // namespace nexres

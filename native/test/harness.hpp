@@ -1,0 +1,94 @@
+// A native-only replica for tests and the native benchmark: an engine plus a
+// consumer that sleeps on a condition variable until the engine wakes it.
+#pragma once
+
+#include "engine.hpp"
+#include "protocol.hpp"
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <vector>
+
+namespace nexres_test {
+
+inline std::uint16_t free_port() {
+  asio::io_context io;
+  asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  return a.local_endpoint().port();
+}
+
+inline nexres::engine_options options_for(std::uint32_t self, const std::vector<std::uint16_t>& ports,
+                                          std::size_t io_threads = 2) {
+  nexres::engine_options o;
+  o.self_id = self;
+  o.cluster_id = "native-test";
+  for (std::size_t i = 0; i < ports.size(); ++i)
+    o.replicas.push_back({static_cast<std::uint32_t>(i + 1), "127.0.0.1", ports[i]});
+  o.io_threads = io_threads;
+  o.reconnect_min_ms = 10;
+  o.reconnect_max_ms = 100;
+  std::random_device rd;
+  o.incarnation = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+  return o;
+}
+
+class node {
+ public:
+  explicit node(nexres::engine_options o) {
+    engine_ = std::make_unique<nexres::engine>(std::move(o), [this] {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        woken_ = true;
+      }
+      cv_.notify_one();
+    });
+  }
+  ~node() { engine_->stop(); }
+
+  nexres::engine& eng() { return *engine_; }
+
+  /// Waits up to `timeout` for a wake-up, then hands every delivered frame to
+  /// f(peer, header, body). Returns frames seen.
+  template <typename F>
+  std::size_t poll(F&& f, std::chrono::milliseconds timeout) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, timeout, [this] { return woken_; });
+      woken_ = false;
+    }
+    engine_->begin_drain();
+    std::size_t n = 0;
+    nexres::delivery d;
+    while (engine_->pop_delivery(d)) {
+      const std::uint8_t* p = d.source->data() + d.offset;
+      const std::uint8_t* end = p + d.length;
+      while (p < end) {
+        nexres::frame_header h = nexres::decode_header(p);
+        f(d.peer, h, p + nexres::frame_header_bytes);
+        p += nexres::frame_header_bytes + h.length;
+        ++n;
+      }
+      engine_->release(d);
+    }
+    std::vector<nexres::engine_event> evs;
+    engine_->take_events(evs);
+    for (auto& e : evs) events.push_back(std::move(e));
+    return n;
+  }
+
+  std::vector<nexres::engine_event> events;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool woken_ = false;
+  std::unique_ptr<nexres::engine> engine_;
+};
+
+}  // namespace nexres_test

@@ -1,0 +1,38 @@
+import { createServer } from 'node:net'
+
+import type { ClusterConfig } from 'nexres-rpc'
+
+/** Ports the OS handed out on 127.0.0.1 (bound then released). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () =>
+      new Promise<import('node:net').Server>((resolve, reject) => {
+        const s = createServer()
+        s.once('error', reject)
+        s.listen(0, '127.0.0.1', () => resolve(s))
+      }),
+    ),
+  )
+  const ports = servers.map((s) => {
+    const a = s.address()
+    if (a === null || typeof a === 'string') throw new Error('no port')
+    return a.port
+  })
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  return ports
+}
+
+/** A loopback cluster of `n` replicas with ids 1..n on free ports. */
+export async function loopbackCluster(n: number, id = 'test'): Promise<ClusterConfig> {
+  const ports = await freePorts(n)
+  return { id, replicas: ports.map((port, i) => ({ id: i + 1, host: '127.0.0.1', port })) }
+}
+
+/** Resolves when `cond()` holds, polling; rejects after `ms`. */
+export async function until(cond: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
