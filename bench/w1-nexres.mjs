@@ -1,0 +1,49 @@
+// W1 one-way stream through nexres-rpc: replica 1 (sender) -> replica 2
+// (receiver, counting in a JS handler that reads msg.payload).
+//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size>
+// The receiver prints one JSON line once every message has arrived.
+import { Replica } from 'nexres-rpc'
+
+const [role, recvPort, sendPort, countArg, sizeArg, ioArg] = process.argv.slice(2)
+const count = Number(countArg)
+const size = Number(sizeArg)
+const ioThreads = Number(ioArg ?? 2)
+const cluster = {
+  id: 'bench',
+  replicas: [
+    { id: 1, host: '127.0.0.1', port: Number(sendPort) },
+    { id: 2, host: '127.0.0.1', port: Number(recvPort) },
+  ],
+}
+
+if (role === 'recv') {
+  const r = await Replica.start({ id: 2, cluster, ioThreads, reconnect: { maxMs: 50 } })
+  let got = 0
+  let bytes = 0
+  let sum = 0
+  let first = 0
+  const done = new Promise((resolve) => {
+    r.on('w1', (msg) => {
+      const p = msg.payload
+      if (got === 0) first = performance.now()
+      sum += p[0]
+      bytes += p.length
+      if (++got === count) resolve(performance.now())
+    })
+  })
+  process.stdout.write('ready\n')
+  const last = await done
+  const seconds = (last - first) / 1000
+  process.stdout.write(JSON.stringify({ messages: got, bytes, seconds, checksum: sum }) + '\n')
+  await r.close({ timeoutMs: 0 })
+} else {
+  const r = await Replica.start({ id: 1, cluster, ioThreads, reconnect: { maxMs: 50 } })
+  await r.waitForPeers([2], { timeoutMs: 20_000 })
+  const payload = new Uint8Array(size).fill(0x5a)
+  let drained = null
+  r.events.on('drain', () => drained?.())
+  for (let i = 0; i < count; i++) {
+    if (!r.send(2, 'w1', payload)) await new Promise((resolve) => (drained = resolve))
+  }
+  await r.close({ timeoutMs: 60_000 })
+}
