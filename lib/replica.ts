@@ -26,7 +26,7 @@ import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
 import { routeId } from './route.js'
 
 /** A route handler. Its `msg.payload` is valid only during the call. */
-export type Handler = (msg: Message) => void | Promise<void>
+export type Handler = (msg: Message) => unknown
 
 /** Why a peer connection went down or a connection was refused. */
 export interface PeerDownInfo {
@@ -238,7 +238,10 @@ export class Replica {
     }
     this.outbox.stage(to, routeId(route), this.nextId++, bytes)
     this.staged[idx]! += frame
-    if (after <= this.opts.highWaterMark) return true
+    if (after < this.opts.highWaterMark) return true
+    // The depth seen at the last flush may predate ACKs: look again first.
+    this.engine.refreshDepths()
+    if (this.depths[idx]! + this.staged[idx]! < this.opts.highWaterMark) return true
     this.drainWanted[idx] = 1
     return false
   }
@@ -273,7 +276,7 @@ export class Replica {
     this.outbox.stage(BROADCAST, routeId(route), this.nextId++, bytes)
     for (let i = 0; i < n; i++) {
       const after = (this.staged[i]! += frame) + this.depths[i]!
-      if (after > this.opts.highWaterMark) {
+      if (after >= this.opts.highWaterMark) {
         this.drainWanted[i] = 1
         below = false
       }
@@ -351,6 +354,9 @@ export class Replica {
 
   private async doClose(timeoutMs: number): Promise<CloseResult> {
     this.outbox.flush()
+    // Never stop the engine inside a delivery callback (close() called from
+    // a handler): leave the current call stack first.
+    await new Promise((r) => setImmediate(r))
     const deadline = Date.now() + timeoutMs
     while (this.engine.refreshDepths() > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 5))
@@ -396,6 +402,7 @@ export class Replica {
     let lastRoute = -1
     let lastEntry: RouteEntry | undefined
     for (let e = 0; e < count; e++) {
+      if (this.closing !== undefined) break // close() called from a handler
       const k = e * 4
       const cid = meta[k]!
       const off = meta[k + 1]!

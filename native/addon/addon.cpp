@@ -230,6 +230,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
         }
         if (end < start || end > payload.ByteLength()) throw Napi::RangeError::New(env, "flush: bad external range");
         seg.owner = ext_owners[ext - 1];
+        seg.framed = false;  // payload bytes only; its header is in the staged run
         seg.data = payload.Data() + start;
         seg.length = end - start;
       }

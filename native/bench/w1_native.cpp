@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   if (role == "recv") {
     auto opts = nexres_test::options_for(2, ports, io_threads);
     opts.reconnect_max_ms = 50;
+    opts.cluster_id = "bench";
     nexres_test::node n(opts);
     if (n.eng().start()) return 1;
     std::printf("ready\n");
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
 
   auto opts = nexres_test::options_for(1, ports, io_threads);
   opts.reconnect_max_ms = 50;
+  opts.cluster_id = "bench";
   nexres_test::node n(opts);
   if (n.eng().start()) return 1;
   std::vector<std::uint8_t> payload(size, 0x5a);

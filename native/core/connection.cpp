@@ -109,9 +109,10 @@ void inbound_session::on_hello_body() {
     if (ps.rx_incarnation != incarnation_) {
       ps.rx_incarnation = incarnation_;
       ps.rx_last_id = 0;
+      ps.rx_consumed_id = 0;
     }
     last_seen_id_ = ps.rx_last_id;
-    ack_sent_ = last_seen_id_;
+    ack_sent_ = 0;
     previous = ps.rx_session.lock();
     ps.rx_session = shared_from_this();
   }
@@ -132,15 +133,38 @@ void inbound_session::on_hello_body() {
   auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code& ec, std::size_t) {
     if (ec) return self->close();
+    // A resending peer needs the ACK of what was consumed before it reconnected.
+    self->on_ack_request();
     self->do_read();
   });
+}
+
+void inbound_session::request_ack() {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self] { self->on_ack_request(); });
+}
+
+// io thread.
+void inbound_session::on_ack_request() {
+  if (slot_ < 0) return;
+  peer_slot& ps = engine_.slot(slot_);
+  std::uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(ps.rx_mu);
+    ps.ack_scheduled = false;
+    if (ps.rx_generation == generation_) id = ps.rx_consumed_id;
+  }
+  if (id > ack_pending_) ack_pending_ = id;
+  send_ack();
 }
 
 // io thread. Makes room for the next read; false when we must wait for the
 // consumer to hand chunks back (backpressure: the socket is not read).
 bool inbound_session::ensure_space() {
   const std::size_t partial = filled_ - parsed_;
-  std::size_t need = engine_.chunks().chunk_bytes();
+  // Bytes the frame in progress needs from parsed_: its total once the header
+  // is in, a header until then (its length is checked in parse()).
+  std::size_t need = frame_header_bytes;
   if (current_ != nullptr && partial >= frame_header_bytes)
     need = frame_header_bytes + load_u32(current_->data() + parsed_);
   if (current_ != nullptr) {
@@ -152,6 +176,7 @@ bool inbound_session::ensure_space() {
       static_cast<int>(engine_.options().max_chunks_per_connection))
     return false;
   chunk* fresh = engine_.chunks().acquire(std::max(need, partial), weak_from_this());
+  // (A frame larger than a pooled chunk gets an oversized chunk of its own.)
   if (fresh == nullptr) return false;
   inflight_chunks_.fetch_add(1, std::memory_order_acq_rel);
   if (partial > 0) std::memcpy(fresh->data(), current_->data() + parsed_, partial);
@@ -213,7 +238,11 @@ void inbound_session::do_read() {
 void inbound_session::on_read(std::size_t n) {
   if (!open_) return;
   filled_ += n;
-  if (!parse()) return;
+  if (!parse()) {
+    // The peer was refused; frames it sent before the bad one still count.
+    flush_ready();
+    return;
+  }
   if (!flush_ready()) {
     // MIQ full: stop reading this socket until the consumer catches up.
     paused_ = true;
@@ -242,9 +271,9 @@ bool inbound_session::parse() {
   auto cut = [&](std::size_t end) {
     if (run_msgs > 0) {
       current_->refs.fetch_add(1, std::memory_order_relaxed);
-      ready_.push_back(ready_run{delivery{current_, static_cast<std::uint32_t>(run_start),
-                                          static_cast<std::uint32_t>(end - run_start), peer_id_, run_msgs},
-                                 run_last});
+      delivery d{current_, static_cast<std::uint32_t>(run_start), static_cast<std::uint32_t>(end - run_start),
+                 peer_id_, run_msgs, slot_, incarnation_, run_last};
+      ready_.push_back(ready_run{d, run_last});
     }
     run_msgs = 0;
   };
@@ -318,13 +347,8 @@ bool inbound_session::flush_ready() {
   }
   ps.msgs_in.fetch_add(msgs, std::memory_order_relaxed);
   ps.bytes_in.fetch_add(bytes, std::memory_order_relaxed);
-  const std::uint64_t acked = pushed > 0 ? ready_[pushed - 1].last_id : 0;
   ready_.erase(ready_.begin(), ready_.begin() + static_cast<std::ptrdiff_t>(pushed));
-  if (pushed > 0) {
-    engine_.notify();
-    if (acked > ack_pending_) ack_pending_ = acked;
-    send_ack();
-  }
+  if (pushed > 0) engine_.notify();
   return ready_.empty();
 }
 

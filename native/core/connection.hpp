@@ -30,6 +30,8 @@ class inbound_session : public chunk_owner,
   void close_async();
   /// Any thread (pool unref): a chunk of ours was released; resume if paused.
   void on_chunk_released() override;
+  /// Any thread: send an ACK for what the consumer has finished.
+  void request_ack();
 
  private:
   void start();
@@ -42,6 +44,7 @@ class inbound_session : public chunk_owner,
   bool flush_ready();
   bool ensure_space();
   void send_ack();
+  void on_ack_request();
   void refuse(reject_code code, const std::string& detail);
   void close();
   void release_current();

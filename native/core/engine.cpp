@@ -155,6 +155,25 @@ int engine::slot_of(std::uint32_t peer) const noexcept {
 
 bool engine::push_delivery(delivery& d) { return miq_.try_push(d); }
 
+// Consumer thread. ACKs follow consumption, not arrival: a receiver that dies
+// with messages still queued for its handlers gets them again on restart.
+void engine::release(const delivery& d) {
+  std::shared_ptr<inbound_session> notify;
+  if (d.slot >= 0) {
+    peer_slot& ps = *slots_[static_cast<std::size_t>(d.slot)];
+    std::lock_guard<std::mutex> lock(ps.rx_mu);
+    if (d.incarnation == ps.rx_incarnation && d.last_id > ps.rx_consumed_id) {
+      ps.rx_consumed_id = d.last_id;
+      if (!ps.ack_scheduled) {
+        notify = ps.rx_session.lock();
+        ps.ack_scheduled = notify != nullptr;
+      }
+    }
+  }
+  chunks_.unref(d.source);
+  if (notify) notify->request_ack();
+}
+
 void engine::notify() {
   if (!wake_pending_.exchange(true, std::memory_order_seq_cst) && wake_) wake_();
 }

@@ -54,6 +54,9 @@ struct delivery {
   std::uint32_t length = 0;
   std::uint32_t peer = 0;
   std::uint32_t messages = 0;
+  std::int32_t slot = -1;           // peer slot index
+  std::uint64_t incarnation = 0;    // sender incarnation it was read under
+  std::uint64_t last_id = 0;        // msg id of the run's last frame
 };
 
 enum class event_type : std::uint8_t { peer_up = 1, peer_down = 2, drain = 3, reject = 4 };
@@ -73,6 +76,9 @@ struct segment {
   std::uint32_t length = 0;
   std::uint32_t messages = 0;
   std::uint64_t last_msg_id = 0;
+  /// True when data starts at a frame header (false for a payload sent by
+  /// reference after its header): lets a partial ACK trim whole frames.
+  bool framed = true;
 };
 
 constexpr std::uint32_t broadcast_destination = 0xffffffffu;
@@ -117,8 +123,9 @@ class engine {
   /// Re-arms the wake-up; call before popping.
   void begin_drain() { wake_pending_.store(false, std::memory_order_seq_cst); }
   bool pop_delivery(delivery& out) { return miq_.try_pop(out); }
-  /// Drops the delivery's hold on its chunk (it may be read into again).
-  void release(const delivery& d) { chunks_.unref(d.source); }
+  /// The consumer is done with a delivery: its frames count as consumed (the
+  /// peer gets an ACK for them) and its chunk may be read into again.
+  void release(const delivery& d);
   /// True when the MIQ holds deliveries (approximate).
   bool has_deliveries() const { return miq_.size_approx() > 0; }
   void take_events(std::vector<engine_event>& out);

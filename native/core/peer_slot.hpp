@@ -23,6 +23,8 @@ struct peer_slot {
   std::uint64_t rx_incarnation = 0;  // sender's incarnation (rx_mu)
   std::uint64_t rx_last_id = 0;      // highest delivered msg id (rx_mu)
   std::weak_ptr<inbound_session> rx_session;  // the active one (rx_mu)
+  std::uint64_t rx_consumed_id = 0;  // highest id the consumer is done with (rx_mu)
+  bool ack_scheduled = false;        // an ACK request is posted (rx_mu)
 
   std::atomic<std::uint64_t> msgs_in{0}, bytes_in{0}, duplicates{0}, rejects{0};
 };

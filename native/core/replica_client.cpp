@@ -278,6 +278,29 @@ void peer_link::on_acked(std::uint64_t id) {
     msgs += unacked_.front().messages;
     unacked_.pop_front();
   }
+  // A partly acknowledged batch: drop its acknowledged frames so the queue
+  // depth is exact and a reconnect resends only what the peer lacks.
+  if (!unacked_.empty() && unacked_.front().framed) {
+    segment& s = unacked_.front();
+    const std::uint8_t* p = s.data;
+    std::size_t left = s.length;
+    std::uint32_t m = 0;
+    while (left >= frame_header_bytes) {
+      const frame_header h = decode_header(p);
+      const std::size_t total = frame_header_bytes + h.length;
+      if (h.msg_id > id || total > left) break;
+      p += total;
+      left -= total;
+      ++m;
+    }
+    if (p != s.data) {
+      bytes += static_cast<std::uint64_t>(p - s.data);
+      msgs += m;
+      s.data = p;
+      s.length = static_cast<std::uint32_t>(left);
+      s.messages -= std::min(s.messages, m);
+    }
+  }
   if (bytes == 0) return;
   unacked_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
   queued_msgs_.fetch_sub(msgs, std::memory_order_relaxed);
