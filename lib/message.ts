@@ -11,7 +11,6 @@ export class Message {
     /** Route name the sender used. */
     readonly route: string,
     private readonly buffer: ArrayBuffer,
-    private readonly view: DataView,
     private readonly offset: number,
     private readonly length: number,
   ) {}
@@ -28,7 +27,8 @@ export class Message {
 
   /** The sender's message id (increasing per sender). */
   get id(): number {
-    return this.view.getUint32(this.offset + 16, true) + this.view.getUint32(this.offset + 20, true) * 2 ** 32
+    const view = new DataView(this.buffer, this.offset + 16, 8)
+    return view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32
   }
 
   /** A copy of the payload that stays valid after the call. */

@@ -16,7 +16,6 @@ export const EXTERNAL_MIN_BYTES = 16 * 1024
 
 const STAGE_BYTES = 1024 * 1024
 const MAX_RUNS = 4096
-const TWO_32 = 2 ** 32
 /** kind = data (1), flags = 0, reserved = 0, as one little-endian u32. */
 const KIND_DATA_WORD = 1
 
@@ -26,7 +25,13 @@ export class Outbox {
   private pos = 0
   private readonly runs = new Uint32Array(RUN_FIELDS * MAX_RUNS)
   private nruns = 0
-  private lastDest = -1
+  // The open run (dest -1: none).
+  private runDest = -1
+  private runStart = 0
+  private runEnd = 0
+  private runMsgs = 0
+  private runLo = 0
+  private runHi = 0
   private externals: Uint8Array[] = []
   private scheduled = false
   private readonly flushSoon = (): void => {
@@ -45,56 +50,43 @@ export class Outbox {
     return HEADER_BYTES + payloadBytes
   }
 
-  /** Stages one frame; the caller has checked limits. */
-  stage(dest: number, route: number, id: number, payload: Uint8Array): void {
-    const len = payload.byteLength
+  /**
+   * Stages one frame; the caller has checked limits. The 64-bit message id
+   * comes as two u32 halves (a float modulo per message costs more than the
+   * rest of the header).
+   */
+  stage(dest: number, route: number, lo: number, hi: number, payload: Uint8Array, len: number): void {
     const external = len >= EXTERNAL_MIN_BYTES
     const need = external ? HEADER_BYTES : HEADER_BYTES + len
     if (this.pos + need > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
     const p = this.pos
     const dv = this.dv
-    const lo = id % TWO_32
-    const hi = (id - lo) / TWO_32
     dv.setUint32(p, len, true)
     dv.setUint32(p + 4, route, true)
     dv.setUint32(p + 8, this.sender, true)
     dv.setUint32(p + 12, KIND_DATA_WORD, true)
     dv.setUint32(p + 16, lo, true)
     dv.setUint32(p + 20, hi, true)
-    if (!external) {
-      if (len > 0) this.buf.set(payload, p + HEADER_BYTES)
-    }
+    if (!external && len > 0) this.buf.set(payload, p + HEADER_BYTES)
     const end = p + need
     this.pos = end
-    const r = this.runs
-    if (dest === this.lastDest) {
-      const k = (this.nruns - 1) * RUN_FIELDS
-      r[k + 2] = end
-      r[k + 3] += external ? 0 : 1
-      r[k + 4] = lo
-      r[k + 5] = hi
-    } else {
-      const k = this.nruns++ * RUN_FIELDS
-      r[k] = dest
-      r[k + 1] = p
-      r[k + 2] = end
-      r[k + 3] = external ? 0 : 1
-      r[k + 4] = lo
-      r[k + 5] = hi
-      r[k + 6] = 0
-      this.lastDest = dest
+    // The open run lives in fields; it is written to `runs` when it closes.
+    if (dest !== this.runDest) {
+      if (this.runDest !== -1) this.closeRun()
+      this.runDest = dest
+      this.runStart = p
+      this.runMsgs = 0
     }
+    this.runEnd = end
+    this.runLo = lo
+    this.runHi = hi
     if (external) {
+      this.closeRun()
       this.externals.push(payload)
-      const k = this.nruns++ * RUN_FIELDS
-      r[k] = dest
-      r[k + 1] = 0
-      r[k + 2] = len
-      r[k + 3] = 1
-      r[k + 4] = lo
-      r[k + 5] = hi
-      r[k + 6] = this.externals.length
-      this.lastDest = -1 // the next frame starts a new staging run
+      this.writeRun(dest, 0, len, 1, lo, hi, this.externals.length)
+      this.runDest = -1 // the next frame starts a new staging run
+    } else {
+      this.runMsgs++
     }
     if (!this.scheduled) {
       this.scheduled = true
@@ -102,19 +94,36 @@ export class Outbox {
     }
   }
 
+  private closeRun(): void {
+    this.writeRun(this.runDest, this.runStart, this.runEnd, this.runMsgs, this.runLo, this.runHi, 0)
+    this.runDest = -1
+  }
+
+  private writeRun(dest: number, start: number, end: number, msgs: number, lo: number, hi: number, ext: number): void {
+    const r = this.runs
+    const k = this.nruns++ * RUN_FIELDS
+    r[k] = dest
+    r[k + 1] = start
+    r[k + 2] = end
+    r[k + 3] = msgs
+    r[k + 4] = lo
+    r[k + 5] = hi
+    r[k + 6] = ext
+  }
+
   /** True when frames are staged and not yet handed to native. */
   get pending(): boolean {
-    return this.nruns > 0
+    return this.nruns > 0 || this.runDest !== -1
   }
 
   /** Hands everything staged to native in one call. */
   flush(): void {
+    if (this.runDest !== -1) this.closeRun()
     if (this.nruns === 0) return
     const ext = this.externals.length > 0 ? this.externals : undefined
     this.engine.flush(this.buf, this.pos, this.runs, this.nruns, ext)
     this.pos = 0
     this.nruns = 0
-    this.lastDest = -1
     if (ext) this.externals = []
     this.afterFlush()
   }

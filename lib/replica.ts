@@ -127,6 +127,10 @@ export class Replica {
   private readonly meta: Uint32Array
   private readonly depths: Float64Array
   private readonly peerIndex = new Map<number, number>()
+  /** peer id -> index, for ids below its length (-1: not a peer); the hot path of send. */
+  private readonly slotById: Int32Array
+  private lastRouteName = ''
+  private lastRouteId = 0
   private readonly staged: Float64Array
   private readonly drainWanted: Uint8Array
   private readonly drainRequested: Uint8Array
@@ -135,7 +139,9 @@ export class Replica {
   private readonly chunkViews: (DataView | undefined)[] = []
   private readonly chunkPooled: boolean[] = []
   private readonly up = new Set<number>()
-  private nextId = 1
+  // Last message id used, as u32 halves (ids start at 1).
+  private idLo = 0
+  private idHi = 0
   private closing: Promise<CloseResult> | undefined
   private closed = false
   private unroutedCount = 0
@@ -146,6 +152,9 @@ export class Replica {
     this.id = opts.id
     this.peers = opts.peers
     opts.peers.forEach((p, i) => this.peerIndex.set(p, i))
+    const maxId = Math.max(0, ...opts.peers)
+    this.slotById = new Int32Array(maxId < 65536 ? maxId + 1 : 0).fill(-1)
+    if (maxId < 65536) opts.peers.forEach((p, i) => (this.slotById[p] = i))
     const n = opts.peers.length
     this.staged = new Float64Array(n)
     this.drainWanted = new Uint8Array(n)
@@ -222,11 +231,11 @@ export class Replica {
    * Throws `QUEUE_FULL` past `maxQueueBytes`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`, `CLOSED`.
    */
   send(to: number, route: string, payload: Uint8Array | string): boolean {
-    if (this.closing) throw new ClosedError()
-    const idx = this.peerIndex.get(to)
-    if (idx === undefined) throw new UnknownPeerError(to)
+    if (this.closing !== undefined) throw new ClosedError()
+    const idx = this.slotOf(to)
+    if (idx < 0) throw new UnknownPeerError(to)
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-    const len = bytes.byteLength
+    const len = bytes.length
     if (len > this.opts.maxFrameBytes) throw new PayloadTooLargeError(len, this.opts.maxFrameBytes)
     const frame = HEADER_BYTES + len
     let after = this.depths[idx]! + this.staged[idx]! + frame
@@ -236,7 +245,10 @@ export class Replica {
       after = this.depths[idx]! + this.staged[idx]! + frame
       if (after > this.opts.maxQueueBytes) throw new QueueFullError(to, after - frame, this.opts.maxQueueBytes)
     }
-    this.outbox.stage(to, routeId(route), this.nextId++, bytes)
+    const lo = (this.idLo + 1) >>> 0
+    this.idLo = lo
+    if (lo === 0) this.idHi++
+    this.outbox.stage(to, this.route(route), lo, this.idHi, bytes, len)
     this.staged[idx]! += frame
     if (after < this.opts.highWaterMark) return true
     // The depth seen at the last flush may predate ACKs: look again first.
@@ -253,9 +265,9 @@ export class Replica {
    * `maxQueueBytes`.
    */
   broadcast(route: string, payload: Uint8Array | string): boolean {
-    if (this.closing) throw new ClosedError()
+    if (this.closing !== undefined) throw new ClosedError()
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-    const len = bytes.byteLength
+    const len = bytes.length
     if (len > this.opts.maxFrameBytes) throw new PayloadTooLargeError(len, this.opts.maxFrameBytes)
     const frame = HEADER_BYTES + len
     const n = this.peers.length
@@ -273,7 +285,10 @@ export class Replica {
         throw new QueueFullError(this.peers[i]!, after - frame, this.opts.maxQueueBytes)
       }
     }
-    this.outbox.stage(BROADCAST, routeId(route), this.nextId++, bytes)
+    const lo = (this.idLo + 1) >>> 0
+    this.idLo = lo
+    if (lo === 0) this.idHi++
+    this.outbox.stage(BROADCAST, this.route(route), lo, this.idHi, bytes, len)
     for (let i = 0; i < n; i++) {
       const after = (this.staged[i]! += frame) + this.depths[i]!
       if (after >= this.opts.highWaterMark) {
@@ -282,6 +297,21 @@ export class Replica {
       }
     }
     return below
+  }
+
+  private slotOf(peer: number): number {
+    const table = this.slotById
+    if (peer >= 0 && peer < table.length && Number.isInteger(peer)) return table[peer]!
+    return this.peerIndex.get(peer) ?? -1
+  }
+
+  private route(name: string): number {
+    if (name === this.lastRouteName) return this.lastRouteId
+    if (typeof name !== 'string' || name.length === 0) throw new ConfigError('route', 'must be a non-empty string')
+    const id = routeId(name)
+    this.lastRouteName = name
+    this.lastRouteId = id
+    return id
   }
 
   /** Sends what is staged now instead of at the end of the tick. */
@@ -419,7 +449,7 @@ export class Replica {
           lastEntry = routes.get(route)
         }
         if (lastEntry !== undefined) {
-          const msg = new Message(peer, lastEntry.name, ab, dv, p, len)
+          const msg = new Message(peer, lastEntry.name, ab, p, len)
           try {
             const r = lastEntry.fn(msg)
             if (r !== undefined && typeof (r as Promise<void>).then === 'function') {

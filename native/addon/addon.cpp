@@ -6,6 +6,7 @@
 
 #include "engine.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -34,6 +35,41 @@ struct malloc_block {
   malloc_block(const malloc_block&) = delete;
   malloc_block& operator=(const malloc_block&) = delete;
   std::uint8_t* data;
+};
+
+// Staged bytes of a flush live in blocks; big ones (a full stage) are
+// recycled through this pool instead of malloc'd fresh each flush, which
+// costs page faults on a hot sender. Blocks come back on io threads.
+class block_pool {
+ public:
+  static constexpr std::size_t block_bytes = 1u << 20;  // lib/outbox.ts STAGE_BYTES
+  static constexpr std::size_t max_idle = 32;
+
+  // JS thread. A block holding at least n bytes.
+  static std::shared_ptr<malloc_block> take(const std::shared_ptr<block_pool>& pool, std::size_t n) {
+    if (n < block_bytes / 4 || n > block_bytes) return std::make_shared<malloc_block>(n);
+    std::unique_ptr<malloc_block> b;
+    {
+      std::lock_guard<std::mutex> lock(pool->mu_);
+      if (!pool->idle_.empty()) {
+        b = std::move(pool->idle_.back());
+        pool->idle_.pop_back();
+      }
+    }
+    if (!b) b = std::make_unique<malloc_block>(std::max(n, block_bytes));
+    std::weak_ptr<block_pool> weak = pool;
+    return std::shared_ptr<malloc_block>(b.release(), [weak](malloc_block* raw) {
+      std::unique_ptr<malloc_block> owned(raw);
+      if (auto p = weak.lock()) {
+        std::lock_guard<std::mutex> lock(p->mu_);
+        if (p->idle_.size() < max_idle) p->idle_.push_back(std::move(owned));
+      }
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<std::unique_ptr<malloc_block>> idle_;
 };
 
 // References to JS buffers that native code still reads (large payloads sent
@@ -195,7 +231,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       throw Napi::RangeError::New(env, "flush: lengths out of range");
     std::shared_ptr<malloc_block> block;
     if (length > 0) {
-      block = std::make_shared<malloc_block>(length);
+      block = block_pool::take(blocks_, length);
       std::memcpy(block->data, staging.Data(), length);
     }
     Napi::Array externals;
@@ -395,6 +431,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::FunctionReference on_batch_;
   Napi::FunctionReference on_events_;
   std::shared_ptr<trash_bin> trash_;
+  std::shared_ptr<block_pool> blocks_ = std::make_shared<block_pool>();
   std::vector<engine_event> events_;
   std::vector<delivery> batch_;
 };

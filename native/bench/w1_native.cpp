@@ -64,13 +64,14 @@ int main(int argc, char** argv) {
   std::vector<std::uint8_t> payload(size, 0x5a);
   const std::size_t per_block = std::max<std::size_t>(1, (256u * 1024) / (frame_header_bytes + size));
   std::uint64_t id = 0;
+  const std::uint32_t route = route_id("w1", 2);  // the route bench/w1-nexres.mjs listens on
   const std::uint64_t high_water = 64u << 20;
   while (id < count) {
     while (n.eng().queued_bytes(2) > high_water) std::this_thread::sleep_for(20us);
     frame_builder fb(1, per_block * (frame_header_bytes + size));
     for (std::size_t i = 0; i < per_block && id < count; ++i) {
       ++id;
-      fb.add(1, id, payload.data(), size);
+      fb.add(route, id, payload.data(), size);
     }
     n.eng().enqueue(2, fb.take());
   }

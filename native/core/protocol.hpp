@@ -51,6 +51,16 @@ enum class reject_code : std::uint16_t {
 
 const char* reject_code_name(reject_code c) noexcept;
 
+// PROTOCOL.md §3: route id = FNV-1a 32 of the route name's UTF-8 bytes.
+inline std::uint32_t route_id(const char* name, std::size_t length) noexcept {
+  std::uint32_t h = 0x811c9dc5u;
+  for (std::size_t i = 0; i < length; ++i) {
+    h ^= static_cast<std::uint8_t>(name[i]);
+    h *= 0x01000193u;
+  }
+  return h;
+}
+
 struct frame_header {
   std::uint32_t length;      // body bytes after the header
   std::uint32_t route;       // route id (FNV-1a 32 of the route name)
@@ -71,6 +81,24 @@ struct hello_message {
   std::uint8_t cluster_id_length;
 };
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+// Little-endian host: one unaligned load each (the parser's hot path).
+inline std::uint16_t load_u16(const std::uint8_t* p) noexcept {
+  std::uint16_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline std::uint64_t load_u64(const std::uint8_t* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+#else
 inline std::uint16_t load_u16(const std::uint8_t* p) noexcept {
   return static_cast<std::uint16_t>(p[0] | (p[1] << 8));
 }
@@ -81,6 +109,7 @@ inline std::uint32_t load_u32(const std::uint8_t* p) noexcept {
 inline std::uint64_t load_u64(const std::uint8_t* p) noexcept {
   return static_cast<std::uint64_t>(load_u32(p)) | (static_cast<std::uint64_t>(load_u32(p + 4)) << 32);
 }
+#endif
 inline void store_u16(std::uint8_t* p, std::uint16_t v) noexcept {
   p[0] = static_cast<std::uint8_t>(v);
   p[1] = static_cast<std::uint8_t>(v >> 8);
