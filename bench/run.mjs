@@ -23,10 +23,12 @@ const only = opt('only', '')
   .map(Number)
 const write = !args.includes('--no-write')
 
+// Each workload is preceded, on the same connection, by `warmup` untimed
+// messages so JIT compilation is not what gets measured (same for everyone).
 const workloads = [
-  { size: 64, count: 1_000_000 },
-  { size: 1024, count: 200_000 },
-  { size: 65536, count: 20_000 },
+  { size: 64, count: 1_000_000, warmup: 300_000 },
+  { size: 1024, count: 200_000, warmup: 50_000 },
+  { size: 65536, count: 20_000, warmup: 2_000 },
 ].filter((w) => only.length === 0 || only.includes(w.size))
 
 const nativeBin = join(root, 'build-native', 'w1_native')
@@ -76,22 +78,22 @@ function start(cmd, argv) {
   return { child, nextLine, exited }
 }
 
-async function once(kind, { size, count }) {
+async function once(kind, { size, count, warmup }) {
   const p1 = await freePort()
   const p2 = await freePort()
   let recv, send
   if (kind === 'nexres') {
-    recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size])
+    recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup])
     await recv.nextLine(20_000)
-    send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size])
+    send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size, 2, warmup])
   } else if (kind === 'net') {
-    recv = start(process.execPath, ['bench/w1-net.mjs', 'recv', p1, count, size])
+    recv = start(process.execPath, ['bench/w1-net.mjs', 'recv', p1, count, size, warmup])
     await recv.nextLine(20_000)
-    send = start(process.execPath, ['bench/w1-net.mjs', 'send', p1, count, size])
+    send = start(process.execPath, ['bench/w1-net.mjs', 'send', p1, count, size, warmup])
   } else {
-    recv = start(nativeBin, ['recv', p1, p2, count, size])
+    recv = start(nativeBin, ['recv', p1, p2, count, size, 2, warmup])
     await recv.nextLine(20_000)
-    send = start(nativeBin, ['send', p1, p2, count, size])
+    send = start(nativeBin, ['send', p1, p2, count, size, 2, warmup])
   }
   try {
     const line = await recv.nextLine(180_000)
@@ -182,7 +184,10 @@ the median of ${runs} runs. Regenerate this file with the same command.
 
 One long connection from a sender to a receiver; the receiver counts every
 message in a handler that reads its payload; the rate is taken from the
-first to the last message at the receiver.
+first to the last measured message at the receiver. Before the measured
+messages, the same connection carries an untimed warm-up (300,000 / 50,000 /
+2,000 messages for 64 B / 1 KiB / 64 KiB) so that what is measured is
+steady state, not JIT compilation; every contender gets the same warm-up.
 
 - **nexres-rpc**: \`Replica.send\` in a loop (waiting for \`'drain'\` when it
   returns false) → replica handler \`(msg) => msg.payload\`, \`ioThreads: 2\`.

@@ -2,13 +2,16 @@
 // coalesced into one write per tick (or per 1 MiB), write backpressure
 // respected; the receiver parses in place and calls a handler per message
 // with a zero-copy view, like nexres-rpc does.
-//   node bench/w1-net.mjs recv|send <port> <count> <size>
+//   node bench/w1-net.mjs recv|send <port> <count> <size> [warmup]
+// Same timing rules as bench/w1-nexres.mjs (warm-up messages not timed).
 import net from 'node:net'
 
 const [role, portArg, countArg, sizeArg] = process.argv.slice(2)
 const port = Number(portArg)
 const count = Number(countArg)
 const size = Number(sizeArg)
+const warmup = Number(process.argv[6] ?? 0)
+const total = count + warmup
 
 if (role === 'recv') {
   let got = 0
@@ -19,9 +22,13 @@ if (role === 'recv') {
     if (got === 0) first = performance.now()
     sum += payload[0]
     bytes += payload.length
-    if (++got === count) {
+    if (++got === warmup) {
+      first = performance.now()
+      bytes = 0
+    }
+    if (got === total) {
       const seconds = (performance.now() - first) / 1000
-      process.stdout.write(JSON.stringify({ messages: got, bytes, seconds, checksum: sum }) + '\n')
+      process.stdout.write(JSON.stringify({ messages: got - warmup, bytes, seconds, checksum: sum }) + '\n')
       server.close()
       socket?.destroy()
     }
@@ -70,7 +77,7 @@ if (role === 'recv') {
     return s.write(out)
   }
   let ok = true
-  for (let i = 0; i < count; i++) {
+  for (let i = 0; i < total; i++) {
     if (size + 4 > STAGE / 4) {
       const hdr = Buffer.allocUnsafe(4)
       hdr.writeUInt32LE(size, 0)

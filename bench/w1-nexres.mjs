@@ -1,13 +1,17 @@
 // W1 one-way stream through nexres-rpc: replica 1 (sender) -> replica 2
 // (receiver, counting in a JS handler that reads msg.payload).
-//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size>
-// The receiver prints one JSON line once every message has arrived.
+//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup]
+// The sender first sends `warmup` messages (JIT warm-up, not timed), then
+// `count`; the receiver prints one JSON line once every message has arrived,
+// timed from the first to the last of the `count` measured ones.
 import { Replica } from 'nexres-rpc'
 
 const [role, recvPort, sendPort, countArg, sizeArg, ioArg] = process.argv.slice(2)
 const count = Number(countArg)
 const size = Number(sizeArg)
 const ioThreads = Number(ioArg ?? 2)
+const warmup = Number(process.argv[8] ?? 0)
+const total = count + warmup
 const cluster = {
   id: 'bench',
   replicas: [
@@ -22,19 +26,25 @@ if (role === 'recv') {
   let bytes = 0
   let sum = 0
   let first = 0
+  let firstAny = 0
   const done = new Promise((resolve) => {
     r.on('w1', (msg) => {
       const p = msg.payload
-      if (got === 0) first = performance.now()
+      if (got === 0) firstAny = performance.now()
       sum += p[0]
       bytes += p.length
-      if (++got === count) resolve(performance.now())
+      if (++got === warmup) {
+        first = performance.now()
+        bytes = 0
+      }
+      if (got === total) resolve(performance.now())
     })
   })
   process.stdout.write('ready\n')
   const last = await done
+  if (warmup === 0) first = firstAny
   const seconds = (last - first) / 1000
-  process.stdout.write(JSON.stringify({ messages: got, bytes, seconds, checksum: sum }) + '\n')
+  process.stdout.write(JSON.stringify({ messages: got - warmup, bytes, seconds, checksum: sum }) + '\n')
   await r.close({ timeoutMs: 0 })
 } else {
   const r = await Replica.start({ id: 1, cluster, ioThreads, reconnect: { maxMs: 50 } })
@@ -42,7 +52,7 @@ if (role === 'recv') {
   const payload = new Uint8Array(size).fill(0x5a)
   let drained = null
   r.events.on('drain', () => drained?.())
-  for (let i = 0; i < count; i++) {
+  for (let i = 0; i < total; i++) {
     if (!r.send(2, 'w1', payload)) await new Promise((resolve) => (drained = resolve))
   }
   await r.close({ timeoutMs: 60_000 })

@@ -47,6 +47,10 @@ export interface ReplicaOptions {
   maxChunksPerConnection?: number
   /** How long `close()` waits for queued messages to be acknowledged, in ms (default 2000). */
   closeTimeoutMs?: number
+  /** SO_SNDBUF of links to peers, in bytes (default 4 MiB; 0 = OS default). */
+  sendBufferBytes?: number
+  /** SO_RCVBUF of connections from peers, in bytes (default 0 = OS autotuning). */
+  receiveBufferBytes?: number
 }
 
 export interface ResolvedOptions {
@@ -64,6 +68,8 @@ export interface ResolvedOptions {
   receiveChunkBytes: number
   maxChunksPerConnection: number
   closeTimeoutMs: number
+  sendBufferBytes: number
+  receiveBufferBytes: number
 }
 
 const MiB = 1024 * 1024
@@ -164,5 +170,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     receiveChunkBytes: optionalInteger('receiveChunkBytes', o.receiveChunkBytes, 64 * 1024, 256 * MiB, MiB),
     maxChunksPerConnection: optionalInteger('maxChunksPerConnection', o.maxChunksPerConnection, 2, 1024, 8),
     closeTimeoutMs: optionalInteger('closeTimeoutMs', o.closeTimeoutMs, 0, 600_000, 2000),
+    sendBufferBytes: optionalInteger('sendBufferBytes', o.sendBufferBytes, 0, 256 * MiB, 4 * MiB),
+    receiveBufferBytes: optionalInteger('receiveBufferBytes', o.receiveBufferBytes, 0, 256 * MiB, 0),
   }
 }

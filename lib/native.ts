@@ -17,6 +17,8 @@ export interface EngineOptions {
   handshakeTimeoutMs: number
   reconnectMinMs: number
   reconnectMaxMs: number
+  sendBufferBytes: number
+  receiveBufferBytes: number
   incarnationLo: number
   incarnationHi: number
 }

@@ -176,6 +176,8 @@ export class Replica {
         handshakeTimeoutMs: opts.handshakeTimeoutMs,
         reconnectMinMs: opts.reconnectMinMs,
         reconnectMaxMs: opts.reconnectMaxMs,
+        sendBufferBytes: opts.sendBufferBytes,
+        receiveBufferBytes: opts.receiveBufferBytes,
         incarnationLo: inc.readUInt32LE(0),
         incarnationHi: inc.readUInt32LE(4),
       },

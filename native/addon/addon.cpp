@@ -150,6 +150,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     options_.handshake_timeout_ms = get_u32(o, "handshakeTimeoutMs", options_.handshake_timeout_ms);
     options_.reconnect_min_ms = get_u32(o, "reconnectMinMs", options_.reconnect_min_ms);
     options_.reconnect_max_ms = get_u32(o, "reconnectMaxMs", options_.reconnect_max_ms);
+    options_.send_buffer_bytes = get_u32(o, "sendBufferBytes", static_cast<std::uint32_t>(options_.send_buffer_bytes));
+    options_.receive_buffer_bytes = get_u32(o, "receiveBufferBytes", 0);
     options_.incarnation = (static_cast<std::uint64_t>(get_u32(o, "incarnationHi", 0)) << 32) |
                            get_u32(o, "incarnationLo", 0);
 

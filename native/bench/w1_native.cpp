@@ -28,11 +28,16 @@ int main(int argc, char** argv) {
   const std::uint64_t count = std::strtoull(argv[4], nullptr, 10);
   const std::uint32_t size = static_cast<std::uint32_t>(std::atoi(argv[5]));
   const std::size_t io_threads = argc > 6 ? static_cast<std::size_t>(std::atoi(argv[6])) : 2;
+  // Untimed messages first (same rule as the JS contenders).
+  const std::uint64_t warmup = argc > 7 ? std::strtoull(argv[7], nullptr, 10) : 0;
+  const std::uint64_t total = count + warmup;
 
   if (role == "recv") {
     auto opts = nexres_test::options_for(2, ports, io_threads);
     opts.reconnect_max_ms = 50;
     opts.cluster_id = "bench";
+    if (const char* v = std::getenv("NEXRES_CHUNK_BYTES")) opts.chunk_bytes = std::strtoull(v, nullptr, 10);
+    if (const char* v = std::getenv("NEXRES_CHUNKS")) opts.max_chunks_per_connection = std::strtoull(v, nullptr, 10);
     nexres_test::node n(opts);
     if (n.eng().start()) return 1;
     std::printf("ready\n");
@@ -40,20 +45,20 @@ int main(int argc, char** argv) {
     std::uint64_t got = 0, bytes = 0, sum = 0;
     std::chrono::steady_clock::time_point first{}, last{};
     const auto deadline = std::chrono::steady_clock::now() + 120s;
-    while (got < count && std::chrono::steady_clock::now() < deadline) {
+    while (got < total && std::chrono::steady_clock::now() < deadline) {
       n.poll([&](std::uint32_t, const frame_header& h, const std::uint8_t* body) {
-        if (got == 0) first = std::chrono::steady_clock::now();
+        if (got == warmup) first = std::chrono::steady_clock::now();
         sum += h.length > 0 ? body[0] : 0;  // touch the payload
-        bytes += h.length;
+        if (got >= warmup) bytes += h.length;
         ++got;
       }, 100ms);
     }
     last = std::chrono::steady_clock::now();
     const double secs = std::chrono::duration<double>(last - first).count();
     std::printf("{\"messages\":%llu,\"bytes\":%llu,\"seconds\":%.6f,\"checksum\":%llu}\n",
-                static_cast<unsigned long long>(got), static_cast<unsigned long long>(bytes), secs,
+                static_cast<unsigned long long>(got - warmup), static_cast<unsigned long long>(bytes), secs,
                 static_cast<unsigned long long>(sum));
-    return got == count ? 0 : 1;
+    return got == total ? 0 : 1;
   }
 
   auto opts = nexres_test::options_for(1, ports, io_threads);
@@ -62,14 +67,14 @@ int main(int argc, char** argv) {
   nexres_test::node n(opts);
   if (n.eng().start()) return 1;
   std::vector<std::uint8_t> payload(size, 0x5a);
-  const std::size_t per_block = std::max<std::size_t>(1, (256u * 1024) / (frame_header_bytes + size));
+  const std::size_t per_block = std::max<std::size_t>(1, (1024u * 1024) / (frame_header_bytes + size));
   std::uint64_t id = 0;
   const std::uint32_t route = route_id("w1", 2);  // the route bench/w1-nexres.mjs listens on
   const std::uint64_t high_water = 64u << 20;
-  while (id < count) {
+  while (id < total) {
     while (n.eng().queued_bytes(2) > high_water) std::this_thread::sleep_for(20us);
     frame_builder fb(1, per_block * (frame_header_bytes + size));
-    for (std::size_t i = 0; i < per_block && id < count; ++i) {
+    for (std::size_t i = 0; i < per_block && id < total; ++i) {
       ++id;
       fb.add(route, id, payload.data(), size);
     }

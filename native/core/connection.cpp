@@ -26,6 +26,8 @@ inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
   auto ep = socket_.remote_endpoint(ec);
   remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (eng.options().receive_buffer_bytes > 0)
+    socket_.set_option(asio::socket_base::receive_buffer_size(static_cast<int>(eng.options().receive_buffer_bytes)), ec);
 }
 
 inbound_session::~inbound_session() {

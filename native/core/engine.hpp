@@ -43,6 +43,10 @@ struct engine_options {
   std::uint32_t handshake_timeout_ms = 5000;
   std::uint32_t reconnect_min_ms = 50;
   std::uint32_t reconnect_max_ms = 2000;
+  /// SO_SNDBUF of outbound links (0: the OS default and its autotuning).
+  std::size_t send_buffer_bytes = 4u << 20;
+  /// SO_RCVBUF of inbound connections (0: the OS default and its autotuning).
+  std::size_t receive_buffer_bytes = 0;
   /// Random per process; peers reset their duplicate filter when it changes.
   std::uint64_t incarnation = 0;
 };

@@ -108,6 +108,11 @@ void peer_link::do_connect() {
 void peer_link::on_connected() {
   std::error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  // A large send buffer from the start: Linux grows it slowly on its own,
+  // and a writer that waits for room every 64 KiB caps big-message throughput.
+  if (engine_.options().send_buffer_bytes > 0)
+    socket_.set_option(asio::socket_base::send_buffer_size(static_cast<int>(engine_.options().send_buffer_bytes)),
+                       ignored);
   state_ = state::handshaking;
   const auto& opt = engine_.options();
   hello_message m{};
