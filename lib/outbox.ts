@@ -33,6 +33,7 @@ export class Outbox {
   private runLo = 0
   private runHi = 0
   private externals: Uint8Array[] = []
+  private externalBytes = 0
   private scheduled = false
   private readonly flushSoon = (): void => {
     this.scheduled = false
@@ -85,6 +86,10 @@ export class Outbox {
       this.externals.push(payload)
       this.writeRun(dest, 0, len, 1, lo, hi, this.externals.length)
       this.runDest = -1 // the next frame starts a new staging run
+      // Hand big payloads over as soon as a stage's worth is waiting, so the
+      // writer starts on them while the caller goes on staging.
+      this.externalBytes += len
+      if (this.externalBytes >= STAGE_BYTES) this.flush()
     } else {
       this.runMsgs++
     }
@@ -119,11 +124,16 @@ export class Outbox {
   /** Hands everything staged to native in one call. */
   flush(): void {
     if (this.runDest !== -1) this.closeRun()
-    if (this.nruns === 0) return
+    if (this.nruns === 0) {
+      // Nothing staged, but the caller may be waiting on a drain request.
+      this.afterFlush()
+      return
+    }
     const ext = this.externals.length > 0 ? this.externals : undefined
     this.engine.flush(this.buf, this.pos, this.runs, this.nruns, ext)
     this.pos = 0
     this.nruns = 0
+    this.externalBytes = 0
     if (ext) this.externals = []
     this.afterFlush()
   }

@@ -38,7 +38,8 @@ struct engine_options {
   std::size_t max_chunks_per_connection = 8;
   std::size_t max_receive_bytes = 512u << 20;
   std::size_t miq_capacity = 8192;
-  /// Drain events fire when a peer's queue falls below this.
+  /// send() reports false at this queue depth; the drain event fires once the
+  /// queue is back to half of it.
   std::uint64_t high_water_bytes = 16u << 20;
   std::uint32_t handshake_timeout_ms = 5000;
   std::uint32_t reconnect_min_ms = 50;

@@ -63,7 +63,7 @@ void peer_link::enqueue(const segment& seg) {
 
 void peer_link::want_drain() {
   drain_wanted_.store(true, std::memory_order_release);
-  if (queued_bytes_.load(std::memory_order_acquire) < engine_.options().high_water_bytes &&
+  if (queued_bytes_.load(std::memory_order_acquire) <= engine_.options().high_water_bytes / 2 &&
       drain_wanted_.exchange(false, std::memory_order_acq_rel))
     engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
 }
@@ -310,7 +310,9 @@ void peer_link::on_acked(std::uint64_t id) {
   unacked_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
   queued_msgs_.fetch_sub(msgs, std::memory_order_relaxed);
   const std::uint64_t left = queued_bytes_.fetch_sub(bytes, std::memory_order_acq_rel) - bytes;
-  if (left < engine_.options().high_water_bytes && drain_wanted_.load(std::memory_order_acquire) &&
+  // Hysteresis: drain at half the mark, so a waiting sender resumes with room
+  // for a real batch instead of one message per wake-up.
+  if (left <= engine_.options().high_water_bytes / 2 && drain_wanted_.load(std::memory_order_acquire) &&
       drain_wanted_.exchange(false, std::memory_order_acq_rel))
     engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
 }
