@@ -48,6 +48,11 @@ engine::engine(engine_options options, std::function<void()> wake)
 
 engine::~engine() {
   stop();
+  // I/O objects must die before their io_context (pool_ is destroyed after
+  // the slots): drop every reference held outside the handlers now.
+  for (auto& s : slots_) s->link.reset();
+  links_.clear();
+  acceptor_.reset();
   // Deliveries never handed out still hold chunk references.
   delivery d;
   while (miq_.try_pop(d)) chunks_.unref(d.source);
