@@ -8,6 +8,7 @@
         "native/core/chunk_pool.cpp",
         "native/core/connection.cpp",
         "native/core/engine.cpp",
+        "native/core/gather_writer.cpp",
         "native/core/io_pool.cpp",
         "native/core/replica_client.cpp"
       ],

@@ -1,5 +1,7 @@
 #include "replica_client.hpp"
 
+#include "gather_writer.hpp"
+
 #include <asio/connect.hpp>
 #include <asio/post.hpp>
 #include <asio/read.hpp>
@@ -11,10 +13,6 @@
 namespace nexres {
 
 namespace {
-// Cap on buffers and bytes handed to one gather write; the rest follows in
-// the next one. Asio issues writev() of up to 64 buffers per system call.
-constexpr std::size_t max_iov_per_write = 1024;
-constexpr std::size_t max_bytes_per_write = 8u << 20;
 constexpr std::size_t max_reject_body = 4096;
 }  // namespace
 
@@ -108,6 +106,7 @@ void peer_link::do_connect() {
 void peer_link::on_connected() {
   std::error_code ignored;
   socket_.set_option(asio::ip::tcp::no_delay(true), ignored);
+  socket_.non_blocking(true, ignored);  // gather_write() calls sendmsg directly
   // A large send buffer from the start: Linux grows it slowly on its own,
   // and a writer that waits for room every 64 KiB caps big-message throughput.
   if (engine_.options().send_buffer_bytes > 0)
@@ -208,40 +207,41 @@ void peer_link::on_up() {
   do_write();
 }
 
-// io thread, state up, no write in flight. One gather write of everything
-// queued (bounded per call); never waits to fill a batch.
+// io thread, state up, no wait for writability pending. Writes everything
+// queued in gather writes as large as the kernel takes (never waits to fill
+// a batch); when the socket is full, waits for it to drain and goes on.
 void peer_link::do_write() {
-  if (writing_ || state_ != state::up || pending_.empty()) return;
-  iov_.clear();
-  std::size_t bytes = 0;
-  for (const segment& s : pending_) {
-    if (iov_.size() == max_iov_per_write || (bytes > 0 && bytes + s.length > max_bytes_per_write)) break;
-    iov_.emplace_back(s.data, s.length);
-    bytes += s.length;
-  }
-  writing_count_ = iov_.size();
-  writing_ = true;
-  auto self = shared_from_this();
-  const std::uint64_t epoch = epoch_;
-  asio::async_write(socket_, iov_, [self, epoch](const std::error_code& ec, std::size_t) {
-    if (epoch != self->epoch_) return;  // a failed connection's write
-    self->writing_ = false;
-    if (self->state_ != state::up) return;
-    if (ec) return self->fail(reject_code::shutting_down, "write failed: " + ec.message());
+  if (writing_ || state_ != state::up) return;
+  while (!pending_.empty()) {
+    const gather_result r = gather_write(socket_.native_handle(), pending_, front_offset_);
     std::uint64_t msgs = 0, bytes = 0;
-    for (std::size_t i = 0; i < self->writing_count_; ++i) {
-      segment& s = self->pending_.front();
+    for (std::size_t i = 0; i < r.segments_done; ++i) {
+      segment& s = pending_.front();
       msgs += s.messages;
       bytes += s.length;
-      self->unacked_.push_back(std::move(s));
-      self->pending_.pop_front();
+      unacked_.push_back(std::move(s));
+      pending_.pop_front();
     }
-    self->unacked_bytes_.fetch_add(bytes, std::memory_order_relaxed);
-    self->msgs_out_.fetch_add(msgs, std::memory_order_relaxed);
-    self->bytes_out_.fetch_add(bytes, std::memory_order_relaxed);
-    self->pull_queue();
-    self->do_write();
-  });
+    unacked_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+    msgs_out_.fetch_add(msgs, std::memory_order_relaxed);
+    bytes_out_.fetch_add(bytes, std::memory_order_relaxed);
+    if (r.error) return fail(reject_code::shutting_down, "write failed: " + r.error.message());
+    if (r.would_block) {
+      writing_ = true;
+      auto self = shared_from_this();
+      const std::uint64_t epoch = epoch_;
+      socket_.async_wait(asio::ip::tcp::socket::wait_write, [self, epoch](const std::error_code& ec) {
+        if (epoch != self->epoch_) return;  // a failed connection's wait
+        self->writing_ = false;
+        if (self->state_ != state::up) return;
+        if (ec) return self->fail(reject_code::shutting_down, "write failed: " + ec.message());
+        self->pull_queue();
+        self->do_write();
+      });
+      return;
+    }
+    pull_queue();
+  }
 }
 
 void peer_link::read_control() {
@@ -324,6 +324,7 @@ void peer_link::fail(reject_code code, const std::string& reason) {
   const bool was_up = state_ == state::up;
   ++epoch_;
   writing_ = false;
+  front_offset_ = 0;  // a partly written segment is resent whole
   std::error_code ignored;
   socket_.close(ignored);
   timer_.cancel();

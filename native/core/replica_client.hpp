@@ -73,9 +73,8 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   // io thread only: popped from the MOQ, not yet written / written, not acked.
   std::deque<segment> pending_;
   std::deque<segment> unacked_;
-  std::vector<asio::const_buffer> iov_;
-  std::size_t writing_count_ = 0;
-  bool writing_ = false;
+  std::size_t front_offset_ = 0;  // bytes of pending_.front() already written
+  bool writing_ = false;          // waiting for the socket to be writable
   std::uint64_t epoch_ = 0;  // bumped when a connection fails
 
   std::vector<std::uint8_t> hello_out_;
