@@ -10,6 +10,7 @@
         "native/core/engine.cpp",
         "native/core/gather_writer.cpp",
         "native/core/io_pool.cpp",
+        "native/core/receive_buffer.cpp",
         "native/core/replica_client.cpp"
       ],
       "include_dirs": [

@@ -14,14 +14,14 @@
 namespace nexres {
 
 namespace {
-// Below this much free space in the current chunk, switch to a fresh one
-// rather than issue small reads.
-constexpr std::size_t min_read_bytes = 64 * 1024;
 constexpr std::chrono::milliseconds retry_delay{2};
 }  // namespace
 
 inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
-    : engine_(eng), socket_(std::move(socket)), timer_(socket_.get_executor()) {
+    : engine_(eng),
+      socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      rx_(eng.chunks(), eng.options().max_chunks_per_connection) {
   std::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -33,7 +33,7 @@ inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
 inbound_session::~inbound_session() {
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();
-  release_current();
+  rx_.release();
 }
 
 void inbound_session::start_on_own_thread() {
@@ -160,44 +160,8 @@ void inbound_session::on_ack_request() {
   send_ack();
 }
 
-// io thread. Makes room for the next read; false when we must wait for the
-// consumer to hand chunks back (backpressure: the socket is not read).
-bool inbound_session::ensure_space() {
-  const std::size_t partial = filled_ - parsed_;
-  // Bytes the frame in progress needs from parsed_: its total once the header
-  // is in, a header until then (its length is checked in parse()).
-  std::size_t need = frame_header_bytes;
-  if (current_ != nullptr && partial >= frame_header_bytes)
-    need = frame_header_bytes + load_u32(current_->data() + parsed_);
-  if (current_ != nullptr) {
-    const std::size_t room_total = current_->capacity - parsed_;
-    const std::size_t room = current_->capacity - filled_;
-    if (room_total >= need && room > 0 && (room >= min_read_bytes || room >= need - partial)) return true;
-  }
-  if (inflight_chunks_.load(std::memory_order_acquire) >=
-      static_cast<int>(engine_.options().max_chunks_per_connection))
-    return false;
-  chunk* fresh = engine_.chunks().acquire(std::max(need, partial), weak_from_this());
-  // (A frame larger than a pooled chunk gets an oversized chunk of its own.)
-  if (fresh == nullptr) return false;
-  inflight_chunks_.fetch_add(1, std::memory_order_acq_rel);
-  if (partial > 0) std::memcpy(fresh->data(), current_->data() + parsed_, partial);
-  release_current();
-  current_ = fresh;
-  parsed_ = 0;
-  filled_ = partial;
-  return true;
-}
-
-void inbound_session::release_current() {
-  if (current_ == nullptr) return;
-  chunk* c = current_;
-  current_ = nullptr;
-  engine_.chunks().unref(c);
-}
-
 void inbound_session::on_chunk_released() {
-  inflight_chunks_.fetch_sub(1, std::memory_order_acq_rel);
+  rx_.on_chunk_released();
   std::weak_ptr<inbound_session> weak = weak_from_this();
   asio::post(socket_.get_executor(), [weak] {
     if (auto self = weak.lock()) {
@@ -212,7 +176,7 @@ void inbound_session::on_chunk_released() {
 
 void inbound_session::do_read() {
   if (!open_ || reading_) return;
-  if (!ensure_space()) {
+  if (!rx_.ensure_space(weak_from_this())) {
     // Wait for a chunk of ours to come back; also retry on a timer in case the
     // pool-wide bound (not ours) is what stopped us.
     paused_ = true;
@@ -229,7 +193,7 @@ void inbound_session::do_read() {
   reading_ = true;
   auto self = shared_from_this();
   socket_.async_read_some(
-      asio::buffer(current_->data() + filled_, current_->capacity - filled_),
+      asio::buffer(rx_.current->data() + rx_.filled, rx_.current->capacity - rx_.filled),
       [self](const std::error_code& ec, std::size_t n) {
         self->reading_ = false;
         if (ec) return self->close();
@@ -239,7 +203,7 @@ void inbound_session::do_read() {
 
 void inbound_session::on_read(std::size_t n) {
   if (!open_) return;
-  filled_ += n;
+  rx_.filled += n;
   if (!parse()) {
     // The peer was refused; frames it sent before the bad one still count.
     flush_ready();
@@ -261,60 +225,60 @@ void inbound_session::on_read(std::size_t n) {
   do_read();
 }
 
-// io thread. Walks complete frames in [parsed_, filled_), checking each
+// io thread. Walks complete frames in [rx_.parsed, rx_.filled), checking each
 // header before its body is trusted; runs of new data frames become
 // deliveries. False when the peer was refused.
 bool inbound_session::parse() {
   const auto& opt = engine_.options();
-  std::uint8_t* base = current_->data();
-  std::size_t run_start = parsed_;
+  std::uint8_t* base = rx_.current->data();
+  std::size_t run_start = rx_.parsed;
   std::uint32_t run_msgs = 0;
   std::uint64_t run_last = 0;
   auto cut = [&](std::size_t end) {
     if (run_msgs > 0) {
-      current_->refs.fetch_add(1, std::memory_order_relaxed);
-      delivery d{current_, static_cast<std::uint32_t>(run_start), static_cast<std::uint32_t>(end - run_start),
+      rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
+      delivery d{rx_.current, static_cast<std::uint32_t>(run_start), static_cast<std::uint32_t>(end - run_start),
                  peer_id_, run_msgs, slot_, incarnation_, run_last};
       ready_.push_back(ready_run{d, run_last});
     }
     run_msgs = 0;
   };
-  while (filled_ - parsed_ >= frame_header_bytes) {
-    const frame_header h = decode_header(base + parsed_);
+  while (rx_.filled - rx_.parsed >= frame_header_bytes) {
+    const frame_header h = decode_header(base + rx_.parsed);
     if (h.length > opt.max_frame_bytes) {
-      cut(parsed_);
+      cut(rx_.parsed);
       refuse(reject_code::frame_too_large, "frame of " + std::to_string(h.length) +
                                                " bytes exceeds maxFrameBytes " +
                                                std::to_string(opt.max_frame_bytes));
       return false;
     }
     if (h.kind != frame_kind::data || h.reserved != 0) {
-      cut(parsed_);
+      cut(rx_.parsed);
       refuse(reject_code::bad_frame, "unexpected frame kind " + std::to_string(static_cast<int>(h.kind)));
       return false;
     }
     if (h.sender != peer_id_) {
-      cut(parsed_);
+      cut(rx_.parsed);
       refuse(reject_code::bad_sender, "frame names sender " + std::to_string(h.sender) +
                                           " on the connection of replica " + std::to_string(peer_id_));
       return false;
     }
     const std::size_t total = frame_header_bytes + h.length;
-    if (filled_ - parsed_ < total) break;
+    if (rx_.filled - rx_.parsed < total) break;
     if (h.msg_id <= last_seen_id_) {
       // A resend after reconnect of something already delivered.
-      cut(parsed_);
-      parsed_ += total;
-      run_start = parsed_;
+      cut(rx_.parsed);
+      rx_.parsed += total;
+      run_start = rx_.parsed;
       engine_.slot(slot_).duplicates.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     last_seen_id_ = h.msg_id;
     run_last = h.msg_id;
     ++run_msgs;
-    parsed_ += total;
+    rx_.parsed += total;
   }
-  cut(parsed_);
+  cut(rx_.parsed);
   return true;
 }
 
@@ -413,7 +377,7 @@ void inbound_session::close() {
   socket_.close(ignored);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();
-  release_current();
+  rx_.release();
 }
 
 }  // namespace nexres

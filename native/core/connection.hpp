@@ -3,6 +3,7 @@
 #pragma once
 
 #include "chunk_pool.hpp"
+#include "receive_buffer.hpp"
 #include "engine.hpp"
 #include "protocol.hpp"
 
@@ -42,12 +43,10 @@ class inbound_session : public chunk_owner,
   void on_read(std::size_t n);
   bool parse();
   bool flush_ready();
-  bool ensure_space();
   void send_ack();
   void on_ack_request();
   void refuse(reject_code code, const std::string& detail);
   void close();
-  void release_current();
 
   engine& engine_;
   asio::ip::tcp::socket socket_;
@@ -63,11 +62,7 @@ class inbound_session : public chunk_owner,
   bool reading_ = false;
   bool paused_ = false;
 
-  // Receive chunk: [0, parsed_) handed out, [parsed_, filled_) partial frame.
-  chunk* current_ = nullptr;
-  std::size_t parsed_ = 0;
-  std::size_t filled_ = 0;
-  std::atomic<int> inflight_chunks_{0};
+  receive_buffer rx_;
   struct ready_run {
     delivery run;
     std::uint64_t last_id;  // msg id of the run's last frame

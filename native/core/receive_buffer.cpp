@@ -1,0 +1,46 @@
+#include "receive_buffer.hpp"
+
+#include "protocol.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace nexres {
+
+namespace {
+// Below this much free space in the current chunk, switch to a fresh one
+// rather than issue small reads.
+constexpr std::size_t min_read_bytes = 64 * 1024;
+}  // namespace
+
+bool receive_buffer::ensure_space(const std::weak_ptr<chunk_owner>& owner) {
+  const std::size_t partial = filled - parsed;
+  // Bytes the frame in progress needs from `parsed`: its total once the
+  // header is in, a header until then (its length was checked by the parser).
+  std::size_t need = frame_header_bytes;
+  if (current != nullptr && partial >= frame_header_bytes) need = frame_header_bytes + load_u32(current->data() + parsed);
+  if (current != nullptr) {
+    const std::size_t room_total = current->capacity - parsed;
+    const std::size_t room = current->capacity - filled;
+    if (room_total >= need && room > 0 && (room >= min_read_bytes || room >= need - partial)) return true;
+  }
+  if (inflight_.load(std::memory_order_acquire) >= static_cast<int>(max_chunks_)) return false;
+  chunk* fresh = pool_.acquire(std::max(need, partial), owner);
+  if (fresh == nullptr) return false;
+  inflight_.fetch_add(1, std::memory_order_acq_rel);
+  if (partial > 0) std::memcpy(fresh->data(), current->data() + parsed, partial);
+  release();
+  current = fresh;
+  parsed = 0;
+  filled = partial;
+  return true;
+}
+
+void receive_buffer::release() {
+  if (current == nullptr) return;
+  chunk* c = current;
+  current = nullptr;
+  pool_.unref(c);
+}
+
+}  // namespace nexres

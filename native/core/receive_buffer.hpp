@@ -1,0 +1,47 @@
+// The receive side of a connection: which chunk the socket reads into next,
+// where its complete frames end ([0, parsed) handed out, [parsed, filled) a
+// frame in progress) and how many chunks the connection holds. Shared by
+// replica sessions and client sessions. io thread of the connection, except
+// on_chunk_released().
+#pragma once
+
+#include "chunk_pool.hpp"
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace nexres {
+
+class receive_buffer {
+ public:
+  receive_buffer(chunk_pool& pool, std::size_t max_chunks) : pool_(pool), max_chunks_(max_chunks) {}
+  receive_buffer(const receive_buffer&) = delete;
+  receive_buffer& operator=(const receive_buffer&) = delete;
+  ~receive_buffer() { release(); }
+
+  /// Makes room for the next read, moving a frame in progress to a fresh
+  /// chunk when needed (an oversized one for a frame bigger than a chunk).
+  /// False when the connection holds its maximum of chunks or the pool is at
+  /// its bound: stop reading until one comes back (backpressure).
+  bool ensure_space(const std::weak_ptr<chunk_owner>& owner);
+  /// Drops our reference to the current chunk.
+  void release();
+  /// Any thread: one of our chunks came back from the consumer.
+  void on_chunk_released() { inflight_.fetch_sub(1, std::memory_order_acq_rel); }
+
+  std::uint8_t* write_ptr() const noexcept { return current->data() + filled; }
+  std::size_t write_room() const noexcept { return current->capacity - filled; }
+
+  chunk* current = nullptr;
+  std::size_t parsed = 0;
+  std::size_t filled = 0;
+
+ private:
+  chunk_pool& pool_;
+  const std::size_t max_chunks_;
+  std::atomic<int> inflight_{0};
+};
+
+}  // namespace nexres
