@@ -6,6 +6,7 @@
         "native/addon/addon.cpp",
         "native/core/acceptor.cpp",
         "native/core/chunk_pool.cpp",
+        "native/core/client_session.cpp",
         "native/core/connection.cpp",
         "native/core/engine.cpp",
         "native/core/gather_writer.cpp",

@@ -8,6 +8,8 @@ export interface ReplicaAddress {
   host: string
   /** Replica port (1-65535). */
   port: number
+  /** Port for user clients (PROTOCOL.md §6); 0 = any free port (see `replica.clientPort`). */
+  clientPort?: number
 }
 
 /** The cluster: an id every member must share, and its replicas. */
@@ -51,6 +53,14 @@ export interface ReplicaOptions {
   sendBufferBytes?: number
   /** SO_RCVBUF of connections from peers, in bytes (default 0 = OS autotuning). */
   receiveBufferBytes?: number
+  /** Largest request a client may send, in bytes (default 4 MiB). */
+  maxRequestBytes?: number
+  /** Unanswered requests per client connection before it is no longer read (default 1024). */
+  maxClientInFlight?: number
+  /** Close client connections idle this long, in ms (default 60000; 0 = never). */
+  clientIdleTimeoutMs?: number
+  /** Client connections open at once (default 10000). */
+  maxClientConnections?: number
 }
 
 export interface ResolvedOptions {
@@ -70,6 +80,11 @@ export interface ResolvedOptions {
   closeTimeoutMs: number
   sendBufferBytes: number
   receiveBufferBytes: number
+  clientPort: number | undefined
+  maxRequestBytes: number
+  maxClientInFlight: number
+  clientIdleTimeoutMs: number
+  maxClientConnections: number
 }
 
 const MiB = 1024 * 1024
@@ -116,7 +131,7 @@ export function validateCluster(cluster: unknown, field = 'cluster'): ClusterCon
   const replicas: ReplicaAddress[] = c.replicas.map((r: unknown, i: number) => {
     const f = `${field}.replicas[${i}]`
     if (typeof r !== 'object' || r === null) throw new ConfigError(f, `must be an object, got ${describe(r)}`)
-    const rr = r as { id?: unknown; host?: unknown; port?: unknown }
+    const rr = r as { id?: unknown; host?: unknown; port?: unknown; clientPort?: unknown }
     const rid = integer(`${f}.id`, rr.id, 1, 0x7fffffff)
     if (ids.has(rid)) throw new ConfigError(`${f}.id`, `duplicate replica id ${rid}`)
     ids.add(rid)
@@ -125,7 +140,14 @@ export function validateCluster(cluster: unknown, field = 'cluster'): ClusterCon
     const key = `${host}:${port}`
     if (addrs.has(key)) throw new ConfigError(`${f}.port`, `address ${key} is used by another replica`)
     addrs.add(key)
-    return { id: rid, host, port }
+    if (rr.clientPort === undefined) return { id: rid, host, port }
+    const clientPort = integer(`${f}.clientPort`, rr.clientPort, 0, 65535)
+    if (clientPort !== 0) {
+      const ckey = `${host}:${clientPort}`
+      if (addrs.has(ckey)) throw new ConfigError(`${f}.clientPort`, `address ${ckey} is already used`)
+      addrs.add(ckey)
+    }
+    return { id: rid, host, port, clientPort }
   })
   return { id, replicas }
 }
@@ -172,5 +194,10 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     closeTimeoutMs: optionalInteger('closeTimeoutMs', o.closeTimeoutMs, 0, 600_000, 2000),
     sendBufferBytes: optionalInteger('sendBufferBytes', o.sendBufferBytes, 0, 256 * MiB, 4 * MiB),
     receiveBufferBytes: optionalInteger('receiveBufferBytes', o.receiveBufferBytes, 0, 256 * MiB, 0),
+    clientPort: cluster.replicas.find((r) => r.id === id)!.clientPort,
+    maxRequestBytes: optionalInteger('maxRequestBytes', o.maxRequestBytes, 1, 1024 * MiB, 4 * MiB),
+    maxClientInFlight: optionalInteger('maxClientInFlight', o.maxClientInFlight, 1, 1_000_000, 1024),
+    clientIdleTimeoutMs: optionalInteger('clientIdleTimeoutMs', o.clientIdleTimeoutMs, 0, 3_600_000, 60_000),
+    maxClientConnections: optionalInteger('maxClientConnections', o.maxClientConnections, 1, 1_000_000, 10_000),
   }
 }

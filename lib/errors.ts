@@ -2,6 +2,7 @@
  * Errors thrown or emitted by nexres-rpc. Every error has a stable `code`;
  * the list is in docs/API.md and never changes meaning once released.
  */
+/** Codes of errors raised locally; a `RemoteError` carries the server's code. */
 export type ErrorCode =
   | 'CONFIG_INVALID'
   | 'QUEUE_FULL'
@@ -10,6 +11,11 @@ export type ErrorCode =
   | 'PAYLOAD_TOO_LARGE'
   | 'LISTEN_FAILED'
   | 'TIMEOUT'
+  | 'CONNECTION_LOST'
+  | 'ABORTED'
+  | 'REQUEST_TOO_LARGE'
+  | 'TOO_MANY_REQUESTS'
+  | 'REMOTE_ERROR'
 
 export class NexresError extends Error {
   readonly code: ErrorCode
@@ -74,5 +80,45 @@ export class ListenError extends NexresError {
 export class TimeoutError extends NexresError {
   constructor(message: string) {
     super('TIMEOUT', message)
+  }
+}
+
+/** The connection to the replica was lost with the call in flight (or could not be made). */
+export class ConnectionLostError extends NexresError {
+  constructor(message: string, cause?: unknown) {
+    super('CONNECTION_LOST', message, { cause })
+  }
+}
+
+/** The call's AbortSignal fired. */
+export class AbortedError extends NexresError {
+  constructor(reason?: unknown) {
+    super('ABORTED', 'the call was aborted', { cause: reason })
+  }
+}
+
+/** A request larger than `maxRequestBytes`. */
+export class RequestTooLargeError extends NexresError {
+  constructor(size: number, limit: number) {
+    super('REQUEST_TOO_LARGE', `request of ${size} bytes exceeds maxRequestBytes ${limit}`)
+  }
+}
+
+/** `maxInFlight` calls are outstanding and the client was told to reject rather than wait. */
+export class TooManyRequestsError extends NexresError {
+  constructor(limit: number) {
+    super('TOO_MANY_REQUESTS', `${limit} calls already in flight (maxInFlight)`)
+  }
+}
+
+/**
+ * The server answered with an error: `remoteCode` is its stable code
+ * (`NO_SUCH_ROUTE`, `HANDLER_ERROR`, or one a handler chose).
+ */
+export class RemoteError extends NexresError {
+  readonly remoteCode: string
+  constructor(remoteCode: string, message: string) {
+    super('REMOTE_ERROR', `${remoteCode}: ${message}`)
+    this.remoteCode = remoteCode
   }
 }

@@ -9,11 +9,32 @@ export type {
   ReplicaStats,
 } from './replica.js'
 export { Message } from './message.js'
+export { Client } from './client.js'
+export type { CallOptions, ClientEvents, ClientOptions, Endpoint } from './client.js'
+export { RequestContext } from './request.js'
+export type { ClientInfo, RequestHandler } from './request.js'
+export { defineService } from './service.js'
+export type {
+  AnyCodec,
+  MethodDefinition,
+  RequestOf,
+  ResponseOf,
+  ServiceClient,
+  ServiceDefinition,
+  ServiceImplementation,
+} from './service.js'
+export * as codecs from './codec.js'
+export type { Codec } from './codec.js'
 export { routeId } from './route.js'
 export { resolveOptions, validateCluster } from './config.js'
 export type { ClusterConfig, ReconnectOptions, ReplicaAddress, ReplicaOptions } from './config.js'
 export {
+  AbortedError,
   ClosedError,
+  ConnectionLostError,
+  RemoteError,
+  RequestTooLargeError,
+  TooManyRequestsError,
   ConfigError,
   ListenError,
   NexresError,

@@ -19,6 +19,12 @@ export interface EngineOptions {
   reconnectMaxMs: number
   sendBufferBytes: number
   receiveBufferBytes: number
+  clientPort?: number
+  clientHost?: string
+  maxRequestBytes: number
+  maxClientInFlight: number
+  clientIdleTimeoutMs: number
+  maxClientConnections: number
   incarnationLo: number
   incarnationHi: number
 }
@@ -50,6 +56,10 @@ export interface NativeStats {
   rejectsByReason?: Record<string, number>
   miqDepth?: number
   receiveBytesAllocated?: number
+  clientsOpen?: number
+  clientsAccepted?: number
+  replyBytes?: number
+  repliesDropped?: number
 }
 
 export interface NativeEngine {
@@ -60,6 +70,10 @@ export interface NativeEngine {
   /** Refreshes `depths`; returns the total queued bytes. */
   refreshDepths(): number
   wantDrain(peer: number): void
+  /** The bound client port, 0 when there is none. */
+  clientPort(): number
+  /** Remote address of a client connection ('' once gone). */
+  clientAddress(connection: number): string
   stats(): NativeStats
   stop(): void
 }
@@ -91,3 +105,6 @@ export const EVENT_PEER_UP = 1
 export const EVENT_PEER_DOWN = 2
 export const EVENT_DRAIN = 3
 export const EVENT_REJECT = 4
+
+/** delivery peer / flush destination bit marking a client connection (engine.hpp client_flag). */
+export const CLIENT_FLAG = 0x80000000

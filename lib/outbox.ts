@@ -7,8 +7,9 @@ import type { NativeEngine } from './native.js'
 
 /** Fields per run: dest, start, end, messages, lastIdLo, lastIdHi, external index + 1. */
 export const RUN_FIELDS = 7
-/** Frame header size (docs/PROTOCOL.md §3). */
-export const HEADER_BYTES = 24
+import { HEADER_BYTES, KIND_DATA } from './wire.js'
+
+export { HEADER_BYTES }
 /** Wildcard destination of a broadcast run (docs/PROTOCOL.md §3 is per connection; this is local). */
 export const BROADCAST = 0xffffffff
 /** Payloads at least this large are sent by reference instead of copied. */
@@ -17,7 +18,7 @@ export const EXTERNAL_MIN_BYTES = 16 * 1024
 const STAGE_BYTES = 1024 * 1024
 const MAX_RUNS = 4096
 /** kind = data (1), flags = 0, reserved = 0, as one little-endian u32. */
-const KIND_DATA_WORD = 1
+const KIND_DATA_WORD = KIND_DATA
 
 export class Outbox {
   private readonly buf = new Uint8Array(STAGE_BYTES)
@@ -56,7 +57,7 @@ export class Outbox {
    * comes as two u32 halves (a float modulo per message costs more than the
    * rest of the header).
    */
-  stage(dest: number, route: number, lo: number, hi: number, payload: Uint8Array, len: number): void {
+  stage(dest: number, route: number, lo: number, hi: number, payload: Uint8Array, len: number, kind = KIND_DATA_WORD): void {
     const external = len >= EXTERNAL_MIN_BYTES
     const need = external ? HEADER_BYTES : HEADER_BYTES + len
     if (this.pos + need > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
@@ -65,7 +66,7 @@ export class Outbox {
     dv.setUint32(p, len, true)
     dv.setUint32(p + 4, route, true)
     dv.setUint32(p + 8, this.sender, true)
-    dv.setUint32(p + 12, KIND_DATA_WORD, true)
+    dv.setUint32(p + 12, kind, true)
     dv.setUint32(p + 16, lo, true)
     dv.setUint32(p + 20, hi, true)
     if (!external && len > 0) this.buf.set(payload, p + HEADER_BYTES)

@@ -17,13 +17,17 @@ import {
   EVENT_PEER_DOWN,
   EVENT_PEER_UP,
   EVENT_REJECT,
+  CLIENT_FLAG,
   type FreshChunks,
   type NativeEngine,
   type RawEvent,
   addon,
 } from './native.js'
 import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
+import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
 import { routeId } from './route.js'
+import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, methodRoute } from './service.js'
+import { KIND_ERROR, encodeErrorBody } from './wire.js'
 
 /** A route handler. Its `msg.payload` is valid only during the call. */
 export type Handler = (msg: Message) => unknown
@@ -111,7 +115,7 @@ const META_ENTRIES = 4096
  * r.on('prepare', (msg) => console.log(msg.from, msg.payload.length))
  * r.broadcast('prepare', new Uint8Array([1, 2, 3]))
  */
-export class Replica {
+export class Replica implements ReplySink {
   /** Connection events; see ReplicaEvents. */
   readonly events = new EventEmitter<ReplicaEvents>()
   /** This replica's id. */
@@ -120,6 +124,8 @@ export class Replica {
   readonly port: number
   /** Ids of the other replicas. */
   readonly peers: readonly number[]
+  /** The bound client port (undefined when the cluster config gives this replica none). */
+  readonly clientPort: number | undefined
 
   private readonly opts: ResolvedOptions
   private readonly engine: NativeEngine
@@ -135,6 +141,7 @@ export class Replica {
   private readonly drainWanted: Uint8Array
   private readonly drainRequested: Uint8Array
   private readonly routes = new Map<number, RouteEntry>()
+  private readonly requestRoutes = new Map<number, { name: string; fn: RequestHandler }>()
   private readonly chunkBuffers: (ArrayBuffer | undefined)[] = []
   private readonly chunkViews: (DataView | undefined)[] = []
   private readonly chunkPooled: boolean[] = []
@@ -178,6 +185,11 @@ export class Replica {
         reconnectMaxMs: opts.reconnectMaxMs,
         sendBufferBytes: opts.sendBufferBytes,
         receiveBufferBytes: opts.receiveBufferBytes,
+        ...(opts.clientPort !== undefined ? { clientPort: opts.clientPort } : {}),
+        maxRequestBytes: opts.maxRequestBytes,
+        maxClientInFlight: opts.maxClientInFlight,
+        clientIdleTimeoutMs: opts.clientIdleTimeoutMs,
+        maxClientConnections: opts.maxClientConnections,
         incarnationLo: inc.readUInt32LE(0),
         incarnationHi: inc.readUInt32LE(4),
       },
@@ -195,6 +207,7 @@ export class Replica {
       throw new ListenError(`replica ${opts.id}: ${e.message}`, err)
     }
     this.port = port
+    this.clientPort = opts.clientPort !== undefined ? this.engine.clientPort() : undefined
   }
 
   /**
@@ -217,6 +230,55 @@ export class Replica {
     }
     this.routes.set(id, { name: route, fn: handler })
     return this
+  }
+
+  /**
+   * Registers the request handler of a route on the client port. The
+   * handler gets its own copy of the request bytes and a context; what it
+   * returns (bytes or a string, or a promise of one) is the reply. Returning
+   * nothing leaves the request open for `ctx.reply(...)` later. A throw sends
+   * the client an error reply (`HANDLER_ERROR`, or the error's own `code`).
+   */
+  handle(route: string, handler: RequestHandler): this {
+    if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
+    if (typeof handler !== 'function') throw new ConfigError('handler', 'must be a function')
+    const id = routeId(route)
+    const existing = this.requestRoutes.get(id)
+    if (existing && existing.name !== route) {
+      throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
+    }
+    this.requestRoutes.set(id, { name: route, fn: handler })
+    return this
+  }
+
+  /** Serves every method of a typed service (see `defineService`). */
+  serve<M extends Record<string, MethodDefinition>>(service: ServiceDefinition<M>, impl: ServiceImplementation<M>): this {
+    for (const method of Object.keys(service.methods)) {
+      const def = service.methods[method]!
+      const fn = impl[method as keyof M] as unknown as (req: unknown, ctx: RequestContext) => unknown
+      if (typeof fn !== 'function') throw new ConfigError(`impl.${method}`, 'must be a function')
+      const decode = (b: Uint8Array): unknown => def.request.decode(b)
+      const encode = def.response.encode as (v: unknown) => Uint8Array
+      this.handle(methodRoute(service.name, method), (req, ctx) => {
+        const out = fn(decode(req), ctx)
+        if (out !== null && typeof out === 'object' && typeof (out as Promise<unknown>).then === 'function') {
+          return (out as Promise<unknown>).then(encode)
+        }
+        return encode(out)
+      })
+    }
+    return this
+  }
+
+  /** @internal ReplySink: stages a reply frame for a client connection. */
+  stageReply(dest: number, route: number, lo: number, hi: number, body: Uint8Array, kind: number): void {
+    if (this.closing !== undefined) return
+    this.outbox.stage(dest, route, lo, hi, body, body.length, kind)
+  }
+
+  /** @internal ReplySink */
+  clientAddress(dest: number): string {
+    return this.closed ? '' : this.engine.clientAddress(dest & 0x7fffffff)
   }
 
   /** Removes the handler of a route. */
@@ -442,6 +504,10 @@ export class Replica {
       const peer = meta[k + 3]!
       const ab = this.chunkBuffers[cid]!
       const dv = this.chunkViews[cid]!
+      if (peer >= CLIENT_FLAG) {
+        this.dispatchRequests(ab, dv, off, end, peer)
+        continue
+      }
       let p = off
       while (p < end) {
         const len = dv.getUint32(p, true)
@@ -471,6 +537,47 @@ export class Replica {
         this.chunkBuffers[cid] = undefined
         this.chunkViews[cid] = undefined
       }
+    }
+  }
+
+  // Requests from one client connection, in order. Each handler gets a copy
+  // of its request (handlers are usually async and read it after an await).
+  private dispatchRequests(ab: ArrayBuffer, dv: DataView, off: number, end: number, dest: number): void {
+    let p = off
+    while (p < end) {
+      const len = dv.getUint32(p, true)
+      const route = dv.getUint32(p + 4, true)
+      const lo = dv.getUint32(p + 16, true)
+      const hi = dv.getUint32(p + 20, true)
+      const entry = this.requestRoutes.get(route)
+      if (entry === undefined) {
+        this.unroutedCount++
+        const body = encodeErrorBody('NO_SUCH_ROUTE', `no handler for route id ${route} on replica ${this.id}`)
+        this.outbox.stage(dest, route, lo, hi, body, body.length, KIND_ERROR)
+      } else {
+        const req = new Uint8Array(ab.slice(p + HEADER_BYTES, p + HEADER_BYTES + len))
+        const ctx = new RequestContext(this, dest, route, lo, hi, entry.name)
+        try {
+          const r = entry.fn(req, ctx)
+          if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
+            ;(r as Promise<unknown>).then(
+              (v) => {
+                if (v !== undefined && !ctx.replied) ctx.reply(v as Uint8Array | string)
+              },
+              (err: unknown) => {
+                this.handlerErrors++
+                ctx.failWith(err)
+              },
+            )
+          } else if (r !== undefined && !ctx.replied) {
+            ctx.reply(r as Uint8Array | string)
+          }
+        } catch (err) {
+          this.handlerErrors++
+          ctx.failWith(err)
+        }
+      }
+      p += HEADER_BYTES + len
     }
   }
 

@@ -116,6 +116,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
                            InstanceMethod<&JsEngine::JsWantDrain>("wantDrain"),
                            InstanceMethod<&JsEngine::JsStats>("stats"),
                            InstanceMethod<&JsEngine::JsStop>("stop"),
+                           InstanceMethod<&JsEngine::JsClientPort>("clientPort"),
+                           InstanceMethod<&JsEngine::JsClientAddress>("clientAddress"),
                        });
   }
 
@@ -152,6 +154,12 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     options_.reconnect_max_ms = get_u32(o, "reconnectMaxMs", options_.reconnect_max_ms);
     options_.send_buffer_bytes = get_u32(o, "sendBufferBytes", static_cast<std::uint32_t>(options_.send_buffer_bytes));
     options_.receive_buffer_bytes = get_u32(o, "receiveBufferBytes", 0);
+    if (o.Get("clientPort").IsNumber()) options_.client_port = o.Get("clientPort").As<Napi::Number>().Int32Value();
+    if (o.Get("clientHost").IsString()) options_.client_host = o.Get("clientHost").ToString().Utf8Value();
+    options_.max_request_bytes = get_u32(o, "maxRequestBytes", options_.max_request_bytes);
+    options_.max_client_inflight = get_u32(o, "maxClientInFlight", options_.max_client_inflight);
+    options_.client_idle_timeout_ms = get_u32(o, "clientIdleTimeoutMs", options_.client_idle_timeout_ms);
+    options_.max_client_connections = get_u32(o, "maxClientConnections", options_.max_client_connections);
     options_.incarnation = (static_cast<std::uint64_t>(get_u32(o, "incarnationHi", 0)) << 32) |
                            get_u32(o, "incarnationLo", 0);
 
@@ -295,6 +303,15 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     return Napi::Number::New(env, total);
   }
 
+  Napi::Value JsClientPort(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), engine_ ? engine_->client_port() : 0);
+  }
+
+  Napi::Value JsClientAddress(const Napi::CallbackInfo& info) {
+    std::string a = engine_ ? engine_->client_address(info[0].As<Napi::Number>().Uint32Value()) : std::string();
+    return Napi::String::New(info.Env(), a);
+  }
+
   Napi::Value JsWantDrain(const Napi::CallbackInfo& info) {
     if (engine_) engine_->want_drain(info[0].As<Napi::Number>().Uint32Value());
     return info.Env().Undefined();
@@ -334,6 +351,10 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     out.Set("rejectsByReason", by);
     out.Set("miqDepth", static_cast<double>(st.miq_depth));
     out.Set("receiveBytesAllocated", static_cast<double>(st.receive_bytes_allocated));
+    out.Set("clientsOpen", static_cast<double>(st.clients_open));
+    out.Set("clientsAccepted", static_cast<double>(st.clients_accepted));
+    out.Set("replyBytes", static_cast<double>(st.reply_bytes));
+    out.Set("repliesDropped", static_cast<double>(st.replies_dropped));
     return out;
   }
 

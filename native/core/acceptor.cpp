@@ -1,6 +1,5 @@
 #include "acceptor.hpp"
 
-#include "connection.hpp"
 #include "engine.hpp"
 
 #include <asio/post.hpp>
@@ -9,8 +8,8 @@
 
 namespace nexres {
 
-acceptor::acceptor(engine& eng, asio::io_context& io)
-    : engine_(eng), io_(io), acceptor_(io), retry_(io) {}
+acceptor::acceptor(engine& eng, asio::io_context& io, socket_handler on_socket)
+    : engine_(eng), io_(io), on_socket_(std::move(on_socket)), acceptor_(io), retry_(io) {}
 
 std::error_code acceptor::listen(const std::string& host, std::uint16_t port) {
   std::error_code ec;
@@ -58,9 +57,7 @@ void acceptor::do_accept() {
       });
       return;
     }
-    auto session = std::make_shared<inbound_session>(self->engine_, std::move(socket));
-    self->engine_.track_session(session);
-    session->start_on_own_thread();
+    self->on_socket_(std::move(socket));
     self->do_accept();
   });
 }

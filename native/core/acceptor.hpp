@@ -7,6 +7,7 @@
 #include <asio/steady_timer.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -17,7 +18,10 @@ class engine;
 
 class acceptor : public std::enable_shared_from_this<acceptor> {
  public:
-  acceptor(engine& eng, asio::io_context& io);
+  /// on_socket: called on the acceptor's io thread with each accepted
+  /// socket (already bound to an io_context of the pool).
+  using socket_handler = std::function<void(asio::ip::tcp::socket)>;
+  acceptor(engine& eng, asio::io_context& io, socket_handler on_socket);
   /// Caller's thread, before the pool runs: bind and listen.
   std::error_code listen(const std::string& host, std::uint16_t port);
   /// Starts accepting (posts to the acceptor's io thread).
@@ -31,6 +35,7 @@ class acceptor : public std::enable_shared_from_this<acceptor> {
 
   engine& engine_;
   asio::io_context& io_;
+  socket_handler on_socket_;
   asio::ip::tcp::acceptor acceptor_;
   asio::steady_timer retry_;
   std::uint16_t port_ = 0;

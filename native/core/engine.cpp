@@ -1,6 +1,7 @@
 #include "engine.hpp"
 
 #include "acceptor.hpp"
+#include "client_session.hpp"
 #include "connection.hpp"
 #include "peer_slot.hpp"
 #include "replica_client.hpp"
@@ -26,6 +27,9 @@ const char* reject_code_name(reject_code c) noexcept {
     case reject_code::handshake_timeout: return "HANDSHAKE_TIMEOUT";
     case reject_code::shutting_down: return "CONNECTION_LOST";
     case reject_code::bad_auth: return "BAD_AUTH";
+    case reject_code::request_too_large: return "REQUEST_TOO_LARGE";
+    case reject_code::idle_timeout: return "IDLE_TIMEOUT";
+    case reject_code::too_many_connections: return "TOO_MANY_CONNECTIONS";
   }
   return "UNKNOWN";
 }
@@ -53,6 +57,7 @@ engine::~engine() {
   for (auto& s : slots_) s->link.reset();
   links_.clear();
   acceptor_.reset();
+  client_acceptor_.reset();
   // Deliveries never handed out still hold chunk references.
   delivery d;
   while (miq_.try_pop(d)) chunks_.unref(d.source);
@@ -68,12 +73,27 @@ std::error_code engine::start() {
     if (host.empty()) host = r.host;
     port = r.port;
   }
-  acceptor_ = std::make_shared<acceptor>(*this, pool_.at(0));
+  acceptor_ = std::make_shared<acceptor>(*this, pool_.at(0), [this](asio::ip::tcp::socket s) {
+    auto session = std::make_shared<inbound_session>(*this, std::move(s));
+    track_session(session);
+    session->start_on_own_thread();
+  });
   if (auto ec = acceptor_->listen(host, port)) {
     stopped_ = true;
     return ec;
   }
   local_port_ = acceptor_->port();
+  if (options_.client_port >= 0) {
+    client_acceptor_ = std::make_shared<acceptor>(*this, pool_.at(0), [this](asio::ip::tcp::socket s) {
+      accept_client(std::move(s));
+    });
+    const std::string chost = options_.client_host.empty() ? host : options_.client_host;
+    if (auto ec = client_acceptor_->listen(chost, static_cast<std::uint16_t>(options_.client_port))) {
+      stopped_ = true;
+      return ec;
+    }
+    client_port_ = client_acceptor_->port();
+  }
   std::size_t i = 0;
   for (const auto& r : options_.replicas) {
     if (r.id == options_.self_id) continue;
@@ -85,6 +105,7 @@ std::error_code engine::start() {
   }
   pool_.run();
   acceptor_->start();
+  if (client_acceptor_) client_acceptor_->start();
   for (auto& l : links_) l->start();
   return {};
 }
@@ -95,7 +116,16 @@ void engine::stop() {
   stopping_.store(true, std::memory_order_release);
   if (!started_) return;
   if (acceptor_) acceptor_->close_async();
+  if (client_acceptor_) client_acceptor_->close_async();
   for (auto& l : links_) l->close_async();
+  std::vector<std::shared_ptr<client_session>> clients;
+  {
+    std::lock_guard<std::mutex> lock(clients_mu_);
+    for (auto& kv : clients_)
+      if (auto c = kv.second.lock()) clients.push_back(std::move(c));
+  }
+  for (auto& c : clients) c->close_async();
+  clients.clear();
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
     for (auto& w : sessions_)
@@ -124,7 +154,64 @@ void engine::take_events(std::vector<engine_event>& out) {
   }
 }
 
+// Acceptor's io thread.
+void engine::accept_client(asio::ip::tcp::socket socket) {
+  std::shared_ptr<client_session> session;
+  {
+    std::lock_guard<std::mutex> lock(clients_mu_);
+    if (clients_.size() >= options_.max_client_connections) {
+      std::error_code ec;
+      auto ep = socket.remote_endpoint(ec);
+      count_reject(reject_code::too_many_connections, 0,
+                   ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port()),
+                   "client: maxClientConnections reached");
+      socket.close(ec);
+      return;
+    }
+    std::uint32_t id = next_client_id_;
+    next_client_id_ = (next_client_id_ + 1) & ~client_flag;
+    if (next_client_id_ == 0) next_client_id_ = 1;
+    session = std::make_shared<client_session>(*this, std::move(socket), id);
+    clients_[id] = session;
+  }
+  clients_accepted_.fetch_add(1, std::memory_order_relaxed);
+  session->start_on_own_thread();
+}
+
+void engine::forget_client(std::uint32_t id) {
+  std::lock_guard<std::mutex> lock(clients_mu_);
+  auto it = clients_.find(id);
+  if (it != clients_.end() && it->second.expired()) clients_.erase(it);
+}
+
+std::string engine::client_address(std::uint32_t id) {
+  // The session's last reference may drop here: release it unlocked (its
+  // destructor takes clients_mu_).
+  std::shared_ptr<client_session> c;
+  {
+    std::lock_guard<std::mutex> lock(clients_mu_);
+    auto it = clients_.find(id & ~client_flag);
+    if (it != clients_.end()) c = it->second.lock();
+  }
+  return c ? c->remote() : std::string();
+}
+
 bool engine::enqueue(std::uint32_t destination, const segment& seg) {
+  if (destination != broadcast_destination && (destination & client_flag) != 0) {
+    std::shared_ptr<client_session> c;
+    {
+      std::lock_guard<std::mutex> lock(clients_mu_);
+      auto it = clients_.find(destination & ~client_flag);
+      if (it != clients_.end()) c = it->second.lock();
+    }
+    if (!c) {
+      // The client went away before its replies: nothing to deliver them to.
+      replies_dropped_.fetch_add(seg.messages, std::memory_order_relaxed);
+      return false;
+    }
+    c->enqueue(seg);
+    return true;
+  }
   if (destination == broadcast_destination) {
     for (auto& l : links_) l->enqueue(seg);
     return true;
@@ -228,6 +315,13 @@ engine_stats engine::stats() const {
   for (std::size_t i = 0; i < reject_code_count; ++i)
     st.rejects_by_code.push_back(rejects_by_code_[i].load(std::memory_order_relaxed));
   st.miq_depth = miq_.size_approx();
+  {
+    std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(clients_mu_));
+    st.clients_open = clients_.size();
+  }
+  st.clients_accepted = clients_accepted_.load(std::memory_order_relaxed);
+  st.reply_bytes = reply_bytes_.load(std::memory_order_relaxed);
+  st.replies_dropped = replies_dropped_.load(std::memory_order_relaxed);
   st.receive_bytes_allocated = chunks_.allocated_bytes();
   return st;
 }

@@ -8,6 +8,8 @@
 #include "io_pool.hpp"
 #include "protocol.hpp"
 
+#include <asio/ip/tcp.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -15,6 +17,7 @@
 #include <mutex>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 #include <vector>
 
 namespace nexres {
@@ -48,6 +51,18 @@ struct engine_options {
   std::size_t send_buffer_bytes = 4u << 20;
   /// SO_RCVBUF of inbound connections (0: the OS default and its autotuning).
   std::size_t receive_buffer_bytes = 0;
+  /// Client port (PROTOCOL.md §6): -1 for none, 0 for any free port.
+  std::int32_t client_port = -1;
+  /// Address the client port binds to (default: the replica's host).
+  std::string client_host;
+  std::uint32_t max_request_bytes = 4u << 20;
+  /// Requests one client connection may have unanswered before its socket
+  /// is no longer read.
+  std::uint32_t max_client_inflight = 1024;
+  /// A client connection with no complete request in this long and none in
+  /// flight is closed (0: never).
+  std::uint32_t client_idle_timeout_ms = 60000;
+  std::uint32_t max_client_connections = 10000;
   /// Random per process; peers reset their duplicate filter when it changes.
   std::uint64_t incarnation = 0;
 };
@@ -87,6 +102,9 @@ struct segment {
 };
 
 constexpr std::uint32_t broadcast_destination = 0xffffffffu;
+/// Marks a client connection id where a replica id could stand: in
+/// delivery::peer and as an enqueue() destination.
+constexpr std::uint32_t client_flag = 0x80000000u;
 
 struct peer_stats {
   std::uint32_t id = 0;
@@ -102,9 +120,14 @@ struct engine_stats {
   std::vector<std::uint64_t> rejects_by_code;  // index = reject_code
   std::uint64_t miq_depth = 0;
   std::uint64_t receive_bytes_allocated = 0;
+  std::uint64_t clients_open = 0;
+  std::uint64_t clients_accepted = 0;
+  std::uint64_t reply_bytes = 0;
+  std::uint64_t replies_dropped = 0;
 };
 
 class acceptor;
+class client_session;
 class inbound_session;
 class peer_link;
 struct peer_slot;
@@ -150,6 +173,10 @@ class engine {
   const engine_options& options() const noexcept { return options_; }
   /// Bound local port (after start); useful with port 0.
   std::uint16_t local_port() const noexcept { return local_port_; }
+  /// Bound client port (0 when there is none).
+  std::uint16_t client_port() const noexcept { return client_port_; }
+  /// Remote address of a client connection ("" once it is gone). Any thread.
+  std::string client_address(std::uint32_t id);
 
   // ---- internal: used by sessions, links, acceptor (io threads) ----
   chunk_pool& chunks() { return chunks_; }
@@ -165,6 +192,9 @@ class engine {
                     const std::string& detail);
   void track_session(const std::shared_ptr<inbound_session>& s);
   void notify();
+  void forget_client(std::uint32_t id);
+  void accept_client(asio::ip::tcp::socket socket);
+  void count_replies(std::uint64_t bytes) { reply_bytes_.fetch_add(bytes, std::memory_order_relaxed); }
 
  private:
   engine_options options_;
@@ -174,6 +204,7 @@ class engine {
   bool started_ = false;
   bool stopped_ = false;
   std::uint16_t local_port_ = 0;
+  std::uint16_t client_port_ = 0;
 
   chunk_pool chunks_;
   bounded_queue<delivery> miq_;
@@ -187,10 +218,16 @@ class engine {
   std::mutex sessions_mu_;
   std::vector<std::weak_ptr<inbound_session>> sessions_;
 
+  std::mutex clients_mu_;
+  std::unordered_map<std::uint32_t, std::weak_ptr<client_session>> clients_;
+  std::uint32_t next_client_id_ = 1;  // clients_mu_
+  std::atomic<std::uint64_t> clients_accepted_{0}, reply_bytes_{0}, replies_dropped_{0};
+
   // Destroyed first (declared last): pending handlers may still touch the
   // members above while the io_contexts are torn down.
   io_pool pool_;
   std::shared_ptr<acceptor> acceptor_;
+  std::shared_ptr<acceptor> client_acceptor_;
   std::vector<std::shared_ptr<peer_link>> links_;
 };
 

@@ -21,7 +21,7 @@ constexpr std::size_t max_cluster_id_bytes = 255;
 enum class auth_mode : std::uint16_t { none = 0 };
 
 // PROTOCOL.md §2: handshake message types (field `type`).
-enum class hello_type : std::uint16_t { hello = 1, welcome = 2 };
+enum class hello_type : std::uint16_t { hello = 1, welcome = 2, client_hello = 3, client_welcome = 4 };
 
 // PROTOCOL.md §3 "Frames": fixed little-endian header before every body.
 constexpr std::size_t frame_header_bytes = 24;
@@ -33,6 +33,9 @@ enum class frame_kind : std::uint8_t {
   reject = 3,  // reason frame sent before closing a connection
   ping = 4,    // reserved for heartbeats
   pong = 5,    // reserved for heartbeats
+  request = 6, // client -> replica (PROTOCOL.md §6), msg_id = request id
+  reply = 7,   // replica -> client, msg_id = the request's id
+  error = 8,   // replica -> client: the request failed (body: code, message)
 };
 
 // PROTOCOL.md §4 "Reject reasons": stable numeric codes of reject frames.
@@ -47,6 +50,9 @@ enum class reject_code : std::uint16_t {
   handshake_timeout = 8,
   shutting_down = 9,
   bad_auth = 10,
+  request_too_large = 11,
+  idle_timeout = 12,
+  too_many_connections = 13,
 };
 
 const char* reject_code_name(reject_code c) noexcept;

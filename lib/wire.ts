@@ -1,0 +1,37 @@
+// Wire constants shared by the replica's outbox and the client
+// (docs/PROTOCOL.md; native/core/protocol.hpp is the source of truth).
+
+/** Frame header size (§3). */
+export const HEADER_BYTES = 24
+/** Fixed part of HELLO/WELCOME (§2). */
+export const HELLO_FIXED_BYTES = 32
+/** "NXRP" as a little-endian u32 (§2). */
+export const HELLO_MAGIC = 0x5052584e
+export const PROTOCOL_VERSION = 1
+/** Handshake types (§2, §6). */
+export const HELLO_CLIENT = 3
+export const WELCOME_CLIENT = 4
+/** Frame kinds (§3, §6). */
+export const KIND_DATA = 1
+export const KIND_REJECT = 3
+export const KIND_REQUEST = 6
+export const KIND_REPLY = 7
+export const KIND_ERROR = 8
+
+/** ERROR frame body (§6): u8 code length, ASCII code, UTF-8 message. */
+export function encodeErrorBody(code: string, message: string): Uint8Array {
+  const c = Buffer.from(code.slice(0, 64), 'latin1')
+  const m = Buffer.from(message.slice(0, 4096), 'utf8')
+  const out = Buffer.allocUnsafe(1 + c.length + m.length)
+  out[0] = c.length
+  c.copy(out, 1)
+  m.copy(out, 1 + c.length)
+  return out
+}
+
+export function decodeErrorBody(body: Uint8Array): { code: string; message: string } {
+  if (body.length === 0) return { code: 'REMOTE_ERROR', message: '' }
+  const n = Math.min(body[0]!, body.length - 1)
+  const b = Buffer.from(body.buffer, body.byteOffset, body.byteLength)
+  return { code: b.toString('latin1', 1, 1 + n) || 'REMOTE_ERROR', message: b.toString('utf8', 1 + n) }
+}

@@ -1,0 +1,308 @@
+#include "client_session.hpp"
+
+#include "gather_writer.hpp"
+
+#include <asio/post.hpp>
+#include <asio/read.hpp>
+#include <asio/write.hpp>
+
+#include <chrono>
+#include <cstring>
+
+namespace nexres {
+
+namespace {
+constexpr std::chrono::milliseconds retry_delay{2};
+}
+
+client_session::client_session(engine& eng, asio::ip::tcp::socket socket, std::uint32_t id)
+    : engine_(eng),
+      socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      retry_(socket_.get_executor()),
+      id_(id),
+      rx_(eng.chunks(), eng.options().max_chunks_per_connection) {
+  std::error_code ec;
+  auto ep = socket_.remote_endpoint(ec);
+  remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  socket_.non_blocking(true, ec);  // gather_write() calls sendmsg directly
+}
+
+client_session::~client_session() {
+  for (auto& d : ready_) engine_.chunks().unref(d.source);
+  engine_.forget_client(id_);
+}
+
+void client_session::start_on_own_thread() {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self] { self->start(); });
+}
+
+void client_session::close_async() {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self] { self->close(); });
+}
+
+void client_session::start() {
+  auto self = shared_from_this();
+  timer_.expires_after(std::chrono::milliseconds(engine_.options().handshake_timeout_ms));
+  timer_.async_wait([self](const std::error_code& ec) {
+    if (ec || !self->open_ || self->welcomed_) return;
+    self->refuse(reject_code::handshake_timeout, "no handshake within the deadline");
+  });
+  asio::async_read(socket_, asio::buffer(hello_), [self](const std::error_code& ec, std::size_t) {
+    if (ec) return self->close();
+    self->on_hello();
+  });
+}
+
+void client_session::on_hello() {
+  std::uint32_t magic = 0;
+  const hello_message m = decode_hello(hello_.data(), magic);
+  if (magic != hello_magic) return refuse(reject_code::bad_magic, "not a nexres-rpc handshake");
+  if (m.version != protocol_version) return refuse(reject_code::bad_version, "unsupported protocol version");
+  if (m.type != hello_type::client_hello) return refuse(reject_code::bad_frame, "expected CLIENT_HELLO");
+  if (m.auth != auth_mode::none) return refuse(reject_code::bad_auth, "unsupported auth mode");
+  if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length)
+    return refuse(reject_code::bad_frame, "handshake body length out of range");
+  const std::size_t cid_len = m.cluster_id_length;
+  hello_body_.resize(m.body_length);
+  auto self = shared_from_this();
+  asio::async_read(socket_, asio::buffer(hello_body_), [self, cid_len](const std::error_code& ec, std::size_t) {
+    if (ec) return self->close();
+    const auto& opt = self->engine_.options();
+    // A client may leave the cluster id out; one it names must match.
+    if (cid_len != 0 && (cid_len != opt.cluster_id.size() ||
+                         std::memcmp(self->hello_body_.data(), opt.cluster_id.data(), cid_len) != 0))
+      return self->refuse(reject_code::wrong_cluster, "cluster id does not match");
+    self->timer_.cancel();
+    self->welcomed_ = true;
+    hello_message w{};
+    w.type = hello_type::client_welcome;
+    w.auth = auth_mode::none;
+    w.sender = opt.self_id;
+    w.incarnation = self->id_;  // the connection id, for the client's logs
+    w.version = protocol_version;
+    w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
+    w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
+    self->out_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+    encode_hello(self->out_.data(), w);
+    std::memcpy(self->out_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+    // Written before any reply: replies only exist once requests are read.
+    asio::async_write(self->socket_, asio::buffer(self->out_), [self](const std::error_code& e, std::size_t) {
+      if (e) return self->close();
+      self->arm_idle_timer();
+      self->do_read();
+    });
+  });
+}
+
+// Idle check: a connection that completed no request during a whole period
+// and has none in flight is closed, which also bounds a client trickling a
+// frame one byte at a time.
+void client_session::arm_idle_timer() {
+  const auto idle = std::chrono::milliseconds(engine_.options().client_idle_timeout_ms);
+  if (idle.count() == 0) return;
+  auto self = shared_from_this();
+  timer_.expires_after(idle);
+  timer_.async_wait([self](const std::error_code& ec) {
+    if (ec || !self->open_) return;
+    if (self->frames_since_tick_ == 0 && self->inflight_.load(std::memory_order_acquire) == 0)
+      return self->refuse(reject_code::idle_timeout, "no complete request within the idle timeout");
+    self->frames_since_tick_ = 0;
+    self->arm_idle_timer();
+  });
+}
+
+void client_session::on_chunk_released() {
+  rx_.on_chunk_released();
+  std::weak_ptr<client_session> weak = weak_from_this();
+  asio::post(socket_.get_executor(), [weak] {
+    if (auto self = weak.lock()) self->resume();
+  });
+}
+
+// io thread.
+void client_session::resume() {
+  if (!paused_ || !open_) return;
+  paused_ = false;
+  if (flush_ready()) do_read();
+  else pause_with_retry();
+}
+
+void client_session::pause_with_retry() {
+  paused_ = true;
+  auto self = shared_from_this();
+  retry_.expires_after(retry_delay * 5);
+  retry_.async_wait([self](const std::error_code& ec) {
+    if (!ec) self->resume();
+  });
+}
+
+void client_session::do_read() {
+  if (!open_ || reading_ || paused_) return;
+  // Backpressure on a client that pipelines more than it may: stop reading
+  // until replies bring it back under the bound (enqueue() resumes us).
+  if (inflight_.load(std::memory_order_acquire) >= static_cast<std::int64_t>(engine_.options().max_client_inflight)) {
+    paused_ = true;
+    inflight_paused_.store(true, std::memory_order_release);
+    if (inflight_.load(std::memory_order_acquire) < static_cast<std::int64_t>(engine_.options().max_client_inflight)) {
+      inflight_paused_.store(false, std::memory_order_release);
+      paused_ = false;
+    } else {
+      return;
+    }
+  }
+  if (!rx_.ensure_space(weak_from_this())) return pause_with_retry();
+  reading_ = true;
+  auto self = shared_from_this();
+  socket_.async_read_some(asio::buffer(rx_.write_ptr(), rx_.write_room()),
+                          [self](const std::error_code& ec, std::size_t n) {
+                            self->reading_ = false;
+                            if (ec) return self->close();
+                            self->on_read(n);
+                          });
+}
+
+void client_session::on_read(std::size_t n) {
+  if (!open_) return;
+  rx_.filled += n;
+  if (!parse()) {
+    flush_ready();
+    return;
+  }
+  if (!flush_ready()) return pause_with_retry();
+  do_read();
+}
+
+// io thread. Complete REQUEST frames in [parsed, filled) become one delivery
+// (peer = client_flag | id); every header is checked before its body.
+bool client_session::parse() {
+  const auto& opt = engine_.options();
+  std::uint8_t* base = rx_.current->data();
+  const std::size_t start = rx_.parsed;
+  std::uint32_t count = 0;
+  auto cut = [&] {
+    if (count == 0) return;
+    rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
+    ready_.push_back(delivery{rx_.current, static_cast<std::uint32_t>(start),
+                              static_cast<std::uint32_t>(rx_.parsed - start), client_flag | id_, count, -1, 0, 0});
+    inflight_.fetch_add(count, std::memory_order_acq_rel);
+    frames_since_tick_ += count;
+  };
+  while (rx_.filled - rx_.parsed >= frame_header_bytes) {
+    const frame_header h = decode_header(base + rx_.parsed);
+    if (h.length > opt.max_request_bytes) {
+      cut();
+      refuse(reject_code::request_too_large, "request of " + std::to_string(h.length) +
+                                                 " bytes exceeds maxRequestBytes " +
+                                                 std::to_string(opt.max_request_bytes));
+      return false;
+    }
+    if (h.kind != frame_kind::request || h.reserved != 0 || h.flags != 0 || h.sender != 0) {
+      cut();
+      refuse(reject_code::bad_frame, "expected a REQUEST frame");
+      return false;
+    }
+    const std::size_t total = frame_header_bytes + h.length;
+    if (rx_.filled - rx_.parsed < total) break;
+    rx_.parsed += total;
+    ++count;
+  }
+  cut();
+  return true;
+}
+
+bool client_session::flush_ready() {
+  std::size_t pushed = 0;
+  for (; pushed < ready_.size(); ++pushed)
+    if (!engine_.push_delivery(ready_[pushed])) break;
+  ready_.erase(ready_.begin(), ready_.begin() + static_cast<std::ptrdiff_t>(pushed));
+  if (pushed > 0) engine_.notify();
+  return ready_.empty();
+}
+
+// Any thread (the JS thread flushing replies).
+void client_session::enqueue(const segment& seg) {
+  const std::int64_t left =
+      inflight_.fetch_sub(static_cast<std::int64_t>(seg.messages), std::memory_order_acq_rel) -
+      static_cast<std::int64_t>(seg.messages);
+  moq_.push(seg);
+  const bool resume_reading = left < static_cast<std::int64_t>(engine_.options().max_client_inflight) &&
+                              inflight_paused_.exchange(false, std::memory_order_acq_rel);
+  if (!wake_scheduled_.exchange(true, std::memory_order_acq_rel) || resume_reading) {
+    auto self = shared_from_this();
+    asio::post(socket_.get_executor(), [self, resume_reading] {
+      self->on_wakeup();
+      if (resume_reading) self->resume();
+    });
+  }
+}
+
+void client_session::on_wakeup() {
+  wake_scheduled_.store(false, std::memory_order_release);
+  segment s;
+  while (moq_.pop(s)) pending_.push_back(std::move(s));
+  do_write();
+}
+
+void client_session::do_write() {
+  if (writing_ || !open_) return;
+  while (!pending_.empty()) {
+    const gather_result r = gather_write(socket_.native_handle(), pending_, front_offset_);
+    for (std::size_t i = 0; i < r.segments_done; ++i) pending_.pop_front();
+    engine_.count_replies(r.bytes);
+    if (r.error) return close();
+    if (r.would_block) {
+      writing_ = true;
+      auto self = shared_from_this();
+      socket_.async_wait(asio::ip::tcp::socket::wait_write, [self](const std::error_code& ec) {
+        self->writing_ = false;
+        if (ec) return self->close();
+        self->on_wakeup();
+      });
+      return;
+    }
+    segment s;
+    while (moq_.pop(s)) pending_.push_back(std::move(s));
+  }
+}
+
+void client_session::refuse(reject_code code, const std::string& detail) {
+  if (!open_) return;
+  engine_.count_reject(code, 0, remote_, "client: " + detail);
+  open_ = false;
+  const std::string text = detail.substr(0, 512);
+  out_.assign(frame_header_bytes + 2 + text.size(), 0);
+  frame_header h{};
+  h.kind = frame_kind::reject;
+  h.sender = engine_.options().self_id;
+  h.length = static_cast<std::uint32_t>(2 + text.size());
+  encode_header(out_.data(), h);
+  store_u16(out_.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
+  std::memcpy(out_.data() + frame_header_bytes + 2, text.data(), text.size());
+  auto self = shared_from_this();
+  retry_.cancel();
+  timer_.expires_after(std::chrono::seconds(1));
+  timer_.async_wait([self](const std::error_code& ec) {
+    if (!ec) self->close();
+  });
+  if (writing_) return;  // a reply write is stuck; the deadline closes
+  asio::async_write(socket_, asio::buffer(out_), [self](const std::error_code&, std::size_t) { self->close(); });
+}
+
+void client_session::close() {
+  std::error_code ignored;
+  open_ = false;
+  paused_ = false;
+  timer_.cancel();
+  retry_.cancel();
+  socket_.close(ignored);
+  for (auto& d : ready_) engine_.chunks().unref(d.source);
+  ready_.clear();
+  pending_.clear();
+  rx_.release();
+}
+
+}  // namespace nexres

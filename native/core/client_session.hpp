@@ -1,0 +1,87 @@
+// A user client's connection on the client port (PROTOCOL.md §6): a short
+// handshake, then pipelined REQUEST frames read into receive chunks and
+// delivered through the MIQ like replica messages; REPLY/ERROR frames come
+// back through this session's queue and the same gather writer.
+#pragma once
+
+#include "engine.hpp"
+#include "mpsc_queue.hpp"
+#include "protocol.hpp"
+#include "receive_buffer.hpp"
+
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nexres {
+
+class client_session : public chunk_owner, public std::enable_shared_from_this<client_session> {
+ public:
+  client_session(engine& eng, asio::ip::tcp::socket socket, std::uint32_t id);
+  ~client_session() override;
+
+  /// Any thread: starts the handshake on the socket's io thread.
+  void start_on_own_thread();
+  /// Any thread: closes the connection.
+  void close_async();
+  /// Any thread (pool unref): a chunk came back; resume reading if paused.
+  void on_chunk_released() override;
+  /// Any thread: queues reply frames; `seg.messages` replies answer as many
+  /// requests.
+  void enqueue(const segment& seg);
+
+  std::uint32_t id() const noexcept { return id_; }
+  const std::string& remote() const noexcept { return remote_; }
+
+ private:
+  void start();
+  void on_hello();
+  void arm_idle_timer();
+  void do_read();
+  void on_read(std::size_t n);
+  bool parse();
+  bool flush_ready();
+  void resume();
+  void pause_with_retry();
+  void on_wakeup();
+  void do_write();
+  void refuse(reject_code code, const std::string& detail);
+  void close();
+
+  engine& engine_;
+  asio::ip::tcp::socket socket_;
+  asio::steady_timer timer_;       // handshake deadline, then idle checks
+  asio::steady_timer retry_;       // MIQ full / pool bound
+  std::string remote_;
+  const std::uint32_t id_;
+  bool open_ = true;
+  bool welcomed_ = false;
+  bool reading_ = false;
+  bool paused_ = false;
+  std::uint64_t frames_since_tick_ = 0;
+
+  std::array<std::uint8_t, hello_fixed_bytes> hello_{};
+  std::vector<std::uint8_t> hello_body_;
+  std::vector<std::uint8_t> out_;  // WELCOME / REJECT bytes
+
+  receive_buffer rx_;
+  std::vector<delivery> ready_;
+  // Requests delivered and not yet answered (replies arrive on any thread).
+  std::atomic<std::int64_t> inflight_{0};
+  std::atomic<bool> inflight_paused_{false};
+
+  mpsc_queue<segment> moq_;
+  std::atomic<bool> wake_scheduled_{false};
+  std::deque<segment> pending_;
+  std::size_t front_offset_ = 0;
+  bool writing_ = false;
+};
+
+}  // namespace nexres
