@@ -27,6 +27,7 @@ client_session::client_session(engine& eng, asio::ip::tcp::socket socket, std::u
   remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
   socket_.non_blocking(true, ec);  // gather_write() calls sendmsg directly
+  fd_ = static_cast<int>(socket_.native_handle());
 }
 
 client_session::~client_session() {
@@ -228,45 +229,59 @@ void client_session::enqueue(const segment& seg) {
   const std::int64_t left =
       inflight_.fetch_sub(static_cast<std::int64_t>(seg.messages), std::memory_order_acq_rel) -
       static_cast<std::int64_t>(seg.messages);
-  moq_.push(seg);
+  write_state st = write_state::done;
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    if (write_closed_) return;
+    pending_.push_back(seg);
+    if (!waiting_writable_) st = drain_locked();
+  }
   const bool resume_reading = left < static_cast<std::int64_t>(engine_.options().max_client_inflight) &&
                               inflight_paused_.exchange(false, std::memory_order_acq_rel);
-  if (!wake_scheduled_.exchange(true, std::memory_order_acq_rel) || resume_reading) {
-    auto self = shared_from_this();
-    asio::post(socket_.get_executor(), [self, resume_reading] {
-      self->on_wakeup();
-      if (resume_reading) self->resume();
-    });
-  }
+  if (st == write_state::done && !resume_reading) return;
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self, st, resume_reading] {
+    if (st == write_state::failed) return self->close();
+    if (st == write_state::wait) self->wait_writable();
+    if (resume_reading) self->resume();
+  });
 }
 
-void client_session::on_wakeup() {
-  wake_scheduled_.store(false, std::memory_order_release);
-  segment s;
-  while (moq_.pop(s)) pending_.push_back(std::move(s));
-  do_write();
-}
-
-void client_session::do_write() {
-  if (writing_ || !open_) return;
+// Holds write_mu_. Writes what is pending until done or the socket is full.
+client_session::write_state client_session::drain_locked() {
   while (!pending_.empty()) {
-    const gather_result r = gather_write(socket_.native_handle(), pending_, front_offset_);
+    const gather_result r = gather_write(fd_, pending_, front_offset_);
     for (std::size_t i = 0; i < r.segments_done; ++i) pending_.pop_front();
     engine_.count_replies(r.bytes);
-    if (r.error) return close();
-    if (r.would_block) {
-      writing_ = true;
-      auto self = shared_from_this();
-      socket_.async_wait(asio::ip::tcp::socket::wait_write, [self](const std::error_code& ec) {
-        self->writing_ = false;
-        if (ec) return self->close();
-        self->on_wakeup();
-      });
-      return;
+    if (r.error) {
+      write_closed_ = true;
+      pending_.clear();
+      return write_state::failed;
     }
-    segment s;
-    while (moq_.pop(s)) pending_.push_back(std::move(s));
+    if (r.would_block) {
+      waiting_writable_ = true;
+      return write_state::wait;
+    }
   }
+  return write_state::done;
+}
+
+// io thread.
+void client_session::wait_writable() {
+  if (!open_) return;
+  auto self = shared_from_this();
+  socket_.async_wait(asio::ip::tcp::socket::wait_write, [self](const std::error_code& ec) {
+    if (ec) return self->close();
+    write_state st;
+    {
+      std::lock_guard<std::mutex> lock(self->write_mu_);
+      self->waiting_writable_ = false;
+      if (self->write_closed_) return;
+      st = self->drain_locked();
+    }
+    if (st == write_state::failed) return self->close();
+    if (st == write_state::wait) self->wait_writable();
+  });
 }
 
 void client_session::refuse(reject_code code, const std::string& detail) {
@@ -288,7 +303,11 @@ void client_session::refuse(reject_code code, const std::string& detail) {
   timer_.async_wait([self](const std::error_code& ec) {
     if (!ec) self->close();
   });
-  if (writing_) return;  // a reply write is stuck; the deadline closes
+  {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    if (!pending_.empty() || waiting_writable_) return;  // replies are stuck; the deadline closes
+    write_closed_ = true;  // the reason frame is the last thing written
+  }
   asio::async_write(socket_, asio::buffer(out_), [self](const std::error_code&, std::size_t) { self->close(); });
 }
 
@@ -298,10 +317,15 @@ void client_session::close() {
   paused_ = false;
   timer_.cancel();
   retry_.cancel();
-  socket_.close(ignored);
+  {
+    // No reply write may be using the descriptor while it closes.
+    std::lock_guard<std::mutex> lock(write_mu_);
+    write_closed_ = true;
+    pending_.clear();
+    socket_.close(ignored);
+  }
   for (auto& d : ready_) engine_.chunks().unref(d.source);
   ready_.clear();
-  pending_.clear();
   rx_.release();
 }
 

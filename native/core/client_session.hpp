@@ -5,7 +5,6 @@
 #pragma once
 
 #include "engine.hpp"
-#include "mpsc_queue.hpp"
 #include "protocol.hpp"
 #include "receive_buffer.hpp"
 
@@ -17,6 +16,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -50,8 +50,9 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   bool flush_ready();
   void resume();
   void pause_with_retry();
-  void on_wakeup();
-  void do_write();
+  enum class write_state { done, wait, failed };
+  write_state drain_locked();  // holds write_mu_
+  void wait_writable();        // io thread
   void refuse(reject_code code, const std::string& detail);
   void close();
 
@@ -77,11 +78,16 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   std::atomic<std::int64_t> inflight_{0};
   std::atomic<bool> inflight_paused_{false};
 
-  mpsc_queue<segment> moq_;
-  std::atomic<bool> wake_scheduled_{false};
-  std::deque<segment> pending_;
-  std::size_t front_offset_ = 0;
-  bool writing_ = false;
+  // Writer. Replies are written by whichever thread brings them when the
+  // writer is idle (the JS thread, saving an io-thread wake-up on the request
+  // path); the io thread takes over once the socket is full. write_mu_ also
+  // keeps the descriptor from being closed during such a write.
+  std::mutex write_mu_;
+  std::deque<segment> pending_;    // write_mu_
+  std::size_t front_offset_ = 0;   // write_mu_
+  bool waiting_writable_ = false;  // write_mu_
+  bool write_closed_ = false;      // write_mu_
+  int fd_ = -1;
 };
 
 }  // namespace nexres
