@@ -1,0 +1,88 @@
+// The W2 closed loop, shared by every contender's client so that all of them
+// are driven and measured the same way.
+//
+// `concurrency` workers each issue a call, await its reply, and issue the
+// next one (C calls outstanding at all times). Replies that complete in the
+// first `warmupMs` are not measured (JIT warm-up); replies that complete in
+// the following `durationMs` are counted and their latency (issue -> reply
+// seen by the awaiting worker) recorded in an HDR histogram in microseconds
+// (3 significant digits). The loop stops at the end of the window or after
+// `maxCalls` calls issued, whichever comes first, and prints one JSON line.
+import { build } from 'hdr-histogram-js'
+
+const HIGHEST_US = 60_000_000
+
+export async function closedLoop({ call, size, concurrency, warmupMs, durationMs, maxCalls }) {
+  const payload = Buffer.alloc(size) // a Buffer, which every contender takes as it is
+  for (let i = 0; i < size; i++) payload[i] = (i * 7 + 1) & 0xff
+  const h = build({ lowestDiscernibleValue: 1, highestTrackableValue: HIGHEST_US, numberOfSignificantValueDigits: 3, autoResize: false })
+  const t0 = performance.now()
+  const tStart = t0 + warmupMs
+  const tEnd = tStart + durationMs
+  let issued = 0
+  let measured = 0
+  let warm = 0
+  let lastMeasured = tStart
+  let stoppedBy = 'time'
+  const worker = async () => {
+    for (;;) {
+      if (issued >= maxCalls) {
+        stoppedBy = 'count'
+        return
+      }
+      issued++
+      const s = performance.now()
+      const reply = await call(payload)
+      const e = performance.now()
+      if (reply.length !== size || reply[0] !== payload[0] || reply[size - 1] !== payload[size - 1]) {
+        throw new Error(`wrong reply: ${reply.length} bytes`)
+      }
+      if (e >= tEnd) return
+      if (e >= tStart) {
+        const us = Math.round((e - s) * 1000)
+        h.recordValue(us < 1 ? 1 : us > HIGHEST_US ? HIGHEST_US : us)
+        measured++
+        lastMeasured = e
+      } else {
+        warm++
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, worker))
+  const seconds = (stoppedBy === 'time' ? durationMs : lastMeasured - tStart) / 1000
+  if (measured === 0) throw new Error('no call completed in the measured window')
+  return {
+    calls: measured,
+    seconds,
+    reqPerSec: measured / seconds,
+    p50: h.getValueAtPercentile(50),
+    p90: h.getValueAtPercentile(90),
+    p99: h.getValueAtPercentile(99),
+    p999: h.getValueAtPercentile(99.9),
+    max: h.maxValue,
+    mean: h.mean,
+    warmupCalls: warm,
+    stoppedBy,
+  }
+}
+
+// argv of a client role: <port> <concurrency> <size> <warmupMs> <durationMs> <maxCalls>
+export function clientArgs(argv) {
+  const [port, concurrency, size, warmupMs, durationMs, maxCalls] = argv.map(Number)
+  for (const [k, v] of Object.entries({ port, concurrency, size, warmupMs, durationMs, maxCalls })) {
+    if (!Number.isFinite(v) || v < 0) throw new Error(`bad ${k}: ${v}`)
+  }
+  return { port, concurrency, size, warmupMs, durationMs, maxCalls }
+}
+
+// Runs the loop, prints its JSON line and exits; exits with status 2 if the
+// loop has not finished 30 s after its window should have ended.
+export async function runClient(a, call) {
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`w2 client: no result ${a.warmupMs + a.durationMs + 30_000} ms after start\n`)
+    process.exit(2)
+  }, a.warmupMs + a.durationMs + 30_000)
+  const r = await closedLoop({ call, ...a })
+  clearTimeout(watchdog)
+  process.stdout.write(JSON.stringify(r) + '\n')
+}

@@ -1,0 +1,29 @@
+// W2 request/response through nexres-rpc: a replica serving the client port
+// with a TypeScript handler `handle('echo', (req) => req)`, and a process
+// using `Client.call` promises in a closed loop (bench/w2-loop.mjs).
+//   node bench/w2-nexres.mjs server <replicaPort>       -> prints "ready <clientPort>"
+//   node bench/w2-nexres.mjs client <clientPort> <C> <size> <warmupMs> <durationMs> <maxCalls>
+import { Client, Replica } from 'nexres-rpc'
+
+import { clientArgs, runClient } from './w2-loop.mjs'
+
+const [role, ...rest] = process.argv.slice(2)
+
+if (role === 'server') {
+  const port = Number(rest[0])
+  const cluster = { id: 'w2', replicas: [{ id: 1, host: '127.0.0.1', port, clientPort: 0 }] }
+  const r = await Replica.start({ id: 1, cluster })
+  r.handle('echo', (req) => req)
+  process.once('SIGTERM', () => {
+    r.close({ timeoutMs: 0 }).finally(() => process.exit(0))
+  })
+  process.stdout.write(`ready ${r.clientPort}\n`)
+} else if (role === 'client') {
+  const a = clientArgs(rest)
+  const c = await Client.connect({ host: '127.0.0.1', port: a.port })
+  await runClient(a, (payload) => c.call('echo', payload))
+  await c.close()
+  process.exit(0)
+} else {
+  throw new Error(`unknown role ${role}`)
+}
