@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Makes a fresh Debian/Ubuntu machine ready to build and run nexres-rpc from
+# a clone: installs what is missing (standalone Asio from libasio-dev, a C++
+# toolchain, CMake), the npm dependencies, builds the addon from source and
+# compiles the TypeScript. Used by .ci/run and tools/demo.sh.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n=== %s\n' "$*"; }
+
+missing=()
+if [ -z "${ASIO_INCLUDE_DIR:-}" ] && [ ! -f /usr/include/asio.hpp ] && [ ! -f /usr/local/include/asio.hpp ]; then
+  missing+=(libasio-dev)
+fi
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} (Asio and build tools)"
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "nexres-rpc: missing ${missing[*]}; install them with your package manager (macOS: brew install asio cmake)" >&2
+    exit 1
+  fi
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq || exit 1
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null || exit 1
+fi
+
+log "npm dependencies"
+npm ci --ignore-scripts --no-audit --no-fund || exit 1
+
+log "build the addon from source and compile TypeScript"
+npm run build:native --silent || exit 1
+npm run build:ts --silent || exit 1
