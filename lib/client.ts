@@ -207,19 +207,46 @@ export class Client {
     }
   }
 
+  // A call that must wait: for the connection, or for room under maxInFlight.
+  // Its signal and timeout count from the call, waiting included.
   private async callSlow(route: string, body: Uint8Array, options: CallOptions): Promise<Uint8Array> {
     const signal = options.signal
+    const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs
+    const deadline = Date.now() + timeoutMs
     while (!this.closed && (this.socket === undefined || this.pending.size >= this.opts.maxInFlight)) {
       if (this.socket === undefined) {
         await this.ensureConnected()
         continue
       }
       if (this.opts.whenFull === 'reject') throw new TooManyRequestsError(this.opts.maxInFlight)
-      await new Promise<void>((resolve) => this.waiters.push(resolve))
-      if (signal?.aborted) throw new AbortedError(signal.reason)
+      await this.waitForRoom(deadline, signal)
     }
     if (this.closed) throw new ClosedError('client')
-    return this.issue(routeId(route), body, options.timeoutMs ?? this.opts.timeoutMs, signal)
+    return this.issue(routeId(route), body, Math.max(1, deadline - Date.now()), signal)
+  }
+
+  private waitForRoom(deadline: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const wake = (): void => {
+        cleanup()
+        resolve()
+      }
+      const fail = (err: Error): void => {
+        const i = this.waiters.indexOf(wake)
+        if (i >= 0) this.waiters.splice(i, 1)
+        cleanup()
+        reject(err)
+      }
+      const onAbort = (): void => fail(new AbortedError(signal?.reason))
+      const timer = setTimeout(() => fail(new TimeoutError('no room under maxInFlight before the call timed out')), Math.max(0, deadline - Date.now()))
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+      }
+      if (signal?.aborted) return onAbort()
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.waiters.push(wake)
+    })
   }
 
   private issue(route: number, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
@@ -246,7 +273,11 @@ export class Client {
     const len = body.length
     const small = len < LARGE_BYTES
     const need = HEADER_BYTES + (small ? len : 0)
-    if (this.pos + need > STAGE_BYTES) this.flush()
+    if (this.pos + need > this.stage.length) {
+      this.flush()
+      // After a flush the stage is what was left of the buffer: it may be short.
+      if (need > this.stage.length) this.stage = Buffer.allocUnsafe(Math.max(STAGE_BYTES, need))
+    }
     const b = this.stage
     const p = this.pos
     b.writeUInt32LE(len, p)
