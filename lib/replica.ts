@@ -353,9 +353,13 @@ export class Replica implements ReplySink {
     this.idLo = lo
     if (lo === 0) this.idHi++
     this.outbox.stage(BROADCAST, this.route(route), lo, this.idHi, bytes, len)
+    let high = false
+    for (let i = 0; i < n; i++) if ((this.staged[i]! += frame) + this.depths[i]! >= this.opts.highWaterMark) high = true
+    if (!high) return true
+    // The depths seen at the last flush may predate ACKs: look again first.
+    this.engine.refreshDepths()
     for (let i = 0; i < n; i++) {
-      const after = (this.staged[i]! += frame) + this.depths[i]!
-      if (after >= this.opts.highWaterMark) {
+      if (this.staged[i]! + this.depths[i]! >= this.opts.highWaterMark) {
         this.drainWanted[i] = 1
         below = false
       }

@@ -59,10 +59,12 @@ void peer_link::enqueue(const segment& seg) {
   }
 }
 
+// seq_cst on both sides (here and in on_acked): flag-then-depth against
+// depth-then-flag, so one of the two always sees the other.
 void peer_link::want_drain() {
-  drain_wanted_.store(true, std::memory_order_release);
-  if (queued_bytes_.load(std::memory_order_acquire) <= engine_.options().high_water_bytes / 2 &&
-      drain_wanted_.exchange(false, std::memory_order_acq_rel))
+  drain_wanted_.store(true, std::memory_order_seq_cst);
+  if (queued_bytes_.load(std::memory_order_seq_cst) <= engine_.options().high_water_bytes / 2 &&
+      drain_wanted_.exchange(false, std::memory_order_seq_cst))
     engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
 }
 
@@ -199,6 +201,7 @@ void peer_link::on_welcome_header() {
 void peer_link::on_up() {
   timer_.cancel();
   state_ = state::up;
+  ever_up_ = true;
   backoff_ms_ = engine_.options().reconnect_min_ms;
   connected_.store(true, std::memory_order_release);
   engine_.post_event(engine_event{event_type::peer_up, peer_.id, 0, {}, {}});
@@ -309,11 +312,11 @@ void peer_link::on_acked(std::uint64_t id) {
   if (bytes == 0) return;
   unacked_bytes_.fetch_sub(bytes, std::memory_order_relaxed);
   queued_msgs_.fetch_sub(msgs, std::memory_order_relaxed);
-  const std::uint64_t left = queued_bytes_.fetch_sub(bytes, std::memory_order_acq_rel) - bytes;
+  const std::uint64_t left = queued_bytes_.fetch_sub(bytes, std::memory_order_seq_cst) - bytes;
   // Hysteresis: drain at half the mark, so a waiting sender resumes with room
   // for a real batch instead of one message per wake-up.
-  if (left <= engine_.options().high_water_bytes / 2 && drain_wanted_.load(std::memory_order_acquire) &&
-      drain_wanted_.exchange(false, std::memory_order_acq_rel))
+  if (left <= engine_.options().high_water_bytes / 2 && drain_wanted_.load(std::memory_order_seq_cst) &&
+      drain_wanted_.exchange(false, std::memory_order_seq_cst))
     engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
 }
 
@@ -354,7 +357,8 @@ void peer_link::schedule_reconnect() {
   timer_.expires_after(std::chrono::milliseconds(wait));
   timer_.async_wait([self](const std::error_code& ec) {
     if (ec || self->state_ != state::backoff) return;
-    self->reconnects_.fetch_add(1, std::memory_order_relaxed);
+    // Retries before the first successful connection are not reconnects.
+    if (self->ever_up_) self->reconnects_.fetch_add(1, std::memory_order_relaxed);
     self->do_connect();
   });
 }

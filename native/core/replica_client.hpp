@@ -76,6 +76,7 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   std::size_t front_offset_ = 0;  // bytes of pending_.front() already written
   bool writing_ = false;          // waiting for the socket to be writable
   std::uint64_t epoch_ = 0;  // bumped when a connection fails
+  bool ever_up_ = false;
 
   std::vector<std::uint8_t> hello_out_;
   std::array<std::uint8_t, hello_fixed_bytes> hello_in_{};
