@@ -61,6 +61,10 @@ export interface ReplicaOptions {
   clientIdleTimeoutMs?: number
   /** Client connections open at once (default 10000). */
   maxClientConnections?: number
+  /** Heartbeat period in ms (default 1000; 0 = no heartbeats). Answered on io threads, even while JS is busy. */
+  heartbeatIntervalMs?: number
+  /** A peer not heard from in this long is reported down (`HEARTBEAT_TIMEOUT`) and reconnected; default 5000, 0 = never. */
+  heartbeatTimeoutMs?: number
 }
 
 export interface ResolvedOptions {
@@ -85,6 +89,8 @@ export interface ResolvedOptions {
   maxClientInFlight: number
   clientIdleTimeoutMs: number
   maxClientConnections: number
+  heartbeatIntervalMs: number
+  heartbeatTimeoutMs: number
 }
 
 const MiB = 1024 * 1024
@@ -175,6 +181,11 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   const highWaterMark = optionalInteger('highWaterMark', o.highWaterMark, 1, 2 ** 40, 16 * MiB)
   const maxQueueBytes = optionalInteger('maxQueueBytes', o.maxQueueBytes, 1, 2 ** 42, 256 * MiB)
   if (maxQueueBytes < highWaterMark) throw new ConfigError('maxQueueBytes', `must be >= highWaterMark (${highWaterMark})`)
+  const heartbeatIntervalMs = optionalInteger('heartbeatIntervalMs', o.heartbeatIntervalMs, 0, 600_000, 1000)
+  const heartbeatTimeoutMs = optionalInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, 0, 3_600_000, 5000)
+  if (heartbeatTimeoutMs > 0 && heartbeatIntervalMs > 0 && heartbeatTimeoutMs < 2 * heartbeatIntervalMs) {
+    throw new ConfigError('heartbeatTimeoutMs', `must be at least twice heartbeatIntervalMs (${heartbeatIntervalMs}), or 0`)
+  }
   let listenHost: string | undefined
   if (o.listenHost !== undefined) listenHost = nonEmptyString('listenHost', o.listenHost, 253)
   return {
@@ -199,5 +210,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     maxClientInFlight: optionalInteger('maxClientInFlight', o.maxClientInFlight, 1, 1_000_000, 1024),
     clientIdleTimeoutMs: optionalInteger('clientIdleTimeoutMs', o.clientIdleTimeoutMs, 0, 3_600_000, 60_000),
     maxClientConnections: optionalInteger('maxClientConnections', o.maxClientConnections, 1, 1_000_000, 10_000),
+    heartbeatIntervalMs,
+    heartbeatTimeoutMs,
   }
 }

@@ -25,6 +25,8 @@ export interface EngineOptions {
   maxClientInFlight: number
   clientIdleTimeoutMs: number
   maxClientConnections: number
+  heartbeatIntervalMs: number
+  heartbeatTimeoutMs: number
   incarnationLo: number
   incarnationHi: number
 }
@@ -48,6 +50,7 @@ export interface NativePeerStats {
   reconnects: number
   rejects: number
   duplicates: number
+  heartbeatRttUs: number
 }
 
 export interface NativeStats {

@@ -77,6 +77,8 @@ export interface PeerStats {
   rejects: number
   /** Resent frames the duplicate filter dropped after a reconnect. */
   duplicates: number
+  /** Last heartbeat round trip in µs (0 before the first). */
+  heartbeatRttUs: number
 }
 
 export interface ReplicaStats {
@@ -190,6 +192,8 @@ export class Replica implements ReplySink {
         maxClientInFlight: opts.maxClientInFlight,
         clientIdleTimeoutMs: opts.clientIdleTimeoutMs,
         maxClientConnections: opts.maxClientConnections,
+        heartbeatIntervalMs: opts.heartbeatIntervalMs,
+        heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
         incarnationLo: inc.readUInt32LE(0),
         incarnationHi: inc.readUInt32LE(4),
       },

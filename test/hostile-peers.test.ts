@@ -566,7 +566,8 @@ t.test('after the handshake, a frame that is not DATA or has reserved bits set -
   const variants: { name: string; header: FrameFields }[] = [
     { name: 'kind ACK', header: { length: 0, sender: 3, kind: KIND_ACK, msgId: 1n } },
     { name: 'kind REJECT', header: { length: 0, sender: 3, kind: KIND_REJECT, msgId: 1n } },
-    { name: 'kind PING', header: { length: 0, sender: 3, kind: 4, msgId: 1n } },
+    // A PING with no body is a heartbeat (answered with a PONG, test/heartbeat.test.ts); with a body it is not.
+    { name: 'kind PING with a body', header: { length: 4, sender: 3, kind: 4, msgId: 1n } },
     { name: 'kind 0', header: { length: 0, sender: 3, kind: 0, msgId: 1n } },
     { name: 'kind 255', header: { length: 0, sender: 3, kind: 255, msgId: 1n } },
     { name: 'DATA with reserved field 1', header: { length: 0, route: routeId('empty'), sender: 3, reserved: 1, msgId: 1n } },

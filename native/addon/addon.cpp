@@ -160,6 +160,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     options_.max_client_inflight = get_u32(o, "maxClientInFlight", options_.max_client_inflight);
     options_.client_idle_timeout_ms = get_u32(o, "clientIdleTimeoutMs", options_.client_idle_timeout_ms);
     options_.max_client_connections = get_u32(o, "maxClientConnections", options_.max_client_connections);
+    options_.heartbeat_interval_ms = get_u32(o, "heartbeatIntervalMs", options_.heartbeat_interval_ms);
+    options_.heartbeat_timeout_ms = get_u32(o, "heartbeatTimeoutMs", options_.heartbeat_timeout_ms);
     options_.incarnation = (static_cast<std::uint64_t>(get_u32(o, "incarnationHi", 0)) << 32) |
                            get_u32(o, "incarnationLo", 0);
 
@@ -338,6 +340,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       o.Set("reconnects", static_cast<double>(p.reconnects));
       o.Set("rejects", static_cast<double>(p.rejects));
       o.Set("duplicates", static_cast<double>(p.duplicates));
+      o.Set("heartbeatRttUs", static_cast<double>(p.heartbeat_rtt_us));
       peers.Set(static_cast<std::uint32_t>(i), o);
     }
     out.Set("peers", peers);

@@ -21,6 +21,7 @@ inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
     : engine_(eng),
       socket_(std::move(socket)),
       timer_(socket_.get_executor()),
+      hb_timer_(socket_.get_executor()),
       rx_(eng.chunks(), eng.options().max_chunks_per_connection) {
   std::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
@@ -137,8 +138,41 @@ void inbound_session::on_hello_body() {
     if (ec) return self->close();
     // A resending peer needs the ACK of what was consumed before it reconnected.
     self->on_ack_request();
+    self->arm_heartbeat();
     self->do_read();
   });
+}
+
+// io thread, every heartbeat interval: a keepalive PONG if nothing else was
+// written (the sender hears from us even when its own socket is full); the
+// connection closes when the sender went silent while we were reading.
+void inbound_session::arm_heartbeat() {
+  const auto& opt = engine_.options();
+  if (opt.heartbeat_interval_ms == 0 || !open_) return;
+  auto self = shared_from_this();
+  hb_timer_.expires_after(std::chrono::milliseconds(opt.heartbeat_interval_ms));
+  hb_timer_.async_wait([self](const std::error_code& ec) {
+    if (!ec) self->heartbeat_tick();
+  });
+}
+
+void inbound_session::heartbeat_tick() {
+  const auto& opt = engine_.options();
+  if (!open_) return;
+  if (!wrote_since_tick_) {
+    pong_id_ = 0;
+    pong_pending_ = true;
+    send_ack();
+  }
+  wrote_since_tick_ = false;
+  const auto now = std::chrono::steady_clock::now();
+  if (read_since_tick_ || paused_ || reading_ == false) last_read_ = now;
+  read_since_tick_ = false;
+  if (opt.heartbeat_timeout_ms > 0 && now - last_read_ > std::chrono::milliseconds(opt.heartbeat_timeout_ms)) {
+    engine_.count_reject(reject_code::heartbeat_timeout, peer_id_, remote_, "nothing read from the peer in time");
+    return close();
+  }
+  arm_heartbeat();
 }
 
 void inbound_session::request_ack() {
@@ -203,6 +237,7 @@ void inbound_session::do_read() {
 
 void inbound_session::on_read(std::size_t n) {
   if (!open_) return;
+  read_since_tick_ = true;
   rx_.filled += n;
   if (!parse()) {
     // The peer was refused; frames it sent before the bad one still count.
@@ -251,6 +286,16 @@ bool inbound_session::parse() {
                                                " bytes exceeds maxFrameBytes " +
                                                std::to_string(opt.max_frame_bytes));
       return false;
+    }
+    if (h.kind == frame_kind::ping && h.length == 0 && h.reserved == 0 && h.sender == peer_id_) {
+      // Answered here on the io thread, whatever the application is doing.
+      cut(rx_.parsed);
+      rx_.parsed += frame_header_bytes;
+      run_start = rx_.parsed;
+      pong_id_ = h.msg_id;
+      pong_pending_ = true;
+      send_ack();
+      continue;
     }
     if (h.kind != frame_kind::data || h.reserved != 0) {
       cut(rx_.parsed);
@@ -318,14 +363,25 @@ bool inbound_session::flush_ready() {
   return ready_.empty();
 }
 
+// io thread. One control frame in flight at a time: the latest ACK first,
+// then a PONG (an answer to a PING, or a keepalive).
 void inbound_session::send_ack() {
-  if (ack_writing_ || !open_ || ack_pending_ <= ack_sent_) return;
+  if (ack_writing_ || !open_) return;
   frame_header h{};
-  h.kind = frame_kind::ack;
   h.sender = engine_.options().self_id;
-  h.msg_id = ack_pending_;
+  if (ack_pending_ > ack_sent_) {
+    h.kind = frame_kind::ack;
+    h.msg_id = ack_pending_;
+    ack_sent_ = ack_pending_;
+  } else if (pong_pending_) {
+    h.kind = frame_kind::pong;
+    h.msg_id = pong_id_;
+    pong_pending_ = false;
+  } else {
+    return;
+  }
   encode_header(ack_buf_.data(), h);
-  ack_sent_ = ack_pending_;
+  wrote_since_tick_ = true;
   ack_writing_ = true;
   auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(ack_buf_), [self](const std::error_code& ec, std::size_t) {
@@ -374,6 +430,7 @@ void inbound_session::close() {
   open_ = false;
   paused_ = false;
   timer_.cancel();
+  hb_timer_.cancel();
   socket_.close(ignored);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();

@@ -11,6 +11,7 @@
 #include <asio/steady_timer.hpp>
 
 #include <array>
+#include <chrono>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -44,6 +45,8 @@ class inbound_session : public chunk_owner,
   bool parse();
   bool flush_ready();
   void send_ack();
+  void arm_heartbeat();
+  void heartbeat_tick();
   void on_ack_request();
   void refuse(reject_code code, const std::string& detail);
   void close();
@@ -51,6 +54,12 @@ class inbound_session : public chunk_owner,
   engine& engine_;
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;
+  asio::steady_timer hb_timer_;
+  std::chrono::steady_clock::time_point last_read_ = std::chrono::steady_clock::now();
+  bool read_since_tick_ = false;
+  bool wrote_since_tick_ = false;
+  bool pong_pending_ = false;
+  std::uint64_t pong_id_ = 0;
   std::string remote_;
   std::array<std::uint8_t, hello_fixed_bytes> hello_{};
   std::vector<std::uint8_t> hello_body_;

@@ -30,6 +30,7 @@ const char* reject_code_name(reject_code c) noexcept {
     case reject_code::request_too_large: return "REQUEST_TOO_LARGE";
     case reject_code::idle_timeout: return "IDLE_TIMEOUT";
     case reject_code::too_many_connections: return "TOO_MANY_CONNECTIONS";
+    case reject_code::heartbeat_timeout: return "HEARTBEAT_TIMEOUT";
   }
   return "UNKNOWN";
 }

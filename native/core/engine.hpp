@@ -63,6 +63,11 @@ struct engine_options {
   /// flight is closed (0: never).
   std::uint32_t client_idle_timeout_ms = 60000;
   std::uint32_t max_client_connections = 10000;
+  /// Heartbeats (PROTOCOL.md §3 PING/PONG), answered on io threads: a link
+  /// pings when idle, a receiver sends keepalives; a peer not heard from in
+  /// heartbeat_timeout_ms is reported down (0 disables the check).
+  std::uint32_t heartbeat_interval_ms = 1000;
+  std::uint32_t heartbeat_timeout_ms = 5000;
   /// Random per process; peers reset their duplicate filter when it changes.
   std::uint64_t incarnation = 0;
 };
@@ -99,6 +104,8 @@ struct segment {
   /// True when data starts at a frame header (false for a payload sent by
   /// reference after its header): lets a partial ACK trim whole frames.
   bool framed = true;
+  /// A control frame (PING): not counted in queue depth, not kept for resend.
+  bool control = false;
 };
 
 constexpr std::uint32_t broadcast_destination = 0xffffffffu;
@@ -112,6 +119,7 @@ struct peer_stats {
   std::uint64_t msgs_in = 0, bytes_in = 0, msgs_out = 0, bytes_out = 0;
   std::uint64_t queued_bytes = 0, queued_msgs = 0, unacked_bytes = 0;
   std::uint64_t reconnects = 0, rejects = 0, duplicates = 0;
+  std::uint64_t heartbeat_rtt_us = 0;  // last PING round trip, 0 before the first
 };
 
 struct engine_stats {

@@ -53,6 +53,7 @@ enum class reject_code : std::uint16_t {
   request_too_large = 11,
   idle_timeout = 12,
   too_many_connections = 13,
+  heartbeat_timeout = 14,
 };
 
 const char* reject_code_name(reject_code c) noexcept;

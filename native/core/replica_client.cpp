@@ -22,6 +22,8 @@ peer_link::peer_link(engine& eng, asio::io_context& io, replica_address peer)
       peer_(std::move(peer)),
       socket_(io),
       timer_(io),
+      hb_timer_(io),
+      ping_buf_(std::make_shared<std::array<std::uint8_t, frame_header_bytes>>()),
       resolver_(io),
       backoff_ms_(eng.options().reconnect_min_ms),
       rng_(static_cast<unsigned>(eng.options().incarnation ^ peer_.id)) {}
@@ -43,6 +45,7 @@ void peer_link::close() {
   connected_.store(false, std::memory_order_release);
   std::error_code ignored;
   timer_.cancel();
+  hb_timer_.cancel();
   resolver_.cancel();
   socket_.close(ignored);
 }
@@ -205,6 +208,8 @@ void peer_link::on_up() {
   backoff_ms_ = engine_.options().reconnect_min_ms;
   connected_.store(true, std::memory_order_release);
   engine_.post_event(engine_event{event_type::peer_up, peer_.id, 0, {}, {}});
+  last_heard_ = std::chrono::steady_clock::now();
+  heartbeat_tick();
   read_control();
   pull_queue();
   do_write();
@@ -220,6 +225,10 @@ void peer_link::do_write() {
     std::uint64_t msgs = 0, bytes = 0;
     for (std::size_t i = 0; i < r.segments_done; ++i) {
       segment& s = pending_.front();
+      if (s.control) {  // a PING: nothing to keep or count
+        pending_.pop_front();
+        continue;
+      }
       msgs += s.messages;
       bytes += s.length;
       unacked_.push_back(std::move(s));
@@ -257,10 +266,55 @@ void peer_link::read_control() {
   });
 }
 
+// io thread, every heartbeat interval while up: a peer not heard from (no
+// ACK, PONG or keepalive) within the timeout is down; an idle writer pings,
+// so the round trip is measured and the receiver hears from us.
+void peer_link::heartbeat_tick() {
+  const auto& opt = engine_.options();
+  if (opt.heartbeat_interval_ms == 0 || state_ != state::up) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (opt.heartbeat_timeout_ms > 0 &&
+      now - last_heard_ > std::chrono::milliseconds(opt.heartbeat_timeout_ms))
+    return fail(reject_code::heartbeat_timeout,
+                "nothing heard from the peer in " + std::to_string(opt.heartbeat_timeout_ms) + " ms");
+  if (!writing_ && pending_.empty()) {
+    frame_header h{};
+    h.kind = frame_kind::ping;
+    h.sender = opt.self_id;
+    h.msg_id = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count());
+    encode_header(ping_buf_->data(), h);
+    segment s;
+    s.owner = ping_buf_;
+    s.data = ping_buf_->data();
+    s.length = static_cast<std::uint32_t>(frame_header_bytes);
+    s.framed = false;
+    s.control = true;
+    pending_.push_back(std::move(s));
+    do_write();
+  }
+  auto self = shared_from_this();
+  const std::uint64_t epoch = epoch_;
+  hb_timer_.expires_after(std::chrono::milliseconds(opt.heartbeat_interval_ms));
+  hb_timer_.async_wait([self, epoch](const std::error_code& ec) {
+    if (!ec && epoch == self->epoch_) self->heartbeat_tick();
+  });
+}
+
 void peer_link::on_control() {
   const frame_header h = decode_header(ctrl_.data());
+  last_heard_ = std::chrono::steady_clock::now();
   if (h.kind == frame_kind::ack && h.length == 0 && h.sender == peer_.id) {
     on_acked(h.msg_id);
+    return read_control();
+  }
+  if (h.kind == frame_kind::pong && h.length == 0 && h.sender == peer_.id) {
+    if (h.msg_id != 0) {  // our PING's send time; 0 marks a keepalive
+      const auto now_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                                          last_heard_.time_since_epoch())
+                                                          .count());
+      if (now_us >= h.msg_id) rtt_us_.store(now_us - h.msg_id, std::memory_order_relaxed);
+    }
     return read_control();
   }
   if (h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body) {
@@ -328,6 +382,9 @@ void peer_link::fail(reject_code code, const std::string& reason) {
   ++epoch_;
   writing_ = false;
   front_offset_ = 0;  // a partly written segment is resent whole
+  hb_timer_.cancel();
+  // PINGs are not resent on the next connection.
+  for (auto it = pending_.begin(); it != pending_.end();) it = it->control ? pending_.erase(it) : it + 1;
   std::error_code ignored;
   socket_.close(ignored);
   timer_.cancel();
@@ -371,6 +428,7 @@ void peer_link::fill_stats(peer_stats& s) const {
   s.queued_msgs = queued_msgs_.load(std::memory_order_relaxed);
   s.unacked_bytes = unacked_bytes_.load(std::memory_order_relaxed);
   s.reconnects = reconnects_.load(std::memory_order_relaxed);
+  s.heartbeat_rtt_us = rtt_us_.load(std::memory_order_relaxed);
 }
 
 }  // namespace nexres

@@ -15,6 +15,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <random>
@@ -53,6 +54,7 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   void on_control();
   void on_acked(std::uint64_t id);
   void fail(reject_code code, const std::string& reason);
+  void heartbeat_tick();
   void schedule_reconnect();
   void close();
   void pull_queue();
@@ -62,6 +64,9 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   replica_address peer_;
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;
+  asio::steady_timer hb_timer_;
+  std::chrono::steady_clock::time_point last_heard_{};
+  std::shared_ptr<std::array<std::uint8_t, frame_header_bytes>> ping_buf_;
   asio::ip::tcp::resolver resolver_;
   state state_ = state::idle;
   std::uint32_t backoff_ms_;
@@ -85,7 +90,7 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
 
   std::atomic<bool> connected_{false};
   std::atomic<std::uint64_t> queued_bytes_{0}, queued_msgs_{0}, unacked_bytes_{0};
-  std::atomic<std::uint64_t> msgs_out_{0}, bytes_out_{0}, reconnects_{0};
+  std::atomic<std::uint64_t> msgs_out_{0}, bytes_out_{0}, reconnects_{0}, rtt_us_{0};
 };
 
 }  // namespace nexres
