@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events'
 
 import { type ReplicaOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import {
+  AbortedError,
   ClosedError,
   ConfigError,
   ListenError,
@@ -153,6 +154,8 @@ export class Replica implements ReplySink {
   private idHi = 0
   private closing: Promise<CloseResult> | undefined
   private closed = false
+  /** Aborted when close() starts: ends waits such as sendAsync. */
+  private readonly lifetime = new AbortController()
   private unroutedCount = 0
   private handlerErrors = 0
 
@@ -327,6 +330,51 @@ export class Replica implements ReplySink {
   }
 
   /**
+   * Like `send`, but waits for room first: resolves once the message is
+   * queued with the peer's queue below `highWaterMark` (waiting for
+   * `'drain'` as long as it is not). Rejects with `ABORTED` when the signal
+   * fires (nothing queued), `CLOSED`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`.
+   */
+  async sendAsync(to: number, route: string, payload: Uint8Array | string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const idx = this.slotOf(to)
+    if (idx < 0) throw new UnknownPeerError(to)
+    const signal = options.signal
+    for (;;) {
+      if (signal?.aborted) throw new AbortedError(signal.reason)
+      if (this.closing !== undefined) throw new ClosedError()
+      if (this.depths[idx]! + this.staged[idx]! < this.opts.highWaterMark) break
+      this.engine.refreshDepths()
+      if (this.depths[idx]! + this.staged[idx]! < this.opts.highWaterMark) break
+      this.drainWanted[idx] = 1
+      this.outbox.flush() // hands the drain request to native
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = (peer: number): void => {
+          if (peer !== to) return
+          cleanup()
+          resolve()
+        }
+        const onAbort = (): void => {
+          cleanup()
+          reject(new AbortedError(signal?.reason))
+        }
+        const onClose = (): void => {
+          cleanup()
+          reject(new ClosedError())
+        }
+        const cleanup = (): void => {
+          this.events.off('drain', onDrain)
+          signal?.removeEventListener('abort', onAbort)
+          this.lifetime.signal.removeEventListener('abort', onClose)
+        }
+        this.events.on('drain', onDrain)
+        signal?.addEventListener('abort', onAbort, { once: true })
+        this.lifetime.signal.addEventListener('abort', onClose, { once: true })
+      })
+    }
+    this.send(to, route, payload)
+  }
+
+  /**
    * Queues one message for every other replica; encoded once and shared by
    * every peer's queue. Returns false if any peer's queue is past the
    * high-water mark. Throws `QUEUE_FULL` (queuing nothing) if any would pass
@@ -451,6 +499,7 @@ export class Replica implements ReplySink {
   close(options: { timeoutMs?: number } = {}): Promise<CloseResult> {
     if (this.closing) return this.closing
     this.closing = this.doClose(options.timeoutMs ?? this.opts.closeTimeoutMs)
+    this.lifetime.abort()
     return this.closing
   }
 
