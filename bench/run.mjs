@@ -1,10 +1,20 @@
-// npm run bench: W1 one-way stream, nexres-rpc (TS handler) against plain
-// node:net and against the native-only ceiling (C++ on both ends, same core),
-// side by side in one run, each run in fresh processes. Prints a table and
-// writes docs/benchmarks.md with the machine, the command and the median.
-//   node bench/run.mjs [--runs 3] [--only 64,1024,65536] [--no-write]
+// npm run bench: W1 one-way stream, then W2 request/response, each contender
+// side by side in one run, every run in fresh processes, contenders
+// interleaved run by run. Prints tables and writes docs/benchmarks.md with
+// the machine, the command and the medians.
+//   W1: nexres-rpc (TS handler) against plain node:net and against the
+//       native-only ceiling (C++ on both ends, same core).
+//   W2: 64-byte echo calls in a closed loop with C = 1 and C = 64 calls
+//       outstanding: nexres-rpc Client/handle against plain node:net and
+//       @grpc/grpc-js unary.
+//   node bench/run.mjs [--runs 3] [--only-w1 | --only-w2] [--no-write]
+//                      [--only 64,1024,65536]            (W1 sizes)
+//                      [--w2-seconds 5] [--w2-warmup 1] [--w2-conc 1,64]
+//                      [--w2-contenders nexres,net,grpc]
+// With --only-w1 or --only-w2 the other section of docs/benchmarks.md is
+// kept as it is.
 import { spawn, spawnSync } from 'node:child_process'
-import { existsSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
@@ -22,6 +32,22 @@ const only = opt('only', '')
   .filter(Boolean)
   .map(Number)
 const write = !args.includes('--no-write')
+const doW1 = !args.includes('--only-w2')
+const doW2 = !args.includes('--only-w1')
+if (!doW1 && !doW2) throw new Error('--only-w1 and --only-w2 exclude each other')
+if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs: a positive integer, got ${opt('runs')}`)
+const w2 = {
+  size: 64,
+  warmupMs: Math.round(1000 * Number(opt('w2-warmup', '1'))),
+  durationMs: Math.round(1000 * Number(opt('w2-seconds', '5'))),
+  concurrency: opt('w2-conc', '1,64').split(',').filter(Boolean).map(Number),
+  // Safety bound on calls per run (far above what the window allows).
+  maxCalls: 50_000_000,
+  contenders: opt('w2-contenders', 'nexres,net,grpc').split(',').filter(Boolean),
+}
+for (const k of w2.contenders) if (!['nexres', 'net', 'grpc'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
+if (!(w2.durationMs > 0) || !(w2.warmupMs >= 0)) throw new Error('--w2-seconds > 0 and --w2-warmup >= 0')
+if (w2.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 10_000)) throw new Error('--w2-conc: integers in [1, 10000]')
 
 // Each workload is preceded, on the same connection, by `warmup` untimed
 // messages so JIT compilation is not what gets measured (same for everyone).
@@ -52,62 +78,68 @@ async function freePort() {
   })
 }
 
+// A child process whose stdout is read line by line. nextLine() throws when
+// the child ends without a line or none comes within `ms`.
 function start(cmd, argv) {
-  const child = spawn(cmd, argv, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(cmd, argv.map(String), { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
   const lines = []
   const waiters = []
+  const wake = () => waiters.splice(0).forEach((w) => w())
   child.stdout.on('data', (d) => {
     out += d
     let i
     while ((i = out.indexOf('\n')) >= 0) {
       lines.push(out.slice(0, i))
       out = out.slice(i + 1)
-      waiters.splice(0).forEach((w) => w())
+      wake()
     }
   })
-  const exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
+  let status = null
+  let closed = false
+  const exited = new Promise((resolve) =>
+    child.once('exit', (code, signal) => {
+      status = code ?? signal
+      resolve(status)
+    }),
+  )
+  child.once('error', (err) => {
+    status = err.message
+    closed = true
+    wake()
+  })
+  child.once('close', () => {
+    closed = true
+    wake()
+  })
+  const what = `${cmd === process.execPath ? 'node' : cmd} ${argv.join(' ')}`
   const nextLine = async (ms) => {
     const end = Date.now() + ms
     while (lines.length === 0) {
-      if (Date.now() > end) throw new Error(`${cmd} ${argv.join(' ')}: no output within ${ms} ms`)
-      await Promise.race([new Promise((r) => waiters.push(r)), new Promise((r) => setTimeout(r, 100)), exited])
+      if (closed) throw new Error(`${what}: exited (${status}) without output`)
+      const left = end - Date.now()
+      if (left <= 0) throw new Error(`${what}: no output within ${ms} ms`)
+      let timer
+      await new Promise((resolve) => {
+        waiters.push(resolve)
+        timer = setTimeout(resolve, left)
+      })
+      clearTimeout(timer)
     }
     return lines.shift()
   }
-  return { child, nextLine, exited }
+  const running = () => child.exitCode === null && child.signalCode === null && child.pid !== undefined
+  const kill = (signal) => {
+    if (running()) child.kill(signal)
+  }
+  return { child, nextLine, exited, kill, running }
 }
 
-async function once(kind, { size, count, warmup }) {
-  const p1 = await freePort()
-  const p2 = await freePort()
-  let recv, send
-  if (kind === 'nexres') {
-    recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup])
-    await recv.nextLine(20_000)
-    send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size, 2, warmup])
-  } else if (kind === 'net') {
-    recv = start(process.execPath, ['bench/w1-net.mjs', 'recv', p1, count, size, warmup])
-    await recv.nextLine(20_000)
-    send = start(process.execPath, ['bench/w1-net.mjs', 'send', p1, count, size, warmup])
-  } else {
-    recv = start(nativeBin, ['recv', p1, p2, count, size, 2, warmup])
-    await recv.nextLine(20_000)
-    send = start(nativeBin, ['send', p1, p2, count, size, 2, warmup])
-  }
-  try {
-    const line = await recv.nextLine(180_000)
-    const r = JSON.parse(line)
-    if (r.messages !== count) throw new Error(`${kind}: ${r.messages} of ${count} messages`)
-    return { msgsPerSec: r.messages / r.seconds, bytesPerSec: r.bytes / r.seconds }
-  } finally {
-    const killer = setTimeout(() => {
-      recv.child.kill('SIGKILL')
-      send.child.kill('SIGKILL')
-    }, 30_000)
-    await Promise.all([recv.exited, send.exited])
-    clearTimeout(killer)
-  }
+// Waits for every child to exit; SIGKILLs those still running after `ms`.
+async function reap(procs, ms) {
+  const killer = setTimeout(() => procs.forEach((p) => p.kill('SIGKILL')), ms)
+  await Promise.all(procs.map((p) => p.exited))
+  clearTimeout(killer)
 }
 
 const median = (xs) => {
@@ -117,70 +149,98 @@ const median = (xs) => {
 }
 const fmtRate = (x) => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : `${(x / 1e3).toFixed(1)} k`)
 const fmtBytes = (x) => (x >= 1e9 ? `${(x / 1e9).toFixed(2)} GB/s` : `${(x / 1e6).toFixed(0)} MB/s`)
+const fmtUs = (x) => (x >= 10_000 ? x.toLocaleString('en-US', { maximumFractionDigits: 0 }) : String(Math.round(x)))
 const label = (size) => (size >= 1024 ? `${size / 1024} KiB` : `${size} B`)
+const today = new Date().toISOString().slice(0, 10)
+const runsText = runs === 1 ? 'a single run' : `median of ${runs} runs`
+const command = `node bench/run.mjs ${args.filter((a) => a !== '--no-write').join(' ')}`.trim()
 
-const haveNative = ensureNative()
-const kinds = ['nexres', 'net', ...(haveNative ? ['native'] : [])]
-const names = { nexres: 'nexres-rpc (TS handler)', net: 'node:net, length-prefixed', native: 'native-only ceiling (C++ both ends)' }
-const results = []
-for (const w of workloads) {
-  const per = {}
-  for (const k of kinds) per[k] = []
-  // Interleave contenders run by run so drift on a shared machine hits all.
-  for (let i = 0; i < runs; i++) {
+// ---------------------------------------------------------------- W1
+
+async function onceW1(kind, { size, count, warmup }) {
+  const p1 = await freePort()
+  const p2 = await freePort()
+  const procs = []
+  try {
+    let recv, send
+    if (kind === 'nexres') {
+      procs.push((recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup])))
+      await recv.nextLine(20_000)
+      procs.push((send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size, 2, warmup])))
+    } else if (kind === 'net') {
+      procs.push((recv = start(process.execPath, ['bench/w1-net.mjs', 'recv', p1, count, size, warmup])))
+      await recv.nextLine(20_000)
+      procs.push((send = start(process.execPath, ['bench/w1-net.mjs', 'send', p1, count, size, warmup])))
+    } else {
+      procs.push((recv = start(nativeBin, ['recv', p1, p2, count, size, 2, warmup])))
+      await recv.nextLine(20_000)
+      procs.push((send = start(nativeBin, ['send', p1, p2, count, size, 2, warmup])))
+    }
+    const line = await recv.nextLine(180_000)
+    const r = JSON.parse(line)
+    if (r.messages !== count) throw new Error(`${kind}: ${r.messages} of ${count} messages`)
+    return { msgsPerSec: r.messages / r.seconds, bytesPerSec: r.bytes / r.seconds }
+  } catch (err) {
+    procs.forEach((p) => p.kill('SIGKILL'))
+    throw err
+  } finally {
+    await reap(procs, 30_000)
+  }
+}
+
+async function runW1() {
+  const haveNative = ensureNative()
+  const kinds = ['nexres', 'net', ...(haveNative ? ['native'] : [])]
+  const names = { nexres: 'nexres-rpc (TS handler)', net: 'node:net, length-prefixed', native: 'native-only ceiling (C++ both ends)' }
+  const results = []
+  for (const w of workloads) {
+    const per = {}
+    for (const k of kinds) per[k] = []
+    // Interleave contenders run by run so drift on a shared machine hits all.
+    for (let i = 0; i < runs; i++) {
+      for (const k of kinds) {
+        const r = await onceW1(k, w)
+        per[k].push(r)
+        console.log(`W1 ${label(w.size)} ${k} run ${i + 1}: ${fmtRate(r.msgsPerSec)} msgs/s, ${fmtBytes(r.bytesPerSec)}`)
+      }
+    }
+    const row = { ...w, stats: {} }
     for (const k of kinds) {
-      const r = await once(k, w)
-      per[k].push(r)
-      console.log(`W1 ${label(w.size)} ${k} run ${i + 1}: ${fmtRate(r.msgsPerSec)} msgs/s, ${fmtBytes(r.bytesPerSec)}`)
+      row.stats[k] = {
+        msgsPerSec: median(per[k].map((r) => r.msgsPerSec)),
+        bytesPerSec: median(per[k].map((r) => r.bytesPerSec)),
+        all: per[k].map((r) => r.msgsPerSec),
+      }
+    }
+    results.push(row)
+  }
+
+  const lines = []
+  lines.push('| workload | contender | msgs/s (median) | payload throughput | runs (msgs/s) |')
+  lines.push('| --- | --- | ---: | ---: | --- |')
+  for (const r of results) {
+    for (const k of kinds) {
+      const s = r.stats[k]
+      lines.push(
+        `| W1 ${label(r.size)} × ${r.count.toLocaleString('en-US')} | ${names[k]} | ${fmtRate(s.msgsPerSec)} | ${fmtBytes(s.bytesPerSec)} | ${s.all.map(fmtRate).join(', ')} |`,
+      )
     }
   }
-  const row = { ...w, stats: {} }
-  for (const k of kinds) {
-    row.stats[k] = {
-      msgsPerSec: median(per[k].map((r) => r.msgsPerSec)),
-      bytesPerSec: median(per[k].map((r) => r.bytesPerSec)),
-      all: per[k].map((r) => r.msgsPerSec),
-    }
+  lines.push('')
+  lines.push('| workload | nexres-rpc / node:net | nexres-rpc / native ceiling |')
+  lines.push('| --- | ---: | ---: |')
+  for (const r of results) {
+    const n = r.stats.nexres.msgsPerSec
+    const vsNet = (n / r.stats.net.msgsPerSec).toFixed(2)
+    const vsNative = r.stats.native ? `${((100 * n) / r.stats.native.msgsPerSec).toFixed(0)} %` : 'n/a'
+    lines.push(`| W1 ${label(r.size)} | ${vsNet}× | ${vsNative} |`)
   }
-  results.push(row)
-}
+  const table = lines.join('\n')
+  console.log('\n' + table + '\n')
 
-const lines = []
-lines.push('| workload | contender | msgs/s (median) | payload throughput | runs (msgs/s) |')
-lines.push('| --- | --- | ---: | ---: | --- |')
-for (const r of results) {
-  for (const k of kinds) {
-    const s = r.stats[k]
-    lines.push(
-      `| W1 ${label(r.size)} × ${r.count.toLocaleString('en-US')} | ${names[k]} | ${fmtRate(s.msgsPerSec)} | ${fmtBytes(s.bytesPerSec)} | ${s.all.map(fmtRate).join(', ')} |`,
-    )
-  }
-}
-lines.push('')
-lines.push('| workload | nexres-rpc / node:net | nexres-rpc / native ceiling |')
-lines.push('| --- | ---: | ---: |')
-for (const r of results) {
-  const n = r.stats.nexres.msgsPerSec
-  const vsNet = (n / r.stats.net.msgsPerSec).toFixed(2)
-  const vsNative = r.stats.native ? `${((100 * n) / r.stats.native.msgsPerSec).toFixed(0)} %` : 'n/a'
-  lines.push(`| W1 ${label(r.size)} | ${vsNet}× | ${vsNative} |`)
-}
-const table = lines.join('\n')
-console.log('\n' + table)
+  return `## W1: one-way stream
 
-if (write) {
-  const cpu = os.cpus()
-  const doc = `# Benchmarks
-
-Measured by \`npm run bench\` (\`node bench/run.mjs --runs ${runs}\`), which
-runs every contender in fresh processes, interleaved run by run, and reports
-the median of ${runs} runs. Regenerate this file with the same command.
-
-- date: ${new Date().toISOString().slice(0, 10)}
-- machine: ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}
-- Node.js ${process.version}; sender and receiver are two processes on the same machine, over loopback
-
-## W1: one-way stream
+Measured on ${today}, ${runsText} (\`${command}\`).
 
 One long connection from a sender to a receiver; the receiver counts every
 message in a handler that reads its payload; the rate is taken from the
@@ -200,6 +260,197 @@ steady state, not JIT compilation; every contender gets the same warm-up.
 
 ${table}
 `
-  writeFileSync(join(root, 'docs', 'benchmarks.md'), doc)
-  console.log('\nwrote docs/benchmarks.md')
+}
+
+// ---------------------------------------------------------------- W2
+
+async function onceW2(kind, concurrency) {
+  const procs = []
+  try {
+    // nexres-rpc's server also needs a replica port (its client port is 0 = any).
+    const server = start(process.execPath, [`bench/w2-${kind}.mjs`, 'server', kind === 'nexres' ? await freePort() : 0])
+    procs.push(server)
+    const ready = await server.nextLine(20_000)
+    const m = /^ready (\d+)$/.exec(ready)
+    if (m === null) throw new Error(`w2-${kind} server: unexpected "${ready}"`)
+    const client = start(process.execPath, [
+      `bench/w2-${kind}.mjs`,
+      'client',
+      m[1],
+      concurrency,
+      w2.size,
+      w2.warmupMs,
+      w2.durationMs,
+      w2.maxCalls,
+    ])
+    procs.push(client)
+    const r = JSON.parse(await client.nextLine(w2.warmupMs + w2.durationMs + 60_000))
+    if (r.stoppedBy !== 'time') console.warn(`W2 ${kind} C=${concurrency}: stopped at ${w2.maxCalls} calls before the end of the window`)
+    return r
+  } catch (err) {
+    procs.forEach((p) => p.kill('SIGKILL'))
+    throw err
+  } finally {
+    procs[0]?.kill('SIGTERM')
+    await reap(procs, 10_000)
+  }
+}
+
+async function runW2() {
+  let countBound = false
+  const kinds = w2.contenders
+  const names = {
+    nexres: 'nexres-rpc (Client.call → TS handler)',
+    net: 'node:net, length-prefixed + id',
+    grpc: '@grpc/grpc-js unary',
+  }
+  const results = []
+  for (const c of w2.concurrency) {
+    const per = {}
+    for (const k of kinds) per[k] = []
+    for (let i = 0; i < runs; i++) {
+      for (const k of kinds) {
+        const r = await onceW2(k, c)
+        per[k].push(r)
+        if (r.stoppedBy !== 'time') countBound = true
+        console.log(`W2 C=${c} ${k} run ${i + 1}: ${fmtRate(r.reqPerSec)} req/s, p50 ${r.p50} µs, p99 ${r.p99} µs (${r.calls} calls)`)
+      }
+    }
+    const row = { concurrency: c, stats: {} }
+    for (const k of kinds) {
+      row.stats[k] = {
+        reqPerSec: median(per[k].map((r) => r.reqPerSec)),
+        p50: median(per[k].map((r) => r.p50)),
+        p99: median(per[k].map((r) => r.p99)),
+        all: per[k],
+      }
+    }
+    results.push(row)
+  }
+
+  const lines = []
+  lines.push('| contender | C | req/s (median) | p50 µs | p99 µs | runs: req/s (p50 / p99 µs) |')
+  lines.push('| --- | ---: | ---: | ---: | ---: | --- |')
+  for (const r of results) {
+    for (const k of kinds) {
+      const s = r.stats[k]
+      const all = s.all.map((x) => `${fmtRate(x.reqPerSec)} (${fmtUs(x.p50)} / ${fmtUs(x.p99)})`).join(', ')
+      lines.push(`| ${names[k]} | ${r.concurrency} | ${fmtRate(s.reqPerSec)} | ${fmtUs(s.p50)} | ${fmtUs(s.p99)} | ${all} |`)
+    }
+  }
+  const others = kinds.filter((k) => k !== 'nexres')
+  if (kinds.includes('nexres') && others.length > 0) {
+    const short = { net: 'node:net', grpc: 'grpc-js' }
+    lines.push('')
+    lines.push(
+      `| workload | ${others.map((k) => `req/s: nexres-rpc ÷ ${short[k]}`).join(' | ')} | ${others.map((k) => `p99: nexres-rpc ÷ ${short[k]}`).join(' | ')} |`,
+    )
+    lines.push(`| --- | ${others.map(() => '---:').join(' | ')} | ${others.map(() => '---:').join(' | ')} |`)
+    for (const r of results) {
+      const n = r.stats.nexres
+      const rate = others.map((k) => `${(n.reqPerSec / r.stats[k].reqPerSec).toFixed(2)}×`)
+      const p99 = others.map((k) => `${(n.p99 / r.stats[k].p99).toFixed(2)}×`)
+      lines.push(`| W2 C = ${r.concurrency} | ${rate.join(' | ')} | ${p99.join(' | ')} |`)
+    }
+  }
+  // Runs far apart (e.g. a busy machine, or CPUs waking from idle in a VM)
+  // make a median of few runs fragile: say so next to the table.
+  const spread = []
+  for (const r of results) {
+    for (const k of kinds) {
+      const xs = r.stats[k].all.map((x) => x.reqPerSec)
+      const f = Math.max(...xs) / Math.min(...xs)
+      if (f >= 1.5) spread.push(`${names[k]} at C = ${r.concurrency} (${f.toFixed(1)}×)`)
+    }
+  }
+  if (spread.length > 0) {
+    lines.push('')
+    lines.push(`Runs far apart (fastest ÷ slowest req/s): ${spread.join('; ')}; these medians are fragile, see every run.`)
+  }
+  const table = lines.join('\n')
+  console.log('\n' + table + '\n')
+
+  const cs = w2.concurrency.join(' and ')
+  return `## W2: request/response
+
+Measured on ${today}, ${runsText} (\`${command}\`).
+
+Echo calls of ${w2.size}-byte requests answered with the same ${w2.size} bytes,
+in a closed loop: one client process, one connection to one server process,
+and C workers in the client (C = ${cs}), each issuing its next call as soon as
+the reply to its previous one arrives, so that C calls are
+outstanding. Every run starts a fresh server process and a fresh client
+process. Replies that complete in the first ${w2.warmupMs / 1000} s are an untimed warm-up;
+every reply that completes in the following ${w2.durationMs / 1000} s is counted (req/s =
+replies / ${w2.durationMs / 1000} s) and its latency, from just before the call is issued to the
+awaiting worker resuming with the reply, is recorded in an HDR histogram
+(hdr-histogram-js, 1 µs units, 3 significant digits). Every reply is
+checked. A run also stops after ${w2.maxCalls.toLocaleString('en-US')} calls (${countBound ? 'reached in some runs, whose rate is then taken over their shorter window' : 'not reached in these runs'}). The
+loop and the measurement are the same code for every contender
+(\`bench/w2-loop.mjs\`), and each contender's call returns a promise.
+The p50 and p99 columns are the medians over the runs of each run's
+percentile. In the ratio table, a req/s ratio above 1 means nexres-rpc
+answers more calls per second, a p99 ratio below 1 means its tail latency is
+lower.
+
+- **nexres-rpc** (\`bench/w2-nexres.mjs\`): \`Client.call('echo', payload)\`
+  against the client port of a one-replica cluster (default options:
+  \`ioThreads: 2\`), answered by the TypeScript handler
+  \`replica.handle('echo', (req) => req)\`.
+- **node:net** (\`bench/w2-net.mjs\`): the same calls written well on plain
+  sockets: frames of a 4-byte length and a 4-byte request id, both sides
+  staging frames and writing once per tick, parsing in place with
+  zero-copy views, the client matching replies to calls by id in a \`Map\`;
+  the server's handler is \`(req) => req\`.
+- **@grpc/grpc-js** (\`bench/w2-grpc.mjs\`): one unary method of a generic
+  service defined without .proto files (\`makeGenericClientConstructor\` /
+  \`server.addService\` with identity serializers on Buffers), insecure
+  credentials on 127.0.0.1, one channel, the callback API wrapped in a
+  promise; the server's handler is \`(call, cb) => cb(null, call.request)\`.
+
+${table}
+`
+}
+
+// ---------------------------------------------------------------- doc
+
+const docPath = join(root, 'docs', 'benchmarks.md')
+const previous = existsSync(docPath) ? readFileSync(docPath, 'utf8') : ''
+
+// An earlier section to keep as it is; older files had the date and the
+// number of runs in the header only, so that goes into the section.
+function keptSection(prefix) {
+  const i = previous.indexOf(`\n## ${prefix}`)
+  if (i < 0) return `## ${prefix}\n\nNot measured yet: \`node bench/run.mjs --only-${prefix.toLowerCase()}\`.\n`
+  const j = previous.indexOf('\n## ', i + 1)
+  let text = previous.slice(i + 1, j < 0 ? undefined : j).trimEnd() + '\n'
+  if (!/^Measured on /m.test(text)) {
+    const date = /^- date: (\S+)/m.exec(previous)?.[1] ?? 'an earlier date'
+    const n = /--runs (\d+)/.exec(previous)?.[1]
+    const nl = text.indexOf('\n')
+    text = `${text.slice(0, nl)}\n\nMeasured on ${date}${n ? `, median of ${n} runs (\`node bench/run.mjs --runs ${n}\`)` : ''}.${text.slice(nl)}`
+  }
+  return text
+}
+
+const w1Section = doW1 ? await runW1() : keptSection('W1')
+const w2Section = doW2 ? await runW2() : keptSection('W2')
+
+if (write) {
+  const cpu = os.cpus()
+  const doc = `# Benchmarks
+
+Measured by \`npm run bench\` (\`node bench/run.mjs\`), which runs every
+contender in fresh processes, interleaved run by run, and reports the median
+of the runs (\`--runs N\`, default 3). Regenerate this file with the same
+command; \`--only-w1\` or \`--only-w2\` re-measures one workload and keeps the
+other section as it is.
+
+- machine: ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}
+- Node.js ${process.version}; the two ends are two processes on the same machine, over loopback (127.0.0.1)
+
+${w1Section}
+${w2Section}`
+  writeFileSync(docPath, doc)
+  console.log('wrote docs/benchmarks.md')
 }

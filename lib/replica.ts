@@ -597,9 +597,13 @@ export class Replica implements ReplySink {
     }
   }
 
-  // Requests from one client connection, in order. Each handler gets a copy
-  // of its request (handlers are usually async and read it after an await).
+  // Requests from one client connection, in order. Each handler gets bytes
+  // that stay valid after the call (handlers are usually async and read
+  // them after an await): a view into a copy of the run.
   private dispatchRequests(ab: ArrayBuffer, dv: DataView, off: number, end: number, dest: number): void {
+    // One copy of the whole run (an ArrayBuffer per request costs ~0.7 µs);
+    // each handler gets a view of its request in it.
+    const copy = ab.slice(off, end)
     let p = off
     while (p < end) {
       const len = dv.getUint32(p, true)
@@ -612,7 +616,7 @@ export class Replica implements ReplySink {
         const body = encodeErrorBody('NO_SUCH_ROUTE', `no handler for route id ${route} on replica ${this.id}`)
         this.outbox.stage(dest, route, lo, hi, body, body.length, KIND_ERROR)
       } else {
-        const req = new Uint8Array(ab.slice(p + HEADER_BYTES, p + HEADER_BYTES + len))
+        const req = new Uint8Array(copy, p - off + HEADER_BYTES, len)
         const ctx = new RequestContext(this, dest, route, lo, hi, entry.name)
         try {
           const r = entry.fn(req, ctx)
