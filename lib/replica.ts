@@ -108,6 +108,18 @@ interface RouteEntry {
 
 const META_ENTRIES = 4096
 
+/** Adds a route's handler to a table keyed by route id, refusing hash collisions. */
+function register<F>(table: Map<number, { name: string; fn: F }>, route: string, fn: F): void {
+  if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
+  if (typeof fn !== 'function') throw new ConfigError('handler', 'must be a function')
+  const id = routeId(route)
+  const existing = table.get(id)
+  if (existing && existing.name !== route) {
+    throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
+  }
+  table.set(id, { name: route, fn })
+}
+
 /**
  * One replica of a cluster: listens on its replica port, keeps one
  * connection to every peer, delivers their messages to route handlers and
@@ -228,14 +240,7 @@ export class Replica implements ReplySink {
 
   /** Registers the handler of a route (one per route). */
   on(route: string, handler: Handler): this {
-    if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
-    if (typeof handler !== 'function') throw new ConfigError('handler', 'must be a function')
-    const id = routeId(route)
-    const existing = this.routes.get(id)
-    if (existing && existing.name !== route) {
-      throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
-    }
-    this.routes.set(id, { name: route, fn: handler })
+    register(this.routes, route, handler)
     return this
   }
 
@@ -247,14 +252,7 @@ export class Replica implements ReplySink {
    * the client an error reply (`HANDLER_ERROR`, or the error's own `code`).
    */
   handle(route: string, handler: RequestHandler): this {
-    if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
-    if (typeof handler !== 'function') throw new ConfigError('handler', 'must be a function')
-    const id = routeId(route)
-    const existing = this.requestRoutes.get(id)
-    if (existing && existing.name !== route) {
-      throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
-    }
-    this.requestRoutes.set(id, { name: route, fn: handler })
+    register(this.requestRoutes, route, handler)
     return this
   }
 
