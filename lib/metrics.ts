@@ -88,6 +88,7 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
   perPeerCounter('peer_reconnects_total', 'Links to the peer re-established after a failure.', (p) => p.reconnects)
   perPeerCounter('peer_rejects_total', 'Connections claiming to be the peer that were refused.', (p) => p.rejects)
   perPeerGauge('peer_heartbeat_rtt_seconds', 'Last heartbeat round trip to the peer.', (p) => p.heartbeatRttUs / 1e6)
+  perPeerGauge('peer_receive_pending_bytes', 'Bytes read from the peer and not yet handled.', (p) => p.receivePendingBytes)
 
   const lastReason = new Map<string, number>()
   new Counter({

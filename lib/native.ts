@@ -51,6 +51,7 @@ export interface NativePeerStats {
   rejects: number
   duplicates: number
   heartbeatRttUs: number
+  receivePendingBytes: number
 }
 
 export interface NativeStats {

@@ -80,6 +80,8 @@ export interface PeerStats {
   duplicates: number
   /** Last heartbeat round trip in µs (0 before the first). */
   heartbeatRttUs: number
+  /** Receive-side depth: bytes read from the peer, not yet handled (bounded by maxChunksPerConnection × receiveChunkBytes). */
+  receivePendingBytes: number
 }
 
 export interface ReplicaStats {

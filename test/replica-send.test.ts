@@ -92,3 +92,21 @@ t.test('a handler that throws is reported and delivery goes on', async (t) => {
   await until(() => ok === 2 && errors.length === 2, 5000, 'deliveries')
   t.equal(b!.stats().handlerErrors, 2)
 })
+
+t.test('receive-side depth: bytes being handled count in receivePendingBytes until the batch is done', async (t) => {
+  const cluster = await loopbackCluster(2)
+  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster })))
+  t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
+  await a!.waitForPeers()
+  let during = -1
+  let seen = 0
+  b!.on('depth', (msg) => {
+    if (seen++ === 0) during = b!.stats().peers[0]!.receivePendingBytes
+    t.ok(msg.size === 1000)
+  })
+  for (let i = 0; i < 50; i++) a!.send(2, 'depth', new Uint8Array(1000))
+  await until(() => seen === 50, 5000, 'messages')
+  t.ok(during >= 1024, `pending while the handler runs (${during} bytes)`)
+  await until(() => b!.stats().peers[0]!.receivePendingBytes === 0, 5000, 'released after the batch')
+  t.pass('back to 0 once handled')
+})

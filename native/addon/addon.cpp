@@ -341,6 +341,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       o.Set("rejects", static_cast<double>(p.rejects));
       o.Set("duplicates", static_cast<double>(p.duplicates));
       o.Set("heartbeatRttUs", static_cast<double>(p.heartbeat_rtt_us));
+      o.Set("receivePendingBytes", static_cast<double>(p.receive_pending_bytes));
       peers.Set(static_cast<std::uint32_t>(i), o);
     }
     out.Set("peers", peers);

@@ -358,6 +358,7 @@ bool inbound_session::flush_ready() {
   }
   ps.msgs_in.fetch_add(msgs, std::memory_order_relaxed);
   ps.bytes_in.fetch_add(bytes, std::memory_order_relaxed);
+  ps.rx_pending_bytes.fetch_add(bytes, std::memory_order_relaxed);
   ready_.erase(ready_.begin(), ready_.begin() + static_cast<std::ptrdiff_t>(pushed));
   if (pushed > 0) engine_.notify();
   return ready_.empty();

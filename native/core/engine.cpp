@@ -254,6 +254,7 @@ void engine::release(const delivery& d) {
   std::shared_ptr<inbound_session> notify;
   if (d.slot >= 0) {
     peer_slot& ps = *slots_[static_cast<std::size_t>(d.slot)];
+    ps.rx_pending_bytes.fetch_sub(d.length, std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(ps.rx_mu);
     if (d.incarnation == ps.rx_incarnation && d.last_id > ps.rx_consumed_id) {
       ps.rx_consumed_id = d.last_id;
@@ -310,6 +311,7 @@ engine_stats engine::stats() const {
     p.bytes_in = s->bytes_in.load(std::memory_order_relaxed);
     p.rejects = s->rejects.load(std::memory_order_relaxed);
     p.duplicates = s->duplicates.load(std::memory_order_relaxed);
+    p.receive_pending_bytes = s->rx_pending_bytes.load(std::memory_order_relaxed);
     st.peers.push_back(p);
   }
   st.rejects_total = rejects_total_.load(std::memory_order_relaxed);

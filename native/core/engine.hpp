@@ -120,6 +120,7 @@ struct peer_stats {
   std::uint64_t queued_bytes = 0, queued_msgs = 0, unacked_bytes = 0;
   std::uint64_t reconnects = 0, rejects = 0, duplicates = 0;
   std::uint64_t heartbeat_rtt_us = 0;  // last PING round trip, 0 before the first
+  std::uint64_t receive_pending_bytes = 0;  // read, handed to the consumer, not yet consumed
 };
 
 struct engine_stats {

@@ -27,6 +27,8 @@ struct peer_slot {
   bool ack_scheduled = false;        // an ACK request is posted (rx_mu)
 
   std::atomic<std::uint64_t> msgs_in{0}, bytes_in{0}, duplicates{0}, rejects{0};
+  /// Bytes read from the peer and handed to the consumer, not yet consumed.
+  std::atomic<std::uint64_t> rx_pending_bytes{0};
 };
 
 }  // namespace nexres
