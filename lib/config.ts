@@ -65,6 +65,12 @@ export interface ReplicaOptions {
   heartbeatIntervalMs?: number
   /** A peer not heard from in this long is reported down (`HEARTBEAT_TIMEOUT`) and reconnected; default 5000, 0 = never. */
   heartbeatTimeoutMs?: number
+  /**
+   * A peer down (or never up) this long has what is queued for it given up
+   * and reported in an `'undelivered'` event; checked at each reconnection
+   * attempt (default 0: keep queuing up to `maxQueueBytes`).
+   */
+  peerDownDeadlineMs?: number
 }
 
 export interface ResolvedOptions {
@@ -91,6 +97,7 @@ export interface ResolvedOptions {
   maxClientConnections: number
   heartbeatIntervalMs: number
   heartbeatTimeoutMs: number
+  peerDownDeadlineMs: number
 }
 
 const MiB = 1024 * 1024
@@ -212,5 +219,6 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     maxClientConnections: optionalInteger('maxClientConnections', o.maxClientConnections, 1, 1_000_000, 10_000),
     heartbeatIntervalMs,
     heartbeatTimeoutMs,
+    peerDownDeadlineMs: optionalInteger('peerDownDeadlineMs', o.peerDownDeadlineMs, 0, 86_400_000, 0),
   }
 }

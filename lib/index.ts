@@ -5,6 +5,7 @@ export type {
   PeerDownInfo,
   PeerStats,
   RejectInfo,
+  UndeliveredInfo,
   ReplicaEvents,
   ReplicaStats,
 } from './replica.js'

@@ -27,6 +27,7 @@ export interface EngineOptions {
   maxClientConnections: number
   heartbeatIntervalMs: number
   heartbeatTimeoutMs: number
+  peerDownDeadlineMs: number
   incarnationLo: number
   incarnationHi: number
 }
@@ -34,8 +35,8 @@ export interface EngineOptions {
 /** [chunkId, ArrayBuffer, pooled] triples for chunks JS has not seen yet. */
 export type FreshChunks = (number | ArrayBuffer | boolean)[]
 
-/** [type, peer, code, reason, remote] */
-export type RawEvent = [number, number, string, string, string]
+/** [type, peer, code, reason, remote, messages, bytes, firstId, lastId] */
+export type RawEvent = [number, number, string, string, string, number, number, number, number]
 
 export interface NativePeerStats {
   id: number
@@ -109,6 +110,7 @@ export const EVENT_PEER_UP = 1
 export const EVENT_PEER_DOWN = 2
 export const EVENT_DRAIN = 3
 export const EVENT_REJECT = 4
+export const EVENT_UNDELIVERED = 5
 
 /** delivery peer / flush destination bit marking a client connection (engine.hpp client_flag). */
 export const CLIENT_FLAG = 0x80000000

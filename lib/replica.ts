@@ -18,6 +18,7 @@ import {
   EVENT_PEER_DOWN,
   EVENT_PEER_UP,
   EVENT_REJECT,
+  EVENT_UNDELIVERED,
   CLIENT_FLAG,
   type FreshChunks,
   type NativeEngine,
@@ -61,6 +62,19 @@ export interface ReplicaEvents {
   error: [err: unknown, msg: { from: number; route: string }]
   /** A message for a route with no handler. */
   unrouted: [info: { from: number; route: number; size: number }]
+  /**
+   * The peer stayed down past `peerDownDeadlineMs`: what was queued for it
+   * was given up — `messages` with ids `firstId`..`lastId` (compare with
+   * `replica.lastMessageId` taken after your sends).
+   */
+  undelivered: [peer: number, info: UndeliveredInfo]
+}
+
+export interface UndeliveredInfo {
+  messages: number
+  bytes: number
+  firstId: number
+  lastId: number
 }
 
 export interface PeerStats {
@@ -211,6 +225,7 @@ export class Replica implements ReplySink {
         maxClientConnections: opts.maxClientConnections,
         heartbeatIntervalMs: opts.heartbeatIntervalMs,
         heartbeatTimeoutMs: opts.heartbeatTimeoutMs,
+        peerDownDeadlineMs: opts.peerDownDeadlineMs,
         incarnationLo: inc.readUInt32LE(0),
         incarnationHi: inc.readUInt32LE(4),
       },
@@ -434,6 +449,11 @@ export class Replica implements ReplySink {
     return id
   }
 
+  /** Id of the last message `send`/`broadcast` queued (ids increase by one per message). */
+  get lastMessageId(): number {
+    return this.idLo + this.idHi * 2 ** 32
+  }
+
   /** Sends what is staged now instead of at the end of the tick. */
   flush(): void {
     this.outbox.flush()
@@ -654,7 +674,7 @@ export class Replica implements ReplySink {
   }
 
   private readonly onEvents = (events: RawEvent[]): void => {
-    for (const [type, peer, code, reason, remote] of events) {
+    for (const [type, peer, code, reason, remote, messages, bytes, firstId, lastId] of events) {
       switch (type) {
         case EVENT_PEER_UP:
           this.up.add(peer)
@@ -671,6 +691,10 @@ export class Replica implements ReplySink {
           this.events.emit('drain', peer)
           break
         }
+        case EVENT_UNDELIVERED:
+          this.engine.refreshDepths()
+          this.events.emit('undelivered', peer, { messages, bytes, firstId, lastId })
+          break
         case EVENT_REJECT:
           this.events.emit('reject', { peer: peer === 0 ? undefined : peer, code, message: reason, remote })
           break

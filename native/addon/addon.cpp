@@ -162,6 +162,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     options_.max_client_connections = get_u32(o, "maxClientConnections", options_.max_client_connections);
     options_.heartbeat_interval_ms = get_u32(o, "heartbeatIntervalMs", options_.heartbeat_interval_ms);
     options_.heartbeat_timeout_ms = get_u32(o, "heartbeatTimeoutMs", options_.heartbeat_timeout_ms);
+    options_.peer_down_deadline_ms = get_u32(o, "peerDownDeadlineMs", 0);
     options_.incarnation = (static_cast<std::uint64_t>(get_u32(o, "incarnationHi", 0)) << 32) |
                            get_u32(o, "incarnationLo", 0);
 
@@ -431,12 +432,16 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     Napi::Array arr = Napi::Array::New(env, events_.size());
     for (std::size_t i = 0; i < events_.size(); ++i) {
       const engine_event& e = events_[i];
-      Napi::Array item = Napi::Array::New(env, 5);
+      Napi::Array item = Napi::Array::New(env, 9);
       item.Set(0u, static_cast<double>(e.type));
       item.Set(1u, static_cast<double>(e.peer));
       item.Set(2u, e.code == 0 ? std::string() : std::string(nexres::reject_code_name(static_cast<nexres::reject_code>(e.code))));
       item.Set(3u, e.reason);
       item.Set(4u, e.remote);
+      item.Set(5u, static_cast<double>(e.messages));
+      item.Set(6u, static_cast<double>(e.bytes));
+      item.Set(7u, static_cast<double>(e.first_id));
+      item.Set(8u, static_cast<double>(e.last_id));
       arr.Set(static_cast<std::uint32_t>(i), item);
     }
     events_.clear();

@@ -68,6 +68,10 @@ struct engine_options {
   /// heartbeat_timeout_ms is reported down (0 disables the check).
   std::uint32_t heartbeat_interval_ms = 1000;
   std::uint32_t heartbeat_timeout_ms = 5000;
+  /// A peer down (or never up) this long has its queue given up on and
+  /// reported in an undelivered event, checked at each reconnection attempt
+  /// (0: keep queuing up to the caller's cap).
+  std::uint32_t peer_down_deadline_ms = 0;
   /// Random per process; peers reset their duplicate filter when it changes.
   std::uint64_t incarnation = 0;
 };
@@ -84,7 +88,7 @@ struct delivery {
   std::uint64_t last_id = 0;        // msg id of the run's last frame
 };
 
-enum class event_type : std::uint8_t { peer_up = 1, peer_down = 2, drain = 3, reject = 4 };
+enum class event_type : std::uint8_t { peer_up = 1, peer_down = 2, drain = 3, reject = 4, undelivered = 5 };
 
 struct engine_event {
   event_type type = event_type::peer_up;
@@ -92,6 +96,8 @@ struct engine_event {
   std::uint16_t code = 0;        // reject_code for reject / peer_down
   std::string reason;            // human-readable detail
   std::string remote;            // remote address for rejects
+  // undelivered: messages, bytes, first and last message id given up on.
+  std::uint64_t messages = 0, bytes = 0, first_id = 0, last_id = 0;
 };
 
 /// Frames queued for one peer: a slice of a shared block (see PROTOCOL.md §3).

@@ -395,7 +395,10 @@ void peer_link::fail(reject_code code, const std::string& reason) {
                     std::make_move_iterator(unacked_.end()));
     unacked_.clear();
   }
-  if (was_up) engine_.post_event(engine_event{event_type::peer_down, peer_.id, static_cast<std::uint16_t>(code), reason, {}});
+  if (was_up) {
+    down_since_ = std::chrono::steady_clock::now();
+    engine_.post_event(engine_event{event_type::peer_down, peer_.id, static_cast<std::uint16_t>(code), reason, {}});
+  }
   if (code != reject_code::shutting_down && !was_up)
     engine_.count_reject(code, peer_.id, peer_.host + ":" + std::to_string(peer_.port), reason);
   schedule_reconnect();
@@ -412,12 +415,43 @@ void peer_link::schedule_reconnect() {
   backoff_ms_ = std::min<std::uint32_t>(d * 2, engine_.options().reconnect_max_ms);
   auto self = shared_from_this();
   timer_.expires_after(std::chrono::milliseconds(wait));
+  const auto deadline = engine_.options().peer_down_deadline_ms;
+  if (deadline > 0 && std::chrono::steady_clock::now() - down_since_ > std::chrono::milliseconds(deadline))
+    give_up_queue();
   timer_.async_wait([self](const std::error_code& ec) {
     if (ec || self->state_ != state::backoff) return;
     // Retries before the first successful connection are not reconnects.
     if (self->ever_up_) self->reconnects_.fetch_add(1, std::memory_order_relaxed);
     self->do_connect();
   });
+}
+
+// io thread, link down past the deadline: everything queued for the peer is
+// dropped and reported (count, bytes, message id range), never silently.
+void peer_link::give_up_queue() {
+  pull_queue();
+  if (pending_.empty()) return;
+  std::uint64_t msgs = 0, bytes = 0, first = 0, last = 0;
+  for (const segment& s : pending_) {
+    if (s.control) continue;
+    msgs += s.messages;
+    bytes += s.length;
+    if (first == 0 && s.framed && s.length >= frame_header_bytes) first = decode_header(s.data).msg_id;
+    if (s.last_msg_id > last) last = s.last_msg_id;
+  }
+  pending_.clear();
+  front_offset_ = 0;
+  queued_msgs_.fetch_sub(std::min(msgs, queued_msgs_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
+  queued_bytes_.fetch_sub(std::min(bytes, queued_bytes_.load(std::memory_order_relaxed)), std::memory_order_seq_cst);
+  if (msgs == 0) return;
+  engine_event ev{event_type::undelivered, peer_.id, 0, "peer down past peerDownDeadlineMs", {}};
+  ev.messages = msgs;
+  ev.bytes = bytes;
+  ev.first_id = first;
+  ev.last_id = last;
+  engine_.post_event(std::move(ev));
+  if (drain_wanted_.exchange(false, std::memory_order_seq_cst))
+    engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
 }
 
 void peer_link::fill_stats(peer_stats& s) const {

@@ -82,6 +82,8 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   bool writing_ = false;          // waiting for the socket to be writable
   std::uint64_t epoch_ = 0;  // bumped when a connection fails
   bool ever_up_ = false;
+  std::chrono::steady_clock::time_point down_since_ = std::chrono::steady_clock::now();
+  void give_up_queue();
 
   std::vector<std::uint8_t> hello_out_;
   std::array<std::uint8_t, hello_fixed_bytes> hello_in_{};
