@@ -6,6 +6,7 @@
 #include <asio/read.hpp>
 #include <asio/write.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -13,6 +14,8 @@ namespace nexres {
 
 namespace {
 constexpr std::chrono::milliseconds retry_delay{2};
+// Unwritten reply bytes past which a client's requests are no longer read.
+constexpr std::size_t max_reply_backlog = 8u << 20;
 }
 
 client_session::client_session(engine& eng, asio::ip::tcp::socket socket, std::uint32_t id)
@@ -71,7 +74,8 @@ void client_session::on_hello() {
   hello_body_.resize(m.body_length);
   auto self = shared_from_this();
   asio::async_read(socket_, asio::buffer(hello_body_), [self, cid_len](const std::error_code& ec, std::size_t) {
-    if (ec) return self->close();
+    // Refused meanwhile (handshake deadline): never finish the handshake.
+    if (ec || !self->open_) return self->close();
     const auto& opt = self->engine_.options();
     // A client may leave the cluster id out; one it names must match.
     if (cid_len != 0 && (cid_len != opt.cluster_id.size() ||
@@ -143,13 +147,19 @@ void client_session::pause_with_retry() {
 
 void client_session::do_read() {
   if (!open_ || reading_ || paused_) return;
+  if (reply_backlog_.load(std::memory_order_seq_cst)) {
+    paused_ = true;  // the writer resumes us once the client reads its replies
+    return;
+  }
   // Backpressure on a client that pipelines more than it may: stop reading
   // until replies bring it back under the bound (enqueue() resumes us).
   if (inflight_.load(std::memory_order_acquire) >= static_cast<std::int64_t>(engine_.options().max_client_inflight)) {
+    // seq_cst here and in enqueue(): flag-then-count against
+    // count-then-flag, so one side always sees the other (no lost resume).
     paused_ = true;
-    inflight_paused_.store(true, std::memory_order_release);
-    if (inflight_.load(std::memory_order_acquire) < static_cast<std::int64_t>(engine_.options().max_client_inflight)) {
-      inflight_paused_.store(false, std::memory_order_release);
+    inflight_paused_.store(true, std::memory_order_seq_cst);
+    if (inflight_.load(std::memory_order_seq_cst) < static_cast<std::int64_t>(engine_.options().max_client_inflight)) {
+      inflight_paused_.store(false, std::memory_order_seq_cst);
       paused_ = false;
     } else {
       return;
@@ -227,17 +237,21 @@ bool client_session::flush_ready() {
 // Any thread (the JS thread flushing replies).
 void client_session::enqueue(const segment& seg) {
   const std::int64_t left =
-      inflight_.fetch_sub(static_cast<std::int64_t>(seg.messages), std::memory_order_acq_rel) -
+      inflight_.fetch_sub(static_cast<std::int64_t>(seg.messages), std::memory_order_seq_cst) -
       static_cast<std::int64_t>(seg.messages);
   write_state st = write_state::done;
+  bool backlog_cleared = false;
   {
     std::lock_guard<std::mutex> lock(write_mu_);
     if (write_closed_) return;
     pending_.push_back(seg);
+    pending_bytes_ += seg.length;
     if (!waiting_writable_) st = drain_locked();
+    if (pending_bytes_ > max_reply_backlog) reply_backlog_.store(true, std::memory_order_seq_cst);
+    else if (pending_bytes_ <= max_reply_backlog / 2) backlog_cleared = reply_backlog_.exchange(false, std::memory_order_seq_cst);
   }
-  const bool resume_reading = left < static_cast<std::int64_t>(engine_.options().max_client_inflight) &&
-                              inflight_paused_.exchange(false, std::memory_order_acq_rel);
+  const bool resume_reading = backlog_cleared || (left < static_cast<std::int64_t>(engine_.options().max_client_inflight) &&
+                                                  inflight_paused_.exchange(false, std::memory_order_seq_cst));
   if (st == write_state::done && !resume_reading) return;
   auto self = shared_from_this();
   asio::post(socket_.get_executor(), [self, st, resume_reading] {
@@ -253,9 +267,11 @@ client_session::write_state client_session::drain_locked() {
     const gather_result r = gather_write(fd_, pending_, front_offset_);
     for (std::size_t i = 0; i < r.segments_done; ++i) pending_.pop_front();
     engine_.count_replies(r.bytes);
+    pending_bytes_ -= std::min(pending_bytes_, r.bytes);
     if (r.error) {
       write_closed_ = true;
       pending_.clear();
+      pending_bytes_ = 0;
       return write_state::failed;
     }
     if (r.would_block) {
@@ -273,14 +289,18 @@ void client_session::wait_writable() {
   socket_.async_wait(asio::ip::tcp::socket::wait_write, [self](const std::error_code& ec) {
     if (ec) return self->close();
     write_state st;
+    bool backlog_cleared = false;
     {
       std::lock_guard<std::mutex> lock(self->write_mu_);
       self->waiting_writable_ = false;
       if (self->write_closed_) return;
       st = self->drain_locked();
+      if (self->pending_bytes_ <= max_reply_backlog / 2)
+        backlog_cleared = self->reply_backlog_.exchange(false, std::memory_order_seq_cst);
     }
     if (st == write_state::failed) return self->close();
     if (st == write_state::wait) self->wait_writable();
+    if (backlog_cleared) self->resume();
   });
 }
 
@@ -322,6 +342,7 @@ void client_session::close() {
     std::lock_guard<std::mutex> lock(write_mu_);
     write_closed_ = true;
     pending_.clear();
+    pending_bytes_ = 0;
     socket_.close(ignored);
   }
   for (auto& d : ready_) engine_.chunks().unref(d.source);

@@ -87,6 +87,10 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   std::size_t front_offset_ = 0;   // write_mu_
   bool waiting_writable_ = false;  // write_mu_
   bool write_closed_ = false;      // write_mu_
+  std::size_t pending_bytes_ = 0;  // write_mu_: reply bytes not yet written
+  // Replies the client is not reading pile up: stop reading its requests
+  // until they drain (a client must read what it asked for).
+  std::atomic<bool> reply_backlog_{false};
   int fd_ = -1;
 };
 

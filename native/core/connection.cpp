@@ -86,7 +86,8 @@ void inbound_session::on_hello(std::size_t) {
   auto self = shared_from_this();
   asio::async_read(socket_, asio::buffer(hello_body_),
                    [self, claimed, cid_len](const std::error_code& ec, std::size_t) {
-                     if (ec) return self->close();
+                     // Refused meanwhile (handshake deadline): never finish the handshake.
+                     if (ec || !self->open_) return self->close();
                      const std::string& want = self->engine_.options().cluster_id;
                      if (cid_len != want.size() ||
                          std::memcmp(self->hello_body_.data(), want.data(), cid_len) != 0)
@@ -388,6 +389,10 @@ void inbound_session::send_ack() {
   asio::async_write(socket_, asio::buffer(ack_buf_), [self](const std::error_code& ec, std::size_t) {
     self->ack_writing_ = false;
     if (ec) return self->close();
+    if (self->reject_pending_) {
+      self->reject_pending_ = false;
+      return self->write_reject();
+    }
     self->send_ack();
   });
 }
@@ -409,15 +414,18 @@ void inbound_session::refuse(reject_code code, const std::string& detail) {
   auto self = shared_from_this();
   timer_.expires_after(std::chrono::seconds(1));
   timer_.async_wait([self](const std::error_code& ec) {
-    if (!ec) {
-      std::error_code ignored;
-      self->socket_.close(ignored);
-    }
+    if (!ec) self->close();
   });
   if (ack_writing_) {
-    // An ACK write is in flight; closing after the deadline is enough.
+    // An ACK write is in flight: the reason frame follows it (send_ack).
+    reject_pending_ = true;
     return;
   }
+  write_reject();
+}
+
+void inbound_session::write_reject() {
+  auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code&, std::size_t) {
     std::error_code ignored;
     self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);

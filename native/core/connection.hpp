@@ -45,6 +45,7 @@ class inbound_session : public chunk_owner,
   bool parse();
   bool flush_ready();
   void send_ack();
+  void write_reject();
   void arm_heartbeat();
   void heartbeat_tick();
   void on_ack_request();
@@ -59,6 +60,7 @@ class inbound_session : public chunk_owner,
   bool read_since_tick_ = false;
   bool wrote_since_tick_ = false;
   bool pong_pending_ = false;
+  bool reject_pending_ = false;  // a REJECT waits for the ACK write in flight
   std::uint64_t pong_id_ = 0;
   std::string remote_;
   std::array<std::uint8_t, hello_fixed_bytes> hello_{};
