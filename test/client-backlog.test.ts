@@ -1,0 +1,71 @@
+// A client that pipelines requests but never reads the replies cannot make
+// the replica buffer replies without bound: once its unread replies pass the
+// backlog cap the replica stops reading its requests (TCP backpressure), and
+// other clients are served meanwhile. Regression test for the unbounded
+// reply queue found in review.
+import net from 'node:net'
+
+import t from 'tap'
+
+import { Client, Replica } from 'nexres-rpc'
+
+import { freePorts, until } from './helpers.js'
+
+t.test('a client that never reads its replies is throttled, others are served', async (t) => {
+  const [port, clientPort] = await freePorts(2)
+  const cluster = { id: 'backlog', replicas: [{ id: 1, host: '127.0.0.1', port: port!, clientPort: clientPort! }] }
+  const r = await Replica.start({ id: 1, cluster, maxClientInFlight: 64 })
+  t.teardown(() => r.close({ timeoutMs: 0 }))
+  let handled = 0
+  const reply = Buffer.alloc(64 * 1024, 1)
+  r.handle('big', () => {
+    handled++
+    return reply
+  })
+  r.handle('echo', (req) => req)
+
+  const sock = net.connect(r.clientPort!, '127.0.0.1')
+  t.teardown(() => sock.destroy())
+  await new Promise((res) => sock.once('connect', res))
+  sock.pause() // never read
+  const hello = Buffer.alloc(32)
+  hello.write('NXRP', 0, 'latin1')
+  hello.writeUInt16LE(1, 4)
+  hello.writeUInt16LE(3, 6)
+  sock.write(hello)
+  const route = Buffer.from('big')
+  let h = 0x811c9dc5
+  for (const b of route) h = Math.imul(h ^ b, 0x01000193) >>> 0
+  // Write small requests until the kernel stops taking them (bounded).
+  let written = 0
+  const deadline = Date.now() + 8000
+  for (let id = 1; id <= 200_000 && Date.now() < deadline; id++) {
+    const f = Buffer.alloc(24)
+    f.writeUInt32LE(h, 4)
+    f[12] = 6
+    f.writeUInt32LE(id, 16)
+    written++
+    if (!sock.write(f)) {
+      const drained = await Promise.race([
+        new Promise<boolean>((res) => sock.once('drain', () => res(true))),
+        new Promise<boolean>((res) => setTimeout(() => res(false), 1000)),
+      ])
+      if (!drained) break
+    }
+  }
+  const handledAtStall = handled
+  t.ok(handledAtStall < 4000, `the replica stopped taking requests after ${handledAtStall} replies of 64 KiB (${written} requests written)`)
+  await new Promise((res) => setTimeout(res, 300))
+  t.ok(handled - handledAtStall < 200, 'and stays stopped while the replies are not read')
+
+  const c = await Client.connect({ host: '127.0.0.1', port: r.clientPort! })
+  t.teardown(() => c.close())
+  t.equal(Buffer.from(await c.call('echo', 'still served', { timeoutMs: 5000 })).toString(), 'still served', 'another client is served')
+
+  // Reading the replies lets the throttled client go on.
+  let got = 0
+  sock.on('data', (d: Buffer) => (got += d.length))
+  sock.resume()
+  await until(() => handled > handledAtStall + 100, 10_000, 'requests taken again once replies are read')
+  t.ok(got > 0)
+})
