@@ -7,6 +7,7 @@
         "native/core/acceptor.cpp",
         "native/core/chunk_pool.cpp",
         "native/core/client_session.cpp",
+        "native/core/dispatcher.cpp",
         "native/core/connection.cpp",
         "native/core/engine.cpp",
         "native/core/gather_writer.cpp",

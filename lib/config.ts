@@ -1,3 +1,7 @@
+import { existsSync } from 'node:fs'
+import { isAbsolute } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+
 import { ConfigError } from './errors.js'
 
 /** One replica of the cluster as every member sees it. */
@@ -71,6 +75,26 @@ export interface ReplicaOptions {
    * attempt (default 0: keep queuing up to `maxQueueBytes`).
    */
   peerDownDeadlineMs?: number
+  /**
+   * Handler threads: this many `worker_threads`, each loading the `handlers`
+   * module, all taking messages and requests from the same native input
+   * queue (default 0: handlers run on the main thread). See docs/API.md.
+   */
+  workers?: number
+  /**
+   * With `workers`: the module each worker loads (absolute path or `file:`
+   * URL). Its default export (or `setup`) is called with a `WorkerReplica`
+   * to register handlers on: `export default (replica) => { replica.on(...) }`.
+   */
+  handlers?: string | URL
+  /**
+   * With `workers`: `'peer'` (default) handles the messages of one peer and
+   * the requests of one client connection in the order read, one worker at
+   * a time; `'none'` spreads them over every worker.
+   */
+  ordering?: 'peer' | 'none'
+  /** With `workers`: data passed to every worker's setup function (structured-cloneable). */
+  workerData?: unknown
 }
 
 export interface ResolvedOptions {
@@ -98,6 +122,10 @@ export interface ResolvedOptions {
   heartbeatIntervalMs: number
   heartbeatTimeoutMs: number
   peerDownDeadlineMs: number
+  workers: number
+  handlers: string | undefined
+  ordering: 'peer' | 'none'
+  workerData: unknown
 }
 
 const MiB = 1024 * 1024
@@ -195,6 +223,12 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   }
   let listenHost: string | undefined
   if (o.listenHost !== undefined) listenHost = nonEmptyString('listenHost', o.listenHost, 253)
+  const workers = optionalInteger('workers', o.workers, 0, 256, 0)
+  let handlers: string | undefined
+  if (workers > 0) handlers = handlerModule(o.handlers)
+  else if (o.handlers !== undefined) throw new ConfigError('handlers', 'is only used with workers > 0')
+  const ordering = o.ordering === undefined ? 'peer' : o.ordering
+  if (ordering !== 'peer' && ordering !== 'none') throw new ConfigError('ordering', `must be 'peer' or 'none', got ${describe(ordering)}`)
   return {
     id,
     cluster,
@@ -220,5 +254,21 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     heartbeatIntervalMs,
     heartbeatTimeoutMs,
     peerDownDeadlineMs: optionalInteger('peerDownDeadlineMs', o.peerDownDeadlineMs, 0, 86_400_000, 0),
+    workers,
+    handlers,
+    ordering,
+    workerData: o.workerData,
   }
+}
+
+/** The handlers module as a file: URL string; it must exist. */
+function handlerModule(v: unknown): string {
+  let url: URL
+  if (v instanceof URL) url = v
+  else if (typeof v === 'string' && v.startsWith('file:')) url = new URL(v)
+  else if (typeof v === 'string' && isAbsolute(v)) url = pathToFileURL(v)
+  else throw new ConfigError('handlers', `must be an absolute path or a file: URL of the module workers load, got ${describe(v)}`)
+  if (url.protocol !== 'file:') throw new ConfigError('handlers', `must be a file: URL, got ${url.protocol}`)
+  if (!existsSync(fileURLToPath(url))) throw new ConfigError('handlers', `no such file: ${fileURLToPath(url)}`)
+  return url.href
 }

@@ -1,7 +1,9 @@
 export { Replica } from './replica.js'
+export { WorkerReplica } from './worker.js'
+export type { WorkerReplicaEvents } from './worker.js'
+export type { Handler } from './endpoint.js'
 export type {
   CloseResult,
-  Handler,
   PeerDownInfo,
   PeerStats,
   RejectInfo,

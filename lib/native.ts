@@ -30,6 +30,10 @@ export interface EngineOptions {
   peerDownDeadlineMs: number
   incarnationLo: number
   incarnationHi: number
+  /** Worker consumers taking deliveries instead of onBatch (0: none). */
+  consumers?: number
+  /** With consumers: one consumer at a time per peer / client connection (default true). */
+  ordered?: boolean
 }
 
 /** [chunkId, ArrayBuffer, pooled] triples for chunks JS has not seen yet. */
@@ -67,20 +71,46 @@ export interface NativeStats {
   repliesDropped?: number
 }
 
-export interface NativeEngine {
-  /** Binds and starts io threads; returns the bound port. Throws with code LISTEN_FAILED. */
-  start(): number
+/** The send side every JS thread has (the main Engine and each worker's Consumer). */
+export interface NativeSender {
   /** Queues staged frames: runs hold RUN_FIELDS u32 per run. Refreshes `depths`. */
   flush(staging: Uint8Array, length: number, runs: Uint32Array, runCount: number, externals?: Uint8Array[]): void
   /** Refreshes `depths`; returns the total queued bytes. */
   refreshDepths(): number
   wantDrain(peer: number): void
-  /** The bound client port, 0 when there is none. */
-  clientPort(): number
   /** Remote address of a client connection ('' once gone). */
   clientAddress(connection: number): string
+  /** Last message id given natively at flush (with consumers); 0 before any. */
+  lastId(): number
+}
+
+export interface NativeEngine extends NativeSender {
+  /** Binds and starts io threads; returns the bound port. Throws with code LISTEN_FAILED. */
+  start(): number
+  /** The bound client port, 0 when there is none. */
+  clientPort(): number
   stats(): NativeStats
+  /** Key under which worker threads attach Consumers (options.consumers > 0, running). */
+  shareKey(): number
   stop(): void
+}
+
+/** A worker thread's share of an engine. */
+export interface NativeConsumer extends NativeSender {
+  /** Starts taking deliveries (handlers registered by then). */
+  start(): void
+  /** Detaches: what it held goes to the other consumers. */
+  stop(): void
+}
+
+export interface NativeConsumerConstructor {
+  new (
+    key: number,
+    index: number,
+    meta: Uint32Array,
+    depths: Float64Array,
+    onBatch: (count: number, fresh: FreshChunks | undefined) => void,
+  ): NativeConsumer
 }
 
 export interface NativeEngineConstructor {
@@ -95,6 +125,7 @@ export interface NativeEngineConstructor {
 
 export interface NativeAddon {
   Engine: NativeEngineConstructor
+  Consumer: NativeConsumerConstructor
   frameHeaderBytes: number
   protocolVersion: number
 }

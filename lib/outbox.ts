@@ -3,7 +3,7 @@
 // destination; the whole stage crosses into native in ONE call per flush
 // (once per tick, or when the buffer fills). Large payloads are not copied:
 // the run points at the caller's bytes, which native keeps by reference.
-import type { NativeEngine } from './native.js'
+import type { NativeSender } from './native.js'
 
 /** Fields per run: dest, start, end, messages, lastIdLo, lastIdHi, external index + 1. */
 export const RUN_FIELDS = 7
@@ -42,7 +42,7 @@ export class Outbox {
   }
 
   constructor(
-    private readonly engine: NativeEngine,
+    private readonly engine: NativeSender,
     private readonly sender: number,
     private readonly afterFlush: () => void,
   ) {}

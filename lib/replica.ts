@@ -7,32 +7,22 @@ import {
   ClosedError,
   ConfigError,
   ListenError,
-  PayloadTooLargeError,
-  QueueFullError,
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-import { Message } from './message.js'
+import { Endpoint, type Handler } from './endpoint.js'
+import type { RequestHandler } from './request.js'
 import {
   EVENT_DRAIN,
   EVENT_PEER_DOWN,
   EVENT_PEER_UP,
   EVENT_REJECT,
   EVENT_UNDELIVERED,
-  CLIENT_FLAG,
-  type FreshChunks,
   type NativeEngine,
   type RawEvent,
   addon,
 } from './native.js'
-import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
-import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
-import { routeId } from './route.js'
-import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, methodRoute } from './service.js'
-import { KIND_ERROR, encodeErrorBody } from './wire.js'
-
-/** A route handler. Its `msg.payload` is valid only during the call. */
-export type Handler = (msg: Message) => unknown
+import { WorkerPool } from './workers.js'
 
 /** Why a peer connection went down or a connection was refused. */
 export interface PeerDownInfo {
@@ -117,25 +107,6 @@ export interface CloseResult {
   undeliveredBytes: Record<number, number>
 }
 
-interface RouteEntry {
-  name: string
-  fn: Handler
-}
-
-const META_ENTRIES = 4096
-
-/** Adds a route's handler to a table keyed by route id, refusing hash collisions. */
-function register<F>(table: Map<number, { name: string; fn: F }>, route: string, fn: F): void {
-  if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
-  if (typeof fn !== 'function') throw new ConfigError('handler', 'must be a function')
-  const id = routeId(route)
-  const existing = table.get(id)
-  if (existing && existing.name !== route) {
-    throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
-  }
-  table.set(id, { name: route, fn })
-}
-
 /**
  * One replica of a cluster: listens on its replica port, keeps one
  * connection to every peer, delivers their messages to route handlers and
@@ -146,61 +117,23 @@ function register<F>(table: Map<number, { name: string; fn: F }>, route: string,
  * r.on('prepare', (msg) => console.log(msg.from, msg.payload.length))
  * r.broadcast('prepare', new Uint8Array([1, 2, 3]))
  */
-export class Replica implements ReplySink {
+export class Replica extends Endpoint {
   /** Connection events; see ReplicaEvents. */
   readonly events = new EventEmitter<ReplicaEvents>()
-  /** This replica's id. */
-  readonly id: number
   /** The bound replica port. */
   readonly port: number
-  /** Ids of the other replicas. */
-  readonly peers: readonly number[]
   /** The bound client port (undefined when the cluster config gives this replica none). */
   readonly clientPort: number | undefined
 
   private readonly opts: ResolvedOptions
   private readonly engine: NativeEngine
-  private readonly outbox: Outbox
-  private readonly meta: Uint32Array
-  private readonly depths: Float64Array
-  private readonly peerIndex = new Map<number, number>()
-  /** peer id -> index, for ids below its length (-1: not a peer); the hot path of send. */
-  private readonly slotById: Int32Array
-  private lastRouteName = ''
-  private lastRouteId = 0
-  private readonly staged: Float64Array
-  private readonly drainWanted: Uint8Array
-  private readonly drainRequested: Uint8Array
-  private readonly routes = new Map<number, RouteEntry>()
-  private readonly requestRoutes = new Map<number, { name: string; fn: RequestHandler }>()
-  private readonly chunkBuffers: (ArrayBuffer | undefined)[] = []
-  private readonly chunkViews: (DataView | undefined)[] = []
-  private readonly chunkPooled: boolean[] = []
   private readonly up = new Set<number>()
-  // Last message id used, as u32 halves (ids start at 1).
-  private idLo = 0
-  private idHi = 0
-  private closing: Promise<CloseResult> | undefined
-  private closed = false
-  /** Aborted when close() starts: ends waits such as sendAsync. */
-  private readonly lifetime = new AbortController()
-  private unroutedCount = 0
-  private handlerErrors = 0
+  private readonly pool: WorkerPool | undefined
 
   private constructor(opts: ResolvedOptions) {
+    super(opts)
     this.opts = opts
-    this.id = opts.id
-    this.peers = opts.peers
-    opts.peers.forEach((p, i) => this.peerIndex.set(p, i))
-    const maxId = Math.max(0, ...opts.peers)
-    this.slotById = new Int32Array(maxId < 65536 ? maxId + 1 : 0).fill(-1)
-    if (maxId < 65536) opts.peers.forEach((p, i) => (this.slotById[p] = i))
-    const n = opts.peers.length
-    this.staged = new Float64Array(n)
-    this.drainWanted = new Uint8Array(n)
-    this.drainRequested = new Uint8Array(n)
-    this.meta = new Uint32Array(META_ENTRIES * 4)
-    this.depths = new Float64Array(Math.max(1, n))
+    this.stampIds = opts.workers > 0
     const inc = randomBytes(8)
     this.engine = new addon.Engine(
       {
@@ -228,13 +161,15 @@ export class Replica implements ReplySink {
         peerDownDeadlineMs: opts.peerDownDeadlineMs,
         incarnationLo: inc.readUInt32LE(0),
         incarnationHi: inc.readUInt32LE(4),
+        consumers: opts.workers,
+        ordered: opts.ordering === 'peer',
       },
       this.meta,
       this.depths,
       this.onBatch,
       this.onEvents,
     )
-    this.outbox = new Outbox(this.engine, opts.id, this.afterFlush)
+    this.attach(this.engine)
     let port: number
     try {
       port = this.engine.start()
@@ -244,6 +179,15 @@ export class Replica implements ReplySink {
     }
     this.port = port
     this.clientPort = opts.clientPort !== undefined ? this.engine.clientPort() : undefined
+    if (opts.workers > 0) {
+      this.pool = new WorkerPool(opts, this.engine.shareKey(), {
+        error: (err, info) => this.emitError(err, info),
+        unrouted: (info) => {
+          this.unroutedCount++
+          this.emitUnrouted(info)
+        },
+      })
+    }
   }
 
   /**
@@ -252,211 +196,16 @@ export class Replica implements ReplySink {
    */
   static async start(options: ReplicaOptions): Promise<Replica> {
     const opts = resolveOptions(options)
-    return new Replica(opts)
-  }
-
-  /** Registers the handler of a route (one per route). */
-  on(route: string, handler: Handler): this {
-    register(this.routes, route, handler)
-    return this
-  }
-
-  /**
-   * Registers the request handler of a route on the client port. The
-   * handler gets its own copy of the request bytes and a context; what it
-   * returns (bytes or a string, or a promise of one) is the reply. Returning
-   * nothing leaves the request open for `ctx.reply(...)` later. A throw sends
-   * the client an error reply (`HANDLER_ERROR`, or the error's own `code`).
-   */
-  handle(route: string, handler: RequestHandler): this {
-    register(this.requestRoutes, route, handler)
-    return this
-  }
-
-  /** Serves every method of a typed service (see `defineService`). */
-  serve<M extends Record<string, MethodDefinition>>(service: ServiceDefinition<M>, impl: ServiceImplementation<M>): this {
-    for (const method of Object.keys(service.methods)) {
-      const def = service.methods[method]!
-      const fn = impl[method as keyof M] as unknown as (req: unknown, ctx: RequestContext) => unknown
-      if (typeof fn !== 'function') throw new ConfigError(`impl.${method}`, 'must be a function')
-      const decode = (b: Uint8Array): unknown => def.request.decode(b)
-      const encode = def.response.encode as (v: unknown) => Uint8Array
-      this.handle(methodRoute(service.name, method), (req, ctx) => {
-        const out = fn(decode(req), ctx)
-        if (out !== null && typeof out === 'object' && typeof (out as Promise<unknown>).then === 'function') {
-          return (out as Promise<unknown>).then(encode)
-        }
-        return encode(out)
-      })
-    }
-    return this
-  }
-
-  /** @internal ReplySink: stages a reply frame for a client connection. */
-  stageReply(dest: number, route: number, lo: number, hi: number, body: Uint8Array, kind: number): void {
-    if (this.closing !== undefined) return
-    this.outbox.stage(dest, route, lo, hi, body, body.length, kind)
-  }
-
-  /** @internal ReplySink */
-  clientAddress(dest: number): string {
-    return this.closed ? '' : this.engine.clientAddress(dest & 0x7fffffff)
-  }
-
-  /** Removes the handler of a route. */
-  off(route: string): this {
-    const id = routeId(route)
-    if (this.routes.get(id)?.name === route) this.routes.delete(id)
-    return this
-  }
-
-  /**
-   * Queues a message for one peer, like `stream.write()`: always queued
-   * (unless it throws), returns false once the peer's queue is past
-   * `highWaterMark` — wait for the `'drain'` event before sending more.
-   * Throws `QUEUE_FULL` past `maxQueueBytes`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`, `CLOSED`.
-   */
-  send(to: number, route: string, payload: Uint8Array | string): boolean {
-    if (this.closing !== undefined) throw new ClosedError()
-    const idx = this.slotOf(to)
-    if (idx < 0) throw new UnknownPeerError(to)
-    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-    const len = bytes.length
-    if (len > this.opts.maxFrameBytes) throw new PayloadTooLargeError(len, this.opts.maxFrameBytes)
-    const frame = HEADER_BYTES + len
-    let after = this.depths[idx]! + this.staged[idx]! + frame
-    if (after > this.opts.maxQueueBytes) {
-      // The native depth seen at the last flush may be stale: look again.
-      this.engine.refreshDepths()
-      after = this.depths[idx]! + this.staged[idx]! + frame
-      if (after > this.opts.maxQueueBytes) throw new QueueFullError(to, after - frame, this.opts.maxQueueBytes)
-    }
-    const lo = (this.idLo + 1) >>> 0
-    this.idLo = lo
-    if (lo === 0) this.idHi++
-    this.outbox.stage(to, this.route(route), lo, this.idHi, bytes, len)
-    this.staged[idx]! += frame
-    if (after < this.opts.highWaterMark) return true
-    // The depth seen at the last flush may predate ACKs: look again first.
-    this.engine.refreshDepths()
-    if (this.depths[idx]! + this.staged[idx]! < this.opts.highWaterMark) return true
-    this.drainWanted[idx] = 1
-    return false
-  }
-
-  /**
-   * Like `send`, but waits for room first: resolves once the message is
-   * queued with the peer's queue below `highWaterMark` (waiting for
-   * `'drain'` as long as it is not). Rejects with `ABORTED` when the signal
-   * fires (nothing queued), `CLOSED`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`.
-   */
-  async sendAsync(to: number, route: string, payload: Uint8Array | string, options: { signal?: AbortSignal } = {}): Promise<void> {
-    const idx = this.slotOf(to)
-    if (idx < 0) throw new UnknownPeerError(to)
-    const signal = options.signal
-    for (;;) {
-      if (signal?.aborted) throw new AbortedError(signal.reason)
-      if (this.closing !== undefined) throw new ClosedError()
-      if (this.depths[idx]! + this.staged[idx]! < this.opts.highWaterMark) break
-      this.engine.refreshDepths()
-      if (this.depths[idx]! + this.staged[idx]! < this.opts.highWaterMark) break
-      this.drainWanted[idx] = 1
-      this.outbox.flush() // hands the drain request to native
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = (peer: number): void => {
-          if (peer !== to) return
-          cleanup()
-          resolve()
-        }
-        const onAbort = (): void => {
-          cleanup()
-          reject(new AbortedError(signal?.reason))
-        }
-        const onClose = (): void => {
-          cleanup()
-          reject(new ClosedError())
-        }
-        const cleanup = (): void => {
-          this.events.off('drain', onDrain)
-          signal?.removeEventListener('abort', onAbort)
-          this.lifetime.signal.removeEventListener('abort', onClose)
-        }
-        this.events.on('drain', onDrain)
-        signal?.addEventListener('abort', onAbort, { once: true })
-        this.lifetime.signal.addEventListener('abort', onClose, { once: true })
-      })
-    }
-    this.send(to, route, payload)
-  }
-
-  /**
-   * Queues one message for every other replica; encoded once and shared by
-   * every peer's queue. Returns false if any peer's queue is past the
-   * high-water mark. Throws `QUEUE_FULL` (queuing nothing) if any would pass
-   * `maxQueueBytes`.
-   */
-  broadcast(route: string, payload: Uint8Array | string): boolean {
-    if (this.closing !== undefined) throw new ClosedError()
-    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-    const len = bytes.length
-    if (len > this.opts.maxFrameBytes) throw new PayloadTooLargeError(len, this.opts.maxFrameBytes)
-    const frame = HEADER_BYTES + len
-    const n = this.peers.length
-    if (n === 0) return true
-    let below = true
-    let refreshed = false
-    for (let i = 0; i < n; i++) {
-      let after = this.depths[i]! + this.staged[i]! + frame
-      if (after > this.opts.maxQueueBytes && !refreshed) {
-        refreshed = true
-        this.engine.refreshDepths()
-        after = this.depths[i]! + this.staged[i]! + frame
-      }
-      if (after > this.opts.maxQueueBytes) {
-        throw new QueueFullError(this.peers[i]!, after - frame, this.opts.maxQueueBytes)
+    const replica = new Replica(opts)
+    if (replica.pool !== undefined) {
+      try {
+        await replica.pool.ready()
+      } catch (err) {
+        await replica.close({ timeoutMs: 0 })
+        throw err
       }
     }
-    const lo = (this.idLo + 1) >>> 0
-    this.idLo = lo
-    if (lo === 0) this.idHi++
-    this.outbox.stage(BROADCAST, this.route(route), lo, this.idHi, bytes, len)
-    let high = false
-    for (let i = 0; i < n; i++) if ((this.staged[i]! += frame) + this.depths[i]! >= this.opts.highWaterMark) high = true
-    if (!high) return true
-    // The depths seen at the last flush may predate ACKs: look again first.
-    this.engine.refreshDepths()
-    for (let i = 0; i < n; i++) {
-      if (this.staged[i]! + this.depths[i]! >= this.opts.highWaterMark) {
-        this.drainWanted[i] = 1
-        below = false
-      }
-    }
-    return below
-  }
-
-  private slotOf(peer: number): number {
-    const table = this.slotById
-    if (peer >= 0 && peer < table.length && Number.isInteger(peer)) return table[peer]!
-    return this.peerIndex.get(peer) ?? -1
-  }
-
-  private route(name: string): number {
-    if (name === this.lastRouteName) return this.lastRouteId
-    if (typeof name !== 'string' || name.length === 0) throw new ConfigError('route', 'must be a non-empty string')
-    const id = routeId(name)
-    this.lastRouteName = name
-    this.lastRouteId = id
-    return id
-  }
-
-  /** Id of the last message `send`/`broadcast` queued (ids increase by one per message). */
-  get lastMessageId(): number {
-    return this.idLo + this.idHi * 2 ** 32
-  }
-
-  /** Sends what is staged now instead of at the end of the tick. */
-  flush(): void {
-    this.outbox.flush()
+    return replica
   }
 
   /** Whether our link to a peer is established. */
@@ -517,10 +266,11 @@ export class Replica implements ReplySink {
    * io threads. Reports what was not delivered.
    */
   close(options: { timeoutMs?: number } = {}): Promise<CloseResult> {
-    if (this.closing) return this.closing
-    this.closing = this.doClose(options.timeoutMs ?? this.opts.closeTimeoutMs)
+    if (this.closing) return this.closing as Promise<CloseResult>
+    const closing = this.doClose(options.timeoutMs ?? this.opts.closeTimeoutMs)
+    this.closing = closing
     this.lifetime.abort()
-    return this.closing
+    return closing
   }
 
   private async doClose(timeoutMs: number): Promise<CloseResult> {
@@ -529,6 +279,8 @@ export class Replica implements ReplySink {
     // a handler): leave the current call stack first.
     await new Promise((r) => setImmediate(r))
     const deadline = Date.now() + timeoutMs
+    // Workers stop taking deliveries and hand over what they staged.
+    if (this.pool !== undefined) await this.pool.stop(Math.max(100, timeoutMs))
     while (this.engine.refreshDepths() > 0 && Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, 5))
     }
@@ -543,131 +295,59 @@ export class Replica implements ReplySink {
     return { undeliveredBytes }
   }
 
-  private readonly afterFlush = (): void => {
-    this.staged.fill(0)
-    const want = this.drainWanted
-    for (let i = 0; i < want.length; i++) {
-      if (want[i] === 1 && this.drainRequested[i] === 0) {
-        this.drainRequested[i] = 1
-        this.engine.wantDrain(this.peers[i]!)
-      }
-      want[i] = 0
+  /** Registers the handler of a route (one per route). With `workers`, register in the handlers module instead. */
+  override on(route: string, handler: Handler): this {
+    this.mainThreadHandlers('on')
+    return super.on(route, handler)
+  }
+
+  /** Registers a request handler (see `Endpoint.handle`). With `workers`, register in the handlers module instead. */
+  override handle(route: string, handler: RequestHandler): this {
+    this.mainThreadHandlers('handle')
+    return super.handle(route, handler)
+  }
+
+  private mainThreadHandlers(method: string): void {
+    if (this.opts.workers > 0) {
+      throw new ConfigError('workers', `replica.${method}() on the main thread: with workers, handlers run in the workers; register them in the handlers module`)
     }
   }
 
-  // JS thread, once per wake-up: every run of frames in `meta`, each frame
-  // dispatched to its handler with a zero-copy view.
-  private readonly onBatch = (count: number, fresh: FreshChunks | undefined): void => {
-    if (fresh !== undefined) {
-      for (let i = 0; i < fresh.length; i += 3) {
-        const id = fresh[i] as number
-        const ab = fresh[i + 1] as ArrayBuffer
-        this.chunkBuffers[id] = ab
-        this.chunkViews[id] = new DataView(ab)
-        this.chunkPooled[id] = fresh[i + 2] as boolean
+  protected waitForDrain(to: number, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onDrain = (peer: number): void => {
+        if (peer !== to) return
+        cleanup()
+        resolve()
       }
-    }
-    if (this.closed) return
-    const meta = this.meta
-    const routes = this.routes
-    let lastRoute = -1
-    let lastEntry: RouteEntry | undefined
-    for (let e = 0; e < count; e++) {
-      if (this.closing !== undefined) break // close() called from a handler
-      const k = e * 4
-      const cid = meta[k]!
-      const off = meta[k + 1]!
-      const end = off + meta[k + 2]!
-      const peer = meta[k + 3]!
-      const ab = this.chunkBuffers[cid]!
-      const dv = this.chunkViews[cid]!
-      if (peer >= CLIENT_FLAG) {
-        this.dispatchRequests(ab, dv, off, end, peer)
-        continue
+      const onAbort = (): void => {
+        cleanup()
+        reject(new AbortedError(signal?.reason))
       }
-      let p = off
-      while (p < end) {
-        const len = dv.getUint32(p, true)
-        const route = dv.getUint32(p + 4, true)
-        if (route !== lastRoute) {
-          lastRoute = route
-          lastEntry = routes.get(route)
-        }
-        if (lastEntry !== undefined) {
-          const msg = new Message(peer, lastEntry.name, ab, p, len)
-          try {
-            const r = lastEntry.fn(msg)
-            if (r !== undefined && typeof (r as Promise<void>).then === 'function') {
-              const name = lastEntry.name
-              ;(r as Promise<void>).then(undefined, (err: unknown) => this.reportError(err, peer, name))
-            }
-          } catch (err) {
-            this.reportError(err, peer, lastEntry.name)
-          }
-        } else {
-          this.unroutedCount++
-          if (this.events.listenerCount('unrouted') > 0) this.events.emit('unrouted', { from: peer, route, size: len })
-        }
-        p += HEADER_BYTES + len
+      const onClose = (): void => {
+        cleanup()
+        reject(new ClosedError())
       }
-      if (!this.chunkPooled[cid]) {
-        this.chunkBuffers[cid] = undefined
-        this.chunkViews[cid] = undefined
+      const cleanup = (): void => {
+        this.events.off('drain', onDrain)
+        signal?.removeEventListener('abort', onAbort)
+        this.lifetime.signal.removeEventListener('abort', onClose)
       }
-    }
+      this.events.on('drain', onDrain)
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.lifetime.signal.addEventListener('abort', onClose, { once: true })
+    })
   }
 
-  // Requests from one client connection, in order. Each handler gets bytes
-  // that stay valid after the call (handlers are usually async and read
-  // them after an await): a view into a copy of the run.
-  private dispatchRequests(ab: ArrayBuffer, dv: DataView, off: number, end: number, dest: number): void {
-    // One copy of the whole run (an ArrayBuffer per request costs ~0.7 µs);
-    // each handler gets a view of its request in it.
-    const copy = ab.slice(off, end)
-    let p = off
-    while (p < end) {
-      const len = dv.getUint32(p, true)
-      const route = dv.getUint32(p + 4, true)
-      const lo = dv.getUint32(p + 16, true)
-      const hi = dv.getUint32(p + 20, true)
-      const entry = this.requestRoutes.get(route)
-      if (entry === undefined) {
-        this.unroutedCount++
-        const body = encodeErrorBody('NO_SUCH_ROUTE', `no handler for route id ${route} on replica ${this.id}`)
-        this.outbox.stage(dest, route, lo, hi, body, body.length, KIND_ERROR)
-      } else {
-        const req = new Uint8Array(copy, p - off + HEADER_BYTES, len)
-        const ctx = new RequestContext(this, dest, route, lo, hi, entry.name)
-        try {
-          const r = entry.fn(req, ctx)
-          if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
-            ;(r as Promise<unknown>).then(
-              (v) => {
-                if (v !== undefined && !ctx.replied) ctx.reply(v as Uint8Array | string)
-              },
-              (err: unknown) => {
-                this.handlerErrors++
-                ctx.failWith(err)
-              },
-            )
-          } else if (r !== undefined && !ctx.replied) {
-            ctx.reply(r as Uint8Array | string)
-          }
-        } catch (err) {
-          this.handlerErrors++
-          ctx.failWith(err)
-        }
-      }
-      p += HEADER_BYTES + len
-    }
+  protected emitUnrouted(info: { from: number; route: number; size: number }): void {
+    if (this.events.listenerCount('unrouted') > 0) this.events.emit('unrouted', info)
   }
 
-  private reportError(err: unknown, from: number, route: string): void {
-    this.handlerErrors++
+  protected emitError(err: unknown, info: { from: number; route: string }): void {
     if (this.events.listenerCount('error') > 0) {
-      this.events.emit('error', err, { from, route })
+      this.events.emit('error', err, info)
     } else {
-      process.emitWarning(`nexres-rpc: handler for route "${route}" threw: ${String(err)}`, {
+      process.emitWarning(`nexres-rpc: handler for route "${info.route}" threw: ${String(err)}`, {
         code: 'NEXRES_HANDLER_ERROR',
       })
     }

@@ -72,6 +72,11 @@ t.test('close() leaves no thread, socket or handle behind', async (t) => {
     t.ok(Array.isArray(res.close) && res.close.length === 3, 'every close() resolved')
   })
 
+  t.test('worker threads (workers: 2) end with close(): no thread or socket left, the process exits', async (t) => {
+    const res = await runLifecycleChild(t, 'workers', await loopbackCluster(2, 'lifecycle-workers'))
+    t.same(res.received, { 2: 5000 }, 'every message was answered from a worker')
+  })
+
   t.test('closing a replica whose peers are down reports what was not delivered and still exits', async (t) => {
     const res = await runLifecycleChild(t, 'peers-down')
     const frame = HEADER + 100

@@ -16,8 +16,11 @@ command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+# The native-only build (core tests, benchmarks) links the system OpenSSL;
+# the addon uses the OpenSSL inside Node (its headers come with Node's).
+[ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
 if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]} (Asio and build tools)"
+  log "installing ${missing[*]} (Asio, OpenSSL headers and build tools)"
   if ! command -v apt-get >/dev/null 2>&1; then
     echo "nexres-rpc: missing ${missing[*]}; install them with your package manager (macOS: brew install asio cmake)" >&2
     exit 1

@@ -4,7 +4,9 @@
 // flush. lib/native.ts states this module's exact shape.
 #include <napi.h>
 
+#include "dispatcher.hpp"
 #include "engine.hpp"
+#include "frame_builder.hpp"
 
 #include <algorithm>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace {
@@ -102,6 +105,207 @@ double get_f64(const Napi::Object& o, const char* key, double fallback) {
   return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : fallback;
 }
 
+
+// One engine and, with worker consumers, its dispatcher: owned jointly by the
+// main thread's Engine object and every worker's Consumer object, so
+// whichever goes last frees it. Found by workers through the registry.
+struct shared_engine {
+  std::shared_ptr<engine> eng;
+  std::unique_ptr<nexres::dispatcher> disp;  // only with consumers
+  std::vector<std::uint32_t> peer_ids;
+  // Several producers (threads) share the links: message ids are given at
+  // flush time, under this lock, in queue order.
+  bool stamp_ids = false;
+  std::mutex id_mu;
+  std::uint64_t last_id = 0;
+
+  ~shared_engine() {
+    if (eng) eng->stop();  // joins io threads: nothing calls into disp after
+    disp.reset();
+    eng.reset();
+  }
+};
+
+std::mutex registry_mu;
+std::unordered_map<std::uint32_t, std::weak_ptr<shared_engine>> registry;
+std::uint32_t registry_next = 1;
+
+std::uint32_t register_engine(const std::shared_ptr<shared_engine>& se) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  for (auto it = registry.begin(); it != registry.end();) it = it->second.expired() ? registry.erase(it) : std::next(it);
+  const std::uint32_t key = registry_next++;
+  registry[key] = se;
+  return key;
+}
+
+std::shared_ptr<shared_engine> find_engine(std::uint32_t key) {
+  std::lock_guard<std::mutex> lock(registry_mu);
+  auto it = registry.find(key);
+  return it == registry.end() ? nullptr : it->second.lock();
+}
+
+// The sending side of one JS thread: staged frames in, queue depths out.
+class producer {
+ public:
+  void bind(std::shared_ptr<shared_engine> se, Napi::Float64Array depths) {
+    if (depths.ElementLength() < se->peer_ids.size())
+      throw Napi::RangeError::New(depths.Env(), "depths array shorter than the peer list");
+    se_ = std::move(se);
+    depths_ = Napi::Persistent(depths);
+    depths_data_ = depths.Data();
+  }
+  const std::shared_ptr<shared_engine>& shared() const { return se_; }
+  engine* live() const { return se_ && running_ ? se_->eng.get() : nullptr; }
+  void set_running(bool r) { running_ = r; }
+  /// Drops this thread's share of the engine (the last share frees it).
+  void reset() {
+    running_ = false;
+    se_.reset();
+  }
+  trash_bin& trash() { return *trash_; }
+
+  // flush(staging: Uint8Array, length, runs: Uint32Array, runCount, externals?: Uint8Array[])
+  // One call per staged batch: copies the staged bytes once into a shared
+  // block and queues one segment per run; large payloads are referenced.
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    trash_->empty(env);
+    engine* eng = live();
+    if (eng == nullptr) return env.Undefined();
+    Napi::Uint8Array staging = info[0].As<Napi::Uint8Array>();
+    const std::size_t length = info[1].As<Napi::Number>().Uint32Value();
+    Napi::Uint32Array runs = info[2].As<Napi::Uint32Array>();
+    const std::size_t run_count = info[3].As<Napi::Number>().Uint32Value();
+    if (length > staging.ByteLength() || run_count * run_fields > runs.ElementLength())
+      throw Napi::RangeError::New(env, "flush: lengths out of range");
+    std::shared_ptr<malloc_block> block;
+    if (length > 0) {
+      block = block_pool::take(blocks_, length);
+      std::memcpy(block->data, staging.Data(), length);
+    }
+    Napi::Array externals;
+    const bool has_ext = info.Length() > 4 && info[4].IsArray();
+    if (has_ext) externals = info[4].As<Napi::Array>();
+    std::vector<std::shared_ptr<const void>> ext_owners;
+    std::vector<std::pair<std::uint32_t, segment>> segs;
+    segs.reserve(run_count);
+    const std::uint32_t* r = runs.Data();
+    for (std::size_t i = 0; i < run_count; ++i, r += run_fields) {
+      const std::uint32_t dest = r[0], start = r[1], end = r[2], msgs = r[3];
+      const std::uint64_t last = (static_cast<std::uint64_t>(r[5]) << 32) | r[4];
+      const std::uint32_t ext = r[6];
+      segment seg;
+      seg.messages = msgs;
+      seg.last_msg_id = last;
+      if (ext == 0) {
+        if (end < start || end > length) throw Napi::RangeError::New(env, "flush: run out of range");
+        seg.owner = block;
+        seg.data = block ? block->data + start : nullptr;
+        seg.length = end - start;
+      } else {
+        if (!has_ext || ext > externals.Length()) throw Napi::RangeError::New(env, "flush: bad external index");
+        if (ext_owners.size() < ext) ext_owners.resize(ext);
+        Napi::Uint8Array payload = externals.Get(ext - 1).As<Napi::Uint8Array>();
+        if (!ext_owners[ext - 1]) {
+          napi_ref ref = nullptr;
+          napi_create_reference(env, payload, 1, &ref);
+          std::shared_ptr<trash_bin> bin = trash_;
+          // The deleter runs wherever the last segment is dropped (an io
+          // thread after the ack): it only hands the reference to the trash.
+          ext_owners[ext - 1] = std::shared_ptr<const void>(static_cast<const void*>(payload.Data()),
+                                                            [bin, ref](const void*) { bin->put(ref); });
+        }
+        if (end < start || end > payload.ByteLength()) throw Napi::RangeError::New(env, "flush: bad external range");
+        seg.owner = ext_owners[ext - 1];
+        seg.framed = false;  // payload bytes only; its header is in the staged run
+        seg.data = payload.Data() + start;
+        seg.length = end - start;
+      }
+      if (seg.length == 0) continue;
+      segs.emplace_back(dest, std::move(seg));
+    }
+    if (!se_->stamp_ids) {
+      for (auto& ds : segs) eng->enqueue(ds.first, ds.second);
+    } else {
+      std::lock_guard<std::mutex> lock(se_->id_mu);
+      for (auto& ds : segs) {
+        const std::uint32_t dest = ds.first;
+        segment& seg = ds.second;
+        // Replies keep the client's request id; replica frames get the next ids.
+        const bool to_client = (dest & nexres::client_flag) != 0 && dest != nexres::broadcast_destination;
+        if (!to_client) {
+          if (seg.framed)
+            seg.last_msg_id = nexres::stamp_ids(const_cast<std::uint8_t*>(seg.data), seg.length, se_->last_id);
+          else
+            seg.last_msg_id = se_->last_id;  // its header was stamped just before
+        }
+        eng->enqueue(dest, seg);
+      }
+    }
+    FillDepths();
+    return env.Undefined();
+  }
+
+  void FillDepths() {
+    engine* eng = live();
+    if (eng == nullptr) return;
+    const auto& ids = se_->peer_ids;
+    for (std::size_t i = 0; i < ids.size(); ++i) depths_data_[i] = static_cast<double>(eng->queued_bytes(ids[i]));
+  }
+
+  Napi::Value RefreshDepths(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    trash_->empty(env);
+    double total = 0;
+    if (live() != nullptr) {
+      FillDepths();
+      for (std::size_t i = 0; i < se_->peer_ids.size(); ++i) total += depths_data_[i];
+    }
+    return Napi::Number::New(env, total);
+  }
+
+  Napi::Value ClientAddress(const Napi::CallbackInfo& info) {
+    engine* eng = live();
+    std::string a = eng ? eng->client_address(info[0].As<Napi::Number>().Uint32Value()) : std::string();
+    return Napi::String::New(info.Env(), a);
+  }
+
+  Napi::Value WantDrain(const Napi::CallbackInfo& info) {
+    if (engine* eng = live()) eng->want_drain(info[0].As<Napi::Number>().Uint32Value());
+    return info.Env().Undefined();
+  }
+
+  // The last message id given at flush (ids given natively); 0 before any.
+  Napi::Value LastId(const Napi::CallbackInfo& info) {
+    std::uint64_t v = 0;
+    if (se_) {
+      std::lock_guard<std::mutex> lock(se_->id_mu);
+      v = se_->last_id;
+    }
+    return Napi::Number::New(info.Env(), static_cast<double>(v));
+  }
+
+ private:
+  std::shared_ptr<shared_engine> se_;
+  bool running_ = false;
+  Napi::Reference<Napi::Float64Array> depths_;
+  double* depths_data_ = nullptr;
+  std::shared_ptr<trash_bin> trash_ = std::make_shared<trash_bin>();
+  std::shared_ptr<block_pool> blocks_ = std::make_shared<block_pool>();
+};
+
+// Wraps a receive chunk's memory in an external ArrayBuffer for one JS
+// thread (the buffer keeps the memory alive on its own).
+Napi::ArrayBuffer wrap_chunk(Napi::Env env, nexres::chunk* c) {
+  auto hint = std::make_unique<std::shared_ptr<std::uint8_t>>(c->memory);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+      env, c->data(), c->capacity,
+      [](Napi::Env, void*, std::shared_ptr<std::uint8_t>* h) { std::unique_ptr<std::shared_ptr<std::uint8_t>> drop(h); },
+      hint.get());
+  hint.release();
+  return ab;
+}
+
 class JsEngine;
 void CallJs(Napi::Env env, Napi::Function, JsEngine* self, void*);
 
@@ -118,15 +322,20 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
                            InstanceMethod<&JsEngine::JsStop>("stop"),
                            InstanceMethod<&JsEngine::JsClientPort>("clientPort"),
                            InstanceMethod<&JsEngine::JsClientAddress>("clientAddress"),
+                           InstanceMethod<&JsEngine::JsShareKey>("shareKey"),
+                           InstanceMethod<&JsEngine::JsLastId>("lastId"),
                        });
   }
 
   // new Engine(options, meta: Uint32Array, depths: Float64Array, onBatch, onEvents)
+  // options.consumers > 0: deliveries go to that many Consumer objects
+  // (worker threads) instead of onBatch; events still come here.
   explicit JsEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsEngine>(info) {
     Napi::Env env = info.Env();
     if (info.Length() < 5 || !info[0].IsObject() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
         !info[3].IsFunction() || !info[4].IsFunction())
       throw Napi::TypeError::New(env, "Engine(options, meta, depths, onBatch, onEvents)");
+    std::vector<std::uint32_t> peer_ids;
     Napi::Object o = info[0].As<Napi::Object>();
     options_.self_id = get_u32(o, "selfId", 0);
     options_.cluster_id = o.Get("clusterId").ToString().Utf8Value();
@@ -138,7 +347,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       a.host = r.Get("host").ToString().Utf8Value();
       a.port = static_cast<std::uint16_t>(get_u32(r, "port", 0));
       options_.replicas.push_back(std::move(a));
-      if (options_.replicas.back().id != options_.self_id) peer_ids_.push_back(options_.replicas.back().id);
+      if (options_.replicas.back().id != options_.self_id) peer_ids.push_back(options_.replicas.back().id);
     }
     if (o.Get("listenHost").IsString()) options_.listen_host = o.Get("listenHost").ToString().Utf8Value();
     options_.io_threads = get_u32(o, "ioThreads", 2);
@@ -166,18 +375,19 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     options_.incarnation = (static_cast<std::uint64_t>(get_u32(o, "incarnationHi", 0)) << 32) |
                            get_u32(o, "incarnationLo", 0);
 
+    consumers_ = get_u32(o, "consumers", 0);
+    ordered_ = !o.Get("ordered").IsBoolean() || o.Get("ordered").As<Napi::Boolean>().Value();
+
     Napi::Uint32Array meta = info[1].As<Napi::Uint32Array>();
     meta_capacity_ = meta.ElementLength() / meta_fields;
     meta_ = Napi::Persistent(meta);
     meta_data_ = meta.Data();
-    Napi::Float64Array depths = info[2].As<Napi::Float64Array>();
-    if (depths.ElementLength() < peer_ids_.size())
-      throw Napi::RangeError::New(env, "depths array shorter than the peer list");
-    depths_ = Napi::Persistent(depths);
-    depths_data_ = depths.Data();
+    auto se = std::make_shared<shared_engine>();
+    se->peer_ids = std::move(peer_ids);
+    se->stamp_ids = consumers_ > 0;
+    out_.bind(se, info[2].As<Napi::Float64Array>());
     on_batch_ = Napi::Persistent(info[3].As<Napi::Function>());
     on_events_ = Napi::Persistent(info[4].As<Napi::Function>());
-    trash_ = std::make_shared<trash_bin>();
     napi_add_env_cleanup_hook(env, &JsEngine::CleanupHook, this);
     hook_added_ = true;
   }
@@ -198,11 +408,10 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   }
 
   // JS thread. Stops io threads (joined), releases the wake-up function.
+  // Worker consumers may still hold the engine (stopped) until they go.
   void Shutdown() {
-    if (engine_) {
-      engine_->stop();
-      engine_.reset();
-    }
+    if (out_.live() != nullptr) out_.shared()->eng->stop();
+    out_.reset();
     if (tsfn_active_) {
       tsfn_active_ = false;
       tsfn_.Release();
@@ -211,14 +420,25 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
 
   Napi::Value JsStart(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (engine_ || started_) throw Napi::Error::New(env, "engine already started");
+    if (started_) throw Napi::Error::New(env, "engine already started");
     started_ = true;
     tsfn_ = Tsfn::New(env, Napi::Function(), "nexres-delivery", 0, 1, this);
     tsfn_active_ = true;
     Tsfn* fn = &tsfn_;
-    engine_ = std::make_unique<engine>(options_, [fn] { fn->NonBlockingCall(); });
-    if (std::error_code ec = engine_->start()) {
-      engine_.reset();
+    shared_engine* se = out_.shared().get();
+    if (se == nullptr) throw Napi::Error::New(env, "engine already stopped");
+    if (consumers_ == 0) {
+      se->eng = std::make_shared<engine>(options_, [fn] { fn->NonBlockingCall(); });
+    } else {
+      // Deliveries wake worker consumers through the dispatcher; events wake
+      // this thread. The engine stops (io threads joined) before the
+      // dispatcher is destroyed (~shared_engine).
+      se->eng = std::make_shared<engine>(options_, [se] { se->disp->kick(); });
+      se->disp = std::make_unique<nexres::dispatcher>(*se->eng, consumers_, ordered_);
+      se->eng->set_event_wake([fn] { fn->NonBlockingCall(); });
+    }
+    if (std::error_code ec = se->eng->start()) {
+      se->eng->stop();
       tsfn_active_ = false;
       tsfn_.Release();
       Napi::Error err = Napi::Error::New(env, "cannot listen on the replica port: " + ec.message());
@@ -226,105 +446,34 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       err.Set("errno", Napi::Number::New(env, ec.value()));
       throw err;
     }
-    return Napi::Number::New(env, engine_->local_port());
+    out_.set_running(true);
+    return Napi::Number::New(env, se->eng->local_port());
   }
 
-  // flush(staging: Uint8Array, length, runs: Uint32Array, runCount, externals?: Uint8Array[])
-  // One call per staged batch: copies the staged bytes once into a shared
-  // block and queues one segment per run; large payloads are referenced.
-  Napi::Value JsFlush(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    trash_->empty(env);
-    if (!engine_) return env.Undefined();
-    Napi::Uint8Array staging = info[0].As<Napi::Uint8Array>();
-    const std::size_t length = info[1].As<Napi::Number>().Uint32Value();
-    Napi::Uint32Array runs = info[2].As<Napi::Uint32Array>();
-    const std::size_t run_count = info[3].As<Napi::Number>().Uint32Value();
-    if (length > staging.ByteLength() || run_count * run_fields > runs.ElementLength())
-      throw Napi::RangeError::New(env, "flush: lengths out of range");
-    std::shared_ptr<malloc_block> block;
-    if (length > 0) {
-      block = block_pool::take(blocks_, length);
-      std::memcpy(block->data, staging.Data(), length);
-    }
-    Napi::Array externals;
-    const bool has_ext = info.Length() > 4 && info[4].IsArray();
-    if (has_ext) externals = info[4].As<Napi::Array>();
-    std::vector<std::shared_ptr<const void>> ext_owners;
-    const std::uint32_t* r = runs.Data();
-    for (std::size_t i = 0; i < run_count; ++i, r += run_fields) {
-      const std::uint32_t dest = r[0], start = r[1], end = r[2], msgs = r[3];
-      const std::uint64_t last = (static_cast<std::uint64_t>(r[5]) << 32) | r[4];
-      const std::uint32_t ext = r[6];
-      segment seg;
-      seg.messages = msgs;
-      seg.last_msg_id = last;
-      if (ext == 0) {
-        if (end < start || end > length) throw Napi::RangeError::New(env, "flush: run out of range");
-        seg.owner = block;
-        seg.data = block->data + start;
-        seg.length = end - start;
-      } else {
-        if (!has_ext || ext > externals.Length()) throw Napi::RangeError::New(env, "flush: bad external index");
-        if (ext_owners.size() < ext) ext_owners.resize(ext);
-        Napi::Uint8Array payload = externals.Get(ext - 1).As<Napi::Uint8Array>();
-        if (!ext_owners[ext - 1]) {
-          napi_ref ref = nullptr;
-          napi_create_reference(env, payload, 1, &ref);
-          std::shared_ptr<trash_bin> bin = trash_;
-          // The deleter runs wherever the last segment is dropped (an io
-          // thread after the ack): it only hands the reference to the trash.
-          ext_owners[ext - 1] = std::shared_ptr<const void>(static_cast<const void*>(payload.Data()),
-                                                            [bin, ref](const void*) { bin->put(ref); });
-        }
-        if (end < start || end > payload.ByteLength()) throw Napi::RangeError::New(env, "flush: bad external range");
-        seg.owner = ext_owners[ext - 1];
-        seg.framed = false;  // payload bytes only; its header is in the staged run
-        seg.data = payload.Data() + start;
-        seg.length = end - start;
-      }
-      if (seg.length == 0) continue;
-      engine_->enqueue(dest, seg);
-    }
-    FillDepths();
-    return env.Undefined();
-  }
-
-  void FillDepths() {
-    for (std::size_t i = 0; i < peer_ids_.size(); ++i)
-      depths_data_[i] = static_cast<double>(engine_->queued_bytes(peer_ids_[i]));
-  }
-
-  Napi::Value JsRefreshDepths(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    trash_->empty(env);
-    double total = 0;
-    if (engine_) {
-      FillDepths();
-      for (std::size_t i = 0; i < peer_ids_.size(); ++i) total += depths_data_[i];
-    }
-    return Napi::Number::New(env, total);
-  }
+  Napi::Value JsFlush(const Napi::CallbackInfo& info) { return out_.Flush(info); }
+  Napi::Value JsRefreshDepths(const Napi::CallbackInfo& info) { return out_.RefreshDepths(info); }
+  Napi::Value JsClientAddress(const Napi::CallbackInfo& info) { return out_.ClientAddress(info); }
+  Napi::Value JsWantDrain(const Napi::CallbackInfo& info) { return out_.WantDrain(info); }
+  Napi::Value JsLastId(const Napi::CallbackInfo& info) { return out_.LastId(info); }
 
   Napi::Value JsClientPort(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), engine_ ? engine_->client_port() : 0);
+    engine* eng = out_.live();
+    return Napi::Number::New(info.Env(), eng ? eng->client_port() : 0);
   }
 
-  Napi::Value JsClientAddress(const Napi::CallbackInfo& info) {
-    std::string a = engine_ ? engine_->client_address(info[0].As<Napi::Number>().Uint32Value()) : std::string();
-    return Napi::String::New(info.Env(), a);
-  }
-
-  Napi::Value JsWantDrain(const Napi::CallbackInfo& info) {
-    if (engine_) engine_->want_drain(info[0].As<Napi::Number>().Uint32Value());
-    return info.Env().Undefined();
+  // Key under which worker threads find this engine (new Consumer(key, ...)).
+  Napi::Value JsShareKey(const Napi::CallbackInfo& info) {
+    if (consumers_ == 0 || !out_.live()) throw Napi::Error::New(info.Env(), "engine has no consumers or is not running");
+    if (share_key_ == 0) share_key_ = register_engine(out_.shared());
+    return Napi::Number::New(info.Env(), share_key_);
   }
 
   Napi::Value JsStats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object out = Napi::Object::New(env);
-    if (!engine_) return out;
-    nexres::engine_stats st = engine_->stats();
+    engine* eng = out_.live();
+    if (eng == nullptr) return out;
+    nexres::engine_stats st = eng->stats();
     Napi::Array peers = Napi::Array::New(env, st.peers.size());
     for (std::size_t i = 0; i < st.peers.size(); ++i) {
       const auto& p = st.peers[i];
@@ -365,38 +514,34 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
 
   Napi::Value JsStop(const Napi::CallbackInfo& info) {
     Shutdown();
-    trash_->empty(info.Env());
+    out_.trash().empty(info.Env());
     return info.Env().Undefined();
   }
 
   void Drain(Napi::Env env) {
-    engine& eng = *engine_;
-    eng.begin_drain();
-    trash_->empty(env);
+    engine* eng = out_.live();
+    if (eng == nullptr) return;
+    if (consumers_ == 0) eng->begin_drain();
+    out_.trash().empty(env);
     events_.clear();
-    eng.take_events(events_);
+    eng->take_events(events_);
     if (!events_.empty()) DeliverEvents(env);
-    if (!engine_) return;  // a handler closed the replica
+    if (consumers_ > 0) return;  // deliveries are the workers'
+    eng = out_.live();
+    if (eng == nullptr) return;  // a handler closed the replica
 
     std::size_t n = 0;
     batch_.clear();
     Napi::Array fresh;
     std::uint32_t fresh_count = 0;
     delivery d;
-    while (n < meta_capacity_ && eng.pop_delivery(d)) {
+    while (n < meta_capacity_ && eng->pop_delivery(d)) {
       nexres::chunk* c = d.source;
       if (!c->consumer_bound) {
-        // First time JS sees this chunk: wrap its memory once. The
-        // ArrayBuffer keeps the memory alive on its own (shared ownership).
+        // First time JS sees this chunk: wrap its memory once.
         if (fresh_count == 0) fresh = Napi::Array::New(env);
-        auto hint = std::make_unique<std::shared_ptr<std::uint8_t>>(c->memory);
-        Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
-            env, c->data(), c->capacity,
-            [](Napi::Env, void*, std::shared_ptr<std::uint8_t>* h) { std::unique_ptr<std::shared_ptr<std::uint8_t>> drop(h); },
-            hint.get());
-        hint.release();
         fresh.Set(fresh_count++, Napi::Number::New(env, c->id));
-        fresh.Set(fresh_count++, ab);
+        fresh.Set(fresh_count++, wrap_chunk(env, c));
         fresh.Set(fresh_count++, Napi::Boolean::New(env, c->pooled));
         c->consumer_bound = c->pooled;
       }
@@ -418,13 +563,16 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       }
       ReleaseBatch();
       // More waiting: come back through the event loop rather than hog it.
-      if (engine_ && eng.has_deliveries()) eng.notify();
+      eng = out_.live();
+      if (eng != nullptr && eng->has_deliveries()) eng->notify();
     }
   }
 
   void ReleaseBatch() {
-    if (engine_)
-      for (const delivery& d : batch_) engine_->release(d);
+    // After stop the engine object is still alive (shared): releasing
+    // returns chunks and is harmless.
+    if (const auto& se = out_.shared(); se && se->eng)
+      for (const delivery& d : batch_) se->eng->release(d);
     batch_.clear();
   }
 
@@ -449,8 +597,10 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   }
 
   engine_options options_;
-  std::vector<std::uint32_t> peer_ids_;
-  std::unique_ptr<engine> engine_;
+  producer out_;
+  std::uint32_t consumers_ = 0;
+  bool ordered_ = true;
+  std::uint32_t share_key_ = 0;
   Tsfn tsfn_;
   bool tsfn_active_ = false;
   bool started_ = false;
@@ -458,12 +608,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Reference<Napi::Uint32Array> meta_;
   std::uint32_t* meta_data_ = nullptr;
   std::size_t meta_capacity_ = 0;
-  Napi::Reference<Napi::Float64Array> depths_;
-  double* depths_data_ = nullptr;
   Napi::FunctionReference on_batch_;
   Napi::FunctionReference on_events_;
-  std::shared_ptr<trash_bin> trash_;
-  std::shared_ptr<block_pool> blocks_ = std::make_shared<block_pool>();
   std::vector<engine_event> events_;
   std::vector<delivery> batch_;
 };
@@ -471,12 +617,163 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
 // JS thread, through the thread-safe function: one call drains events and
 // up to a meta array's worth of deliveries, then hands them to JS at once.
 void CallJs(Napi::Env env, Napi::Function, JsEngine* self, void*) {
-  if (env == nullptr || self == nullptr || !self->engine_) return;
+  if (env == nullptr || self == nullptr) return;
+  self->Drain(env);
+}
+
+class JsConsumer;
+void ConsumerCallJs(Napi::Env env, Napi::Function, JsConsumer* self, void*);
+
+// A worker thread's share of an engine: takes deliveries from the
+// dispatcher (its own wake-up), sends through the same links.
+//   new Consumer(key, index, meta: Uint32Array, depths: Float64Array, onBatch)
+class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Consumer",
+                       {
+                           InstanceMethod<&JsConsumer::JsStart>("start"),
+                           InstanceMethod<&JsConsumer::JsFlush>("flush"),
+                           InstanceMethod<&JsConsumer::JsRefreshDepths>("refreshDepths"),
+                           InstanceMethod<&JsConsumer::JsWantDrain>("wantDrain"),
+                           InstanceMethod<&JsConsumer::JsClientAddress>("clientAddress"),
+                           InstanceMethod<&JsConsumer::JsLastId>("lastId"),
+                           InstanceMethod<&JsConsumer::JsStop>("stop"),
+                       });
+  }
+
+  explicit JsConsumer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsConsumer>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
+        !info[3].IsTypedArray() || !info[4].IsFunction())
+      throw Napi::TypeError::New(env, "Consumer(key, index, meta, depths, onBatch)");
+    std::shared_ptr<shared_engine> se = find_engine(info[0].As<Napi::Number>().Uint32Value());
+    if (!se || !se->disp) throw Napi::Error::New(env, "no running engine under this key");
+    index_ = info[1].As<Napi::Number>().Uint32Value();
+    if (index_ >= se->disp->consumers()) throw Napi::RangeError::New(env, "consumer index out of range");
+    Napi::Uint32Array meta = info[2].As<Napi::Uint32Array>();
+    meta_capacity_ = meta.ElementLength() / meta_fields;
+    meta_ = Napi::Persistent(meta);
+    meta_data_ = meta.Data();
+    out_.bind(std::move(se), info[3].As<Napi::Float64Array>());
+    out_.set_running(true);
+    on_batch_ = Napi::Persistent(info[4].As<Napi::Function>());
+    napi_add_env_cleanup_hook(env, &JsConsumer::CleanupHook, this);
+    hook_added_ = true;
+  }
+
+  ~JsConsumer() override {
+    if (hook_added_) napi_remove_env_cleanup_hook(Env(), &JsConsumer::CleanupHook, this);
+    Shutdown();
+  }
+
+ private:
+  friend void ConsumerCallJs(Napi::Env env, Napi::Function, JsConsumer* self, void*);
+  using Tsfn = Napi::TypedThreadSafeFunction<JsConsumer, void, &ConsumerCallJs>;
+
+  static void CleanupHook(void* arg) {
+    auto* self = static_cast<JsConsumer*>(arg);
+    self->hook_added_ = false;
+    self->Shutdown();
+  }
+
+  // JS thread. Detaches (what it held goes to the other consumers), then
+  // releases the wake-up: the dispatcher no longer calls it after detach.
+  void Shutdown() {
+    if (attached_) {
+      attached_ = false;
+      out_.shared()->disp->detach(index_);
+    }
+    if (tsfn_active_) {
+      tsfn_active_ = false;
+      tsfn_.Release();
+    }
+    out_.reset();
+  }
+
+  // Starts taking deliveries (call once the handlers are registered).
+  Napi::Value JsStart(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (tsfn_active_ || !out_.shared()) throw Napi::Error::New(env, "consumer already started or stopped");
+    tsfn_ = Tsfn::New(env, Napi::Function(), "nexres-worker-delivery", 0, 1, this);
+    tsfn_active_ = true;
+    attached_ = true;
+    Tsfn* fn = &tsfn_;
+    out_.shared()->disp->attach(index_, [fn] { fn->NonBlockingCall(); });
+    return env.Undefined();
+  }
+
+  Napi::Value JsFlush(const Napi::CallbackInfo& info) { return out_.Flush(info); }
+  Napi::Value JsRefreshDepths(const Napi::CallbackInfo& info) { return out_.RefreshDepths(info); }
+  Napi::Value JsClientAddress(const Napi::CallbackInfo& info) { return out_.ClientAddress(info); }
+  Napi::Value JsWantDrain(const Napi::CallbackInfo& info) { return out_.WantDrain(info); }
+  Napi::Value JsLastId(const Napi::CallbackInfo& info) { return out_.LastId(info); }
+
+  Napi::Value JsStop(const Napi::CallbackInfo& info) {
+    out_.trash().empty(info.Env());
+    Shutdown();
+    return info.Env().Undefined();
+  }
+
+  void Drain(Napi::Env env) {
+    if (!attached_) return;
+    nexres::dispatcher& disp = *out_.shared()->disp;
+    out_.trash().empty(env);
+    const std::size_t n = disp.take(index_, batch_, meta_capacity_);
+    if (n == 0) return;
+    Napi::Array fresh;
+    std::uint32_t fresh_count = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      const delivery& d = batch_[i];
+      nexres::chunk* c = d.source;
+      // Each thread wraps a chunk once (per-thread buffers, shared memory).
+      if (c->id >= bound_.size()) bound_.resize(c->id + 1u, 0);
+      if (!bound_[c->id]) {
+        if (fresh_count == 0) fresh = Napi::Array::New(env);
+        fresh.Set(fresh_count++, Napi::Number::New(env, c->id));
+        fresh.Set(fresh_count++, wrap_chunk(env, c));
+        fresh.Set(fresh_count++, Napi::Boolean::New(env, c->pooled));
+        bound_[c->id] = c->pooled ? 1 : 0;
+      }
+      std::uint32_t* m = meta_data_ + i * meta_fields;
+      m[0] = c->id;
+      m[1] = d.offset;
+      m[2] = d.length;
+      m[3] = d.peer;
+    }
+    napi_value fresh_value = fresh_count > 0 ? static_cast<napi_value>(fresh) : env.Undefined();
+    try {
+      on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
+    } catch (...) {
+      if (attached_) disp.done(index_);
+      throw;
+    }
+    // stop() from a handler detached us: what we held went to the others.
+    if (attached_) disp.done(index_);
+  }
+
+  producer out_;
+  std::uint32_t index_ = 0;
+  Tsfn tsfn_;
+  bool tsfn_active_ = false;
+  bool attached_ = false;
+  bool hook_added_ = false;
+  Napi::Reference<Napi::Uint32Array> meta_;
+  std::uint32_t* meta_data_ = nullptr;
+  std::size_t meta_capacity_ = 0;
+  Napi::FunctionReference on_batch_;
+  std::vector<delivery> batch_;
+  std::vector<std::uint8_t> bound_;  // by chunk id: this thread holds its buffer
+};
+
+void ConsumerCallJs(Napi::Env env, Napi::Function, JsConsumer* self, void*) {
+  if (env == nullptr || self == nullptr) return;
   self->Drain(env);
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", JsEngine::Define(env));
+  exports.Set("Consumer", JsConsumer::Define(env));
   exports.Set("frameHeaderBytes", Napi::Number::New(env, nexres::frame_header_bytes));
   exports.Set("protocolVersion", Napi::Number::New(env, nexres::protocol_version));
   return exports;

@@ -147,6 +147,7 @@ void engine::stop() {
 }
 
 void engine::take_events(std::vector<engine_event>& out) {
+  event_wake_pending_.store(false, std::memory_order_seq_cst);
   std::lock_guard<std::mutex> lock(events_mu_);
   if (out.empty()) out.swap(events_);
   else {
@@ -277,7 +278,11 @@ void engine::post_event(engine_event ev) {
     std::lock_guard<std::mutex> lock(events_mu_);
     events_.push_back(std::move(ev));
   }
-  notify();
+  if (!event_wake_) {
+    notify();
+  } else if (!event_wake_pending_.exchange(true, std::memory_order_seq_cst)) {
+    event_wake_();
+  }
 }
 
 void engine::count_reject(reject_code code, std::uint32_t peer, const std::string& remote,

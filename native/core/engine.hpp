@@ -171,7 +171,13 @@ class engine {
   void release(const delivery& d);
   /// True when the MIQ holds deliveries (approximate).
   bool has_deliveries() const { return miq_.size_approx() > 0; }
+  /// Deliveries waiting in the MIQ (approximate).
+  std::size_t pending_deliveries() const { return miq_.size_approx(); }
   void take_events(std::vector<engine_event>& out);
+  /// Before start(): events wake this function instead of the delivery
+  /// wake-up (used when deliveries go to several consumers; see
+  /// dispatcher.hpp). Called at most once until the next take_events().
+  void set_event_wake(std::function<void()> wake) { event_wake_ = std::move(wake); }
 
   // ---- producer side ----
   /// Queues frames for one peer id or broadcast_destination. Any thread.
@@ -215,6 +221,8 @@ class engine {
   engine_options options_;
   std::function<void()> wake_;
   std::atomic<bool> wake_pending_{false};
+  std::function<void()> event_wake_;
+  std::atomic<bool> event_wake_pending_{false};
   std::atomic<bool> stopping_{false};
   bool started_ = false;
   bool stopped_ = false;

@@ -14,6 +14,21 @@
 
 namespace nexres {
 
+/// Gives the frames staged in [data, data + length) consecutive message ids
+/// after `last` (which it advances) and returns the last one given. A run may
+/// end with the header of a frame whose payload is sent by reference (not in
+/// the range): it gets an id too. Used when several producers share one
+/// replica's links: ids must rise in queue order on every link.
+inline std::uint64_t stamp_ids(std::uint8_t* data, std::size_t length, std::uint64_t& last) noexcept {
+  std::size_t p = 0;
+  while (p + frame_header_bytes <= length) {
+    store_u64(data + p + 16, ++last);
+    const std::size_t body = load_u32(data + p);
+    p += frame_header_bytes + (p + frame_header_bytes + body <= length ? body : 0);
+  }
+  return last;
+}
+
 class frame_builder {
  public:
   explicit frame_builder(std::uint32_t sender, std::size_t reserve = 1u << 20)

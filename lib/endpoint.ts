@@ -1,0 +1,422 @@
+// What a replica and each of its worker threads share: route tables, the
+// delivery of batches to handlers, and the send side (staging, queue depths,
+// backpressure). Replica (lib/replica.ts) adds the connection events, stats
+// and lifecycle; WorkerReplica (lib/worker.ts) runs in a worker thread.
+import { ConfigError, ClosedError, AbortedError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
+import { Message } from './message.js'
+import { CLIENT_FLAG, type FreshChunks, type NativeSender } from './native.js'
+import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
+import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
+import { routeId } from './route.js'
+import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, methodRoute } from './service.js'
+import { KIND_ERROR, encodeErrorBody } from './wire.js'
+
+/** A route handler. Its `msg.payload` is valid only during the call. */
+export type Handler = (msg: Message) => unknown
+
+/** @internal the limits the send side checks. */
+export interface EndpointLimits {
+  id: number
+  peers: readonly number[]
+  maxFrameBytes: number
+  maxQueueBytes: number
+  highWaterMark: number
+}
+
+interface RouteEntry {
+  name: string
+  fn: Handler
+}
+
+/** @internal meta array entries per wake-up (4 u32 each). */
+export const META_ENTRIES = 4096
+
+/** Adds a route's handler to a table keyed by route id, refusing hash collisions. */
+function register<F>(table: Map<number, { name: string; fn: F }>, route: string, fn: F): void {
+  if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
+  if (typeof fn !== 'function') throw new ConfigError('handler', 'must be a function')
+  const id = routeId(route)
+  const existing = table.get(id)
+  if (existing && existing.name !== route) {
+    throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
+  }
+  table.set(id, { name: route, fn })
+}
+
+/** @internal */
+export abstract class Endpoint implements ReplySink {
+  /** This replica's id. */
+  readonly id: number
+  /** Ids of the other replicas. */
+  readonly peers: readonly number[]
+
+  protected readonly limits: EndpointLimits
+  protected native!: NativeSender
+  protected outbox!: Outbox
+  protected readonly meta = new Uint32Array(META_ENTRIES * 4)
+  protected readonly depths: Float64Array
+  protected readonly peerIndex = new Map<number, number>()
+  /** peer id -> index, for ids below its length (-1: not a peer); the hot path of send. */
+  private readonly slotById: Int32Array
+  private lastRouteName = ''
+  private lastRouteId = 0
+  protected readonly staged: Float64Array
+  private readonly drainWanted: Uint8Array
+  protected readonly drainRequested: Uint8Array
+  private readonly routes = new Map<number, RouteEntry>()
+  private readonly requestRoutes = new Map<number, { name: string; fn: RequestHandler }>()
+  private readonly chunkBuffers: (ArrayBuffer | undefined)[] = []
+  private readonly chunkViews: (DataView | undefined)[] = []
+  private readonly chunkPooled: boolean[] = []
+  // Last message id used, as u32 halves (ids start at 1).
+  private idLo = 0
+  private idHi = 0
+  /** Ids are given natively at flush (several threads send on the same links). */
+  protected stampIds = false
+  protected closing: Promise<unknown> | undefined
+  protected closed = false
+  /** Aborted when close() starts: ends waits such as sendAsync. */
+  protected readonly lifetime = new AbortController()
+  protected unroutedCount = 0
+  protected handlerErrors = 0
+
+  protected constructor(limits: EndpointLimits) {
+    this.limits = limits
+    this.id = limits.id
+    this.peers = limits.peers
+    limits.peers.forEach((p, i) => this.peerIndex.set(p, i))
+    const maxId = Math.max(0, ...limits.peers)
+    this.slotById = new Int32Array(maxId < 65536 ? maxId + 1 : 0).fill(-1)
+    if (maxId < 65536) limits.peers.forEach((p, i) => (this.slotById[p] = i))
+    const n = limits.peers.length
+    this.staged = new Float64Array(n)
+    this.drainWanted = new Uint8Array(n)
+    this.drainRequested = new Uint8Array(n)
+    this.depths = new Float64Array(Math.max(1, n))
+  }
+
+  /** Subclasses call this once their native side exists. */
+  protected attach(native: NativeSender): void {
+    this.native = native
+    this.outbox = new Outbox(native, this.id, this.afterFlush)
+  }
+
+  /** Resolves on the peer's next drain (below half the high-water mark). */
+  protected abstract waitForDrain(peer: number, signal: AbortSignal | undefined): Promise<void>
+  protected abstract emitUnrouted(info: { from: number; route: number; size: number }): void
+  protected abstract emitError(err: unknown, info: { from: number; route: string }): void
+
+  /** Registers the handler of a route (one per route). */
+  on(route: string, handler: Handler): this {
+    register(this.routes, route, handler)
+    return this
+  }
+
+  /**
+   * Registers the request handler of a route on the client port. The
+   * handler gets its own copy of the request bytes and a context; what it
+   * returns (bytes or a string, or a promise of one) is the reply. Returning
+   * nothing leaves the request open for `ctx.reply(...)` later. A throw sends
+   * the client an error reply (`HANDLER_ERROR`, or the error's own `code`).
+   */
+  handle(route: string, handler: RequestHandler): this {
+    register(this.requestRoutes, route, handler)
+    return this
+  }
+
+  /** Serves every method of a typed service (see `defineService`). */
+  serve<M extends Record<string, MethodDefinition>>(service: ServiceDefinition<M>, impl: ServiceImplementation<M>): this {
+    for (const method of Object.keys(service.methods)) {
+      const def = service.methods[method]!
+      const fn = impl[method as keyof M] as unknown as (req: unknown, ctx: RequestContext) => unknown
+      if (typeof fn !== 'function') throw new ConfigError(`impl.${method}`, 'must be a function')
+      const decode = (b: Uint8Array): unknown => def.request.decode(b)
+      const encode = def.response.encode as (v: unknown) => Uint8Array
+      this.handle(methodRoute(service.name, method), (req, ctx) => {
+        const out = fn(decode(req), ctx)
+        if (out !== null && typeof out === 'object' && typeof (out as Promise<unknown>).then === 'function') {
+          return (out as Promise<unknown>).then(encode)
+        }
+        return encode(out)
+      })
+    }
+    return this
+  }
+
+  /** @internal ReplySink: stages a reply frame for a client connection. */
+  stageReply(dest: number, route: number, lo: number, hi: number, body: Uint8Array, kind: number): void {
+    if (this.closing !== undefined) return
+    this.outbox.stage(dest, route, lo, hi, body, body.length, kind)
+  }
+
+  /** @internal ReplySink */
+  clientAddress(dest: number): string {
+    return this.closed ? '' : this.native.clientAddress(dest & 0x7fffffff)
+  }
+
+  /** Removes the handler of a route. */
+  off(route: string): this {
+    const id = routeId(route)
+    if (this.routes.get(id)?.name === route) this.routes.delete(id)
+    return this
+  }
+
+  /**
+   * Queues a message for one peer, like `stream.write()`: always queued
+   * (unless it throws), returns false once the peer's queue is past
+   * `highWaterMark` — wait for the `'drain'` event before sending more.
+   * Throws `QUEUE_FULL` past `maxQueueBytes`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`, `CLOSED`.
+   */
+  send(to: number, route: string, payload: Uint8Array | string): boolean {
+    if (this.closing !== undefined) throw new ClosedError()
+    const idx = this.slotOf(to)
+    if (idx < 0) throw new UnknownPeerError(to)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+    const len = bytes.length
+    if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
+    const frame = HEADER_BYTES + len
+    let after = this.depths[idx]! + this.staged[idx]! + frame
+    if (after > this.limits.maxQueueBytes) {
+      // The native depth seen at the last flush may be stale: look again.
+      this.native.refreshDepths()
+      after = this.depths[idx]! + this.staged[idx]! + frame
+      if (after > this.limits.maxQueueBytes) throw new QueueFullError(to, after - frame, this.limits.maxQueueBytes)
+    }
+    const lo = (this.idLo + 1) >>> 0
+    this.idLo = lo
+    if (lo === 0) this.idHi++
+    this.outbox.stage(to, this.route(route), lo, this.idHi, bytes, len)
+    this.staged[idx]! += frame
+    if (after < this.limits.highWaterMark) return true
+    // The depth seen at the last flush may predate ACKs: look again first.
+    this.native.refreshDepths()
+    if (this.depths[idx]! + this.staged[idx]! < this.limits.highWaterMark) return true
+    this.drainWanted[idx] = 1
+    return false
+  }
+
+  /**
+   * Like `send`, but waits for room first: resolves once the message is
+   * queued with the peer's queue below `highWaterMark` (waiting for
+   * `'drain'` as long as it is not). Rejects with `ABORTED` when the signal
+   * fires (nothing queued), `CLOSED`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`.
+   */
+  async sendAsync(to: number, route: string, payload: Uint8Array | string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const idx = this.slotOf(to)
+    if (idx < 0) throw new UnknownPeerError(to)
+    const signal = options.signal
+    for (;;) {
+      if (signal?.aborted) throw new AbortedError(signal.reason)
+      if (this.closing !== undefined) throw new ClosedError()
+      if (this.depths[idx]! + this.staged[idx]! < this.limits.highWaterMark) break
+      this.native.refreshDepths()
+      if (this.depths[idx]! + this.staged[idx]! < this.limits.highWaterMark) break
+      this.drainWanted[idx] = 1
+      this.outbox.flush() // hands the drain request to native
+      await this.waitForDrain(to, signal)
+    }
+    this.send(to, route, payload)
+  }
+
+  /**
+   * Queues one message for every other replica; encoded once and shared by
+   * every peer's queue. Returns false if any peer's queue is past the
+   * high-water mark. Throws `QUEUE_FULL` (queuing nothing) if any would pass
+   * `maxQueueBytes`.
+   */
+  broadcast(route: string, payload: Uint8Array | string): boolean {
+    if (this.closing !== undefined) throw new ClosedError()
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+    const len = bytes.length
+    if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
+    const frame = HEADER_BYTES + len
+    const n = this.peers.length
+    if (n === 0) return true
+    let below = true
+    let refreshed = false
+    for (let i = 0; i < n; i++) {
+      let after = this.depths[i]! + this.staged[i]! + frame
+      if (after > this.limits.maxQueueBytes && !refreshed) {
+        refreshed = true
+        this.native.refreshDepths()
+        after = this.depths[i]! + this.staged[i]! + frame
+      }
+      if (after > this.limits.maxQueueBytes) {
+        throw new QueueFullError(this.peers[i]!, after - frame, this.limits.maxQueueBytes)
+      }
+    }
+    const lo = (this.idLo + 1) >>> 0
+    this.idLo = lo
+    if (lo === 0) this.idHi++
+    this.outbox.stage(BROADCAST, this.route(route), lo, this.idHi, bytes, len)
+    let high = false
+    for (let i = 0; i < n; i++) if ((this.staged[i]! += frame) + this.depths[i]! >= this.limits.highWaterMark) high = true
+    if (!high) return true
+    // The depths seen at the last flush may predate ACKs: look again first.
+    this.native.refreshDepths()
+    for (let i = 0; i < n; i++) {
+      if (this.staged[i]! + this.depths[i]! >= this.limits.highWaterMark) {
+        this.drainWanted[i] = 1
+        below = false
+      }
+    }
+    return below
+  }
+
+  private slotOf(peer: number): number {
+    const table = this.slotById
+    if (peer >= 0 && peer < table.length && Number.isInteger(peer)) return table[peer]!
+    return this.peerIndex.get(peer) ?? -1
+  }
+
+  private route(name: string): number {
+    if (name === this.lastRouteName) return this.lastRouteId
+    if (typeof name !== 'string' || name.length === 0) throw new ConfigError('route', 'must be a non-empty string')
+    const id = routeId(name)
+    this.lastRouteName = name
+    this.lastRouteId = id
+    return id
+  }
+
+  /**
+   * Id of the last message `send`/`broadcast` queued (ids increase by one
+   * per message). With `workers`, ids are given when staged messages are
+   * handed to the links, shared by every thread: this flushes first.
+   */
+  get lastMessageId(): number {
+    if (this.stampIds) {
+      this.outbox.flush()
+      return this.native.lastId()
+    }
+    return this.idLo + this.idHi * 2 ** 32
+  }
+
+  /** Sends what is staged now instead of at the end of the tick. */
+  flush(): void {
+    this.outbox.flush()
+  }
+
+  private readonly afterFlush = (): void => {
+    this.staged.fill(0)
+    const want = this.drainWanted
+    for (let i = 0; i < want.length; i++) {
+      if (want[i] === 1 && this.drainRequested[i] === 0) {
+        this.drainRequested[i] = 1
+        this.native.wantDrain(this.peers[i]!)
+      }
+      want[i] = 0
+    }
+  }
+
+  // JS thread, once per wake-up: every run of frames in `meta`, each frame
+  // dispatched to its handler with a zero-copy view.
+  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): void => {
+    if (fresh !== undefined) {
+      for (let i = 0; i < fresh.length; i += 3) {
+        const id = fresh[i] as number
+        const ab = fresh[i + 1] as ArrayBuffer
+        this.chunkBuffers[id] = ab
+        this.chunkViews[id] = new DataView(ab)
+        this.chunkPooled[id] = fresh[i + 2] as boolean
+      }
+    }
+    if (this.closed) return
+    const meta = this.meta
+    const routes = this.routes
+    let lastRoute = -1
+    let lastEntry: RouteEntry | undefined
+    for (let e = 0; e < count; e++) {
+      if (this.closing !== undefined) break // close() called from a handler
+      const k = e * 4
+      const cid = meta[k]!
+      const off = meta[k + 1]!
+      const end = off + meta[k + 2]!
+      const peer = meta[k + 3]!
+      const ab = this.chunkBuffers[cid]!
+      const dv = this.chunkViews[cid]!
+      if (peer >= CLIENT_FLAG) {
+        this.dispatchRequests(ab, dv, off, end, peer)
+        continue
+      }
+      let p = off
+      while (p < end) {
+        const len = dv.getUint32(p, true)
+        const route = dv.getUint32(p + 4, true)
+        if (route !== lastRoute) {
+          lastRoute = route
+          lastEntry = routes.get(route)
+        }
+        if (lastEntry !== undefined) {
+          const msg = new Message(peer, lastEntry.name, ab, p, len)
+          try {
+            const r = lastEntry.fn(msg)
+            if (r !== undefined && typeof (r as Promise<void>).then === 'function') {
+              const name = lastEntry.name
+              ;(r as Promise<void>).then(undefined, (err: unknown) => this.reportError(err, peer, name))
+            }
+          } catch (err) {
+            this.reportError(err, peer, lastEntry.name)
+          }
+        } else {
+          this.unroutedCount++
+          this.emitUnrouted({ from: peer, route, size: len })
+        }
+        p += HEADER_BYTES + len
+      }
+      if (!this.chunkPooled[cid]) {
+        this.chunkBuffers[cid] = undefined
+        this.chunkViews[cid] = undefined
+      }
+    }
+  }
+
+  // Requests from one client connection, in order. Each handler gets bytes
+  // that stay valid after the call (handlers are usually async and read
+  // them after an await): a view into a copy of the run.
+  private dispatchRequests(ab: ArrayBuffer, dv: DataView, off: number, end: number, dest: number): void {
+    // One copy of the whole run (an ArrayBuffer per request costs ~0.7 µs);
+    // each handler gets a view of its request in it.
+    const copy = ab.slice(off, end)
+    let p = off
+    while (p < end) {
+      const len = dv.getUint32(p, true)
+      const route = dv.getUint32(p + 4, true)
+      const lo = dv.getUint32(p + 16, true)
+      const hi = dv.getUint32(p + 20, true)
+      const entry = this.requestRoutes.get(route)
+      if (entry === undefined) {
+        this.unroutedCount++
+        const body = encodeErrorBody('NO_SUCH_ROUTE', `no handler for route id ${route} on replica ${this.id}`)
+        this.outbox.stage(dest, route, lo, hi, body, body.length, KIND_ERROR)
+      } else {
+        const req = new Uint8Array(copy, p - off + HEADER_BYTES, len)
+        const ctx = new RequestContext(this, dest, route, lo, hi, entry.name)
+        try {
+          const r = entry.fn(req, ctx)
+          if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
+            ;(r as Promise<unknown>).then(
+              (v) => {
+                if (v !== undefined && !ctx.replied) ctx.reply(v as Uint8Array | string)
+              },
+              (err: unknown) => {
+                this.handlerErrors++
+                ctx.failWith(err)
+              },
+            )
+          } else if (r !== undefined && !ctx.replied) {
+            ctx.reply(r as Uint8Array | string)
+          }
+        } catch (err) {
+          this.handlerErrors++
+          ctx.failWith(err)
+        }
+      }
+      p += HEADER_BYTES + len
+    }
+  }
+
+  private reportError(err: unknown, from: number, route: string): void {
+    this.handlerErrors++
+    this.emitError(err, { from, route })
+  }
+}

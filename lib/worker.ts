@@ -1,0 +1,114 @@
+// The replica as a worker thread sees it (`workers: N`): registers handlers
+// (`on`, `handle`, `serve`) and sends (`send`, `broadcast`, `sendAsync`) on
+// the same links as the main thread. Messages and requests come from the
+// shared native input queue.
+import { EventEmitter } from 'node:events'
+import { parentPort } from 'node:worker_threads'
+
+import { AbortedError, ClosedError } from './errors.js'
+import { Endpoint, type EndpointLimits } from './endpoint.js'
+import { type NativeConsumer, addon } from './native.js'
+import type { WorkerReport } from './workers.js'
+
+export interface WorkerReplicaEvents {
+  /** A handler threw (or its promise rejected); also reported on the main thread's `replica.events`. */
+  error: [err: unknown, msg: { from: number; route: string }]
+  unrouted: [info: { from: number; route: number; size: number }]
+}
+
+/** How often a waiting `sendAsync` looks at the queue depth again, in ms. */
+const DRAIN_POLL_MS = 2
+
+/**
+ * Handed to the handlers module's setup function in each worker thread.
+ *
+ * @example
+ * // handlers.mjs
+ * export default function setup(replica) {
+ *   replica.on('prepare', (msg) => replica.send(msg.from, 'ack', msg.payload.subarray(0, 8)))
+ *   replica.handle('sha', (req) => createHash('sha256').update(req).digest())
+ * }
+ */
+export class WorkerReplica extends Endpoint {
+  readonly events = new EventEmitter<WorkerReplicaEvents>()
+  /** This worker's index, 0 .. workers - 1. */
+  readonly workerIndex: number
+  /** The `workerData` option given to `Replica.start`. */
+  readonly workerData: unknown
+  private readonly consumer: NativeConsumer
+
+  /** @internal */
+  constructor(limits: EndpointLimits, key: number, index: number, data: unknown) {
+    super(limits)
+    this.workerIndex = index
+    this.workerData = data
+    this.stampIds = true
+    this.consumer = new addon.Consumer(key, index, this.meta, this.depths, this.onBatch)
+    this.attach(this.consumer)
+  }
+
+  /** @internal starts taking deliveries (after setup). */
+  startConsuming(): void {
+    this.consumer.start()
+  }
+
+  /** @internal stops taking deliveries, hands over what is staged. */
+  stop(): void {
+    if (this.closing !== undefined) return
+    this.outbox.flush()
+    this.closing = Promise.resolve()
+    this.lifetime.abort()
+    this.consumer.stop()
+    this.closed = true
+  }
+
+  protected waitForDrain(to: number, signal: AbortSignal | undefined): Promise<void> {
+    // Drain events go to the main thread; a worker looks at the depth again.
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup()
+        resolve()
+      }, DRAIN_POLL_MS)
+      const onAbort = (): void => {
+        cleanup()
+        reject(new AbortedError(signal?.reason))
+      }
+      const onClose = (): void => {
+        cleanup()
+        reject(new ClosedError())
+      }
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        signal?.removeEventListener('abort', onAbort)
+        this.lifetime.signal.removeEventListener('abort', onClose)
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.lifetime.signal.addEventListener('abort', onClose, { once: true })
+      void to
+    })
+  }
+
+  protected emitUnrouted(info: { from: number; route: number; size: number }): void {
+    if (this.events.listenerCount('unrouted') > 0) this.events.emit('unrouted', info)
+    report({ type: 'unrouted', ...info })
+  }
+
+  protected emitError(err: unknown, info: { from: number; route: string }): void {
+    if (this.events.listenerCount('error') > 0) this.events.emit('error', err, info)
+    const e = err instanceof Error ? err : new Error(String(err))
+    const code = (e as Error & { code?: unknown }).code
+    report({
+      type: 'error',
+      name: e.name,
+      message: e.message,
+      stack: e.stack,
+      code: typeof code === 'string' ? code : undefined,
+      from: info.from,
+      route: info.route,
+    })
+  }
+}
+
+function report(m: WorkerReport): void {
+  parentPort?.postMessage(m)
+}
