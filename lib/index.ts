@@ -3,6 +3,7 @@ export { WorkerReplica } from './worker.js'
 export type { WorkerReplicaEvents } from './worker.js'
 export type { Handler } from './endpoint.js'
 export type {
+  ClientConnectionStats,
   CloseResult,
   PeerDownInfo,
   PeerStats,

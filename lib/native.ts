@@ -59,6 +59,18 @@ export interface NativePeerStats {
   receivePendingBytes: number
 }
 
+export interface NativeClientStats {
+  connectionId: number
+  address: string
+  requests: number
+  bytesIn: number
+  replies: number
+  bytesOut: number
+  inFlight: number
+  replyBacklogBytes: number
+  paused: boolean
+}
+
 export interface NativeStats {
   peers?: NativePeerStats[]
   rejects?: number
@@ -69,6 +81,7 @@ export interface NativeStats {
   clientsAccepted?: number
   replyBytes?: number
   repliesDropped?: number
+  clients?: NativeClientStats[]
 }
 
 /** The send side every JS thread has (the main Engine and each worker's Consumer). */

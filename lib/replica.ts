@@ -88,6 +88,26 @@ export interface PeerStats {
   receivePendingBytes: number
 }
 
+/** One open connection on the client port. */
+export interface ClientConnectionStats {
+  /** The id handlers see as `ctx.client.connectionId`. */
+  connectionId: number
+  /** Remote `host:port`. */
+  address: string
+  /** Complete requests read, and their bytes (headers included). */
+  requests: number
+  bytesIn: number
+  /** Replies (and error replies) sent back, and their bytes. */
+  replies: number
+  bytesOut: number
+  /** Requests read and not answered yet (its socket is not read past `maxClientInFlight`). */
+  inFlight: number
+  /** Reply bytes not yet taken by its socket (past 8 MiB its requests are no longer read). */
+  replyBacklogBytes: number
+  /** True while its socket is not read (in-flight cap or reply backlog). */
+  paused: boolean
+}
+
 export interface ReplicaStats {
   id: number
   peers: PeerStats[]
@@ -100,6 +120,10 @@ export interface ReplicaStats {
   handlerErrors: number
   /** Runs of frames waiting in the input queue. */
   miqDepth: number
+  /** Open client connections, one entry each (empty without a client port). */
+  clients: ClientConnectionStats[]
+  /** Worker threads restarted after one died (`workers`). */
+  workerRestarts: number
 }
 
 export interface CloseResult {
@@ -257,6 +281,8 @@ export class Replica extends Endpoint {
       unrouted: this.unroutedCount,
       handlerErrors: this.handlerErrors,
       miqDepth: s.miqDepth ?? 0,
+      clients: s.clients ?? [],
+      workerRestarts: this.pool?.restarted ?? 0,
     }
   }
 

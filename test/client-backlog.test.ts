@@ -62,6 +62,24 @@ t.test('a client that never reads its replies is throttled, others are served', 
   t.teardown(() => c.close())
   t.equal(Buffer.from(await c.call('echo', 'still served', { timeoutMs: 5000 })).toString(), 'still served', 'another client is served')
 
+  // Per-connection stats show which connection is throttled and why.
+  const stats = r.stats().clients
+  t.equal(stats.length, 2, 'stats list both open client connections')
+  const local = `127.0.0.1:${sock.localPort}`
+  const slow = stats.find((x) => x.address === local)
+  const fast = stats.find((x) => x.address !== local)
+  t.ok(slow !== undefined && fast !== undefined, 'each connection is listed with its address')
+  t.ok(slow!.paused, 'the one not reading its replies is paused')
+  t.ok(slow!.replyBacklogBytes > 4 * 1024 * 1024, `with its reply backlog (${slow!.replyBacklogBytes} bytes)`)
+  t.equal(slow!.replies, handled, 'its replies counted')
+  t.ok(slow!.requests >= handled && slow!.requests - slow!.replies === slow!.inFlight, 'requests = replies + in flight')
+  t.same(
+    { requests: fast!.requests, replies: fast!.replies, inFlight: fast!.inFlight, paused: fast!.paused, backlog: fast!.replyBacklogBytes },
+    { requests: 1, replies: 1, inFlight: 0, paused: false, backlog: 0 },
+    'the other connection: one request, one reply, nothing pending',
+  )
+  t.equal(fast!.bytesIn, 24 + 'still served'.length, 'request bytes counted (header + body)')
+
   // Reading the replies lets the throttled client go on.
   let got = 0
   sock.on('data', (d: Buffer) => (got += d.length))

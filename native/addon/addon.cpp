@@ -509,6 +509,22 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     out.Set("clientsAccepted", static_cast<double>(st.clients_accepted));
     out.Set("replyBytes", static_cast<double>(st.reply_bytes));
     out.Set("repliesDropped", static_cast<double>(st.replies_dropped));
+    Napi::Array clients = Napi::Array::New(env, st.clients.size());
+    for (std::size_t i = 0; i < st.clients.size(); ++i) {
+      const auto& c = st.clients[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("connectionId", c.id);
+      o.Set("address", c.remote);
+      o.Set("requests", static_cast<double>(c.requests));
+      o.Set("bytesIn", static_cast<double>(c.bytes_in));
+      o.Set("replies", static_cast<double>(c.replies));
+      o.Set("bytesOut", static_cast<double>(c.bytes_out));
+      o.Set("inFlight", static_cast<double>(c.in_flight));
+      o.Set("replyBacklogBytes", static_cast<double>(c.reply_backlog_bytes));
+      o.Set("paused", c.paused);
+      clients.Set(static_cast<std::uint32_t>(i), o);
+    }
+    out.Set("clients", clients);
     return out;
   }
 

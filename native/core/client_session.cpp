@@ -200,6 +200,8 @@ bool client_session::parse() {
     ready_.push_back(delivery{rx_.current, static_cast<std::uint32_t>(start),
                               static_cast<std::uint32_t>(rx_.parsed - start), client_flag | id_, count, -1, 0, 0});
     inflight_.fetch_add(count, std::memory_order_acq_rel);
+    requests_.fetch_add(count, std::memory_order_relaxed);
+    bytes_in_.fetch_add(rx_.parsed - start, std::memory_order_relaxed);
     frames_since_tick_ += count;
   };
   while (rx_.filled - rx_.parsed >= frame_header_bytes) {
@@ -234,8 +236,24 @@ bool client_session::flush_ready() {
   return ready_.empty();
 }
 
+void client_session::fill_stats(client_stats& out) {
+  out.id = id_;
+  out.remote = remote_;
+  out.requests = requests_.load(std::memory_order_relaxed);
+  out.bytes_in = bytes_in_.load(std::memory_order_relaxed);
+  out.replies = replies_.load(std::memory_order_relaxed);
+  out.bytes_out = bytes_out_.load(std::memory_order_relaxed);
+  const std::int64_t inflight = inflight_.load(std::memory_order_relaxed);
+  out.in_flight = inflight > 0 ? static_cast<std::uint64_t>(inflight) : 0;
+  out.paused = inflight_paused_.load(std::memory_order_relaxed) || reply_backlog_.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(write_mu_);
+  out.reply_backlog_bytes = pending_bytes_;
+}
+
 // Any thread (the JS thread flushing replies).
 void client_session::enqueue(const segment& seg) {
+  replies_.fetch_add(seg.messages, std::memory_order_relaxed);
+  bytes_out_.fetch_add(seg.length, std::memory_order_relaxed);
   const std::int64_t left =
       inflight_.fetch_sub(static_cast<std::int64_t>(seg.messages), std::memory_order_seq_cst) -
       static_cast<std::int64_t>(seg.messages);

@@ -38,6 +38,8 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void enqueue(const segment& seg);
 
   std::uint32_t id() const noexcept { return id_; }
+  /// Any thread.
+  void fill_stats(client_stats& out);
   const std::string& remote() const noexcept { return remote_; }
 
  private:
@@ -77,6 +79,7 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   // Requests delivered and not yet answered (replies arrive on any thread).
   std::atomic<std::int64_t> inflight_{0};
   std::atomic<bool> inflight_paused_{false};
+  std::atomic<std::uint64_t> requests_{0}, bytes_in_{0}, replies_{0}, bytes_out_{0};
 
   // Writer. Replies are written by whichever thread brings them when the
   // writer is idle (the JS thread, saving an io-thread wake-up on the request

@@ -323,10 +323,21 @@ engine_stats engine::stats() const {
   for (std::size_t i = 0; i < reject_code_count; ++i)
     st.rejects_by_code.push_back(rejects_by_code_[i].load(std::memory_order_relaxed));
   st.miq_depth = miq_.size_approx();
+  std::vector<std::shared_ptr<client_session>> open;
   {
     std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(clients_mu_));
     st.clients_open = clients_.size();
+    open.reserve(clients_.size());
+    for (const auto& kv : clients_)
+      if (auto c = kv.second.lock()) open.push_back(std::move(c));
   }
+  // Unlocked: a session's last reference may drop here (its destructor
+  // takes clients_mu_).
+  for (const auto& c : open) {
+    st.clients.emplace_back();
+    c->fill_stats(st.clients.back());
+  }
+  open.clear();
   st.clients_accepted = clients_accepted_.load(std::memory_order_relaxed);
   st.reply_bytes = reply_bytes_.load(std::memory_order_relaxed);
   st.replies_dropped = replies_dropped_.load(std::memory_order_relaxed);

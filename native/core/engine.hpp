@@ -129,6 +129,17 @@ struct peer_stats {
   std::uint64_t receive_pending_bytes = 0;  // read, handed to the consumer, not yet consumed
 };
 
+/// One open client connection (PROTOCOL.md §6).
+struct client_stats {
+  std::uint32_t id = 0;
+  std::string remote;
+  std::uint64_t requests = 0, bytes_in = 0;    // complete requests read
+  std::uint64_t replies = 0, bytes_out = 0;    // replies queued to it
+  std::uint64_t in_flight = 0;                 // requests not answered yet
+  std::uint64_t reply_backlog_bytes = 0;       // replies not yet written to its socket
+  bool paused = false;  // its socket is not read (in-flight cap or reply backlog)
+};
+
 struct engine_stats {
   std::vector<peer_stats> peers;
   std::uint64_t rejects_total = 0;
@@ -139,6 +150,7 @@ struct engine_stats {
   std::uint64_t clients_accepted = 0;
   std::uint64_t reply_bytes = 0;
   std::uint64_t replies_dropped = 0;
+  std::vector<client_stats> clients;
 };
 
 class acceptor;
