@@ -2,15 +2,17 @@
 // side by side in one run, every run in fresh processes, contenders
 // interleaved run by run. Prints tables and writes docs/benchmarks.md with
 // the machine, the command and the medians.
-//   W1: nexres-rpc (TS handler) against plain node:net and against the
-//       native-only ceiling (C++ on both ends, same core).
+//   W1: nexres-rpc (TS handler) against plain node:net, js-libp2p (TCP +
+//       Noise + Yamux) and the native-only ceiling (C++ on both ends, same
+//       core).
 //   W2: 64-byte echo calls in a closed loop with C = 1 and C = 64 calls
-//       outstanding: nexres-rpc Client/handle against plain node:net and
-//       @grpc/grpc-js unary.
+//       outstanding: nexres-rpc Client/handle against plain node:net,
+//       @grpc/grpc-js unary and js-libp2p.
 //   node bench/run.mjs [--runs 3] [--only-w1 | --only-w2] [--no-write]
 //                      [--only 64,1024,65536]            (W1 sizes)
+//                      [--w1-contenders nexres,net,libp2p,native]
 //                      [--w2-seconds 5] [--w2-warmup 1] [--w2-conc 1,64]
-//                      [--w2-contenders nexres,net,grpc]
+//                      [--w2-contenders nexres,net,grpc,libp2p]
 // With --only-w1 or --only-w2 the other section of docs/benchmarks.md is
 // kept as it is.
 import { spawn, spawnSync } from 'node:child_process'
@@ -43,9 +45,14 @@ const w2 = {
   concurrency: opt('w2-conc', '1,64').split(',').filter(Boolean).map(Number),
   // Safety bound on calls per run (far above what the window allows).
   maxCalls: 50_000_000,
-  contenders: opt('w2-contenders', 'nexres,net,grpc').split(',').filter(Boolean),
+  contenders: opt('w2-contenders', 'nexres,net,grpc,libp2p').split(',').filter(Boolean),
 }
-for (const k of w2.contenders) if (!['nexres', 'net', 'grpc'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
+for (const k of w2.contenders) if (!['nexres', 'net', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
+if (w2.contenders.length === 0) throw new Error('--w2-contenders: none given')
+// W1 contenders; native is skipped when it cannot be built.
+const w1Contenders = opt('w1-contenders', 'nexres,net,libp2p,native').split(',').filter(Boolean)
+for (const k of w1Contenders) if (!['nexres', 'net', 'libp2p', 'native'].includes(k)) throw new Error(`--w1-contenders: unknown ${k}`)
+if (w1Contenders.length === 0) throw new Error('--w1-contenders: none given')
 if (!(w2.durationMs > 0) || !(w2.warmupMs >= 0)) throw new Error('--w2-seconds > 0 and --w2-warmup >= 0')
 if (w2.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 10_000)) throw new Error('--w2-conc: integers in [1, 10000]')
 
@@ -155,6 +162,20 @@ const today = new Date().toISOString().slice(0, 10)
 const runsText = runs === 1 ? 'a single run' : `median of ${runs} runs`
 const command = `node bench/run.mjs ${args.filter((a) => a !== '--no-write').join(' ')}`.trim()
 
+// The versions of the js-libp2p packages used, for the doc.
+function libp2pVersions() {
+  const pkgs = ['libp2p', '@libp2p/tcp', '@chainsafe/libp2p-noise', '@chainsafe/libp2p-yamux']
+  return pkgs
+    .map((p) => {
+      try {
+        return `${p} ${JSON.parse(readFileSync(join(root, 'node_modules', p, 'package.json'), 'utf8')).version}`
+      } catch {
+        return `${p} (not installed)`
+      }
+    })
+    .join(', ')
+}
+
 // ---------------------------------------------------------------- W1
 
 async function onceW1(kind, { size, count, warmup }) {
@@ -171,6 +192,14 @@ async function onceW1(kind, { size, count, warmup }) {
       procs.push((recv = start(process.execPath, ['bench/w1-net.mjs', 'recv', p1, count, size, warmup])))
       await recv.nextLine(20_000)
       procs.push((send = start(process.execPath, ['bench/w1-net.mjs', 'send', p1, count, size, warmup])))
+    } else if (kind === 'libp2p') {
+      // The receiver listens on 127.0.0.1, port 0, and says where: the sender
+      // dials that multiaddr, /p2p/<peer id> included.
+      procs.push((recv = start(process.execPath, ['bench/w1-libp2p.mjs', 'recv', count, size, warmup])))
+      const ready = await recv.nextLine(20_000)
+      const m = /^ready (\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+)$/.exec(ready)
+      if (m === null) throw new Error(`w1-libp2p recv: unexpected "${ready}"`)
+      procs.push((send = start(process.execPath, ['bench/w1-libp2p.mjs', 'send', m[1], count, size, warmup])))
     } else {
       procs.push((recv = start(nativeBin, ['recv', p1, p2, count, size, 2, warmup])))
       await recv.nextLine(20_000)
@@ -189,9 +218,15 @@ async function onceW1(kind, { size, count, warmup }) {
 }
 
 async function runW1() {
-  const haveNative = ensureNative()
-  const kinds = ['nexres', 'net', ...(haveNative ? ['native'] : [])]
-  const names = { nexres: 'nexres-rpc (TS handler)', net: 'node:net, length-prefixed', native: 'native-only ceiling (C++ both ends)' }
+  const haveNative = w1Contenders.includes('native') && ensureNative()
+  const kinds = ['nexres', 'net', 'libp2p', 'native'].filter((k) => w1Contenders.includes(k) && (k !== 'native' || haveNative))
+  if (kinds.length === 0) throw new Error('W1: no contender left to run')
+  const names = {
+    nexres: 'nexres-rpc (TS handler)',
+    net: 'node:net, length-prefixed',
+    libp2p: 'js-libp2p (TCP + Noise + Yamux), one stream',
+    native: 'native-only ceiling (C++ both ends)',
+  }
   const results = []
   for (const w of workloads) {
     const per = {}
@@ -226,14 +261,21 @@ async function runW1() {
       )
     }
   }
-  lines.push('')
-  lines.push('| workload | nexres-rpc / node:net | nexres-rpc / native ceiling |')
-  lines.push('| --- | ---: | ---: |')
-  for (const r of results) {
-    const n = r.stats.nexres.msgsPerSec
-    const vsNet = (n / r.stats.net.msgsPerSec).toFixed(2)
-    const vsNative = r.stats.native ? `${((100 * n) / r.stats.native.msgsPerSec).toFixed(0)} %` : 'n/a'
-    lines.push(`| W1 ${label(r.size)} | ${vsNet}× | ${vsNative} |`)
+  // nexres-rpc's msgs/s ÷ each other contender's, and as a share of the
+  // native ceiling.
+  const vs = kinds.filter((k) => k !== 'nexres' && k !== 'native')
+  if (kinds.includes('nexres') && kinds.length > 1) {
+    const short = { net: 'node:net', libp2p: 'js-libp2p' }
+    const heads = [...vs.map((k) => `nexres-rpc / ${short[k]}`), ...(haveNative ? ['nexres-rpc / native ceiling'] : [])]
+    lines.push('')
+    lines.push(`| workload | ${heads.join(' | ')} |`)
+    lines.push(`| --- | ${heads.map(() => '---:').join(' | ')} |`)
+    for (const r of results) {
+      const n = r.stats.nexres.msgsPerSec
+      const cells = vs.map((k) => `${(n / r.stats[k].msgsPerSec).toFixed(2)}×`)
+      if (haveNative) cells.push(`${((100 * n) / r.stats.native.msgsPerSec).toFixed(0)} %`)
+      lines.push(`| W1 ${label(r.size)} | ${cells.join(' | ')} |`)
+    }
   }
   const table = lines.join('\n')
   console.log('\n' + table + '\n')
@@ -255,6 +297,14 @@ steady state, not JIT compilation; every contender gets the same warm-up.
   length prefix, frames coalesced into one write per 1 MiB, write
   backpressure respected, the receiver parsing in place and calling a handler
   with a zero-copy view per message (\`bench/w1-net.mjs\`).
+- **js-libp2p** (\`bench/w1-libp2p.mjs\`, ${libp2pVersions()}): two
+  libp2p nodes with the TCP transport, Noise and Yamux (default options,
+  listening on 127.0.0.1 only), one stream of a custom protocol; messages
+  framed with a varint length prefix (it-length-prefixed), the sender
+  batching frames into one buffer per 64 KiB handed to \`stream.send\`
+  (awaiting \`stream.onDrain()\` when it returns false), the receiver
+  decoding the stream's \`'message'\` events with @libp2p/utils'
+  \`LengthPrefixedDecoder\` and calling a handler per message.
 - **native-only ceiling**: \`native/bench/w1_native.cpp\`, C++ on both ends
   over the same engine, no JavaScript.
 
@@ -271,7 +321,8 @@ async function onceW2(kind, concurrency) {
     const server = start(process.execPath, [`bench/w2-${kind}.mjs`, 'server', kind === 'nexres' ? await freePort() : 0])
     procs.push(server)
     const ready = await server.nextLine(20_000)
-    const m = /^ready (\d+)$/.exec(ready)
+    // libp2p's server also says its peer id, which its client dials.
+    const m = kind === 'libp2p' ? /^ready (\d+) (\w+)$/.exec(ready) : /^ready (\d+)$/.exec(ready)
     if (m === null) throw new Error(`w2-${kind} server: unexpected "${ready}"`)
     const client = start(process.execPath, [
       `bench/w2-${kind}.mjs`,
@@ -282,6 +333,7 @@ async function onceW2(kind, concurrency) {
       w2.warmupMs,
       w2.durationMs,
       w2.maxCalls,
+      ...(kind === 'libp2p' ? [m[2], 'pipelined'] : []),
     ])
     procs.push(client)
     const r = JSON.parse(await client.nextLine(w2.warmupMs + w2.durationMs + 60_000))
@@ -303,6 +355,7 @@ async function runW2() {
     nexres: 'nexres-rpc (Client.call → TS handler)',
     net: 'node:net, length-prefixed + id',
     grpc: '@grpc/grpc-js unary',
+    libp2p: 'js-libp2p (TCP + Noise + Yamux), one stream, pipelined',
   }
   const results = []
   for (const c of w2.concurrency) {
@@ -340,7 +393,7 @@ async function runW2() {
   }
   const others = kinds.filter((k) => k !== 'nexres')
   if (kinds.includes('nexres') && others.length > 0) {
-    const short = { net: 'node:net', grpc: 'grpc-js' }
+    const short = { net: 'node:net', grpc: 'grpc-js', libp2p: 'js-libp2p' }
     lines.push('')
     lines.push(
       `| workload | ${others.map((k) => `req/s: nexres-rpc ÷ ${short[k]}`).join(' | ')} | ${others.map((k) => `p99: nexres-rpc ÷ ${short[k]}`).join(' | ')} |`,
@@ -407,6 +460,18 @@ lower.
   \`server.addService\` with identity serializers on Buffers), insecure
   credentials on 127.0.0.1, one channel, the callback API wrapped in a
   promise; the server's handler is \`(call, cb) => cb(null, call.request)\`.
+- **js-libp2p** (\`bench/w2-libp2p.mjs\`, ${libp2pVersions()}): two
+  libp2p nodes with the TCP transport, Noise and Yamux (default options),
+  one stream of a custom echo protocol carrying every call, frames with a
+  varint length prefix (it-length-prefixed): the client stages the requests
+  issued in a tick and sends them as one buffer per tick (\`stream.send\`),
+  the server decodes each \`'message'\` event with @libp2p/utils'
+  \`LengthPrefixedDecoder\` and answers its requests with one send; the
+  client matches replies to calls in order (a stream is ordered), no ids.
+  The server's handler is \`(req) => req\`. (One stream per call slot, the
+  other way to multiplex calls, is much slower: every reply then is its own
+  Yamux frame, Noise message and socket writes;
+  \`node bench/w2-libp2p.mjs client ... streams\` measures it.)
 
 ${table}
 `
