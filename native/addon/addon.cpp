@@ -6,6 +6,7 @@
 
 #include "dispatcher.hpp"
 #include "engine.hpp"
+#include "fair_queue.hpp"
 #include "frame_builder.hpp"
 
 #include <algorithm>
@@ -411,6 +412,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   // Worker consumers may still hold the engine (stopped) until they go.
   void Shutdown() {
     if (out_.live() != nullptr) out_.shared()->eng->stop();
+    if (const auto& se = out_.shared(); se && se->eng) fair_.drain_all([&](const delivery& d) { se->eng->release(d); });
     out_.reset();
     if (tsfn_active_) {
       tsfn_active_ = false;
@@ -546,13 +548,17 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     eng = out_.live();
     if (eng == nullptr) return;  // a handler closed the replica
 
-    std::size_t n = 0;
+    // Everything the MIQ holds goes into the fair queue (bounded: every run
+    // holds a receive chunk); a batch is one round over its sources.
+    delivery d;
+    while (fair_.size() < max_held && eng->pop_delivery(d)) fair_.push(d);
     batch_.clear();
+    const std::size_t n = fair_.take(meta_capacity_, fair_quantum, batch_);
     Napi::Array fresh;
     std::uint32_t fresh_count = 0;
-    delivery d;
-    while (n < meta_capacity_ && eng->pop_delivery(d)) {
-      nexres::chunk* c = d.source;
+    for (std::size_t i = 0; i < n; ++i) {
+      const delivery& bd = batch_[i];
+      nexres::chunk* c = bd.source;
       if (!c->consumer_bound) {
         // First time JS sees this chunk: wrap its memory once.
         if (fresh_count == 0) fresh = Napi::Array::New(env);
@@ -561,13 +567,11 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
         fresh.Set(fresh_count++, Napi::Boolean::New(env, c->pooled));
         c->consumer_bound = c->pooled;
       }
-      std::uint32_t* m = meta_data_ + n * meta_fields;
+      std::uint32_t* m = meta_data_ + i * meta_fields;
       m[0] = c->id;
-      m[1] = d.offset;
-      m[2] = d.length;
-      m[3] = d.peer;
-      batch_.push_back(d);
-      ++n;
+      m[1] = bd.offset;
+      m[2] = bd.length;
+      m[3] = bd.peer;
     }
     if (n > 0) {
       napi_value fresh_value = fresh_count > 0 ? static_cast<napi_value>(fresh) : env.Undefined();
@@ -578,10 +582,10 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
         throw;
       }
       ReleaseBatch();
-      // More waiting: come back through the event loop rather than hog it.
-      eng = out_.live();
-      if (eng != nullptr && eng->has_deliveries()) eng->notify();
     }
+    // More waiting: come back through the event loop rather than hog it.
+    eng = out_.live();
+    if (eng != nullptr && (!fair_.empty() || eng->has_deliveries())) eng->notify();
   }
 
   void ReleaseBatch() {
@@ -628,6 +632,10 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::FunctionReference on_events_;
   std::vector<engine_event> events_;
   std::vector<delivery> batch_;
+  // Runs pulled from the MIQ, served round robin by source (see fair_queue.hpp).
+  nexres::fair_queue fair_;
+  static constexpr std::size_t fair_quantum = 1u << 20;  // bytes per source per batch
+  static constexpr std::size_t max_held = 1u << 16;      // runs held at most
 };
 
 // JS thread, through the thread-safe function: one call drains events and

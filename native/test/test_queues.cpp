@@ -3,6 +3,7 @@
 // destroyed (counted like rigtorp's SPSCQueueTest).
 #include "bounded_queue.hpp"
 #include "check.hpp"
+#include "fair_queue.hpp"
 #include "mpsc_queue.hpp"
 
 #include <atomic>
@@ -24,7 +25,43 @@ constexpr std::uint32_t producers = 4;
 constexpr std::uint32_t per_producer = 200000;
 }  // namespace
 
+namespace {
+// fair_queue: round robin by source, up to a quantum of bytes each per take,
+// read order kept within a source.
+void fair_queue_checks() {
+  nexres::fair_queue q;
+  auto run = [](std::uint32_t peer, std::uint32_t len, std::uint64_t id) {
+    nexres::delivery d;
+    d.peer = peer;
+    d.length = len;
+    d.last_id = id;
+    return d;
+  };
+  for (std::uint64_t i = 1; i <= 10; ++i) q.push(run(1, 100, i));  // a flooding source
+  q.push(run(2, 50, 1));                                            // an honest one
+  q.push(run(3, 1000, 1));                                          // one run above the quantum
+  std::vector<nexres::delivery> out;
+  CHECK(q.take(100, 250, out) == 4);
+  CHECK(out[0].peer == 1 && out[0].last_id == 1 && out[1].peer == 1 && out[1].last_id == 2);
+  CHECK(out[2].peer == 2 && out[3].peer == 3);  // a run above the quantum still goes
+  out.clear();
+  q.push(run(2, 50, 2));
+  CHECK(q.take(100, 250, out) == 3);  // source 1 first (ring order), then 2
+  CHECK(out[0].peer == 1 && out[0].last_id == 3 && out[1].last_id == 4 && out[2].peer == 2 && out[2].last_id == 2);
+  out.clear();
+  CHECK(q.take(1, 250, out) == 1 && out[0].last_id == 5);  // max bounds a take
+  out.clear();
+  std::size_t left = 0;
+  q.drain_all([&](const nexres::delivery& d) { left += d.peer == 1 ? 1 : 100; });
+  CHECK(left == 5 && q.empty());
+  // A lone source is not held to the quantum.
+  for (std::uint64_t i = 1; i <= 10; ++i) q.push(run(1, 100, i));
+  CHECK(q.take(100, 250, out) == 10);
+}
+}  // namespace
+
 int main() {
+  fair_queue_checks();
   {
     nexres::bounded_queue<counted> q(1024);
     std::vector<std::thread> ts;
