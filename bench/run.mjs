@@ -13,8 +13,11 @@
 //                      [--w1-contenders nexres,net,libp2p,native]
 //                      [--w2-seconds 5] [--w2-warmup 1] [--w2-conc 1,64]
 //                      [--w2-contenders nexres,net,grpc,libp2p]
-// With --only-w1 or --only-w2 the other section of docs/benchmarks.md is
-// kept as it is.
+//                      [--sections w1,w2,w3,w4] [--w3-variants 0,1,2,2:none] [--w3-seconds 5]
+//                      [--w4-seconds 5]
+//   W3: a CPU-heavy request handler (SHA-256 × 50) with workers 0, 1, 2.
+//   W4: an honest peer's message latency while another peer floods.
+// Sections not measured in a run are kept as they are in docs/benchmarks.md.
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
@@ -34,9 +37,29 @@ const only = opt('only', '')
   .filter(Boolean)
   .map(Number)
 const write = !args.includes('--no-write')
-const doW1 = !args.includes('--only-w2')
-const doW2 = !args.includes('--only-w1')
-if (!doW1 && !doW2) throw new Error('--only-w1 and --only-w2 exclude each other')
+// Sections to measure (the others are kept as they are in docs/benchmarks.md):
+// --sections w1,w2,w3,w4 (default all); --only-w1 / --only-w2 are shorthands.
+const allSections = ['w1', 'w2', 'w3', 'w4']
+let sections = opt('sections', allSections.join(',')).split(',').filter(Boolean)
+if (args.includes('--only-w1')) sections = ['w1']
+if (args.includes('--only-w2')) sections = ['w2']
+if (args.includes('--only-w1') && args.includes('--only-w2')) throw new Error('--only-w1 and --only-w2 exclude each other')
+for (const x of sections) if (!allSections.includes(x)) throw new Error(`--sections: unknown ${x}`)
+const doW1 = sections.includes('w1')
+const doW2 = sections.includes('w2')
+const doW3 = sections.includes('w3')
+const doW4 = sections.includes('w4')
+const w3 = {
+  // workers[:ordering]; 0 = handlers on the main thread
+  variants: opt('w3-variants', '0,1,2,2:none').split(',').filter(Boolean),
+  concurrency: 64,
+  connections: 64,
+  size: 64,
+  warmupMs: 1000,
+  durationMs: Math.round(1000 * Number(opt('w3-seconds', '5'))),
+  maxCalls: 10_000_000,
+}
+const w4 = { intervalMs: 1, warmupMs: 1000, durationMs: Math.round(1000 * Number(opt('w4-seconds', '5'))) }
 if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs: a positive integer, got ${opt('runs')}`)
 const w2 = {
   size: 64,
@@ -477,6 +500,137 @@ ${table}
 `
 }
 
+
+// ---------------------------------------------------------------- W3
+
+async function onceW3(variant) {
+  const [workers, ordering = 'peer'] = variant.split(':')
+  const procs = []
+  try {
+    const server = start(process.execPath, ['bench/w3-workers.mjs', 'server', await freePort(), workers, ordering])
+    procs.push(server)
+    const m = /^ready (\d+)$/.exec(await server.nextLine(30_000))
+    if (m === null) throw new Error('w3 server: no ready line')
+    const client = start(process.execPath, [
+      'bench/w3-workers.mjs', 'client', m[1], w3.concurrency, w3.size, w3.warmupMs, w3.durationMs, w3.maxCalls, w3.connections,
+    ])
+    procs.push(client)
+    return JSON.parse(await client.nextLine(w3.warmupMs + w3.durationMs + 60_000))
+  } catch (err) {
+    procs.forEach((p) => p.kill('SIGKILL'))
+    throw err
+  } finally {
+    procs[0]?.kill('SIGTERM')
+    await reap(procs, 10_000)
+  }
+}
+
+async function runW3() {
+  const per = {}
+  for (const w of w3.variants) per[w] = []
+  for (let i = 0; i < runs; i++) {
+    for (const w of w3.variants) {
+      const r = await onceW3(w)
+      per[w].push(r)
+      console.log(`W3 ${w} run ${i + 1}: ${fmtRate(r.reqPerSec)} req/s, p50 ${r.p50} µs, p99 ${r.p99} µs`)
+    }
+  }
+  const base = per['1'] ? median(per['1'].map((r) => r.reqPerSec)) : undefined
+  const lines = []
+  lines.push('| handlers | req/s (median) | vs workers: 1 | p50 µs | p99 µs | runs: req/s |')
+  lines.push('| --- | ---: | ---: | ---: | ---: | --- |')
+  for (const w of w3.variants) {
+    const rate = median(per[w].map((r) => r.reqPerSec))
+    const [n, o] = w.split(':')
+    const name = n === '0' ? 'main thread (workers: 0)' : `workers: ${n}${o ? `, ordering: '${o}'` : ''}`
+    lines.push(
+      `| ${name} | ${fmtRate(rate)} | ${base ? `${(rate / base).toFixed(2)}×` : ''} | ${fmtUs(median(per[w].map((r) => r.p50)))} | ${fmtUs(median(per[w].map((r) => r.p99)))} | ${per[w].map((r) => fmtRate(r.reqPerSec)).join(', ')} |`,
+    )
+  }
+  const table = lines.join('\n')
+  console.log('\n' + table + '\n')
+  return `## W3: CPU-heavy handlers on worker threads
+
+Measured on ${today}, ${runsText} (\`${command}\`).
+
+A request handler that computes SHA-256 of the ${w3.size}-byte request 50 times
+over (\`createHash\` each time, as users write it) and replies with the
+request, served by a one-replica cluster with its handlers on the main thread
+(\`workers: 0\`) or in \`workers: N\` worker threads loading
+\`bench/w3-handlers.mjs\` (with the default \`ordering: 'peer'\` the requests of
+one connection are handled in order, one worker at a time; \`'none'\` spreads
+them freely). The W2 closed loop drives it with C = ${w3.concurrency} calls outstanding
+spread over ${w3.connections} client connections of one client process (calls go to the
+connections in turn); ${w3.warmupMs / 1000} s warm-up, ${w3.durationMs / 1000} s measured.
+Everything shares the machine's ${os.cpus().length} vCPUs: the client process, the
+replica's io threads, V8's garbage collector threads (the handler allocates
+a Hash object and a Buffer per round) and the handler threads.
+
+${table}
+`
+}
+
+// ---------------------------------------------------------------- W4
+
+async function onceW4(flood) {
+  const ports = [await freePort(), await freePort(), await freePort()]
+  const procs = []
+  try {
+    const recv = start(process.execPath, ['bench/w4-flood.mjs', 'recv', ...ports])
+    procs.push(recv)
+    await recv.nextLine(20_000)
+    if (flood) procs.push(start(process.execPath, ['bench/w4-flood.mjs', 'flood', ...ports, w4.warmupMs + w4.durationMs + 5000]))
+    procs.push(start(process.execPath, ['bench/w4-flood.mjs', 'honest', ...ports, w4.intervalMs, w4.warmupMs, w4.durationMs]))
+    return JSON.parse(await recv.nextLine(w4.warmupMs + w4.durationMs + 60_000))
+  } catch (err) {
+    procs.forEach((p) => p.kill('SIGKILL'))
+    throw err
+  } finally {
+    await reap(procs, 15_000)
+  }
+}
+
+async function runW4() {
+  const per = { quiet: [], flood: [] }
+  for (let i = 0; i < runs; i++) {
+    for (const k of ['quiet', 'flood']) {
+      const r = await onceW4(k === 'flood')
+      per[k].push(r)
+      console.log(`W4 ${k} run ${i + 1}: honest p50 ${r.p50} µs, p99 ${r.p99} µs, max ${r.max} µs; flood ${fmtBytes(r.floodBytesPerSec)}`)
+    }
+  }
+  const lines = []
+  lines.push('| other peer | honest messages | p50 µs | p99 µs | p99.9 µs | max µs | flood received | runs: p99 µs |')
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |')
+  for (const k of ['quiet', 'flood']) {
+    const xs = per[k]
+    const m = (f) => median(xs.map(f))
+    lines.push(
+      `| ${k === 'quiet' ? 'idle' : 'flooding 1 KiB messages'} | ${fmtUs(m((r) => r.honest))} | ${fmtUs(m((r) => r.p50))} | ${fmtUs(m((r) => r.p99))} | ${fmtUs(m((r) => r.p999))} | ${fmtUs(m((r) => r.max))} | ${k === 'quiet' ? '–' : fmtBytes(m((r) => r.floodBytesPerSec))} | ${xs.map((r) => fmtUs(r.p99)).join(', ')} |`,
+    )
+  }
+  const table = lines.join('\n')
+  console.log('\n' + table + '\n')
+  return `## W4: an honest peer while another floods
+
+Measured on ${today}, ${runsText} (\`${command}\`).
+
+Three replicas in three processes (\`bench/w4-flood.mjs\`): replica 3 sends
+replica 1 a 64-byte message every ${w4.intervalMs} ms (paced by the clock, stamped with
+the send time from the machine-wide monotonic clock), replica 1's handler
+records how long each took to arrive; replica 2 is either idle or floods
+replica 1 with 1 KiB messages as fast as replica 1 takes them. Every honest
+message must arrive (the count is checked); latencies over the ${w4.durationMs / 1000} s after a
+${w4.warmupMs / 1000} s warm-up. Replica 1 serves its sources round robin (a flooding peer
+gets 1 MiB per batch while others wait; beyond its receive buffers its
+socket is not read). On ${os.cpus().length} vCPUs the flooder's process and the receiver's
+JavaScript thread already take both cores, so the honest sender and the io
+threads wait for the CPU too: that scheduling delay is in these figures.
+
+${table}
+`
+}
+
 // ---------------------------------------------------------------- doc
 
 const docPath = join(root, 'docs', 'benchmarks.md')
@@ -486,7 +640,7 @@ const previous = existsSync(docPath) ? readFileSync(docPath, 'utf8') : ''
 // number of runs in the header only, so that goes into the section.
 function keptSection(prefix) {
   const i = previous.indexOf(`\n## ${prefix}`)
-  if (i < 0) return `## ${prefix}\n\nNot measured yet: \`node bench/run.mjs --only-${prefix.toLowerCase()}\`.\n`
+  if (i < 0) return `## ${prefix}\n\nNot measured yet: \`node bench/run.mjs --sections ${prefix.toLowerCase()}\`.\n`
   const j = previous.indexOf('\n## ', i + 1)
   let text = previous.slice(i + 1, j < 0 ? undefined : j).trimEnd() + '\n'
   if (!/^Measured on /m.test(text)) {
@@ -500,6 +654,8 @@ function keptSection(prefix) {
 
 const w1Section = doW1 ? await runW1() : keptSection('W1')
 const w2Section = doW2 ? await runW2() : keptSection('W2')
+const w3Section = doW3 ? await runW3() : keptSection('W3')
+const w4Section = doW4 ? await runW4() : keptSection('W4')
 
 if (write) {
   const cpu = os.cpus()
@@ -508,14 +664,16 @@ if (write) {
 Measured by \`npm run bench\` (\`node bench/run.mjs\`), which runs every
 contender in fresh processes, interleaved run by run, and reports the median
 of the runs (\`--runs N\`, default 3). Regenerate this file with the same
-command; \`--only-w1\` or \`--only-w2\` re-measures one workload and keeps the
-other section as it is.
+command; \`--sections w1,w3\` (or \`--only-w1\`, \`--only-w2\`) re-measures some
+workloads and keeps the other sections as they are.
 
 - machine: ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}
 - Node.js ${process.version}; the two ends are two processes on the same machine, over loopback (127.0.0.1)
 
 ${w1Section}
-${w2Section}`
+${w2Section}
+${w3Section}
+${w4Section}`
   writeFileSync(docPath, doc)
   console.log('wrote docs/benchmarks.md')
 }

@@ -3,7 +3,7 @@
 // worker threads (workers = 1, 2), driven by the W2 closed loop spread over
 // several client connections (requests of one connection are handled in
 // order, one worker at a time, so parallelism comes from connections).
-//   node bench/w3-workers.mjs server <replicaPort> <workers>      -> "ready <clientPort>"
+//   node bench/w3-workers.mjs server <replicaPort> <workers> [peer|none]  -> "ready <clientPort>"
 //   node bench/w3-workers.mjs client <clientPort> <C> <size> <warmupMs> <durationMs> <maxCalls> <connections>
 import { Client, Replica } from 'nexres-rpc'
 
@@ -19,7 +19,7 @@ if (role === 'server') {
   const r = await Replica.start({
     id: 1,
     cluster,
-    ...(workers > 0 ? { workers, handlers: new URL('./w3-handlers.mjs', import.meta.url) } : {}),
+    ...(workers > 0 ? { workers, handlers: new URL('./w3-handlers.mjs', import.meta.url), ordering: rest[2] ?? 'peer' } : {}),
   })
   if (workers === 0) r.handle('work', work)
   process.once('SIGTERM', () => {

@@ -116,7 +116,8 @@ std::size_t dispatcher::take(std::size_t c, std::vector<delivery>& out, std::siz
   if (live > 1) quota = std::min(max, std::max<std::size_t>(1, (engine_.pending_deliveries() + live - 1) / live));
   std::size_t popped = 0;
   delivery d;
-  while (out.size() < max && popped < quota && engine_.pop_delivery(d)) {
+  // Runs handed to their owner do not count against our share.
+  while (out.size() < quota && popped < max && engine_.pop_delivery(d)) {
     ++popped;
     source& src = sources_[d.peer];
     src.entries.push_back(entry{d, false});
