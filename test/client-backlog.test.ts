@@ -7,7 +7,7 @@ import net from 'node:net'
 
 import t from 'tap'
 
-import { Client, Replica } from 'nexres-rpc'
+import { Client, Replica, type RequestContext } from 'nexres-rpc'
 
 import { freePorts, until } from './helpers.js'
 
@@ -86,4 +86,50 @@ t.test('a client that never reads its replies is throttled, others are served', 
   sock.resume()
   await until(() => handled > handledAtStall + 100, 10_000, 'requests taken again once replies are read')
   t.ok(got > 0)
+})
+
+t.test('maxClientInFlight is exact: one write of 5,000 pipelined requests hands on only that many', async (t) => {
+  const [port, clientPort] = await freePorts(2)
+  const cluster = { id: 'inflight', replicas: [{ id: 1, host: '127.0.0.1', port: port!, clientPort: clientPort! }] }
+  const r = await Replica.start({ id: 1, cluster, maxClientInFlight: 64 })
+  t.teardown(() => r.close({ timeoutMs: 0 }))
+  const held: RequestContext[] = []
+  let maxHeld = 0
+  r.handle('hold', (_req, ctx) => {
+    held.push(ctx) // answered later
+    maxHeld = Math.max(maxHeld, held.length)
+  })
+  const sock = net.connect(r.clientPort!, '127.0.0.1')
+  t.teardown(() => sock.destroy())
+  await new Promise((res) => sock.once('connect', res))
+  const replies: Buffer[] = []
+  sock.on('data', (d: Buffer) => replies.push(d))
+  const hello = Buffer.alloc(32)
+  hello.write('NXRP', 0, 'latin1')
+  hello.writeUInt16LE(1, 4)
+  hello.writeUInt16LE(3, 6)
+  let h = 0x811c9dc5
+  for (const b of Buffer.from('hold')) h = Math.imul(h ^ b, 0x01000193) >>> 0
+  const frames = Buffer.alloc(24 * 5000)
+  for (let i = 0; i < 5000; i++) {
+    frames.writeUInt32LE(h, i * 24 + 4)
+    frames[i * 24 + 12] = 6
+    frames.writeUInt32LE(i + 1, i * 24 + 16)
+  }
+  sock.write(Buffer.concat([hello, frames]))
+  await until(() => held.length >= 64, 5000, '64 requests handed on')
+  await new Promise((res) => setTimeout(res, 200))
+  t.equal(held.length, 64, 'exactly maxClientInFlight requests handed on')
+  t.equal(r.stats().clients[0]!.inFlight, 64, 'stats agree')
+  // Answering them lets the next ones through, in order.
+  for (const ctx of held.splice(0)) ctx.reply('ok')
+  await until(() => held.length >= 64, 5000, 'the next 64')
+  t.equal(held[0]!.requestId, 65, 'the next request is number 65')
+  const deadline = Date.now() + 15_000
+  while (r.stats().clients[0]!.replies < 5000 && Date.now() < deadline) {
+    for (const ctx of held.splice(0)) ctx.reply('ok')
+    await new Promise((res) => setTimeout(res, 2))
+  }
+  t.ok(maxHeld <= 64, `never more than 64 unanswered at once (${maxHeld})`)
+  t.equal(r.stats().clients[0]!.requests, 5000, 'every request handled, none lost')
 })

@@ -165,6 +165,10 @@ void client_session::do_read() {
       return;
     }
   }
+  // Requests already read but left unparsed by the in-flight bound go first.
+  if (rx_.current != nullptr && rx_.filled - rx_.parsed >= frame_header_bytes &&
+      rx_.filled - rx_.parsed >= frame_header_bytes + load_u32(rx_.current->data() + rx_.parsed))
+    return on_read(0);
   if (!rx_.ensure_space(weak_from_this())) return pause_with_retry();
   reading_ = true;
   auto self = shared_from_this();
@@ -204,7 +208,11 @@ bool client_session::parse() {
     bytes_in_.fetch_add(rx_.parsed - start, std::memory_order_relaxed);
     frames_since_tick_ += count;
   };
-  while (rx_.filled - rx_.parsed >= frame_header_bytes) {
+  // maxClientInFlight bounds what is handed on, not just when reading stops:
+  // one read can hold thousands of small requests; the rest wait unparsed.
+  const std::int64_t room =
+      static_cast<std::int64_t>(opt.max_client_inflight) - inflight_.load(std::memory_order_acquire);
+  while (rx_.filled - rx_.parsed >= frame_header_bytes && static_cast<std::int64_t>(count) < room) {
     const frame_header h = decode_header(base + rx_.parsed);
     if (h.length > opt.max_request_bytes) {
       cut();

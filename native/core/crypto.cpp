@@ -298,29 +298,49 @@ frame_mac& frame_mac::operator=(frame_mac&& o) noexcept {
 }
 frame_mac::~frame_mac() { EVP_CIPHER_CTX_free(ctx_); }  // clears the key schedule
 
-bool frame_mac::tag(std::uint64_t seq, const byte_view* bufs, std::size_t count,
-                    std::uint8_t out[16]) {
+bool frame_mac::begin(std::uint64_t seq) {
   if (ctx_ == nullptr) return false;
   std::uint8_t iv[12] = {0};
   for (int i = 0; i < 8; ++i) iv[4 + i] = static_cast<std::uint8_t>(seq >> (56 - 8 * i));
   // New IV only: keeps the key schedule, allocates nothing.
   if (EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, iv) != 1) return fail();
+  return true;
+}
+
+bool frame_mac::update(const std::uint8_t* p, std::size_t left) {
+  if (ctx_ == nullptr) return false;
   int outl = 0;
-  for (std::size_t i = 0; i < count; ++i) {
-    const std::uint8_t* p = bufs[i].data;
-    std::size_t left = bufs[i].size;
-    while (left > 0) {  // AAD only: out == NULL
-      const int chunk = left > (1u << 30) ? (1 << 30) : static_cast<int>(left);
-      if (EVP_EncryptUpdate(ctx_, nullptr, &outl, p, chunk) != 1) return fail();
-      p += chunk;
-      left -= static_cast<std::size_t>(chunk);
-    }
+  while (left > 0) {  // AAD only: out == NULL
+    const int chunk = left > (1u << 30) ? (1 << 30) : static_cast<int>(left);
+    if (EVP_EncryptUpdate(ctx_, nullptr, &outl, p, chunk) != 1) return fail();
+    p += chunk;
+    left -= static_cast<std::size_t>(chunk);
   }
+  return true;
+}
+
+bool frame_mac::finish(std::uint8_t out[16]) {
+  if (ctx_ == nullptr) return false;
+  int outl = 0;
   std::uint8_t none[16];
   if (EVP_EncryptFinal_ex(ctx_, none, &outl) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, 16, out) != 1)
     return fail();
   return true;
+}
+
+bool frame_mac::finish_verify(const std::uint8_t expected[16]) {
+  std::uint8_t t[16];
+  if (!finish(t)) return false;
+  return CRYPTO_memcmp(t, expected, 16) == 0;
+}
+
+bool frame_mac::tag(std::uint64_t seq, const byte_view* bufs, std::size_t count,
+                    std::uint8_t out[16]) {
+  if (!begin(seq)) return false;
+  for (std::size_t i = 0; i < count; ++i)
+    if (!update(bufs[i].data, bufs[i].size)) return false;
+  return finish(out);
 }
 
 bool frame_mac::verify(std::uint64_t seq, const byte_view* bufs, std::size_t count,

@@ -203,6 +203,14 @@ class frame_mac {
     return verify(seq, &batch, 1, expected);
   }
 
+  /// Incremental form (a receiver authenticates frames as it parses them):
+  /// begin(seq), update() any number of times, then finish() or
+  /// finish_verify(). The same tag as tag() over the concatenation.
+  bool begin(std::uint64_t seq);
+  bool update(const std::uint8_t* data, std::size_t size);
+  bool finish(std::uint8_t out[16]);
+  bool finish_verify(const std::uint8_t expected[16]);
+
  private:
   evp_cipher_ctx_st* ctx_ = nullptr;
 };

@@ -181,6 +181,24 @@ void test_hkdf() {
   CHECK(hkdf_sha256(byte_view(ikm.data(), ikm.size()), byte_view(), byte_view(), big.data(), big.size() - 1));
 }
 
+void test_frame_mac_incremental() {
+  std::uint8_t key[32];
+  for (int i = 0; i < 32; ++i) key[i] = static_cast<std::uint8_t>(i * 3 + 1);
+  frame_mac a(key), b(key);
+  std::vector<std::uint8_t> data(5000);
+  for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 7);
+  std::uint8_t one[16], inc[16];
+  CHECK(a.tag(42, byte_view(data.data(), data.size()), one));
+  CHECK(b.begin(42));
+  CHECK(b.update(data.data(), 17));
+  CHECK(b.update(data.data() + 17, 1000));
+  CHECK(b.update(data.data() + 1017, data.size() - 1017));
+  CHECK(b.finish(inc));
+  CHECK(std::memcmp(one, inc, 16) == 0);
+  CHECK(b.begin(42) && b.update(data.data(), data.size()) && b.finish_verify(one));
+  CHECK(b.begin(43) && b.update(data.data(), data.size()) && !b.finish_verify(one));
+}
+
 void test_frame_mac() {
   key32 key, key2;
   CHECK(random_bytes(key.data(), 32));
@@ -309,5 +327,6 @@ int main() {
   test_frame_mac();
   test_threads();
   std::printf("test_crypto: ok\n");
+  test_frame_mac_incremental();
   return 0;
 }
