@@ -5,8 +5,10 @@
       "sources": [
         "native/addon/addon.cpp",
         "native/core/acceptor.cpp",
+        "native/core/auth.cpp",
         "native/core/chunk_pool.cpp",
         "native/core/client_session.cpp",
+        "native/core/crypto.cpp",
         "native/core/dispatcher.cpp",
         "native/core/connection.cpp",
         "native/core/engine.cpp",

@@ -21,7 +21,7 @@ const cluster = {
 }
 
 if (role === 'recv') {
-  const r = await Replica.start({ id: 2, cluster, ioThreads, reconnect: { maxMs: 50 } })
+  const r = await Replica.start({ auth: 'none', id: 2, cluster, ioThreads, reconnect: { maxMs: 50 } })
   let got = 0
   let bytes = 0
   let sum = 0
@@ -47,7 +47,7 @@ if (role === 'recv') {
   process.stdout.write(JSON.stringify({ messages: got - warmup, bytes, seconds, checksum: sum }) + '\n')
   await r.close({ timeoutMs: 0 })
 } else {
-  const r = await Replica.start({ id: 1, cluster, ioThreads, reconnect: { maxMs: 50 } })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, ioThreads, reconnect: { maxMs: 50 } })
   await r.waitForPeers([2], { timeoutMs: 20_000 })
   const payload = new Uint8Array(size).fill(0x5a)
   let drained = null

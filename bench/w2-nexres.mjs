@@ -12,7 +12,7 @@ const [role, ...rest] = process.argv.slice(2)
 if (role === 'server') {
   const port = Number(rest[0])
   const cluster = { id: 'w2', replicas: [{ id: 1, host: '127.0.0.1', port, clientPort: 0 }] }
-  const r = await Replica.start({ id: 1, cluster })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster })
   r.handle('echo', (req) => req)
   process.once('SIGTERM', () => {
     r.close({ timeoutMs: 0 }).finally(() => process.exit(0))

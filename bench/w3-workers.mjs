@@ -16,7 +16,7 @@ if (role === 'server') {
   const port = Number(rest[0])
   const workers = Number(rest[1])
   const cluster = { id: 'w3', replicas: [{ id: 1, host: '127.0.0.1', port, clientPort: 0 }] }
-  const r = await Replica.start({
+  const r = await Replica.start({ auth: 'none',
     id: 1,
     cluster,
     ...(workers > 0 ? { workers, handlers: new URL('./w3-handlers.mjs', import.meta.url), ordering: rest[2] ?? 'peer' } : {}),

@@ -30,7 +30,7 @@ const watchdog = setTimeout(() => {
 watchdog.unref()
 
 if (role === 'recv') {
-  const r = await Replica.start({ id: 1, cluster })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster })
   const h = build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 })
   let honest = 0
   let floodBytes = 0
@@ -74,7 +74,7 @@ if (role === 'recv') {
   process.stdout.write('ready\n')
 } else if (role === 'flood') {
   const ms = Number(rest[3])
-  const r = await Replica.start({ id: 2, cluster })
+  const r = await Replica.start({ auth: 'none', id: 2, cluster })
   await r.waitForPeers([1], { timeoutMs: 20_000 })
   const body = new Uint8Array(1024)
   const end = Date.now() + ms
@@ -95,7 +95,7 @@ if (role === 'recv') {
   if (!stopped) await stop()
 } else if (role === 'honest') {
   const [intervalMs, warmupMs, durationMs] = rest.slice(3, 6).map(Number)
-  const r = await Replica.start({ id: 3, cluster })
+  const r = await Replica.start({ auth: 'none', id: 3, cluster })
   await r.waitForPeers([1], { timeoutMs: 20_000 })
   const body = new Uint8Array(64)
   const dv = new DataView(body.buffer)

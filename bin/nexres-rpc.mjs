@@ -820,7 +820,7 @@ async function replicaRole() {
   let nexres
   try {
     nexres = await import('nexres-rpc')
-    replica = await nexres.Replica.start({
+    replica = await nexres.Replica.start({ auth: 'none',
       id,
       cluster: cfg.cluster,
       ioThreads: cfg.ioThreads,

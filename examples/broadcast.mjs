@@ -16,7 +16,7 @@ const replicas = []
 for (let id = 1; id <= 4; id++) replicas.push({ id, host: '127.0.0.1', port: await freePort(), clientPort: await freePort() })
 const cluster = { id: 'example-broadcast', replicas }
 
-const nodes = await Promise.all(replicas.map((r) => Replica.start({ id: r.id, cluster })))
+const nodes = await Promise.all(replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster })))
 const received = new Map(nodes.map((n) => [n.id, 0]))
 for (const node of nodes) {
   node.on('prepare', (msg) => {

@@ -21,7 +21,7 @@ const freePort = () =>
 const replicas = []
 for (let id = 1; id <= 3; id++) replicas.push({ id, host: '127.0.0.1', port: await freePort(), clientPort: await freePort() })
 const cluster = { id: 'example-kv', replicas }
-const nodes = await Promise.all(replicas.map((r) => Replica.start({ id: r.id, cluster })))
+const nodes = await Promise.all(replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster })))
 
 for (const node of nodes) {
   const store = new Map()

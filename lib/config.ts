@@ -1,3 +1,4 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto'
 import { existsSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -14,6 +15,12 @@ export interface ReplicaAddress {
   port: number
   /** Port for user clients (PROTOCOL.md §6); 0 = any free port (see `replica.clientPort`). */
   clientPort?: number
+  /**
+   * The replica's Ed25519 public key (32 bytes: a Uint8Array, or a string in
+   * base64, base64url or hex), as printed by `nexres-rpc keygen`. Required
+   * for every replica with `auth: 'mac'`.
+   */
+  publicKey?: string | Uint8Array
 }
 
 /** The cluster: an id every member must share, and its replicas. */
@@ -34,6 +41,15 @@ export interface ReplicaOptions {
   /** This replica's id; must appear in `cluster.replicas`. */
   id: number
   cluster: ClusterConfig
+  /**
+   * Replica connections: `'mac'` (the default when keys are given) proves
+   * both replica ids in the handshake (Ed25519) and authenticates every
+   * batch of frames (keys from X25519 + HKDF, AES-256-GCM tags with a
+   * sequence number); `'none'` must be chosen explicitly. docs/SECURITY.md.
+   */
+  auth?: 'mac' | 'none'
+  /** This replica's Ed25519 private key (32-byte seed: Uint8Array, base64, base64url or hex), from `nexres-rpc keygen`. */
+  privateKey?: string | Uint8Array
   /** Number of io threads (each runs one io_context), 1-64, default 2. */
   ioThreads?: number
   /** Address to bind the replica port to (default: this replica's `host`). */
@@ -75,6 +91,23 @@ export interface ReplicaOptions {
    * attempt (default 0: keep queuing up to `maxQueueBytes`).
    */
   peerDownDeadlineMs?: number
+  /**
+   * Replica-port connections still in their handshake, in all (default 1024).
+   * At the limit the oldest such connection is refused (`TOO_MANY_CONNECTIONS`)
+   * to make room; established sessions are not counted (one per peer id is
+   * kept). See docs/SECURITY.md "Connection limits".
+   */
+  maxReplicaConnections?: number
+  /** The same, per remote IP address (default 64). */
+  maxConnectionsPerAddress?: number
+  /**
+   * A frame (or handshake) begun on a replica connection must be complete
+   * within this many ms, else `READ_TIMEOUT` (default 10000; 0 = no deadline).
+   * Raise it for very large frames over slow links.
+   */
+  frameReadTimeoutMs?: number
+  /** PINGs a replica connection may send per second before `TOO_MANY_PINGS` (default 100; 0 = no limit). */
+  maxPingsPerSecond?: number
   /**
    * Handler threads: this many `worker_threads`, each loading the `handlers`
    * module, all taking messages and requests from the same native input
@@ -122,10 +155,19 @@ export interface ResolvedOptions {
   heartbeatIntervalMs: number
   heartbeatTimeoutMs: number
   peerDownDeadlineMs: number
+  maxReplicaConnections: number
+  maxConnectionsPerAddress: number
+  frameReadTimeoutMs: number
+  maxPingsPerSecond: number
   workers: number
   handlers: string | undefined
   ordering: 'peer' | 'none'
   workerData: unknown
+  auth: 'mac' | 'none'
+  /** With auth 'mac': this replica's private key seed. */
+  privateKey: Uint8Array | undefined
+  /** With auth 'mac': every other replica's public key. */
+  publicKeys: { id: number; key: Uint8Array }[]
 }
 
 const MiB = 1024 * 1024
@@ -172,7 +214,7 @@ export function validateCluster(cluster: unknown, field = 'cluster'): ClusterCon
   const replicas: ReplicaAddress[] = c.replicas.map((r: unknown, i: number) => {
     const f = `${field}.replicas[${i}]`
     if (typeof r !== 'object' || r === null) throw new ConfigError(f, `must be an object, got ${describe(r)}`)
-    const rr = r as { id?: unknown; host?: unknown; port?: unknown; clientPort?: unknown }
+    const rr = r as { id?: unknown; host?: unknown; port?: unknown; clientPort?: unknown; publicKey?: unknown }
     const rid = integer(`${f}.id`, rr.id, 1, 0x7fffffff)
     if (ids.has(rid)) throw new ConfigError(`${f}.id`, `duplicate replica id ${rid}`)
     ids.add(rid)
@@ -181,14 +223,16 @@ export function validateCluster(cluster: unknown, field = 'cluster'): ClusterCon
     const key = `${host}:${port}`
     if (addrs.has(key)) throw new ConfigError(`${f}.port`, `address ${key} is used by another replica`)
     addrs.add(key)
-    if (rr.clientPort === undefined) return { id: rid, host, port }
+    const publicKey = rr.publicKey === undefined ? undefined : decodeKey(`${f}.publicKey`, rr.publicKey)
+    const withKey = publicKey === undefined ? {} : { publicKey }
+    if (rr.clientPort === undefined) return { id: rid, host, port, ...withKey }
     const clientPort = integer(`${f}.clientPort`, rr.clientPort, 0, 65535)
     if (clientPort !== 0) {
       const ckey = `${host}:${clientPort}`
       if (addrs.has(ckey)) throw new ConfigError(`${f}.clientPort`, `address ${ckey} is already used`)
       addrs.add(ckey)
     }
-    return { id: rid, host, port, clientPort }
+    return { id: rid, host, port, clientPort, ...withKey }
   })
   return { id, replicas }
 }
@@ -220,6 +264,11 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   const heartbeatTimeoutMs = optionalInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, 0, 3_600_000, 5000)
   if (heartbeatTimeoutMs > 0 && heartbeatIntervalMs > 0 && heartbeatTimeoutMs < 2 * heartbeatIntervalMs) {
     throw new ConfigError('heartbeatTimeoutMs', `must be at least twice heartbeatIntervalMs (${heartbeatIntervalMs}), or 0`)
+  }
+  const maxPingsPerSecond = optionalInteger('maxPingsPerSecond', o.maxPingsPerSecond, 0, 1_000_000, 100)
+  if (maxPingsPerSecond > 0 && heartbeatIntervalMs > 0 && maxPingsPerSecond < 2 * Math.ceil(1000 / heartbeatIntervalMs)) {
+    // Peers of the same configuration ping at most once per interval.
+    throw new ConfigError('maxPingsPerSecond', `must be at least ${2 * Math.ceil(1000 / heartbeatIntervalMs)} (twice the PINGs per second of heartbeatIntervalMs ${heartbeatIntervalMs}), or 0`)
   }
   let listenHost: string | undefined
   if (o.listenHost !== undefined) listenHost = nonEmptyString('listenHost', o.listenHost, 253)
@@ -254,11 +303,83 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     heartbeatIntervalMs,
     heartbeatTimeoutMs,
     peerDownDeadlineMs: optionalInteger('peerDownDeadlineMs', o.peerDownDeadlineMs, 0, 86_400_000, 0),
+    maxReplicaConnections: optionalInteger('maxReplicaConnections', o.maxReplicaConnections, 1, 1_000_000, 1024),
+    maxConnectionsPerAddress: optionalInteger('maxConnectionsPerAddress', o.maxConnectionsPerAddress, 1, 1_000_000, 64),
+    frameReadTimeoutMs: optionalInteger('frameReadTimeoutMs', o.frameReadTimeoutMs, 0, 3_600_000, 10_000),
+    maxPingsPerSecond,
     workers,
     handlers,
     ordering,
     workerData: o.workerData,
+    ...resolveAuth(o, id, cluster),
   }
+}
+
+/** Decodes a 32-byte key: Uint8Array, hex, base64 or base64url. */
+export function decodeKey(field: string, v: unknown): Uint8Array {
+  let bytes: Uint8Array | undefined
+  if (v instanceof Uint8Array) bytes = v
+  else if (typeof v === 'string') {
+    const t = v.trim()
+    if (/^[0-9a-fA-F]{64}$/.test(t)) bytes = Buffer.from(t, 'hex')
+    else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(t)) bytes = Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64')
+  }
+  if (bytes === undefined || bytes.length !== 32) {
+    throw new ConfigError(field, `must be a 32-byte Ed25519 key (Uint8Array, hex, base64 or base64url), got ${describe(v)}`)
+  }
+  return new Uint8Array(bytes)
+}
+
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
+
+/** The Ed25519 public key of a 32-byte private key seed. */
+export function publicKeyOf(seed: Uint8Array): Uint8Array {
+  const priv = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' })
+  const jwk = createPublicKey(priv).export({ format: 'jwk' }) as { x?: string }
+  return new Uint8Array(Buffer.from(jwk.x ?? '', 'base64url'))
+}
+
+function resolveAuth(
+  o: Record<string, unknown>,
+  id: number,
+  cluster: ClusterConfig,
+): { auth: 'mac' | 'none'; privateKey: Uint8Array | undefined; publicKeys: { id: number; key: Uint8Array }[] } {
+  const anyKeys = o.privateKey !== undefined || cluster.replicas.some((r) => r.publicKey !== undefined)
+  const auth = o.auth ?? (anyKeys ? 'mac' : undefined)
+  if (auth === undefined) {
+    throw new ConfigError(
+      'auth',
+      "no keys given: set privateKey and every cluster.replicas[].publicKey for authenticated replicas (see `nexres-rpc keygen`), or choose auth: 'none' explicitly",
+    )
+  }
+  if (auth !== 'mac' && auth !== 'none') throw new ConfigError('auth', `must be 'mac' or 'none', got ${describe(auth)}`)
+  if (auth === 'none') return { auth, privateKey: undefined, publicKeys: [] }
+  if (o.privateKey === undefined) throw new ConfigError('privateKey', "is required with auth: 'mac'")
+  const privateKey = decodeKey('privateKey', o.privateKey)
+  const publicKeys: { id: number; key: Uint8Array }[] = []
+  cluster.replicas.forEach((r, i) => {
+    if (r.publicKey === undefined) throw new ConfigError(`cluster.replicas[${i}].publicKey`, "is required with auth: 'mac'")
+    const key = decodeKey(`cluster.replicas[${i}].publicKey`, r.publicKey)
+    if (r.id === id) {
+      if (!Buffer.from(publicKeyOf(privateKey)).equals(Buffer.from(key))) {
+        throw new ConfigError('privateKey', `does not match cluster.replicas[${i}].publicKey (replica ${id}'s own key)`)
+      }
+    } else {
+      publicKeys.push({ id: r.id, key })
+    }
+  })
+  return { auth, privateKey, publicKeys }
+}
+
+/**
+ * A new Ed25519 key pair for a replica: `publicKey` goes into the cluster
+ * config (`cluster.replicas[i].publicKey`), `privateKey` stays with that
+ * replica (`ReplicaOptions.privateKey`). Both base64url.
+ */
+export function generateKeyPair(): { publicKey: string; privateKey: string } {
+  const { privateKey } = generateKeyPairSync('ed25519')
+  const jwk = privateKey.export({ format: 'jwk' }) as { x?: string; d?: string }
+  return { publicKey: jwk.x ?? '', privateKey: jwk.d ?? '' }
 }
 
 /** The handlers module as a file: URL string; it must exist. */

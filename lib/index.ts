@@ -30,7 +30,7 @@ export type {
 export * as codecs from './codec.js'
 export type { Codec } from './codec.js'
 export { routeId } from './route.js'
-export { resolveOptions, validateCluster } from './config.js'
+export { generateKeyPair, resolveOptions, validateCluster } from './config.js'
 export type { ClusterConfig, ReconnectOptions, ReplicaAddress, ReplicaOptions } from './config.js'
 export {
   AbortedError,

@@ -28,8 +28,16 @@ export interface EngineOptions {
   heartbeatIntervalMs: number
   heartbeatTimeoutMs: number
   peerDownDeadlineMs: number
+  maxReplicaConnections?: number
+  maxConnectionsPerAddress?: number
+  frameReadTimeoutMs?: number
+  maxPingsPerSecond?: number
   incarnationLo: number
   incarnationHi: number
+  /** Replica connections: 'mac' needs privateKey (32-byte seed) and every peer's public key. */
+  auth?: 'mac' | 'none'
+  privateKey?: Uint8Array
+  publicKeys?: { id: number; key: Uint8Array }[]
   /** Worker consumers taking deliveries instead of onBatch (0: none). */
   consumers?: number
   /** With consumers: one consumer at a time per peer / client connection (default true). */

@@ -14,7 +14,7 @@ import { freePorts, until } from './helpers.js'
 t.test('a client that never reads its replies is throttled, others are served', async (t) => {
   const [port, clientPort] = await freePorts(2)
   const cluster = { id: 'backlog', replicas: [{ id: 1, host: '127.0.0.1', port: port!, clientPort: clientPort! }] }
-  const r = await Replica.start({ id: 1, cluster, maxClientInFlight: 64 })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientInFlight: 64 })
   t.teardown(() => r.close({ timeoutMs: 0 }))
   let handled = 0
   const reply = Buffer.alloc(64 * 1024, 1)
@@ -91,7 +91,7 @@ t.test('a client that never reads its replies is throttled, others are served', 
 t.test('maxClientInFlight is exact: one write of 5,000 pipelined requests hands on only that many', async (t) => {
   const [port, clientPort] = await freePorts(2)
   const cluster = { id: 'inflight', replicas: [{ id: 1, host: '127.0.0.1', port: port!, clientPort: clientPort! }] }
-  const r = await Replica.start({ id: 1, cluster, maxClientInFlight: 64 })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientInFlight: 64 })
   t.teardown(() => r.close({ timeoutMs: 0 }))
   const held: RequestContext[] = []
   let maxHeld = 0

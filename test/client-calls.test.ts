@@ -110,7 +110,7 @@ interface Server {
 async function startServer(t: Tap, options: Omit<ReplicaOptions, 'id' | 'cluster'> = {}): Promise<Server> {
   const [port] = await freePorts(1)
   const cluster: ClusterConfig = { id: 'rpc-test', replicas: [{ id: 1, host: HOST, port: port!, clientPort: 0 }] }
-  const replica = await Replica.start({ id: 1, cluster, ...options })
+  const replica = await Replica.start({ auth: 'none', id: 1, cluster, ...options })
   t.teardown(() => replica.close({ timeoutMs: 0 }))
   t.ok(Number.isInteger(replica.clientPort) && replica.clientPort! > 0, `client port bound (${replica.clientPort})`)
   return { replica, endpoint: { host: HOST, port: replica.clientPort! }, cluster }

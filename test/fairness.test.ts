@@ -12,7 +12,7 @@ import { loopbackCluster, until } from './helpers.js'
 
 t.test('a flooding peer does not starve an honest one', async (t) => {
   const cluster = await loopbackCluster(3, 'fairness')
-  const receiver = await Replica.start({ id: 3, cluster })
+  const receiver = await Replica.start({ auth: 'none', id: 3, cluster })
   t.teardown(() => receiver.close({ timeoutMs: 0 }))
   let flood = 0
   let floodBytes = 0

@@ -22,7 +22,7 @@ async function withReceiver(t: Test, options: Record<string, unknown> = HB) {
   })
   t.teardown(() => receiver.kill())
   await receiver.waitLine(/^ready \d+$/, 15_000, 'receiver ready')
-  const a = await Replica.start({ id: 1, cluster, ...options })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, ...options })
   t.teardown(() => a.close({ timeoutMs: 0 }))
   await a.waitForPeers([2], { timeoutMs: 15_000 })
   return { cluster, receiver, a }
@@ -79,7 +79,7 @@ t.test('a receiver whose JS thread is blocked still answers heartbeats: no peer-
 
 t.test('a PING from a connected peer is answered with a PONG carrying its id', async (t) => {
   const cluster = await loopbackCluster(3, 'ping')
-  const r2 = await Replica.start({ id: 2, cluster, heartbeatIntervalMs: 0 })
+  const r2 = await Replica.start({ auth: 'none', id: 2, cluster, heartbeatIntervalMs: 0 })
   t.teardown(() => r2.close({ timeoutMs: 0 }))
   const sock = net.connect(cluster.replicas[1]!.port, '127.0.0.1')
   t.teardown(() => sock.destroy())

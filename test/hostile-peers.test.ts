@@ -335,9 +335,9 @@ async function setup(t: Tap, opts2: Partial<ReplicaOptions> = {}): Promise<Setup
     for (const s of sockets) s.destroy()
     await Promise.all(started.map((r) => r.close({ timeoutMs: 0 })))
   })
-  const r1 = await Replica.start({ id: 1, cluster })
+  const r1 = await Replica.start({ auth: 'none', id: 1, cluster })
   started.push(r1)
-  const r2 = await Replica.start({ id: 2, cluster, ...opts2 })
+  const r2 = await Replica.start({ auth: 'none', id: 2, cluster, ...opts2 })
   started.push(r2)
   await Promise.all([r1.waitForPeers([2]), r2.waitForPeers([1])])
 

@@ -181,7 +181,7 @@ t.test('QUEUE_FULL: high-water mark, hard cap, delivery after the peer starts, d
   const CAP = 1024 * 1024
   const PAYLOAD = 1176 // frame of 1200 bytes: neither limit is a multiple of it
   const FRAME = HEADER + PAYLOAD
-  const a = await Replica.start({
+  const a = await Replica.start({ auth: 'none',
     id: 1,
     cluster,
     highWaterMark: HWM,
@@ -228,7 +228,7 @@ t.test('QUEUE_FULL: high-water mark, hard cap, delivery after the peer starts, d
   t.same(drains, [], 'no drain while the peer is down')
 
   // Start the peer in the same process: the accepted messages arrive, in order, once.
-  b = await Replica.start({ id: 2, cluster })
+  b = await Replica.start({ auth: 'none', id: 2, cluster })
   const got: number[] = []
   b.on('q', (msg) => {
     const p = msg.payload
@@ -256,7 +256,7 @@ t.test('backpressure: a frozen receiver (SIGSTOP) makes send return false; SIGCO
   t.teardown(() => receiver.kill())
   await receiver.waitLine(/^ready \d+$/, 15_000, 'receiver ready')
   const HWM = 1024 * 1024
-  const a = await Replica.start({ id: 1, cluster, highWaterMark: HWM, maxQueueBytes: 64 * 1024 * 1024 })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, highWaterMark: HWM, maxQueueBytes: 64 * 1024 * 1024 })
   t.teardown(() => a.close({ timeoutMs: 0 }))
   await a.waitForPeers([2], { timeoutMs: 15_000 })
   const drains: number[] = []
@@ -303,7 +303,7 @@ t.test('backpressure: a frozen receiver (SIGSTOP) makes send return false; SIGCO
 t.test('high-water mark: send compares it with the current queue, not the depth seen at the last flush', async (t) => {
   const cluster = await loopbackCluster(2, 'hwm')
   const HWM = 256 * 1024
-  const a = await Replica.start({
+  const a = await Replica.start({ auth: 'none',
     id: 1,
     cluster,
     highWaterMark: HWM,
@@ -326,7 +326,7 @@ t.test('high-water mark: send compares it with the current queue, not the depth 
   await new Promise((r) => setTimeout(r, 20))
   t.equal(a.stats().peers[0]!.queuedBytes, 200 * 1024, 'queued while the peer is down')
 
-  b = await Replica.start({ id: 2, cluster })
+  b = await Replica.start({ auth: 'none', id: 2, cluster })
   let got = 0
   b.on('q', () => {
     got++
@@ -362,7 +362,7 @@ t.test('backpressure: a receiver whose event loop is blocked fills its receive b
   t.teardown(() => receiver.kill())
   await receiver.waitLine(/^ready \d+$/, 15_000, 'receiver ready')
   const HWM = 1024 * 1024
-  const a = await Replica.start({ id: 1, cluster, highWaterMark: HWM, maxQueueBytes: 128 * 1024 * 1024 })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, highWaterMark: HWM, maxQueueBytes: 128 * 1024 * 1024 })
   t.teardown(() => a.close({ timeoutMs: 0 }))
   await a.waitForPeers([2], { timeoutMs: 15_000 })
   const drains: number[] = []

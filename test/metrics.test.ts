@@ -10,7 +10,7 @@ import { loopbackCluster, until } from './helpers.js'
 
 t.test('collectReplicaMetrics exposes peer and replica metrics in the user registry', async (t) => {
   const cluster = await loopbackCluster(2, 'metrics')
-  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster, heartbeatIntervalMs: 50, heartbeatTimeoutMs: 1000 })))
+  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster, heartbeatIntervalMs: 50, heartbeatTimeoutMs: 1000 })))
   t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
   await a!.waitForPeers()
   let got = 0

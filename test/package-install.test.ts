@@ -66,7 +66,7 @@ import { Replica, Client } from 'nexres-rpc'
 const free = () => new Promise((r) => { const s = net.createServer().listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => r(p)) }) })
 const [p1, p2, c1] = [await free(), await free(), await free()]
 const cluster = { id: 'pkg', replicas: [{ id: 1, host: '127.0.0.1', port: p1, clientPort: c1 }, { id: 2, host: '127.0.0.1', port: p2 }] }
-const [a, b] = await Promise.all([Replica.start({ id: 1, cluster }), Replica.start({ id: 2, cluster })])
+const [a, b] = await Promise.all([Replica.start({ auth: 'none', id: 1, cluster }), Replica.start({ auth: 'none', id: 2, cluster })])
 const got = new Promise((resolve) => b.on('ping', (m) => resolve(m.text())))
 await a.waitForPeers()
 a.send(2, 'ping', 'over the prebuilt binary')

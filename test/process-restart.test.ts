@@ -94,7 +94,7 @@ for (const sc of scenarios) t.test(sc.name, async (t) => {
   const file1 = join(dir, 'b1.bin')
   const file2 = join(dir, 'b2.bin')
   const b1 = await startB(file1)
-  const a = await Replica.start({ id: 1, cluster, reconnect: { minMs: 20, maxMs: 200 } })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, reconnect: { minMs: 20, maxMs: 200 } })
   let loop: NodeJS.Timeout | undefined
   t.teardown(async () => {
     clearTimeout(loop)
@@ -246,7 +246,7 @@ t.test('sender killed with SIGKILL and restarted: its new incarnation (message i
   const children: Child[] = []
   t.teardown(() => Promise.all(children.map((c) => c.kill())))
   // The receiver is the test process (replica 2); the sender is replica 1 in a child.
-  const b = await Replica.start({ id: 2, cluster, reconnect: { minMs: 20, maxMs: 200 } })
+  const b = await Replica.start({ auth: 'none', id: 2, cluster, reconnect: { minMs: 20, maxMs: 200 } })
   t.teardown(() => b.close({ timeoutMs: 0 }))
   const got: { tag: number; n: number }[] = []
   b.on('seq', (msg) => {

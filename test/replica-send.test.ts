@@ -7,7 +7,7 @@ import { loopbackCluster, until } from './helpers.js'
 for (const ioThreads of [1, 2, 4]) {
   t.test(`4 replicas, ioThreads ${ioThreads}: send and broadcast arrive with the right from and route`, async (t) => {
     const cluster = await loopbackCluster(4)
-    const replicas = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster, ioThreads })))
+    const replicas = await Promise.all(cluster.replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster, ioThreads })))
     t.teardown(() => Promise.all(replicas.map((r) => r.close({ timeoutMs: 0 }))))
     await Promise.all(replicas.map((r) => r.waitForPeers()))
 
@@ -26,7 +26,7 @@ for (const ioThreads of [1, 2, 4]) {
 
 t.test('100,000 messages from one peer arrive in order, none lost', async (t) => {
   const cluster = await loopbackCluster(2)
-  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster })))
+  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster })))
   t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
   await a!.waitForPeers()
   const N = 100_000
@@ -54,7 +54,7 @@ t.test('100,000 messages from one peer arrive in order, none lost', async (t) =>
 
 t.test('8 MiB messages arrive intact (sent by reference, received in one buffer)', async (t) => {
   const cluster = await loopbackCluster(2)
-  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster })))
+  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster })))
   t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
   await a!.waitForPeers()
   const big = new Uint8Array(8 * 1024 * 1024)
@@ -72,7 +72,7 @@ t.test('8 MiB messages arrive intact (sent by reference, received in one buffer)
 
 t.test('a handler that throws is reported and delivery goes on', async (t) => {
   const cluster = await loopbackCluster(2)
-  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster })))
+  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster })))
   t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
   await a!.waitForPeers()
   const errors: unknown[] = []
@@ -95,7 +95,7 @@ t.test('a handler that throws is reported and delivery goes on', async (t) => {
 
 t.test('receive-side depth: bytes being handled count in receivePendingBytes until the batch is done', async (t) => {
   const cluster = await loopbackCluster(2)
-  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster })))
+  const [a, b] = await Promise.all(cluster.replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster })))
   t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
   await a!.waitForPeers()
   let during = -1

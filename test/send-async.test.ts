@@ -10,7 +10,7 @@ import { loopbackCluster, until } from './helpers.js'
 t.test('sendAsync waits for drain, honours AbortSignal and close()', async (t) => {
   const cluster = await loopbackCluster(2, 'send-async')
   const HWM = 64 * 1024
-  const a = await Replica.start({ id: 1, cluster, highWaterMark: HWM })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, highWaterMark: HWM })
   t.teardown(() => a.close({ timeoutMs: 0 }))
   const payload = Buffer.alloc(1000)
   let sent = 0
@@ -32,7 +32,7 @@ t.test('sendAsync waits for drain, honours AbortSignal and close()', async (t) =
   ac.abort(new Error('changed my mind'))
   await t.rejects(aborted, { code: 'ABORTED' }, 'an aborted wait rejects with ABORTED')
 
-  const b = await Replica.start({ id: 2, cluster })
+  const b = await Replica.start({ auth: 'none', id: 2, cluster })
   t.teardown(() => b.close({ timeoutMs: 0 }))
   const got: number[] = []
   const others: string[] = []
@@ -48,7 +48,7 @@ t.test('sendAsync waits for drain, honours AbortSignal and close()', async (t) =
 
 t.test('sendAsync rejects with CLOSED when the replica closes while it waits', async (t) => {
   const cluster = await loopbackCluster(2, 'send-async-close')
-  const a = await Replica.start({ id: 1, cluster, highWaterMark: 1000 })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, highWaterMark: 1000 })
   await a.sendAsync(2, 'x', Buffer.alloc(2000)) // queue now above the mark (peer down)
   const waiting = a.sendAsync(2, 'x', 'more')
   const closing = a.close({ timeoutMs: 0 })

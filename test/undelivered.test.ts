@@ -10,7 +10,7 @@ import { loopbackCluster, until } from './helpers.js'
 
 t.test("a peer down past the deadline: its queue is reported in 'undelivered'", async (t) => {
   const cluster = await loopbackCluster(2, 'undelivered')
-  const a = await Replica.start({ id: 1, cluster, peerDownDeadlineMs: 200, reconnect: { minMs: 20, maxMs: 50 } })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, peerDownDeadlineMs: 200, reconnect: { minMs: 20, maxMs: 50 } })
   t.teardown(() => a.close({ timeoutMs: 0 }))
   const reports: { peer: number; info: UndeliveredInfo }[] = []
   a.events.on('undelivered', (peer, info) => reports.push({ peer, info }))
@@ -21,7 +21,7 @@ t.test("a peer down past the deadline: its queue is reported in 'undelivered'", 
   t.equal(a.stats().peers[0]!.queuedBytes, 0, 'the queue was emptied')
   t.equal(a.stats().peers[0]!.queuedMsgs, 0)
 
-  const b = await Replica.start({ id: 2, cluster })
+  const b = await Replica.start({ auth: 'none', id: 2, cluster })
   t.teardown(() => b.close({ timeoutMs: 0 }))
   const got: string[] = []
   b.on('x', (msg) => got.push(msg.text()))
@@ -34,13 +34,13 @@ t.test("a peer down past the deadline: its queue is reported in 'undelivered'", 
 
 t.test('with no deadline (the default) messages wait for the peer', async (t) => {
   const cluster = await loopbackCluster(2, 'no-deadline')
-  const a = await Replica.start({ id: 1, cluster, reconnect: { minMs: 20, maxMs: 50 } })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, reconnect: { minMs: 20, maxMs: 50 } })
   t.teardown(() => a.close({ timeoutMs: 0 }))
   let reported = 0
   a.events.on('undelivered', () => reported++)
   a.send(2, 'x', 'kept')
   await new Promise((r) => setTimeout(r, 400))
-  const b = await Replica.start({ id: 2, cluster })
+  const b = await Replica.start({ auth: 'none', id: 2, cluster })
   t.teardown(() => b.close({ timeoutMs: 0 }))
   const got: string[] = []
   b.on('x', (msg) => got.push(msg.text()))

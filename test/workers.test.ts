@@ -28,9 +28,9 @@ async function pair(
 ): Promise<{ a: Replica; b: Replica; cluster: ClusterConfig }> {
   const cluster = await loopbackCluster(2, name)
   cluster.replicas[0]!.clientPort = 0
-  const a = await Replica.start({ id: 1, cluster, workers: 2, handlers, ...extra })
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, workers: 2, handlers, ...extra })
   t.teardown(() => a.close({ timeoutMs: 200 }))
-  const b = await Replica.start({ id: 2, cluster })
+  const b = await Replica.start({ auth: 'none', id: 2, cluster })
   t.teardown(() => b.close({ timeoutMs: 200 }))
   await Promise.all([a.waitForPeers(), b.waitForPeers()])
   return { a, b, cluster }
@@ -50,7 +50,7 @@ async function sendNumbered(b: Replica, route: string, n: number): Promise<void>
 t.test('configuration: workers need a handlers module; bad values are refused by name', async (t) => {
   const cluster = await loopbackCluster(2, 'workers-config')
   const bad = async (opts: Partial<ReplicaOptions>, field: string, what: string): Promise<void> => {
-    await t.rejects(Replica.start({ id: 1, cluster, ...opts }), { code: 'CONFIG_INVALID', field }, what)
+    await t.rejects(Replica.start({ auth: 'none', id: 1, cluster, ...opts }), { code: 'CONFIG_INVALID', field }, what)
   }
   await bad({ workers: 2 }, 'handlers', 'workers without handlers')
   await bad({ workers: 2, handlers: 'fixtures/worker-handlers.mjs' }, 'handlers', 'a relative path')
@@ -61,13 +61,13 @@ t.test('configuration: workers need a handlers module; bad values are refused by
   await bad({ workers: 2, handlers, ordering: 'random' as 'none' }, 'ordering', 'an unknown ordering')
   // A module whose setup throws: start() rejects, naming the module, and
   // leaves nothing bound (the same port can be used right after).
-  const err = await Replica.start({ id: 1, cluster, workers: 2, handlers: broken }).then(
+  const err = await Replica.start({ auth: 'none', id: 1, cluster, workers: 2, handlers: broken }).then(
     () => undefined,
     (e: unknown) => e,
   )
   t.ok(err instanceof ConfigError, 'setup failure is a ConfigError')
   t.match((err as Error).message, /setup refuses on purpose/, 'with the module’s own message')
-  const r = await Replica.start({ id: 1, cluster, workers: 1, handlers })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, workers: 1, handlers })
   t.throws(() => r.on('x', () => undefined), { code: 'CONFIG_INVALID', field: 'workers' }, 'on() on the main thread is refused with workers')
   t.throws(() => r.handle('x', () => 'y'), { code: 'CONFIG_INVALID', field: 'workers' }, 'handle() too')
   await r.close()

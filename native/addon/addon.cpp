@@ -373,9 +373,30 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     options_.heartbeat_interval_ms = get_u32(o, "heartbeatIntervalMs", options_.heartbeat_interval_ms);
     options_.heartbeat_timeout_ms = get_u32(o, "heartbeatTimeoutMs", options_.heartbeat_timeout_ms);
     options_.peer_down_deadline_ms = get_u32(o, "peerDownDeadlineMs", 0);
+    options_.max_replica_connections = get_u32(o, "maxReplicaConnections", options_.max_replica_connections);
+    options_.max_connections_per_address = get_u32(o, "maxConnectionsPerAddress", options_.max_connections_per_address);
+    options_.frame_read_timeout_ms = get_u32(o, "frameReadTimeoutMs", options_.frame_read_timeout_ms);
+    options_.max_pings_per_second = get_u32(o, "maxPingsPerSecond", options_.max_pings_per_second);
     options_.incarnation = (static_cast<std::uint64_t>(get_u32(o, "incarnationHi", 0)) << 32) |
                            get_u32(o, "incarnationLo", 0);
 
+    if (o.Get("auth").IsString() && o.Get("auth").ToString().Utf8Value() == "mac") {
+      options_.auth = nexres::auth_mode::mac;
+      Napi::Value pk = o.Get("privateKey");
+      if (!pk.IsTypedArray() || pk.As<Napi::Uint8Array>().ByteLength() != 32)
+        throw Napi::TypeError::New(env, "privateKey: 32 bytes");
+      std::memcpy(options_.private_seed.data(), pk.As<Napi::Uint8Array>().Data(), 32);
+      Napi::Array keys = o.Get("publicKeys").As<Napi::Array>();
+      for (std::uint32_t i = 0; i < keys.Length(); ++i) {
+        Napi::Object k = keys.Get(i).As<Napi::Object>();
+        Napi::Value kv = k.Get("key");
+        if (!kv.IsTypedArray() || kv.As<Napi::Uint8Array>().ByteLength() != 32)
+          throw Napi::TypeError::New(env, "publicKeys: 32 bytes each");
+        std::array<std::uint8_t, 32> key{};
+        std::memcpy(key.data(), kv.As<Napi::Uint8Array>().Data(), 32);
+        options_.public_keys.emplace_back(get_u32(k, "id", 0), key);
+      }
+    }
     consumers_ = get_u32(o, "consumers", 0);
     ordered_ = !o.Get("ordered").IsBoolean() || o.Get("ordered").As<Napi::Boolean>().Value();
 
@@ -429,13 +450,19 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     Tsfn* fn = &tsfn_;
     shared_engine* se = out_.shared().get();
     if (se == nullptr) throw Napi::Error::New(env, "engine already stopped");
-    if (consumers_ == 0) {
-      se->eng = std::make_shared<engine>(options_, [fn] { fn->NonBlockingCall(); });
-    } else {
+    try {
+      if (consumers_ == 0) se->eng = std::make_shared<engine>(options_, [fn] { fn->NonBlockingCall(); });
+      else se->eng = std::make_shared<engine>(options_, [se] { se->disp->kick(); });
+    } catch (const std::exception& e) {
+      tsfn_active_ = false;
+      tsfn_.Release();
+      throw Napi::Error::New(env, std::string("cannot start the engine: ") + e.what());
+    }
+    nexres::crypto::cleanse(options_.private_seed.data(), options_.private_seed.size());
+    if (consumers_ > 0) {
       // Deliveries wake worker consumers through the dispatcher; events wake
       // this thread. The engine stops (io threads joined) before the
       // dispatcher is destroyed (~shared_engine).
-      se->eng = std::make_shared<engine>(options_, [se] { se->disp->kick(); });
       se->disp = std::make_unique<nexres::dispatcher>(*se->eng, consumers_, ordered_);
       se->eng->set_event_wake([fn] { fn->NonBlockingCall(); });
     }

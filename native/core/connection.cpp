@@ -22,7 +22,9 @@ inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
       socket_(std::move(socket)),
       timer_(socket_.get_executor()),
       hb_timer_(socket_.get_executor()),
-      rx_(eng.chunks(), eng.options().max_chunks_per_connection) {
+      read_timer_(socket_.get_executor()),
+      rx_(eng.chunks(), eng.options().max_chunks_per_connection),
+      mac_(eng.options().auth == auth_mode::mac) {
   std::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -32,8 +34,11 @@ inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
 }
 
 inbound_session::~inbound_session() {
+  engine_.leave_pending(pending_id_);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();
+  for (auto& r : unsealed_) engine_.chunks().unref(r.run.source);
+  unsealed_.clear();
   rx_.release();
 }
 
@@ -50,7 +55,16 @@ void inbound_session::start() {
     if (ec || !self->open_ || self->peer_id_ != 0) return;
     self->refuse(reject_code::handshake_timeout, "no handshake within the deadline");
   });
-  read_hello();
+  if (engine_.options().frame_read_timeout_ms == 0) return read_hello();
+  // Read deadline (slowloris): the handshake's clock starts at its first byte.
+  socket_.async_wait(asio::socket_base::wait_read, [self](const std::error_code& ec) {
+    if (ec == asio::error::operation_aborted || !self->open_) return;
+    if (ec) return self->close();
+    self->partial_ = true;
+    self->partial_since_ = std::chrono::steady_clock::now();
+    self->arm_read_deadline();
+    self->read_hello();
+  });
 }
 
 void inbound_session::close_async() {
@@ -75,8 +89,11 @@ void inbound_session::on_hello(std::size_t) {
                                                 " is not supported (want " +
                                                 std::to_string(protocol_version) + ")");
   if (m.type != hello_type::hello) return refuse(reject_code::bad_frame, "expected HELLO");
-  if (m.auth != auth_mode::none) return refuse(reject_code::bad_auth, "unsupported auth mode");
-  if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length)
+  if (m.auth != engine_.options().auth)
+    return refuse(reject_code::bad_auth, std::string("auth mode ") + (m.auth == auth_mode::mac ? "mac" : m.auth == auth_mode::none ? "none" : "unknown") +
+                                             " offered, this replica requires " + (mac_ ? "mac" : "none"));
+  if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length ||
+      m.body_length != m.cluster_id_length + (mac_ ? auth::hello_ext_bytes : 0))
     return refuse(reject_code::bad_frame, "handshake body length out of range");
   incarnation_ = m.incarnation;
   peer_id_ = 0;
@@ -97,13 +114,113 @@ void inbound_session::on_hello(std::size_t) {
                        return self->refuse(reject_code::unknown_peer,
                                            "replica id " + std::to_string(claimed) +
                                                " is not a peer in this cluster");
+                     if (self->mac_) return self->start_auth(claimed, slot);
                      self->peer_id_ = claimed;
                      self->slot_ = slot;
                      self->on_hello_body();
                    });
 }
 
+// io thread, auth mac: WELCOME with our nonce, ephemeral key and signature,
+// then the peer's AUTH frame. Nothing of this session touches the peer's
+// state (a live session from the real peer stays) until its signature checks.
+void inbound_session::start_auth(std::uint32_t claimed, int slot) {
+  const auto& opt = engine_.options();
+  if (engine_.identity().verifier(claimed) == nullptr)
+    return refuse(reject_code::bad_auth, "no public key for replica " + std::to_string(claimed));
+  const std::uint8_t* x = hello_body_.data() + opt.cluster_id.size();
+  std::array<std::uint8_t, auth::nonce_bytes> nonce_r{};
+  if (!crypto::random_bytes(nonce_r.data(), nonce_r.size())) return refuse(reject_code::bad_auth, "no randomness");
+  eph_ = std::make_unique<crypto::x25519_keypair>(crypto::x25519_keypair::generate());
+  auth::transcript_input ti;
+  ti.cluster_id = opt.cluster_id;
+  ti.initiator = claimed;
+  ti.responder = opt.self_id;
+  ti.initiator_incarnation = incarnation_;
+  ti.responder_incarnation = opt.incarnation;
+  ti.nonce_i = x;
+  ti.eph_i = x + auth::nonce_bytes;
+  ti.nonce_r = nonce_r.data();
+  ti.eph_r = eph_->public_key().data();
+  transcript_ = auth::transcript(ti);
+  hello_message w{};
+  w.type = hello_type::welcome;
+  w.auth = auth_mode::mac;
+  w.sender = opt.self_id;
+  w.incarnation = opt.incarnation;
+  w.version = protocol_version;
+  w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
+  w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size() + auth::welcome_ext_bytes);
+  reject_buf_.assign(hello_fixed_bytes + w.body_length, 0);
+  encode_hello(reject_buf_.data(), w);
+  std::uint8_t* b = reject_buf_.data() + hello_fixed_bytes;
+  std::memcpy(b, opt.cluster_id.data(), opt.cluster_id.size());
+  b += opt.cluster_id.size();
+  std::memcpy(b, nonce_r.data(), auth::nonce_bytes);
+  std::memcpy(b + auth::nonce_bytes, eph_->public_key().data(), auth::eph_bytes);
+  if (!auth::sign(*engine_.identity().signer, 'R', transcript_, b + auth::nonce_bytes + auth::eph_bytes))
+    return refuse(reject_code::bad_auth, "signing failed");
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(reject_buf_), [self, claimed, slot](const std::error_code& ec, std::size_t) {
+    if (ec || !self->open_) return self->close();
+    asio::async_read(self->socket_, asio::buffer(self->auth_in_),
+                     [self, claimed, slot](const std::error_code& ec2, std::size_t) {
+                       if (ec2 || !self->open_) return self->close();
+                       self->on_auth_frame(claimed, slot);
+                     });
+  });
+}
+
+void inbound_session::on_auth_frame(std::uint32_t claimed, int slot) {
+  const frame_header h = decode_header(auth_in_.data());
+  const crypto::ed25519_verifier* v = engine_.identity().verifier(claimed);
+  if (h.kind != frame_kind::auth || h.length != auth::sig_bytes || h.sender != claimed || h.flags != 0 ||
+      h.reserved != 0 || v == nullptr || !auth::verify(*v, 'I', transcript_, auth_in_.data() + frame_header_bytes))
+    return refuse(reject_code::bad_auth, "replica " + std::to_string(claimed) + " could not prove its identity");
+  auth::session_keys keys;
+  if (!auth::derive(*eph_, hello_body_.data() + engine_.options().cluster_id.size() + auth::nonce_bytes, transcript_,
+                    keys))
+    return refuse(reject_code::bad_auth, "bad ephemeral key");
+  eph_.reset();
+  transcript_.clear();
+  tx_ = std::make_unique<auth::sealer>(keys.responder_to_initiator);
+  rx_mac_ = std::make_unique<auth::opener>(keys.initiator_to_responder);
+  peer_id_ = claimed;
+  slot_ = slot;
+  established();
+}
+
+bool inbound_session::seal_into(std::vector<std::uint8_t>& buf, std::size_t from) {
+  const std::size_t at = buf.size();
+  buf.resize(at + auth::seal_frame_bytes);
+  const crypto::byte_view v(buf.data() + from, at - from);
+  return tx_->seal(&v, 1, engine_.options().self_id, buf.data() + at);
+}
+
+// io thread, auth none: WELCOME, then the session is live.
 void inbound_session::on_hello_body() {
+  const auto& opt = engine_.options();
+  hello_message w{};
+  w.type = hello_type::welcome;
+  w.auth = auth_mode::none;
+  w.sender = opt.self_id;
+  w.incarnation = opt.incarnation;
+  w.version = protocol_version;
+  w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
+  w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
+  reject_buf_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+  encode_hello(reject_buf_.data(), w);
+  std::memcpy(reject_buf_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+  auto self = shared_from_this();
+  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code& ec, std::size_t) {
+    if (ec || !self->open_) return self->close();
+    self->established();
+  });
+}
+
+// io thread: the peer is who it says (auth mac: proven). This session takes
+// over from the peer's previous one.
+void inbound_session::established() {
   timer_.cancel();
   peer_slot& ps = engine_.slot(slot_);
   std::shared_ptr<inbound_session> previous;
@@ -121,27 +238,10 @@ void inbound_session::on_hello_body() {
     ps.rx_session = shared_from_this();
   }
   if (previous) previous->close_async();
-
-  const auto& opt = engine_.options();
-  hello_message w{};
-  w.type = hello_type::welcome;
-  w.auth = auth_mode::none;
-  w.sender = opt.self_id;
-  w.incarnation = opt.incarnation;
-  w.version = protocol_version;
-  w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
-  w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
-  reject_buf_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
-  encode_hello(reject_buf_.data(), w);
-  std::memcpy(reject_buf_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
-  auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code& ec, std::size_t) {
-    if (ec) return self->close();
-    // A resending peer needs the ACK of what was consumed before it reconnected.
-    self->on_ack_request();
-    self->arm_heartbeat();
-    self->do_read();
-  });
+  // A resending peer needs the ACK of what was consumed before it reconnected.
+  on_ack_request();
+  arm_heartbeat();
+  do_read();
 }
 
 // io thread, every heartbeat interval: a keepalive PONG if nothing else was
@@ -211,6 +311,7 @@ void inbound_session::on_chunk_released() {
 
 void inbound_session::do_read() {
   if (!open_ || reading_) return;
+  if (!handshake_done_) leave_pre_handshake();
   if (!rx_.ensure_space(weak_from_this())) {
     // Wait for a chunk of ours to come back; also retry on a timer in case the
     // pool-wide bound (not ours) is what stopped us.
@@ -239,12 +340,14 @@ void inbound_session::do_read() {
 void inbound_session::on_read(std::size_t n) {
   if (!open_) return;
   read_since_tick_ = true;
+  const std::size_t parsed_before = rx_.parsed;
   rx_.filled += n;
   if (!parse()) {
     // The peer was refused; frames it sent before the bad one still count.
     flush_ready();
     return;
   }
+  note_partial(rx_.parsed != parsed_before);
   if (!flush_ready()) {
     // MIQ full: stop reading this socket until the consumer catches up.
     paused_ = true;
@@ -270,12 +373,15 @@ bool inbound_session::parse() {
   std::size_t run_start = rx_.parsed;
   std::uint32_t run_msgs = 0;
   std::uint64_t run_last = 0;
+  // auth mac: bytes [mac_from, parsed) are parsed and not yet fed to the MAC.
+  std::size_t mac_from = rx_.parsed;
   auto cut = [&](std::size_t end) {
     if (run_msgs > 0) {
       rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
       delivery d{rx_.current, static_cast<std::uint32_t>(run_start), static_cast<std::uint32_t>(end - run_start),
                  peer_id_, run_msgs, slot_, incarnation_, run_last};
-      ready_.push_back(ready_run{d, run_last});
+      // auth mac: held until the SEAL after them checks.
+      (mac_ ? unsealed_ : ready_).push_back(ready_run{d, run_last});
     }
     run_msgs = 0;
   };
@@ -289,13 +395,53 @@ bool inbound_session::parse() {
       return false;
     }
     if (h.kind == frame_kind::ping && h.length == 0 && h.reserved == 0 && h.sender == peer_id_) {
+      if (!ping_allowed()) {
+        cut(rx_.parsed);
+        refuse(reject_code::too_many_pings, "more than maxPingsPerSecond (" +
+                                                std::to_string(opt.max_pings_per_second) + ") PINGs in one second");
+        return false;
+      }
       // Answered here on the io thread, whatever the application is doing.
       cut(rx_.parsed);
       rx_.parsed += frame_header_bytes;
       run_start = rx_.parsed;
+      if (mac_) {
+        // Answered once the batch it came in checks.
+        pong_after_seal_ = true;
+        pong_after_seal_id_ = h.msg_id;
+        continue;
+      }
       pong_id_ = h.msg_id;
       pong_pending_ = true;
       send_ack();
+      continue;
+    }
+    if (mac_ && h.kind == frame_kind::seal) {
+      if (h.length != auth::tag_bytes) {
+        cut(rx_.parsed);
+        refuse(reject_code::bad_frame, "SEAL frame of the wrong length");
+        return false;
+      }
+      if (rx_.filled - rx_.parsed < auth::seal_frame_bytes) break;  // the tag is on its way
+      cut(rx_.parsed);
+      if (!rx_mac_->update(base + mac_from, rx_.parsed - mac_from) ||
+          !rx_mac_->open(h, base + rx_.parsed + frame_header_bytes) || h.sender != peer_id_) {
+        refuse(reject_code::bad_mac, "a batch failed its MAC check (forged, altered, replayed or reordered frames)");
+        return false;
+      }
+      rx_.parsed += auth::seal_frame_bytes;
+      mac_from = rx_.parsed;
+      run_start = rx_.parsed;
+      // The batch is authentic: its runs go on, its PING is answered.
+      for (auto& r : unsealed_) ready_.push_back(r);
+      unsealed_.clear();
+      unsealed_bytes_ = 0;
+      if (pong_after_seal_) {
+        pong_after_seal_ = false;
+        pong_id_ = pong_after_seal_id_;
+        pong_pending_ = true;
+        send_ack();
+      }
       continue;
     }
     if (h.kind != frame_kind::data || h.reserved != 0) {
@@ -325,6 +471,15 @@ bool inbound_session::parse() {
     rx_.parsed += total;
   }
   cut(rx_.parsed);
+  if (mac_ && rx_.parsed > mac_from) {
+    unsealed_bytes_ += rx_.parsed - mac_from;
+    rx_mac_->update(base + mac_from, rx_.parsed - mac_from);
+    // An honest sender seals every auth::seal_batch_bytes at a frame boundary.
+    if (unsealed_bytes_ > static_cast<std::size_t>(opt.max_frame_bytes) + 2 * auth::seal_batch_bytes + (1u << 20)) {
+      refuse(reject_code::bad_mac, "too much data without a SEAL");
+      return false;
+    }
+  }
   return true;
 }
 
@@ -386,7 +541,16 @@ void inbound_session::send_ack() {
   wrote_since_tick_ = true;
   ack_writing_ = true;
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(ack_buf_), [self](const std::error_code& ec, std::size_t) {
+  asio::const_buffer out = asio::buffer(ack_buf_);
+  if (mac_) {
+    ack_out_.assign(ack_buf_.begin(), ack_buf_.end());
+    if (!seal_into(ack_out_, 0)) {
+      ack_writing_ = false;
+      return close();
+    }
+    out = asio::buffer(ack_out_);
+  }
+  asio::async_write(socket_, out, [self](const std::error_code& ec, std::size_t) {
     self->ack_writing_ = false;
     if (ec) return self->close();
     if (self->reject_pending_) {
@@ -410,6 +574,8 @@ void inbound_session::refuse(reject_code code, const std::string& detail) {
   encode_header(buf.data(), h);
   store_u16(buf.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
   std::memcpy(buf.data() + frame_header_bytes + 2, text.data(), text.size());
+  // After the handshake (auth mac) the reason frame comes sealed like any other.
+  if (tx_ && !seal_into(buf, 0)) buf.resize(buf.size() - auth::seal_frame_bytes);
   reject_buf_ = std::move(buf);
   auto self = shared_from_this();
   timer_.expires_after(std::chrono::seconds(1));
@@ -431,6 +597,7 @@ void inbound_session::write_reject() {
     self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     self->socket_.close(ignored);
     self->timer_.cancel();
+    self->read_timer_.cancel();
   });
 }
 
@@ -440,10 +607,85 @@ void inbound_session::close() {
   paused_ = false;
   timer_.cancel();
   hb_timer_.cancel();
+  read_timer_.cancel();
   socket_.close(ignored);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();
+  for (auto& r : unsealed_) engine_.chunks().unref(r.run.source);
+  unsealed_.clear();
   rx_.release();
+}
+
+// ---- hostile-input limits (SECURITY.md "Connection limits") ----
+
+void inbound_session::refuse_async(reject_code code, std::string detail) {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self, code, detail = std::move(detail)] {
+    // Finished its handshake meanwhile: it no longer counts against the limit.
+    if (self->handshake_done_) return;
+    self->refuse(code, detail);
+  });
+}
+
+// io thread, first do_read(): the handshake is over (WELCOME written, peer
+// proven with auth mac); the connection leaves the pre-handshake limits.
+void inbound_session::leave_pre_handshake() {
+  handshake_done_ = true;
+  partial_ = false;  // nothing of a frame is buffered yet
+  engine_.leave_pending(pending_id_);
+  pending_id_ = 0;
+}
+
+// io thread, after each parse: starts the clock of a frame in progress. Reads
+// that complete no frame cost nothing here; one that completes a frame and
+// leaves part of the next restarts the clock for that next frame.
+void inbound_session::note_partial(bool progressed) {
+  if (rx_.filled == rx_.parsed) {
+    partial_ = false;
+    return;
+  }
+  if (engine_.options().frame_read_timeout_ms == 0 || (partial_ && !progressed)) return;
+  partial_ = true;
+  partial_since_ = std::chrono::steady_clock::now();
+  arm_read_deadline();
+}
+
+void inbound_session::arm_read_deadline() {
+  if (read_timer_armed_ || !open_) return;
+  read_timer_armed_ = true;
+  auto self = shared_from_this();
+  read_timer_.expires_at(partial_since_ + std::chrono::milliseconds(engine_.options().frame_read_timeout_ms));
+  read_timer_.async_wait([self](const std::error_code& ec) {
+    self->read_timer_armed_ = false;
+    if (!ec) self->read_deadline_tick();
+  });
+}
+
+void inbound_session::read_deadline_tick() {
+  if (!open_ || !partial_) return;
+  const auto timeout = std::chrono::milliseconds(engine_.options().frame_read_timeout_ms);
+  const auto now = std::chrono::steady_clock::now();
+  // Not reading (backpressure: MIQ or receive buffers full): the peer cannot
+  // finish the frame, so its clock restarts.
+  if (handshake_done_ && (paused_ || !reading_)) partial_since_ = now;
+  if (now - partial_since_ >= timeout)
+    return refuse(reject_code::read_timeout,
+                  std::string(handshake_done_ ? "a frame" : "the handshake") + " begun was not complete within " +
+                      "frameReadTimeoutMs (" + std::to_string(engine_.options().frame_read_timeout_ms) + " ms)");
+  arm_read_deadline();
+}
+
+// io thread, for each PING: fixed one-second windows (no clock read on the
+// data path; one per PING).
+bool inbound_session::ping_allowed() {
+  const std::uint32_t max = engine_.options().max_pings_per_second;
+  if (max == 0) return true;
+  const auto now = std::chrono::steady_clock::now();
+  if (pings_in_window_ == 0 || now - ping_window_ >= std::chrono::seconds(1)) {
+    ping_window_ = now;
+    pings_in_window_ = 0;
+  }
+  return ++pings_in_window_ <= max;
 }
 
 }  // namespace nexres

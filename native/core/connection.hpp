@@ -2,6 +2,7 @@
 // chunks, parsed in place and pushed to the MIQ as runs; ACK frames back.
 #pragma once
 
+#include "auth.hpp"
 #include "chunk_pool.hpp"
 #include "receive_buffer.hpp"
 #include "engine.hpp"
@@ -34,12 +35,23 @@ class inbound_session : public chunk_owner,
   void on_chunk_released() override;
   /// Any thread: send an ACK for what the consumer has finished.
   void request_ack();
+  /// Acceptor thread, before start: its id in the engine's pre-handshake
+  /// registry (connection limits; 0: not registered).
+  void set_pending_id(std::uint64_t id) noexcept { pending_id_ = id; }
+  /// Any thread: refuse it on its io thread unless it is established by then
+  /// (connection limits).
+  void refuse_async(reject_code code, std::string detail);
 
  private:
   void start();
   void read_hello();
   void on_hello(std::size_t n);
   void on_hello_body();
+  void established();
+  void start_auth(std::uint32_t claimed, int slot);
+  void on_auth_frame(std::uint32_t claimed, int slot);
+  // auth mac: appends the SEAL of the frame(s) in buf[from, end) to buf.
+  bool seal_into(std::vector<std::uint8_t>& buf, std::size_t from);
   void do_read();
   void on_read(std::size_t n);
   bool parse();
@@ -51,6 +63,12 @@ class inbound_session : public chunk_owner,
   void on_ack_request();
   void refuse(reject_code code, const std::string& detail);
   void close();
+  // Hostile-input limits (SECURITY.md "Connection limits").
+  void leave_pre_handshake();
+  void note_partial(bool progressed);
+  void arm_read_deadline();
+  void read_deadline_tick();
+  bool ping_allowed();
 
   engine& engine_;
   asio::ip::tcp::socket socket_;
@@ -72,6 +90,17 @@ class inbound_session : public chunk_owner,
   bool open_ = true;
   bool reading_ = false;
   bool paused_ = false;
+  // Limits (io thread). Read deadline: a frame (or the handshake) begun at
+  // partial_since_ must be complete frame_read_timeout_ms later; one timer,
+  // armed when a partial frame appears and re-armed only when it fires.
+  asio::steady_timer read_timer_;
+  std::chrono::steady_clock::time_point partial_since_{};
+  bool partial_ = false;
+  bool read_timer_armed_ = false;
+  bool handshake_done_ = false;  // frames are read (do_read reached)
+  std::uint64_t pending_id_ = 0;
+  std::chrono::steady_clock::time_point ping_window_{};
+  std::uint32_t pings_in_window_ = 0;
 
   receive_buffer rx_;
   struct ready_run {
@@ -87,6 +116,20 @@ class inbound_session : public chunk_owner,
   bool ack_writing_ = false;
   std::uint64_t ack_pending_ = 0;
   std::uint64_t ack_sent_ = 0;
+  std::vector<std::uint8_t> ack_out_;  // auth mac: the control frame and its SEAL
+
+  // auth mac (io thread): the peer proves its id after our WELCOME; frames
+  // then count only once the SEAL after them checks.
+  const bool mac_;
+  std::unique_ptr<crypto::x25519_keypair> eph_;
+  std::vector<std::uint8_t> transcript_;
+  std::array<std::uint8_t, auth::auth_frame_bytes> auth_in_{};
+  std::unique_ptr<auth::sealer> tx_;
+  std::unique_ptr<auth::opener> rx_mac_;
+  std::vector<ready_run> unsealed_;  // parsed runs waiting for their SEAL
+  std::size_t unsealed_bytes_ = 0;
+  bool pong_after_seal_ = false;
+  std::uint64_t pong_after_seal_id_ = 0;
 };
 
 }  // namespace nexres

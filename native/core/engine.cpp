@@ -7,12 +7,14 @@
 #include "replica_client.hpp"
 
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 
 namespace nexres {
 
 namespace {
-constexpr std::size_t reject_code_count = 16;
+// Codes up to 31 fit (17 and 18 are taken by authentication).
+constexpr std::size_t reject_code_count = 32;
 }
 
 const char* reject_code_name(reject_code c) noexcept {
@@ -31,6 +33,10 @@ const char* reject_code_name(reject_code c) noexcept {
     case reject_code::idle_timeout: return "IDLE_TIMEOUT";
     case reject_code::too_many_connections: return "TOO_MANY_CONNECTIONS";
     case reject_code::heartbeat_timeout: return "HEARTBEAT_TIMEOUT";
+    case reject_code::bad_signature: return "BAD_SIGNATURE";
+    case reject_code::bad_mac: return "BAD_MAC";
+    case reject_code::read_timeout: return "READ_TIMEOUT";
+    case reject_code::too_many_pings: return "TOO_MANY_PINGS";
   }
   return "UNKNOWN";
 }
@@ -49,6 +55,16 @@ engine::engine(engine_options options, std::function<void()> wake)
     slots_.push_back(std::move(s));
   }
   for (std::size_t i = 0; i < reject_code_count; ++i) rejects_by_code_[i].store(0);
+  if (options_.auth == auth_mode::mac) {
+    // Throws on a key that does not load (the caller validated them).
+    identity_.signer = std::make_unique<crypto::ed25519_signer>(options_.private_seed.data());
+    for (const auto& pk : options_.public_keys) {
+      auto v = crypto::ed25519_verifier::from_public(pk.second.data());
+      if (!v) throw std::invalid_argument("bad public key of replica " + std::to_string(pk.first));
+      identity_.peers.emplace_back(pk.first, std::make_unique<crypto::ed25519_verifier>(std::move(*v)));
+    }
+    crypto::cleanse(options_.private_seed.data(), options_.private_seed.size());
+  }
 }
 
 engine::~engine() {
@@ -75,8 +91,12 @@ std::error_code engine::start() {
     port = r.port;
   }
   acceptor_ = std::make_shared<acceptor>(*this, pool_.at(0), [this](asio::ip::tcp::socket s) {
+    std::error_code ec;
+    const auto ep = s.remote_endpoint(ec);
+    const std::string address = ec ? std::string("unknown") : ep.address().to_string();
     auto session = std::make_shared<inbound_session>(*this, std::move(s));
     track_session(session);
+    session->set_pending_id(admit_inbound(session, address));
     session->start_on_own_thread();
   });
   if (auto ec = acceptor_->listen(host, port)) {
@@ -293,6 +313,57 @@ void engine::count_reject(reject_code code, std::uint32_t peer, const std::strin
   const int s = slot_of(peer);
   if (s >= 0) slots_[static_cast<std::size_t>(s)]->rejects.fetch_add(1, std::memory_order_relaxed);
   post_event(engine_event{event_type::reject, peer, static_cast<std::uint16_t>(code), detail, remote});
+}
+
+// Acceptor's io thread. SECURITY.md "Connection limits": only pre-handshake
+// connections count. At a limit, the oldest pre-handshake connection of the
+// group (same address, or all) is refused to make room for the new one: an
+// idle attacker's connections are the oldest, an honest peer's handshake
+// takes a round trip, so honest peers get in even from the attacker's
+// address (all of loopback is 127.0.0.1).
+std::uint64_t engine::admit_inbound(const std::shared_ptr<inbound_session>& s, const std::string& address) {
+  std::vector<std::pair<std::shared_ptr<inbound_session>, std::string>> victims;
+  std::uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> lock(pending_mu_);
+    auto& mine = pending_by_address_[address];
+    auto evict = [&](std::uint64_t victim, const std::string& why) {
+      auto it = pending_.find(victim);
+      if (auto v = it->second.session.lock()) victims.emplace_back(std::move(v), why);
+      auto& set = pending_by_address_[it->second.address];
+      set.erase(victim);
+      if (set.empty() && &set != &mine) pending_by_address_.erase(it->second.address);
+      pending_.erase(it);
+    };
+    const std::uint32_t per_address = options_.max_connections_per_address;
+    while (per_address > 0 && mine.size() >= per_address)
+      evict(*mine.begin(), "maxConnectionsPerAddress (" + std::to_string(per_address) +
+                               ") connections from " + address + " in handshake; the oldest is refused");
+    const std::uint32_t total = options_.max_replica_connections;
+    while (total > 0 && pending_.size() >= total)
+      evict(pending_.begin()->first, "maxReplicaConnections (" + std::to_string(total) +
+                                         ") connections in handshake; the oldest is refused");
+    id = ++next_pending_id_;
+    pending_.emplace(id, pending_entry{s, address});
+    mine.insert(id);
+  }
+  // Unlocked: a victim's last reference may drop here (its destructor calls
+  // leave_pending).
+  for (auto& v : victims) v.first->refuse_async(reject_code::too_many_connections, std::move(v.second));
+  return id;
+}
+
+void engine::leave_pending(std::uint64_t id) {
+  if (id == 0) return;
+  std::lock_guard<std::mutex> lock(pending_mu_);
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;  // refused to make room already
+  auto by = pending_by_address_.find(it->second.address);
+  if (by != pending_by_address_.end()) {
+    by->second.erase(id);
+    if (by->second.empty()) pending_by_address_.erase(by);
+  }
+  pending_.erase(it);
 }
 
 void engine::track_session(const std::shared_ptr<inbound_session>& s) {

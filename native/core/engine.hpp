@@ -3,6 +3,7 @@
 // Plain C++17; the Node addon is one consumer, native/bench another.
 #pragma once
 
+#include "auth.hpp"
 #include "bounded_queue.hpp"
 #include "chunk_pool.hpp"
 #include "io_pool.hpp"
@@ -13,8 +14,10 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -72,8 +75,29 @@ struct engine_options {
   /// reported in an undelivered event, checked at each reconnection attempt
   /// (0: keep queuing up to the caller's cap).
   std::uint32_t peer_down_deadline_ms = 0;
+  /// Replica-port connection limits (SECURITY.md "Connection limits"). Both
+  /// count pre-handshake connections only (accepted, WELCOME not yet sent):
+  /// at most max_replica_connections in all and max_connections_per_address
+  /// from one remote IP. When a new connection would pass either, the oldest
+  /// pre-handshake connection of that group is refused (TOO_MANY_CONNECTIONS)
+  /// to make room. Established sessions are not counted here: one per peer
+  /// id is kept, a newer one replaces it.
+  std::uint32_t max_replica_connections = 1024;
+  std::uint32_t max_connections_per_address = 64;
+  /// A frame (or handshake) partly read must be complete within this long,
+  /// else READ_TIMEOUT (0: no deadline; the handshake deadline still holds).
+  std::uint32_t frame_read_timeout_ms = 10000;
+  /// PINGs one connection may send per second before TOO_MANY_PINGS (0: any).
+  std::uint32_t max_pings_per_second = 100;
   /// Random per process; peers reset their duplicate filter when it changes.
   std::uint64_t incarnation = 0;
+  /// Replica connections: `mac` authenticates both ids in the handshake and
+  /// every batch of frames (PROTOCOL.md §2a); needs the keys below.
+  auth_mode auth = auth_mode::none;
+  /// Ed25519 private key (32-byte seed) of this replica.
+  std::array<std::uint8_t, 32> private_seed{};
+  /// Ed25519 public key of every other replica.
+  std::vector<std::pair<std::uint32_t, std::array<std::uint8_t, 32>>> public_keys;
 };
 
 /// A run of complete data frames from one peer inside a receive chunk.
@@ -204,6 +228,8 @@ class engine {
 
   engine_stats stats() const;
   const engine_options& options() const noexcept { return options_; }
+  /// Keys for auth mode mac (empty signer otherwise).
+  const auth::identity& identity() const noexcept { return identity_; }
   /// Bound local port (after start); useful with port 0.
   std::uint16_t local_port() const noexcept { return local_port_; }
   /// Bound client port (0 when there is none).
@@ -224,6 +250,12 @@ class engine {
   void count_reject(reject_code code, std::uint32_t peer, const std::string& remote,
                     const std::string& detail);
   void track_session(const std::shared_ptr<inbound_session>& s);
+  /// Acceptor's io thread: registers a new replica-port connection as
+  /// pre-handshake under the connection limits, refusing the oldest
+  /// pre-handshake ones it pushes over them; returns its registration id.
+  std::uint64_t admit_inbound(const std::shared_ptr<inbound_session>& s, const std::string& address);
+  /// Any thread: a registered connection finished its handshake or is gone.
+  void leave_pending(std::uint64_t id);
   void notify();
   void forget_client(std::uint32_t id);
   void accept_client(asio::ip::tcp::socket socket);
@@ -231,6 +263,7 @@ class engine {
 
  private:
   engine_options options_;
+  auth::identity identity_;
   std::function<void()> wake_;
   std::atomic<bool> wake_pending_{false};
   std::function<void()> event_wake_;
@@ -252,6 +285,17 @@ class engine {
 
   std::mutex sessions_mu_;
   std::vector<std::weak_ptr<inbound_session>> sessions_;
+
+  // Pre-handshake replica-port connections (connection limits), by
+  // registration id (= accept order) and by remote address.
+  struct pending_entry {
+    std::weak_ptr<inbound_session> session;
+    std::string address;
+  };
+  std::mutex pending_mu_;
+  std::map<std::uint64_t, pending_entry> pending_;
+  std::unordered_map<std::string, std::set<std::uint64_t>> pending_by_address_;
+  std::uint64_t next_pending_id_ = 0;
 
   std::mutex clients_mu_;
   std::unordered_map<std::uint32_t, std::weak_ptr<client_session>> clients_;

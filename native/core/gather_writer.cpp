@@ -4,6 +4,7 @@
 #include <sys/uio.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <climits>
 
 namespace nexres {
@@ -18,13 +19,15 @@ constexpr std::size_t max_iov = 1024;
 constexpr std::size_t max_bytes_per_call = 64u << 20;
 }  // namespace
 
-gather_result gather_write(int fd, const std::deque<segment>& q, std::size_t& front_offset) {
+gather_result gather_write(int fd, const std::deque<segment>& q, std::size_t& front_offset,
+                           std::size_t limit) {
   gather_result res;
   iovec iov[max_iov];
+  const std::size_t end = std::min(limit, q.size());
   std::size_t next = 0;  // index of the first segment not fully written
-  while (next < q.size() && res.bytes < max_bytes_per_call) {
+  while (next < end && res.bytes < max_bytes_per_call) {
     std::size_t n = 0;
-    for (std::size_t i = next; i < q.size() && n < max_iov; ++i) {
+    for (std::size_t i = next; i < end && n < max_iov; ++i) {
       const std::size_t skip = i == next ? front_offset : 0;
       iov[n].iov_base = const_cast<std::uint8_t*>(q[i].data + skip);
       iov[n].iov_len = q[i].length - skip;

@@ -19,8 +19,10 @@ struct gather_result {
   std::error_code error;
 };
 
-/// io thread of the socket. Writes q in order, starting `front_offset` bytes
-/// into q.front(); updates front_offset for the segment left partial.
-gather_result gather_write(int fd, const std::deque<segment>& q, std::size_t& front_offset);
+/// io thread of the socket. Writes q in order (its first `limit` segments),
+/// starting `front_offset` bytes into q.front(); updates front_offset for the
+/// segment left partial.
+gather_result gather_write(int fd, const std::deque<segment>& q, std::size_t& front_offset,
+                           std::size_t limit = static_cast<std::size_t>(-1));
 
 }  // namespace nexres

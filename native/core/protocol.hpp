@@ -17,8 +17,8 @@ constexpr std::size_t hello_fixed_bytes = 32;
 constexpr std::size_t hello_max_body_bytes = 4096;
 constexpr std::size_t max_cluster_id_bytes = 255;
 
-// PROTOCOL.md §2: auth modes carried in the handshake (only `none` today).
-enum class auth_mode : std::uint16_t { none = 0 };
+// PROTOCOL.md §2: auth modes carried in the handshake.
+enum class auth_mode : std::uint16_t { none = 0, mac = 1 };
 
 // PROTOCOL.md §2: handshake message types (field `type`).
 enum class hello_type : std::uint16_t { hello = 1, welcome = 2, client_hello = 3, client_welcome = 4 };
@@ -36,6 +36,8 @@ enum class frame_kind : std::uint8_t {
   request = 6, // client -> replica (PROTOCOL.md §6), msg_id = request id
   reply = 7,   // replica -> client, msg_id = the request's id
   error = 8,   // replica -> client: the request failed (body: code, message)
+  seal = 9,    // auth mac: tag over the frames since the previous seal (PROTOCOL.md §2a)
+  auth = 10,   // auth mac: the initiator's handshake signature
 };
 
 // PROTOCOL.md §4 "Reject reasons": stable numeric codes of reject frames.
@@ -54,6 +56,10 @@ enum class reject_code : std::uint16_t {
   idle_timeout = 12,
   too_many_connections = 13,
   heartbeat_timeout = 14,
+  read_timeout = 15,       // a frame or handshake begun was not completed in time
+  too_many_pings = 16,     // more than max_pings_per_second PINGs
+  bad_signature = 17,      // a signed broadcast whose signature does not check
+  bad_mac = 18,            // auth mac: a batch failed its MAC check
 };
 
 const char* reject_code_name(reject_code c) noexcept;

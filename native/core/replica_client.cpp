@@ -26,7 +26,8 @@ peer_link::peer_link(engine& eng, asio::io_context& io, replica_address peer)
       ping_buf_(std::make_shared<std::array<std::uint8_t, frame_header_bytes>>()),
       resolver_(io),
       backoff_ms_(eng.options().reconnect_min_ms),
-      rng_(static_cast<unsigned>(eng.options().incarnation ^ peer_.id)) {}
+      rng_(static_cast<unsigned>(eng.options().incarnation ^ peer_.id)),
+      mac_(eng.options().auth == auth_mode::mac) {}
 
 void peer_link::start() {
   auto self = shared_from_this();
@@ -121,15 +122,25 @@ void peer_link::on_connected() {
   const auto& opt = engine_.options();
   hello_message m{};
   m.type = hello_type::hello;
-  m.auth = auth_mode::none;
+  m.auth = opt.auth;
   m.sender = opt.self_id;
   m.incarnation = opt.incarnation;
   m.version = protocol_version;
   m.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
-  m.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
-  hello_out_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+  const std::size_t ext = mac_ ? auth::hello_ext_bytes : 0;
+  m.body_length = static_cast<std::uint32_t>(opt.cluster_id.size() + ext);
+  hello_out_.assign(hello_fixed_bytes + opt.cluster_id.size() + ext, 0);
   encode_hello(hello_out_.data(), m);
   std::memcpy(hello_out_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+  if (mac_) {
+    // A fresh challenge and ephemeral key per connection.
+    eph_ = std::make_unique<crypto::x25519_keypair>(crypto::x25519_keypair::generate());
+    if (!crypto::random_bytes(nonce_.data(), nonce_.size()))
+      return fail(reject_code::bad_auth, "no randomness for the handshake");
+    std::uint8_t* x = hello_out_.data() + hello_fixed_bytes + opt.cluster_id.size();
+    std::memcpy(x, nonce_.data(), auth::nonce_bytes);
+    std::memcpy(x + auth::nonce_bytes, eph_->public_key().data(), auth::eph_bytes);
+  }
 
   auto self = shared_from_this();
   timer_.expires_after(std::chrono::milliseconds(opt.handshake_timeout_ms));
@@ -185,17 +196,23 @@ void peer_link::on_welcome_header() {
           return self->fail(reject_code::unknown_peer, "replica " + std::to_string(w.sender) +
                                                            " answered at the address of replica " +
                                                            std::to_string(self->peer_.id));
+        if (w.auth != opt.auth)
+          return self->fail(reject_code::bad_auth, std::string("peer answered in auth mode ") +
+                                                       (w.auth == auth_mode::mac ? "mac" : "none") + ", this replica uses " +
+                                                       (opt.auth == auth_mode::mac ? "mac" : "none"));
+        const std::size_t ext = self->mac_ ? auth::welcome_ext_bytes : 0;
         if (w.body_length > hello_max_body_bytes || w.cluster_id_length != opt.cluster_id.size() ||
-            w.body_length < w.cluster_id_length)
+            w.body_length != w.cluster_id_length + ext)
           return self->fail(reject_code::wrong_cluster, "peer belongs to another cluster");
         self->body_in_.resize(w.body_length);
         asio::async_read(self->socket_, asio::buffer(self->body_in_),
-                         [self](const std::error_code& ec2, std::size_t) {
+                         [self, w](const std::error_code& ec2, std::size_t) {
                            if (self->state_ != state::handshaking) return;
                            if (ec2) return self->fail(reject_code::shutting_down, "connection closed during handshake");
                            const auto& o = self->engine_.options();
                            if (std::memcmp(self->body_in_.data(), o.cluster_id.data(), o.cluster_id.size()) != 0)
                              return self->fail(reject_code::wrong_cluster, "peer belongs to another cluster");
+                           if (self->mac_ && !self->on_welcome_auth(w)) return;
                            self->on_up();
                          });
       });
@@ -220,8 +237,13 @@ void peer_link::on_up() {
 // a batch); when the socket is full, waits for it to drain and goes on.
 void peer_link::do_write() {
   if (writing_ || state_ != state::up) return;
-  while (!pending_.empty()) {
-    const gather_result r = gather_write(socket_.native_handle(), pending_, front_offset_);
+  for (;;) {
+    // With auth mac only sealed batches (each followed by its SEAL) go out.
+    if (mac_) seal_pending();
+    const std::size_t writable = mac_ ? sealed_count_ : pending_.size();
+    if (writable == 0) break;
+    const gather_result r = gather_write(socket_.native_handle(), pending_, front_offset_, writable);
+    if (mac_) sealed_count_ -= r.segments_done;
     std::uint64_t msgs = 0, bytes = 0;
     for (std::size_t i = 0; i < r.segments_done; ++i) {
       segment& s = pending_.front();
@@ -303,6 +325,24 @@ void peer_link::heartbeat_tick() {
 
 void peer_link::on_control() {
   const frame_header h = decode_header(ctrl_.data());
+  if (mac_ && h.kind != frame_kind::seal) {
+    // Every control frame comes sealed: nothing is acted on before its tag checks.
+    if (h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body) {
+      body_in_.resize(h.length + auth::seal_frame_bytes);
+    } else if ((h.kind == frame_kind::ack || h.kind == frame_kind::pong) && h.length == 0) {
+      body_in_.resize(auth::seal_frame_bytes);
+    } else {
+      return fail(reject_code::bad_frame, "unexpected control frame from peer");
+    }
+    auto self = shared_from_this();
+    const std::uint64_t epoch = epoch_;
+    asio::async_read(socket_, asio::buffer(body_in_), [self, epoch, h](const std::error_code& ec, std::size_t) {
+      if (epoch != self->epoch_ || self->state_ != state::up) return;
+      if (ec) return self->fail(reject_code::shutting_down, "connection lost: " + ec.message());
+      self->on_sealed_control(h);
+    });
+    return;
+  }
   last_heard_ = std::chrono::steady_clock::now();
   if (h.kind == frame_kind::ack && h.length == 0 && h.sender == peer_.id) {
     on_acked(h.msg_id);
@@ -331,6 +371,139 @@ void peer_link::on_control() {
     return;
   }
   fail(reject_code::bad_frame, "unexpected control frame from peer");
+}
+
+// io thread, auth mac: a control frame (in ctrl_) and what follows it (in
+// body_in_: its body, then its SEAL). Acted on only once the tag checks.
+void peer_link::on_sealed_control(const frame_header& h) {
+  const std::size_t body = body_in_.size() - auth::seal_frame_bytes;
+  const std::uint8_t* seal = body_in_.data() + body;
+  const frame_header sh = decode_header(seal);
+  if (!rx_ || sh.sender != peer_.id || !rx_->update(ctrl_.data(), ctrl_.size()) ||
+      (body > 0 && !rx_->update(body_in_.data(), body)) || !rx_->open(sh, seal + frame_header_bytes))
+    return fail(reject_code::bad_auth, "a frame from the peer failed its MAC check");
+  last_heard_ = std::chrono::steady_clock::now();
+  if (h.sender != peer_.id) return fail(reject_code::bad_sender, "control frame names another sender");
+  if (h.kind == frame_kind::ack) {
+    on_acked(h.msg_id);
+    return read_control();
+  }
+  if (h.kind == frame_kind::pong) {
+    if (h.msg_id != 0) {
+      const auto now_us = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(last_heard_.time_since_epoch()).count());
+      if (now_us >= h.msg_id) rtt_us_.store(now_us - h.msg_id, std::memory_order_relaxed);
+    }
+    return read_control();
+  }
+  const auto code = static_cast<reject_code>(load_u16(body_in_.data()));
+  std::string text(reinterpret_cast<const char*>(body_in_.data()) + 2, body - 2);
+  fail(code, "refused by peer: " + text);
+}
+
+// io thread, auth mac: checks the WELCOME's signature (the peer proves it is
+// the replica we dialed), answers with our own (the AUTH frame, first on the
+// wire) and derives the session keys. False when it failed the link.
+bool peer_link::on_welcome_auth(const hello_message& w) {
+  const auto& o = engine_.options();
+  const std::uint8_t* x = body_in_.data() + o.cluster_id.size();
+  const std::uint8_t* nonce_r = x;
+  const std::uint8_t* eph_r = x + auth::nonce_bytes;
+  const std::uint8_t* sig_r = eph_r + auth::eph_bytes;
+  auth::transcript_input ti;
+  ti.cluster_id = o.cluster_id;
+  ti.initiator = o.self_id;
+  ti.responder = peer_.id;
+  ti.initiator_incarnation = o.incarnation;
+  ti.responder_incarnation = w.incarnation;
+  ti.nonce_i = nonce_.data();
+  ti.eph_i = eph_->public_key().data();
+  ti.nonce_r = nonce_r;
+  ti.eph_r = eph_r;
+  const std::vector<std::uint8_t> t = auth::transcript(ti);
+  const crypto::ed25519_verifier* v = engine_.identity().verifier(peer_.id);
+  if (v == nullptr || !auth::verify(*v, 'R', t, sig_r)) {
+    fail(reject_code::bad_auth, "replica " + std::to_string(peer_.id) + " could not prove its identity");
+    return false;
+  }
+  auth::session_keys keys;
+  if (!auth::derive(*eph_, eph_r, t, keys)) {
+    fail(reject_code::bad_auth, "bad ephemeral key from replica " + std::to_string(peer_.id));
+    return false;
+  }
+  eph_.reset();
+  auto frame = std::make_shared<std::array<std::uint8_t, auth::auth_frame_bytes>>();
+  frame_header h{};
+  h.length = static_cast<std::uint32_t>(auth::sig_bytes);
+  h.sender = o.self_id;
+  h.kind = frame_kind::auth;
+  encode_header(frame->data(), h);
+  if (!auth::sign(*engine_.identity().signer, 'I', t, frame->data() + frame_header_bytes)) {
+    fail(reject_code::bad_auth, "signing failed");
+    return false;
+  }
+  tx_ = std::make_unique<auth::sealer>(keys.initiator_to_responder);
+  rx_ = std::make_unique<auth::opener>(keys.responder_to_initiator);
+  segment s;
+  s.owner = frame;
+  s.data = frame->data();
+  s.length = static_cast<std::uint32_t>(frame->size());
+  s.framed = false;
+  s.control = true;
+  pending_.push_front(std::move(s));
+  sealed_count_ = 1;  // the AUTH frame goes first, outside any batch
+  unsealed_bytes_ = 0;
+  return true;
+}
+
+// io thread, auth mac: the boundary after `s` falls between two frames (a
+// run that ends with the header of a payload sent by reference does not).
+bool peer_link::boundary_after(const segment& s) const {
+  if (s.control || !s.framed) return true;
+  const std::uint8_t* p = s.data;
+  std::size_t left = s.length;
+  while (left >= frame_header_bytes) {
+    const std::size_t total = frame_header_bytes + load_u32(p);
+    if (total > left) return false;
+    p += total;
+    left -= total;
+  }
+  return left == 0;
+}
+
+// io thread, auth mac: cuts what follows the sealed prefix of pending_ into
+// batches of about auth::seal_batch_bytes at frame boundaries and puts each
+// batch's SEAL after it. A tail that ends inside a frame waits.
+void peer_link::seal_pending() {
+  std::size_t i = sealed_count_;
+  while (i < pending_.size() && tx_) {
+    std::size_t bytes = 0, cut = 0;
+    bool found = false;
+    for (std::size_t j = i; j < pending_.size(); ++j) {
+      bytes += pending_[j].length;
+      if (boundary_after(pending_[j])) {
+        cut = j;
+        found = true;
+        if (bytes >= auth::seal_batch_bytes) break;
+      }
+    }
+    if (!found) return;
+    std::vector<crypto::byte_view> views;
+    views.reserve(cut - i + 1);
+    for (std::size_t k = i; k <= cut; ++k) views.emplace_back(pending_[k].data, pending_[k].length);
+    auto buf = std::make_shared<std::array<std::uint8_t, auth::seal_frame_bytes>>();
+    if (!tx_->seal(views.data(), views.size(), engine_.options().self_id, buf->data()))
+      return fail(reject_code::bad_auth, "sealing failed");
+    segment s;
+    s.owner = buf;
+    s.data = buf->data();
+    s.length = static_cast<std::uint32_t>(buf->size());
+    s.framed = false;
+    s.control = true;
+    pending_.insert(pending_.begin() + static_cast<std::ptrdiff_t>(cut + 1), std::move(s));
+    i = cut + 2;
+    sealed_count_ = i;
+  }
 }
 
 void peer_link::on_acked(std::uint64_t id) {
@@ -385,6 +558,12 @@ void peer_link::fail(reject_code code, const std::string& reason) {
   hb_timer_.cancel();
   // PINGs are not resent on the next connection.
   for (auto it = pending_.begin(); it != pending_.end();) it = it->control ? pending_.erase(it) : it + 1;
+  // Seals (and the AUTH frame) belong to the failed connection's keys.
+  sealed_count_ = 0;
+  unsealed_bytes_ = 0;
+  tx_.reset();
+  rx_.reset();
+  eph_.reset();
   std::error_code ignored;
   socket_.close(ignored);
   timer_.cancel();

@@ -5,6 +5,7 @@
 // reconnect (the receiver drops resent duplicates by message id).
 #pragma once
 
+#include "auth.hpp"
 #include "engine.hpp"
 #include "mpsc_queue.hpp"
 #include "protocol.hpp"
@@ -58,6 +59,11 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   void schedule_reconnect();
   void close();
   void pull_queue();
+  // auth mac
+  bool on_welcome_auth(const hello_message& w);
+  void seal_pending();
+  bool boundary_after(const segment& s) const;
+  void on_sealed_control(const frame_header& h);
 
   engine& engine_;
   asio::io_context& io_;
@@ -89,6 +95,16 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   std::array<std::uint8_t, hello_fixed_bytes> hello_in_{};
   std::vector<std::uint8_t> body_in_;
   std::array<std::uint8_t, frame_header_bytes> ctrl_{};
+
+  // auth mac (io thread): handshake state, then one sealer per direction.
+  bool mac_ = false;
+  std::array<std::uint8_t, auth::nonce_bytes> nonce_{};
+  std::unique_ptr<crypto::x25519_keypair> eph_;
+  std::unique_ptr<auth::sealer> tx_;
+  std::unique_ptr<auth::opener> rx_;
+  std::size_t sealed_count_ = 0;  // segments at the front of pending_ sealed (writable)
+  std::size_t unsealed_bytes_ = 0;
+  std::array<std::uint8_t, auth::seal_frame_bytes> seal_in_{};
 
   std::atomic<bool> connected_{false};
   std::atomic<std::uint64_t> queued_bytes_{0}, queued_msgs_{0}, unacked_bytes_{0};

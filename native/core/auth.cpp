@@ -1,0 +1,110 @@
+#include "auth.hpp"
+
+#include <cstring>
+
+namespace nexres::auth {
+
+namespace {
+constexpr char transcript_label[] = "nexres-rpc/1 handshake";
+constexpr char keys_label[] = "nexres-rpc/1 session keys";
+
+void put_u32(std::vector<std::uint8_t>& v, std::uint32_t x) {
+  std::uint8_t b[4];
+  store_u32(b, x);
+  v.insert(v.end(), b, b + 4);
+}
+void put_u64(std::vector<std::uint8_t>& v, std::uint64_t x) {
+  std::uint8_t b[8];
+  store_u64(b, x);
+  v.insert(v.end(), b, b + 8);
+}
+}  // namespace
+
+std::vector<std::uint8_t> transcript(const transcript_input& in) {
+  std::vector<std::uint8_t> t;
+  t.reserve(sizeof transcript_label + 2 + 1 + in.cluster_id.size() + 24 + 4 * 32);
+  t.insert(t.end(), transcript_label, transcript_label + sizeof transcript_label - 1);
+  std::uint8_t v[2];
+  store_u16(v, protocol_version);
+  t.insert(t.end(), v, v + 2);
+  t.push_back(static_cast<std::uint8_t>(in.cluster_id.size()));
+  t.insert(t.end(), in.cluster_id.begin(), in.cluster_id.end());
+  put_u32(t, in.initiator);
+  put_u32(t, in.responder);
+  put_u64(t, in.initiator_incarnation);
+  put_u64(t, in.responder_incarnation);
+  t.insert(t.end(), in.nonce_i, in.nonce_i + nonce_bytes);
+  t.insert(t.end(), in.eph_i, in.eph_i + eph_bytes);
+  t.insert(t.end(), in.nonce_r, in.nonce_r + nonce_bytes);
+  t.insert(t.end(), in.eph_r, in.eph_r + eph_bytes);
+  return t;
+}
+
+bool sign(const crypto::ed25519_signer& key, char role, const std::vector<std::uint8_t>& t,
+          std::uint8_t sig[sig_bytes]) {
+  std::vector<std::uint8_t> m;
+  m.reserve(t.size() + 1);
+  m.push_back(static_cast<std::uint8_t>(role));
+  m.insert(m.end(), t.begin(), t.end());
+  return key.sign(crypto::byte_view(m.data(), m.size()), sig);
+}
+
+bool verify(const crypto::ed25519_verifier& key, char role, const std::vector<std::uint8_t>& t,
+            const std::uint8_t sig[sig_bytes]) {
+  std::vector<std::uint8_t> m;
+  m.reserve(t.size() + 1);
+  m.push_back(static_cast<std::uint8_t>(role));
+  m.insert(m.end(), t.begin(), t.end());
+  return key.verify(crypto::byte_view(m.data(), m.size()), sig);
+}
+
+bool derive(const crypto::x25519_keypair& mine, const std::uint8_t peer_eph[eph_bytes],
+            const std::vector<std::uint8_t>& t, session_keys& out) {
+  crypto::key32 shared;
+  if (!mine.derive(peer_eph, shared)) return false;
+  // salt: both nonces (fresh per connection); info: label and transcript.
+  const std::uint8_t* nonce_i = t.data() + (t.size() - 4 * 32);
+  const std::uint8_t* nonce_r = t.data() + (t.size() - 2 * 32);
+  std::uint8_t salt[2 * nonce_bytes];
+  std::memcpy(salt, nonce_i, nonce_bytes);
+  std::memcpy(salt + nonce_bytes, nonce_r, nonce_bytes);
+  std::vector<std::uint8_t> info(keys_label, keys_label + sizeof keys_label - 1);
+  info.insert(info.end(), t.begin(), t.end());
+  std::uint8_t okm[64];
+  const bool ok = crypto::hkdf_sha256(crypto::byte_view(shared.bytes.data(), 32), crypto::byte_view(salt, sizeof salt),
+                                      crypto::byte_view(info.data(), info.size()), okm, sizeof okm);
+  if (ok) {
+    std::memcpy(out.initiator_to_responder.bytes.data(), okm, 32);
+    std::memcpy(out.responder_to_initiator.bytes.data(), okm + 32, 32);
+  }
+  crypto::cleanse(okm, sizeof okm);
+  return ok;
+}
+
+bool sealer::seal(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender,
+                  std::uint8_t out[seal_frame_bytes]) {
+  frame_header h{};
+  h.length = static_cast<std::uint32_t>(tag_bytes);
+  h.sender = sender;
+  h.kind = frame_kind::seal;
+  h.msg_id = seq_;
+  if (!mac_.tag(seq_, bufs, count, out + frame_header_bytes)) return false;
+  encode_header(out, h);
+  ++seq_;
+  return true;
+}
+
+opener::opener(const crypto::key32& key) : mac_(key) { mac_.begin(0); }
+
+bool opener::update(const std::uint8_t* data, std::size_t size) { return mac_.update(data, size); }
+
+bool opener::open(const frame_header& h, const std::uint8_t tag[tag_bytes]) {
+  if (h.kind != frame_kind::seal || h.length != tag_bytes || h.msg_id != seq_ || h.flags != 0 || h.reserved != 0)
+    return false;
+  const bool ok = mac_.finish_verify(tag);
+  ++seq_;
+  mac_.begin(seq_);
+  return ok;
+}
+
+}  // namespace nexres::auth

@@ -1,0 +1,104 @@
+// Authenticated replica connections (auth mode `mac`, docs/PROTOCOL.md §2a,
+// docs/SECURITY.md): the handshake proves both replica ids with Ed25519
+// signatures over a transcript of fresh nonces and ephemeral X25519 keys
+// (and the cluster id, protocol version, ids and incarnations); HKDF of the
+// X25519 secret gives one key per direction; every batch of frames is then
+// followed by a SEAL frame whose tag (AES-256-GCM as a MAC, nonce = the
+// batch's sequence number) covers the batch's bytes.
+#pragma once
+
+#include "crypto.hpp"
+#include "protocol.hpp"
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nexres::auth {
+
+constexpr std::size_t nonce_bytes = 32;
+constexpr std::size_t eph_bytes = 32;
+constexpr std::size_t sig_bytes = 64;
+constexpr std::size_t tag_bytes = 16;
+/// HELLO body after the cluster id: nonce_i | X_i.
+constexpr std::size_t hello_ext_bytes = nonce_bytes + eph_bytes;
+/// WELCOME body after the cluster id: nonce_r | X_r | signature_r.
+constexpr std::size_t welcome_ext_bytes = nonce_bytes + eph_bytes + sig_bytes;
+/// AUTH frame: header (kind auth, length 64) | signature_i.
+constexpr std::size_t auth_frame_bytes = frame_header_bytes + sig_bytes;
+/// SEAL frame: header (kind seal, length 16, msg_id = batch seq) | tag.
+constexpr std::size_t seal_frame_bytes = frame_header_bytes + tag_bytes;
+/// The sender seals at least this often (at a frame boundary).
+constexpr std::size_t seal_batch_bytes = 256u << 10;
+
+/// Everything both sides sign (each with its own role label).
+struct transcript_input {
+  std::string cluster_id;
+  std::uint32_t initiator = 0, responder = 0;
+  std::uint64_t initiator_incarnation = 0, responder_incarnation = 0;
+  const std::uint8_t* nonce_i = nullptr;  // nonce_bytes
+  const std::uint8_t* eph_i = nullptr;    // eph_bytes
+  const std::uint8_t* nonce_r = nullptr;
+  const std::uint8_t* eph_r = nullptr;
+};
+
+std::vector<std::uint8_t> transcript(const transcript_input& in);
+
+/// role: 'I' (initiator, the dialing side) or 'R' (responder).
+bool sign(const crypto::ed25519_signer& key, char role, const std::vector<std::uint8_t>& t,
+          std::uint8_t sig[sig_bytes]);
+bool verify(const crypto::ed25519_verifier& key, char role, const std::vector<std::uint8_t>& t,
+            const std::uint8_t sig[sig_bytes]);
+
+/// The two directions' MAC keys from the X25519 secret, the nonces and the
+/// transcript. False if the peer's ephemeral key is bad (all-zero secret).
+struct session_keys {
+  crypto::key32 initiator_to_responder;
+  crypto::key32 responder_to_initiator;
+};
+bool derive(const crypto::x25519_keypair& mine, const std::uint8_t peer_eph[eph_bytes],
+            const std::vector<std::uint8_t>& t, session_keys& out);
+
+/// One direction's sealing state: the key's MAC and the next batch number.
+class sealer {
+ public:
+  explicit sealer(const crypto::key32& key) : mac_(key) {}
+  /// Tags `count` buffers as the next batch and writes its SEAL frame.
+  bool seal(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender,
+            std::uint8_t out[seal_frame_bytes]);
+  std::uint64_t next_seq() const noexcept { return seq_; }
+
+ private:
+  crypto::frame_mac mac_;
+  std::uint64_t seq_ = 0;
+};
+
+/// The receiving direction: bytes are fed as frames are parsed; a SEAL
+/// frame checks everything fed since the previous one.
+class opener {
+ public:
+  explicit opener(const crypto::key32& key);
+  bool update(const std::uint8_t* data, std::size_t size);
+  /// Checks a SEAL frame's header fields and tag; starts the next batch.
+  bool open(const frame_header& h, const std::uint8_t tag[tag_bytes]);
+  std::uint64_t next_seq() const noexcept { return seq_; }
+
+ private:
+  crypto::frame_mac mac_;
+  std::uint64_t seq_ = 0;
+};
+
+/// Replica keys an engine holds: its own signer and every peer's verifier.
+struct identity {
+  std::unique_ptr<crypto::ed25519_signer> signer;
+  std::vector<std::pair<std::uint32_t, std::unique_ptr<crypto::ed25519_verifier>>> peers;
+  const crypto::ed25519_verifier* verifier(std::uint32_t id) const {
+    for (const auto& p : peers)
+      if (p.first == id) return p.second.get();
+    return nullptr;
+  }
+};
+
+}  // namespace nexres::auth
