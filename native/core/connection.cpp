@@ -592,12 +592,31 @@ void inbound_session::refuse(reject_code code, const std::string& detail) {
 
 void inbound_session::write_reject() {
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code&, std::size_t) {
+  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code& ec, std::size_t) {
     std::error_code ignored;
-    self->socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    if (ec) {
+      self->socket_.close(ignored);
+      self->timer_.cancel();
+      self->read_timer_.cancel();
+      return;
+    }
+    // Lingering close: FIN after the reason frame, then read and drop what
+    // the peer still sends until it closes or refuse()'s 1 s timer fires.
+    // Closing with unread input would send RST, and a RST can destroy the
+    // reason frame before the peer reads it.
+    self->socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    self->read_timer_.cancel();
+    self->discard_input();
+  });
+}
+
+void inbound_session::discard_input() {
+  auto self = shared_from_this();
+  socket_.async_read_some(asio::buffer(ack_buf_), [self](const std::error_code& ec, std::size_t) {
+    if (!ec) return self->discard_input();
+    std::error_code ignored;
     self->socket_.close(ignored);
     self->timer_.cancel();
-    self->read_timer_.cancel();
   });
 }
 

@@ -58,6 +58,7 @@ class inbound_session : public chunk_owner,
   bool flush_ready();
   void send_ack();
   void write_reject();
+  void discard_input();
   void arm_heartbeat();
   void heartbeat_tick();
   void on_ack_request();

@@ -1,0 +1,331 @@
+// auth 'mac' (docs/SECURITY.md): replicas prove their ids with Ed25519 in the
+// handshake and every batch of frames carries a tag. Real sockets on
+// 127.0.0.1; in every test an honest replica sends numbered messages
+// throughout and all of them must arrive, in order, exactly once.
+import { readdirSync } from 'node:fs'
+import { type Server, type Socket, connect, createServer } from 'node:net'
+
+import t from 'tap'
+
+import { type ClusterConfig, ConfigError, Replica, type ReplicaOptions, generateKeyPair } from 'nexres-rpc'
+
+import {
+  KIND,
+  connectAuthenticated,
+  dataFrame,
+  header,
+  hello,
+  readReject,
+} from './byzantine-peer.js'
+import { freePorts, until } from './helpers.js'
+
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
+const HOST = '127.0.0.1'
+const REJECT = { UNKNOWN_PEER: 4, BAD_AUTH: 10, BAD_SENDER: 7, BAD_MAC: 18 } as const
+
+interface Keyed {
+  cluster: ClusterConfig
+  keys: { publicKey: string; privateKey: string }[]
+}
+
+async function keyedCluster(n: number, name: string): Promise<Keyed> {
+  const ports = await freePorts(n)
+  const keys = ports.map(() => generateKeyPair())
+  return {
+    keys,
+    cluster: { id: name, replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, publicKey: keys[i]!.publicKey })) },
+  }
+}
+
+function openFds(): number {
+  return readdirSync('/proc/self/fd').length
+}
+
+/**
+ * Replica 2 sends replica 1 numbered messages (4-byte LE counter) until
+ * stopped; replica 1 checks order. `finish()` stops sending and waits for
+ * every message to arrive.
+ */
+function honestStream(t: Tap, sender: Replica, receiver: Replica, route = 'n') {
+  let sent = 0
+  let got = 0
+  let outOfOrder = 0
+  let stopped = false
+  receiver.on(route, (m) => {
+    const v = new DataView(m.payload.buffer, m.payload.byteOffset, 4).getUint32(0, true)
+    if (v !== got + 1) outOfOrder++
+    got = v
+  })
+  const body = Buffer.alloc(64)
+  const timer = setInterval(() => {
+    if (stopped) return
+    for (let i = 0; i < 50; i++) {
+      body.writeUInt32LE(sent + 1, 0)
+      try {
+        sender.send(receiver.id, route, body)
+      } catch {
+        stopped = true // the replica closed (test teardown)
+        return
+      }
+      sent++
+    }
+  }, 2)
+  t.teardown(() => {
+    stopped = true
+    clearInterval(timer)
+  })
+  return {
+    get got() {
+      return got
+    },
+    async finish(): Promise<void> {
+      stopped = true
+      clearInterval(timer)
+      await until(() => got === sent, 15_000, `all ${sent} honest messages (have ${got})`)
+      t.equal(outOfOrder, 0, `all ${sent} honest messages arrived in order, exactly once`)
+    },
+  }
+}
+
+async function startPair(t: Tap, k: Keyed, extra: Partial<ReplicaOptions> = {}): Promise<[Replica, Replica]> {
+  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey, ...extra })
+  t.teardown(() => a.close({ timeoutMs: 0 }))
+  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey, ...extra })
+  t.teardown(() => b.close({ timeoutMs: 0 }))
+  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  return [a, b]
+}
+
+t.test('configuration: keys are required for mac, none must be chosen, bad keys named', async (t) => {
+  const k = await keyedCluster(2, 'auth-config')
+  const bare: ClusterConfig = { id: 'auth-config', replicas: k.cluster.replicas.map(({ id, host, port }) => ({ id, host, port })) }
+  const bad = async (opts: Record<string, unknown>, field: string, what: string): Promise<void> => {
+    const err = await Replica.start(opts as unknown as ReplicaOptions).then(
+      (r) => r.close().then(() => undefined),
+      (e: unknown) => e,
+    )
+    t.ok(err instanceof ConfigError && err.field === field, `${what}: CONFIG_INVALID on ${field} (${String(err)})`)
+  }
+  await bad({ id: 1, cluster: bare }, 'auth', 'no keys and no auth')
+  await bad({ id: 1, cluster: bare, auth: 'mac' }, 'privateKey', 'mac without a private key')
+  await bad({ id: 1, cluster: bare, auth: 'mac', privateKey: k.keys[0]!.privateKey }, 'cluster.replicas[0].publicKey', 'mac without public keys')
+  await bad({ id: 1, cluster: k.cluster, privateKey: 'not a key' }, 'privateKey', 'a private key that is not one')
+  await bad({ id: 1, cluster: k.cluster, privateKey: k.keys[1]!.privateKey }, 'privateKey', "someone else's private key")
+  await bad({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey, auth: 'tls' }, 'auth', 'an unknown mode')
+  const short = { ...k.cluster, replicas: k.cluster.replicas.map((r, i) => (i === 1 ? { ...r, publicKey: 'abcd' } : r)) }
+  await bad({ id: 1, cluster: short, privateKey: k.keys[0]!.privateKey }, 'cluster.replicas[1].publicKey', 'a short public key')
+  // Keys as hex and as bytes work too.
+  const hex = Buffer.from(k.keys[0]!.privateKey, 'base64url').toString('hex')
+  const r = await Replica.start({ id: 1, cluster: k.cluster, privateKey: hex })
+  await r.close()
+  const r2 = await Replica.start({ id: 1, cluster: k.cluster, privateKey: new Uint8Array(Buffer.from(k.keys[0]!.privateKey, 'base64url')) })
+  await r2.close()
+  t.pass('hex and Uint8Array keys accepted')
+})
+
+t.test('three authenticated replicas exchange messages; a none/mac mismatch is refused by reason', async (t) => {
+  const k = await keyedCluster(3, 'auth-three')
+  const rs = await Promise.all(k.cluster.replicas.map((r, i) => Replica.start({ id: r.id, cluster: k.cluster, privateKey: k.keys[i]!.privateKey })))
+  t.teardown(() => Promise.all(rs.map((r) => r.close({ timeoutMs: 0 }))))
+  await Promise.all(rs.map((r) => r.waitForPeers()))
+  const got = new Map<number, number>()
+  for (const r of rs) r.on('b', () => got.set(r.id, (got.get(r.id) ?? 0) + 1))
+  for (let i = 0; i < 1000; i++) for (const r of rs) r.broadcast('b', Buffer.alloc(100 + (i % 300), i))
+  // big ones too (sent by reference, sealed across several batches)
+  for (const r of rs) r.broadcast('b', Buffer.alloc(3 * 1024 * 1024, 7))
+  await until(() => rs.every((r) => got.get(r.id) === 2002), 15_000, 'every broadcast')
+  t.pass('every broadcast arrived at every replica')
+
+  // A replica started with auth 'none' cannot join a mac cluster.
+  const ports = k.cluster.replicas.map((r) => r.port)
+  const plain = await Replica.start({
+    id: 3,
+    auth: 'none',
+    cluster: { id: 'auth-three', replicas: [{ id: 1, host: HOST, port: ports[0]! }, { id: 3, host: HOST, port: (await freePorts(1))[0]! }] },
+  })
+  t.teardown(() => plain.close({ timeoutMs: 0 }))
+  const refused = new Promise<{ code: string; message: string }>((res) => plain.events.once('reject', res))
+  const r = await refused
+  t.equal(r.code, 'BAD_AUTH', `the plain replica is refused: ${r.message}`)
+})
+
+t.test('unknown id, right id without the key, and traffic after the auth failure: refused, nothing delivered, honest stream intact', async (t) => {
+  const k = await keyedCluster(2, 'auth-impostor')
+  const [a, b] = await startPair(t, k)
+  const fdsBefore = openFds()
+  const honest = honestStream(t, b, a)
+  let forgedSeen = 0
+  a.on('forged', () => forgedSeen++)
+  const bDown: string[] = []
+  b.events.on('peer-down', (_p, info) => bDown.push(info.code))
+
+  // Unknown id.
+  {
+    const s = connect(a.port, HOST)
+    s.on('error', () => undefined)
+    await new Promise((r) => s.once('connect', r))
+    s.write(hello({ sender: 9, clusterId: 'auth-impostor', auth: 1, ext: Buffer.alloc(64, 1) }))
+    const rej = await readReject(s)
+    t.equal(rej.code, REJECT.UNKNOWN_PEER, `unknown id refused: ${rej.text}`)
+    s.destroy()
+  }
+  // Right id (2), wrong key: refused at AUTH; frames written after it never arrive.
+  for (let i = 0; i < 3; i++) {
+    const wrong = generateKeyPair().privateKey
+    const p = await connectAuthenticated({ port: a.port, clusterId: 'auth-impostor', sender: 2, responder: 1, privateKey: wrong })
+    p.send([dataFrame(2, 'forged', 1_000_000 + i, Buffer.from('forged'))])
+    p.socket.write(dataFrame(2, 'forged', 2_000_000 + i, Buffer.from('unsealed')))
+    const rej = await readReject(p.socket)
+    t.equal(rej.code, REJECT.BAD_AUTH, `impostor ${i + 1} refused: ${rej.text}`)
+    p.close()
+  }
+  // An impostor answering at replica 1's address: replica 2's link refuses it.
+  const fake = await Replica.start({
+    id: 1,
+    cluster: {
+      id: 'auth-impostor',
+      replicas: [
+        { id: 1, host: HOST, port: (await freePorts(1))[0]!, publicKey: generateKeyPair().publicKey },
+        { id: 2, host: HOST, port: (await freePorts(1))[0]!, publicKey: k.keys[1]!.publicKey },
+      ],
+    },
+    privateKey: generateKeyPair().privateKey,
+  }).catch((e: unknown) => e)
+  t.ok(fake instanceof ConfigError, 'an impostor cannot even start with a key that is not its own (config check)')
+  await honest.finish()
+  t.equal(forgedSeen, 0, 'nothing from the impostors was delivered')
+  t.same(bDown, [], "the real replica 2's connection was never disturbed")
+  const rejects = a.stats().rejectsByReason
+  t.ok((rejects.BAD_AUTH ?? 0) >= 3 && (rejects.UNKNOWN_PEER ?? 0) >= 1, `refusals counted by reason ${JSON.stringify(rejects)}`)
+  await until(() => openFds() <= fdsBefore, 5000, `open descriptors back to ${fdsBefore} (now ${openFds()})`)
+  t.pass('open descriptors back to baseline')
+})
+
+t.test('a Byzantine member (real key): forged sender id, unsealed frames, a bad tag — each closes only its connection', async (t) => {
+  const k = await keyedCluster(3, 'auth-member')
+  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey })
+  t.teardown(() => a.close({ timeoutMs: 0 }))
+  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey })
+  t.teardown(() => b.close({ timeoutMs: 0 }))
+  await Promise.all([a.waitForPeers([2]), b.waitForPeers([1])])
+  const honest = honestStream(t, b, a)
+  const seen: string[] = []
+  a.on('m3', (m) => seen.push(Buffer.from(m.payload).toString()))
+  const member = (): Promise<Awaited<ReturnType<typeof connectAuthenticated>>> =>
+    connectAuthenticated({ port: a.port, clusterId: 'auth-member', sender: 3, responder: 1, privateKey: k.keys[2]!.privateKey })
+
+  // Honest use of the key works: a sealed frame from 3 is delivered.
+  const ok = await member()
+  ok.send([dataFrame(3, 'm3', 1, Buffer.from('hello from 3'))])
+  await until(() => seen.length === 1, 5000, 'the sealed frame')
+  t.same(seen, ['hello from 3'], 'a correctly sealed frame is delivered')
+  ok.close()
+
+  // Forged sender id inside a sealed batch.
+  const f = await member()
+  f.send([dataFrame(2, 'm3', 10, Buffer.from('I am 2'))])
+  t.equal((await readReject(f.socket)).code, REJECT.BAD_SENDER, 'a frame naming another sender is refused (BAD_SENDER)')
+  f.close()
+  // Frames never sealed: held, never delivered; the connection dies with them.
+  const u = await member()
+  u.send([dataFrame(3, 'm3', 20, Buffer.from('never sealed'))], { seal: false })
+  await new Promise((r) => setTimeout(r, 200))
+  u.close()
+  // A batch with a wrong tag (sealed with the next sequence number).
+  const w = await member()
+  w.seq = 5n
+  w.send([dataFrame(3, 'm3', 30, Buffer.from('bad seq'))])
+  t.equal((await readReject(w.socket)).code, REJECT.BAD_MAC, 'a tag for the wrong sequence number is refused (BAD_MAC)')
+  w.close()
+  await honest.finish()
+  t.same(seen, ['hello from 3'], 'nothing else from the Byzantine member was delivered')
+})
+
+/**
+ * A man in the middle between replica 2 (which dials the proxy) and replica
+ * 1: passes bytes through, except that `tamper` may change the stream from
+ * 2 to 1 of the first connection after `afterBytes` bytes.
+ */
+async function proxy(t: Tap, target: number, port: number, tamper: (chunk: Buffer, sent: number, sock: Socket) => Buffer | null): Promise<Server> {
+  let conn = 0
+  const server = createServer((client) => {
+    const n = ++conn
+    const up = connect(target, HOST)
+    let sent = 0
+    client.on('error', () => up.destroy())
+    up.on('error', () => client.destroy())
+    up.on('data', (d) => client.write(d))
+    client.on('data', (d: Buffer) => {
+      const out = n === 1 ? tamper(d, sent, up) : d
+      sent += d.length
+      if (out !== null) up.write(out)
+    })
+    client.on('close', () => up.destroy())
+    up.on('close', () => client.destroy())
+  })
+  await new Promise<void>((r) => server.listen(port, HOST, () => r()))
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+  return server
+}
+
+async function mitmCase(t: Tap, name: string, tamper: (chunk: Buffer, sent: number, up: Socket) => Buffer | null): Promise<void> {
+  const k = await keyedCluster(2, `auth-mitm-${name}`)
+  const [p1, p2] = [k.cluster.replicas[0]!.port, k.cluster.replicas[1]!.port]
+  const proxyPort = (await freePorts(1))[0]!
+  // Replica 2 sees replica 1 at the proxy's address.
+  const viewOf2: ClusterConfig = { ...k.cluster, replicas: [{ ...k.cluster.replicas[0]!, port: proxyPort }, k.cluster.replicas[1]!] }
+  await proxy(t, p1, proxyPort, tamper)
+  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey })
+  t.teardown(() => a.close({ timeoutMs: 0 }))
+  const b = await Replica.start({ id: 2, cluster: viewOf2, privateKey: k.keys[1]!.privateKey, reconnect: { minMs: 10, maxMs: 50 } })
+  t.teardown(() => b.close({ timeoutMs: 0 }))
+  void p2
+  const honest = honestStream(t, b, a)
+  // Tampering shows as a failed tag, or, when a changed length makes the
+  // parser reach garbage before the tag, as a bad frame: either way the
+  // connection closes before anything unauthenticated is delivered.
+  const caught = (): string[] =>
+    ['BAD_MAC', 'BAD_FRAME', 'FRAME_TOO_LARGE', 'BAD_SENDER'].filter((c) => (a.stats().rejectsByReason[c] ?? 0) > 0)
+  await until(() => caught().length > 0, 10_000, 'the tampering detected')
+  t.pass(`${name}: detected (${caught().join(', ')}), the connection closed`)
+  await honest.finish()
+}
+
+t.test('man in the middle: an altered byte is detected; the sender reconnects and nothing is lost', async (t) => {
+  let done = false
+  await mitmCase(t, 'alter', (chunk, sent) => {
+    // Past the handshake and the first batches: flip one bit of a payload byte.
+    if (done || sent + chunk.length < 20_000) return chunk
+    done = true
+    const c = Buffer.from(chunk)
+    c[c.length - 30]! ^= 0x01
+    return c
+  })
+})
+
+t.test('man in the middle: a replayed batch is detected; nothing is delivered twice', async (t) => {
+  let captured: Buffer | undefined
+  let done = false
+  await mitmCase(t, 'replay', (chunk, sent, up) => {
+    if (done) return chunk
+    if (captured === undefined && sent > 10_000) captured = Buffer.from(chunk)
+    else if (captured !== undefined && sent > 40_000) {
+      done = true
+      up.write(chunk)
+      return captured // the earlier bytes again
+    }
+    return chunk
+  })
+})
+
+t.test('man in the middle: dropping bytes (reordering the stream) is detected', async (t) => {
+  let done = false
+  await mitmCase(t, 'drop', (chunk, sent) => {
+    if (done || sent < 30_000 || chunk.length < 400) return chunk
+    done = true
+    return Buffer.concat([chunk.subarray(100), chunk.subarray(0, 100)])
+  })
+})
+
+void header
+void KIND

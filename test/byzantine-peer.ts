@@ -1,0 +1,217 @@
+// A replica written from scratch in the test, speaking the wire protocol of
+// docs/PROTOCOL.md with auth mode `mac` (node:crypto for Ed25519, X25519,
+// HKDF and AES-256-GCM): it completes the handshake with a real key and
+// then writes whatever frames a test wants — a Byzantine cluster member, or
+// (with a wrong key) an impostor.
+import {
+  createCipheriv,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  randomBytes,
+  sign,
+} from 'node:crypto'
+import { type Socket, connect } from 'node:net'
+
+const MAGIC = 0x5052584e
+const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
+export const KIND = { data: 1, ack: 2, reject: 3, ping: 4, pong: 5, seal: 9, auth: 10 } as const
+
+export interface FrameFields {
+  length?: number
+  route?: number
+  sender: number
+  kind: number
+  flags?: number
+  msgId: bigint | number
+}
+
+export function header(f: FrameFields): Buffer {
+  const b = Buffer.alloc(24)
+  b.writeUInt32LE(f.length ?? 0, 0)
+  b.writeUInt32LE(f.route ?? 0, 4)
+  b.writeUInt32LE(f.sender, 8)
+  b[12] = f.kind
+  b[13] = f.flags ?? 0
+  b.writeBigUInt64LE(BigInt(f.msgId), 16)
+  return b
+}
+
+export function routeId(name: string): number {
+  let h = 0x811c9dc5
+  for (const c of Buffer.from(name, 'utf8')) h = Math.imul(h ^ c, 0x01000193) >>> 0
+  return h
+}
+
+export function dataFrame(sender: number, route: string, id: number, payload: Buffer): Buffer {
+  return Buffer.concat([header({ length: payload.length, route: routeId(route), sender, kind: KIND.data, msgId: id }), payload])
+}
+
+export function hello(opts: { sender: number; clusterId: string; auth: number; ext?: Buffer; incarnation?: bigint }): Buffer {
+  const cid = Buffer.from(opts.clusterId, 'utf8')
+  const ext = opts.ext ?? Buffer.alloc(0)
+  const b = Buffer.alloc(32)
+  b.writeUInt32LE(MAGIC, 0)
+  b.writeUInt16LE(1, 4) // version
+  b.writeUInt16LE(1, 6) // HELLO
+  b.writeUInt16LE(opts.auth, 8)
+  b[10] = cid.length
+  b.writeUInt32LE(opts.sender, 12)
+  b.writeBigUInt64LE(opts.incarnation ?? BigInt('0x' + randomBytes(8).toString('hex')), 16)
+  b.writeUInt32LE(cid.length + ext.length, 24)
+  return Buffer.concat([b, cid, ext])
+}
+
+// One buffered reader per socket: bytes not yet asked for stay here.
+const readers = new WeakMap<Socket, { buf: Buffer; ended: boolean; wake: (() => void)[] }>()
+
+function reader(sock: Socket): { buf: Buffer; ended: boolean; wake: (() => void)[] } {
+  let r = readers.get(sock)
+  if (r === undefined) {
+    const st = { buf: Buffer.alloc(0), ended: false, wake: [] as (() => void)[] }
+    const notify = (): void => {
+      for (const w of st.wake.splice(0)) w()
+    }
+    sock.on('data', (d: Buffer) => {
+      st.buf = Buffer.concat([st.buf, d])
+      notify()
+    })
+    sock.on('close', () => {
+      st.ended = true
+      notify()
+    })
+    readers.set(sock, st)
+    r = st
+  }
+  return r
+}
+
+/** Reads exactly n bytes (or rejects when the socket ends first). */
+export async function readExactly(sock: Socket, n: number, ms = 5000): Promise<Buffer> {
+  const r = reader(sock)
+  const end = Date.now() + ms
+  while (r.buf.length < n) {
+    if (r.ended) throw new Error(`connection ended after ${r.buf.length} of ${n} bytes`)
+    const left = end - Date.now()
+    if (left <= 0) throw new Error(`timed out reading ${n} bytes (have ${r.buf.length})`)
+    await new Promise<void>((res) => {
+      const timer = setTimeout(res, left)
+      r.wake.push(() => {
+        clearTimeout(timer)
+        res()
+      })
+    })
+  }
+  const out = r.buf.subarray(0, n)
+  r.buf = r.buf.subarray(n)
+  return out
+}
+
+/** The reason code of a REJECT frame read from the socket (rejects if the peer closed without one). */
+export async function readReject(sock: Socket, ms = 5000): Promise<{ code: number; text: string }> {
+  for (;;) {
+    const h = await readExactly(sock, 24, ms)
+    const len = h.readUInt32LE(0)
+    const body = len > 0 ? await readExactly(sock, len, ms) : Buffer.alloc(0)
+    if (h[12] === KIND.reject) return { code: body.readUInt16LE(0), text: body.subarray(2).toString() }
+  }
+}
+
+export interface AuthenticatedPeer {
+  socket: Socket
+  /** Writes frames as one batch followed by its SEAL (or with `seal: false`, unsealed). */
+  send(frames: Buffer[], opts?: { seal?: boolean }): Buffer
+  /** The next batch number this side will seal. */
+  seq: bigint
+  close(): void
+}
+
+function ed25519Key(seed: Uint8Array): ReturnType<typeof createPrivateKey> {
+  return createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, Buffer.from(seed)]), format: 'der', type: 'pkcs8' })
+}
+
+export function seedOf(key: string | Uint8Array): Buffer {
+  if (typeof key !== 'string') return Buffer.from(key)
+  return /^[0-9a-f]{64}$/i.test(key) ? Buffer.from(key, 'hex') : Buffer.from(key, 'base64url')
+}
+
+export function gmac(key: Buffer, seq: bigint, data: Buffer): Buffer {
+  const iv = Buffer.alloc(12)
+  iv.writeBigUInt64BE(seq, 4)
+  const c = createCipheriv('aes-256-gcm', key, iv)
+  c.setAAD(data)
+  c.final()
+  return c.getAuthTag()
+}
+
+/**
+ * Dials a replica's port as replica `sender` and completes the `mac`
+ * handshake with `privateKey` (the real one: a Byzantine member; another: an
+ * impostor, refused at the AUTH step).
+ */
+export async function connectAuthenticated(opts: {
+  port: number
+  clusterId: string
+  sender: number
+  responder: number
+  privateKey: string | Uint8Array
+}): Promise<AuthenticatedPeer> {
+  const sock = connect(opts.port, '127.0.0.1')
+  reader(sock)
+  await new Promise<void>((res, rej) => {
+    sock.once('connect', () => res())
+    sock.once('error', rej)
+  })
+  sock.on('error', () => undefined)
+  const cid = Buffer.from(opts.clusterId, 'utf8')
+  const nonceI = randomBytes(32)
+  const eph = generateKeyPairSync('x25519')
+  const ephPub = Buffer.from((eph.publicKey.export({ format: 'jwk' }) as { x: string }).x, 'base64url')
+  const incI = BigInt('0x' + randomBytes(8).toString('hex'))
+  sock.write(hello({ sender: opts.sender, clusterId: opts.clusterId, auth: 1, ext: Buffer.concat([nonceI, ephPub]), incarnation: incI }))
+  const fixed = await readExactly(sock, 32)
+  if (fixed.readUInt32LE(0) !== MAGIC) throw new Error('no WELCOME')
+  const incR = fixed.readBigUInt64LE(16)
+  const body = await readExactly(sock, fixed.readUInt32LE(24))
+  const x = body.subarray(cid.length)
+  const nonceR = x.subarray(0, 32)
+  const ephR = x.subarray(32, 64)
+  const v = Buffer.alloc(2)
+  v.writeUInt16LE(1)
+  const ids = Buffer.alloc(24)
+  ids.writeUInt32LE(opts.sender, 0)
+  ids.writeUInt32LE(opts.responder, 4)
+  ids.writeBigUInt64LE(incI, 8)
+  ids.writeBigUInt64LE(incR, 16)
+  const t = Buffer.concat([Buffer.from('nexres-rpc/1 handshake'), v, Buffer.from([cid.length]), cid, ids, nonceI, ephPub, nonceR, ephR])
+  const sig = sign(null, Buffer.concat([Buffer.from('I'), t]), ed25519Key(seedOf(opts.privateKey)))
+  sock.write(Buffer.concat([header({ length: 64, sender: opts.sender, kind: KIND.auth, msgId: 0 }), sig]))
+  const peerEph = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(ephR).toString('base64url') }, format: 'jwk' })
+  const shared = diffieHellman({ privateKey: eph.privateKey, publicKey: peerEph })
+  const okm = Buffer.from(
+    hkdfSync('sha256', shared, Buffer.concat([nonceI, nonceR]), Buffer.concat([Buffer.from('nexres-rpc/1 session keys'), t]), 64),
+  )
+  const i2r = okm.subarray(0, 32)
+  const peer: AuthenticatedPeer = {
+    socket: sock,
+    seq: 0n,
+    send(frames, o = {}) {
+      const batch = Buffer.concat(frames)
+      if (o.seal === false) {
+        sock.write(batch)
+        return batch
+      }
+      const seal = Buffer.concat([header({ length: 16, sender: opts.sender, kind: KIND.seal, msgId: peer.seq }), gmac(i2r, peer.seq, batch)])
+      peer.seq++
+      const out = Buffer.concat([batch, seal])
+      sock.write(out)
+      return out
+    },
+    close() {
+      sock.destroy()
+    },
+  }
+  return peer
+}
