@@ -1,9 +1,11 @@
 // W1 one-way stream through nexres-rpc: replica 1 (sender) -> replica 2
 // (receiver, counting in a JS handler that reads msg.payload).
-//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup]
+//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup] [none|mac]
 // The sender first sends `warmup` messages (JIT warm-up, not timed), then
 // `count`; the receiver prints one JSON line once every message has arrived,
 // timed from the first to the last of the `count` measured ones.
+import { createHash, createPrivateKey, createPublicKey } from 'node:crypto'
+
 import { Replica } from 'nexres-rpc'
 
 const [role, recvPort, sendPort, countArg, sizeArg, ioArg] = process.argv.slice(2)
@@ -12,16 +14,26 @@ const size = Number(sizeArg)
 const ioThreads = Number(ioArg ?? 2)
 const warmup = Number(process.argv[8] ?? 0)
 const total = count + warmup
+const auth = process.argv[9] ?? 'none'
+// With auth 'mac', fixed benchmark keys (seeds derived from the replica id):
+// both processes know both public keys and their own private key.
+const seedOf = (id) => createHash('sha256').update(`nexres-bench-replica-${id}`).digest()
+const publicOf = (seed) =>
+  createPublicKey(
+    createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]), format: 'der', type: 'pkcs8' }),
+  ).export({ format: 'jwk' }).x
+const withKey = (r) => (auth === 'mac' ? { ...r, publicKey: publicOf(seedOf(r.id)) } : r)
 const cluster = {
   id: 'bench',
   replicas: [
-    { id: 1, host: '127.0.0.1', port: Number(sendPort) },
-    { id: 2, host: '127.0.0.1', port: Number(recvPort) },
+    withKey({ id: 1, host: '127.0.0.1', port: Number(sendPort) }),
+    withKey({ id: 2, host: '127.0.0.1', port: Number(recvPort) }),
   ],
 }
+const authOf = (id) => (auth === 'mac' ? { auth, privateKey: seedOf(id) } : { auth: 'none' })
 
 if (role === 'recv') {
-  const r = await Replica.start({ auth: 'none', id: 2, cluster, ioThreads, reconnect: { maxMs: 50 } })
+  const r = await Replica.start({ ...authOf(2), id: 2, cluster, ioThreads, reconnect: { maxMs: 50 } })
   let got = 0
   let bytes = 0
   let sum = 0
@@ -47,7 +59,7 @@ if (role === 'recv') {
   process.stdout.write(JSON.stringify({ messages: got - warmup, bytes, seconds, checksum: sum }) + '\n')
   await r.close({ timeoutMs: 0 })
 } else {
-  const r = await Replica.start({ auth: 'none', id: 1, cluster, ioThreads, reconnect: { maxMs: 50 } })
+  const r = await Replica.start({ ...authOf(1), id: 1, cluster, ioThreads, reconnect: { maxMs: 50 } })
   await r.waitForPeers([2], { timeoutMs: 20_000 })
   const payload = new Uint8Array(size).fill(0x5a)
   let drained = null

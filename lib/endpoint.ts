@@ -21,7 +21,15 @@ export interface EndpointLimits {
   maxFrameBytes: number
   maxQueueBytes: number
   highWaterMark: number
+  /** Keys are loaded (auth 'mac'): broadcast({ sign: true }) works. */
+  canSign: boolean
 }
+
+/** Frame flag: the body ends with the sender's Ed25519 signature (PROTOCOL.md §3). */
+export const FLAG_SIGNED = 0x01
+const SIGNATURE_BYTES = 64
+/** Signed payloads are copied into the staging buffer: at most this big. */
+const MAX_SIGNED_BYTES = 1024 * 1024 - 1024
 
 interface RouteEntry {
   name: string
@@ -224,11 +232,14 @@ export abstract class Endpoint implements ReplySink {
    * high-water mark. Throws `QUEUE_FULL` (queuing nothing) if any would pass
    * `maxQueueBytes`.
    */
-  broadcast(route: string, payload: Uint8Array | string): boolean {
+  broadcast(route: string, payload: Uint8Array | string, options?: { sign?: boolean }): boolean {
     if (this.closing !== undefined) throw new ClosedError()
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-    const len = bytes.length
+    const sign = options?.sign === true
+    if (sign && !this.limits.canSign) throw new ConfigError('auth', "signed broadcasts need auth: 'mac' (this replica's private key)")
+    const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
+    if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     const frame = HEADER_BYTES + len
     const n = this.peers.length
     if (n === 0) return true
@@ -248,7 +259,8 @@ export abstract class Endpoint implements ReplySink {
     const lo = (this.idLo + 1) >>> 0
     this.idLo = lo
     if (lo === 0) this.idHi++
-    this.outbox.stage(BROADCAST, this.route(route), lo, this.idHi, bytes, len)
+    if (sign) this.outbox.stageSigned(BROADCAST, this.route(route), lo, this.idHi, bytes)
+    else this.outbox.stage(BROADCAST, this.route(route), lo, this.idHi, bytes, len)
     let high = false
     for (let i = 0; i < n; i++) if ((this.staged[i]! += frame) + this.depths[i]! >= this.limits.highWaterMark) high = true
     if (!high) return true
@@ -347,7 +359,8 @@ export abstract class Endpoint implements ReplySink {
           lastEntry = routes.get(route)
         }
         if (lastEntry !== undefined) {
-          const msg = new Message(peer, lastEntry.name, ab, p, len)
+          // A signed frame ends with its 64-byte signature (checked natively).
+          const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + 13) & FLAG_SIGNED) === 0 ? len : len - 64)
           try {
             const r = lastEntry.fn(msg)
             if (r !== undefined && typeof (r as Promise<void>).then === 'function') {

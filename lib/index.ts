@@ -30,6 +30,8 @@ export type {
 export * as codecs from './codec.js'
 export type { Codec } from './codec.js'
 export { routeId } from './route.js'
+export { signedBytes, verifySigned } from './signing.js'
+export type { SignedMessage } from './signing.js'
 export { generateKeyPair, resolveOptions, validateCluster } from './config.js'
 export type { ClusterConfig, ReconnectOptions, ReplicaAddress, ReplicaOptions } from './config.js'
 export {

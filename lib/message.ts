@@ -20,6 +20,24 @@ export class Message {
     return new Uint8Array(this.buffer, this.offset + 24, this.length)
   }
 
+  /**
+   * For a message the sender broadcast with `{ sign: true }`: its Ed25519
+   * signature (64 bytes, a view valid during the call), already checked
+   * against the sender's public key on an io thread. It can be forwarded as
+   * a proof with the payload; `verifySigned()` checks it anywhere. Undefined
+   * for unsigned messages.
+   */
+  get signature(): Uint8Array | undefined {
+    const flags = new Uint8Array(this.buffer, this.offset + 13, 1)[0]!
+    if ((flags & 0x01) === 0) return undefined
+    return new Uint8Array(this.buffer, this.offset + 24 + this.length, 64)
+  }
+
+  /** The route id (FNV-1a of the route name) as it was signed. */
+  get routeId(): number {
+    return new DataView(this.buffer, this.offset + 4, 4).getUint32(0, true)
+  }
+
   /** Payload size in bytes. */
   get size(): number {
     return this.length

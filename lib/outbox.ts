@@ -12,6 +12,8 @@ import { HEADER_BYTES, KIND_DATA } from './wire.js'
 export { HEADER_BYTES }
 /** Wildcard destination of a broadcast run (docs/PROTOCOL.md §3 is per connection; this is local). */
 export const BROADCAST = 0xffffffff
+/** Run field 6 bit: the run holds signed frames to sign at flush. */
+export const SIGN_RUN = 0x80000000
 /** Payloads at least this large are sent by reference instead of copied. */
 export const EXTERNAL_MIN_BYTES = 16 * 1024
 
@@ -94,6 +96,34 @@ export class Outbox {
     } else {
       this.runMsgs++
     }
+    if (!this.scheduled) {
+      this.scheduled = true
+      queueMicrotask(this.flushSoon)
+    }
+  }
+
+  /**
+   * Stages a signed frame: flags SIGNED, the payload copied, 64 bytes left
+   * for the signature that native code writes at flush (it holds the key).
+   * Its run is marked (bit 31 of the external field) so only marked runs
+   * are walked for frames to sign.
+   */
+  stageSigned(dest: number, route: number, lo: number, hi: number, payload: Uint8Array): void {
+    const len = payload.length + 64
+    if (this.pos + HEADER_BYTES + len > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
+    if (this.runDest !== -1) this.closeRun()
+    const p = this.pos
+    const dv = this.dv
+    dv.setUint32(p, len, true)
+    dv.setUint32(p + 4, route, true)
+    dv.setUint32(p + 8, this.sender, true)
+    dv.setUint32(p + 12, KIND_DATA_WORD | (0x01 << 8), true)
+    dv.setUint32(p + 16, lo, true)
+    dv.setUint32(p + 20, hi, true)
+    this.buf.set(payload, p + HEADER_BYTES)
+    this.buf.fill(0, p + HEADER_BYTES + payload.length, p + HEADER_BYTES + len)
+    this.pos = p + HEADER_BYTES + len
+    this.writeRun(dest, p, this.pos, 1, lo, hi, SIGN_RUN)
     if (!this.scheduled) {
       this.scheduled = true
       queueMicrotask(this.flushSoon)

@@ -155,7 +155,7 @@ export class Replica extends Endpoint {
   private readonly pool: WorkerPool | undefined
 
   private constructor(opts: ResolvedOptions) {
-    super(opts)
+    super({ ...opts, canSign: opts.auth === 'mac' })
     this.opts = opts
     this.stampIds = opts.workers > 0
     const inc = randomBytes(8)

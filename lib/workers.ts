@@ -73,6 +73,7 @@ export class WorkerPool {
         maxFrameBytes: this.opts.maxFrameBytes,
         maxQueueBytes: this.opts.maxQueueBytes,
         highWaterMark: this.opts.highWaterMark,
+        canSign: this.opts.auth === 'mac',
       },
       data: this.opts.workerData,
     }

@@ -7,7 +7,7 @@ import { type Server, type Socket, connect, createServer } from 'node:net'
 
 import t from 'tap'
 
-import { type ClusterConfig, ConfigError, Replica, type ReplicaOptions, generateKeyPair } from 'nexres-rpc'
+import { type ClusterConfig, ConfigError, Replica, type ReplicaOptions, generateKeyPair, verifySigned } from 'nexres-rpc'
 
 import {
   KIND,
@@ -21,7 +21,7 @@ import { freePorts, until } from './helpers.js'
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 const HOST = '127.0.0.1'
-const REJECT = { UNKNOWN_PEER: 4, BAD_AUTH: 10, BAD_SENDER: 7, BAD_MAC: 18 } as const
+const REJECT = { UNKNOWN_PEER: 4, BAD_AUTH: 10, BAD_SENDER: 7, BAD_SIGNATURE: 17, BAD_MAC: 18 } as const
 
 interface Keyed {
   cluster: ClusterConfig
@@ -329,3 +329,44 @@ t.test('man in the middle: dropping bytes (reordering the stream) is detected', 
 
 void header
 void KIND
+
+t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a bad signature closes the connection', async (t) => {
+  const k = await keyedCluster(3, 'auth-signed')
+  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey })
+  t.teardown(() => a.close({ timeoutMs: 0 }))
+  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey })
+  t.teardown(() => b.close({ timeoutMs: 0 }))
+  await Promise.all([a.waitForPeers([2]), b.waitForPeers([1])])
+  const honest = honestStream(t, b, a)
+  const got: { payload: Buffer; signature: Buffer | undefined; from: number; routeId: number }[] = []
+  a.on('proof', (m) => got.push({ payload: Buffer.from(m.copy()), signature: m.signature ? Buffer.from(m.signature) : undefined, from: m.from, routeId: m.routeId }))
+  b.broadcast('proof', 'commit 42', { sign: true })
+  b.broadcast('proof', Buffer.alloc(200_000, 3), { sign: true })
+  b.broadcast('proof', 'not signed')
+  await until(() => got.length === 3, 5000, 'three broadcasts')
+  t.equal(got[0]!.payload.toString(), 'commit 42', 'payload without the signature')
+  t.equal(got[0]!.signature?.length, 64, 'msg.signature is there')
+  t.equal(got[1]!.payload.length, 200_000, 'a large signed payload')
+  t.equal(got[2]!.signature, undefined, 'an unsigned message has no signature')
+  // Forwarded proofs check anywhere with the cluster config alone.
+  t.ok(verifySigned(k.cluster, { from: 2, route: 'proof', payload: got[0]!.payload, signature: got[0]!.signature! }), 'verifySigned: valid')
+  t.ok(verifySigned(k.cluster, { from: 2, route: got[1]!.routeId, payload: got[1]!.payload, signature: got[1]!.signature! }), 'by route id too')
+  t.notOk(verifySigned(k.cluster, { from: 2, route: 'proof', payload: Buffer.from('commit 43'), signature: got[0]!.signature! }), 'another payload fails')
+  t.notOk(verifySigned(k.cluster, { from: 3, route: 'proof', payload: got[0]!.payload, signature: got[0]!.signature! }), 'another signer fails')
+  t.notOk(verifySigned(k.cluster, { from: 2, route: 'other', payload: got[0]!.payload, signature: got[0]!.signature! }), 'another route fails')
+
+  // A Byzantine member (3) sends a frame flagged signed with a bad signature.
+  const m = await connectAuthenticated({ port: a.port, clusterId: 'auth-signed', sender: 3, responder: 1, privateKey: k.keys[2]!.privateKey })
+  const body = Buffer.concat([Buffer.from('forged proof'), Buffer.alloc(64, 9)])
+  const f = dataFrame(3, 'proof', 1, body)
+  f[13] = 0x01 // signed
+  m.send([f])
+  t.equal((await readReject(m.socket)).code, REJECT.BAD_SIGNATURE, 'a bad signature is refused (BAD_SIGNATURE)')
+  m.close()
+  await honest.finish()
+  t.equal(got.length, 3, 'the forged proof was not delivered')
+  // Without keys there is nothing to sign with.
+  const plain = await Replica.start({ id: 1, auth: 'none', cluster: { id: 'x', replicas: [{ id: 1, host: HOST, port: (await freePorts(1))[0]! }] } })
+  t.throws(() => plain.broadcast('p', 'x', { sign: true }), { code: 'CONFIG_INVALID', field: 'auth' }, "sign: true needs auth 'mac'")
+  await plain.close()
+})

@@ -28,6 +28,8 @@ using nexres::segment;
 
 // Per-run record of a flush: see lib/outbox.ts (RUN_* constants).
 constexpr std::size_t run_fields = 7;
+// Run field 6, bit 31: the run holds signed frames (lib/outbox.ts SIGN_RUN).
+constexpr std::uint32_t sign_run = 0x80000000u;
 // Entries of the shared meta array: chunk id, offset, length, peer.
 constexpr std::size_t meta_fields = 4;
 
@@ -194,7 +196,22 @@ class producer {
     for (std::size_t i = 0; i < run_count; ++i, r += run_fields) {
       const std::uint32_t dest = r[0], start = r[1], end = r[2], msgs = r[3];
       const std::uint64_t last = (static_cast<std::uint64_t>(r[5]) << 32) | r[4];
-      const std::uint32_t ext = r[6];
+      std::uint32_t ext = r[6];
+      if ((ext & sign_run) != 0) {
+        // Signed broadcasts: each signed frame of the run gets its signature
+        // (its last 64 bytes) now, with this replica's key.
+        ext &= ~sign_run;
+        const auto* signer = eng->identity().signer.get();
+        if (signer == nullptr || ext != 0 || end < start || end > length)
+          throw Napi::Error::New(env, "flush: signed run without a key");
+        for (std::size_t p = start; p + nexres::frame_header_bytes <= end;) {
+          const nexres::frame_header fh = nexres::decode_header(block->data + p);
+          if ((fh.flags & nexres::auth::flag_signed) != 0 &&
+              !nexres::auth::sign_frame(*signer, eng->options().cluster_id, block->data + p))
+            throw Napi::Error::New(env, "flush: signing failed");
+          p += nexres::frame_header_bytes + fh.length;
+        }
+      }
       segment seg;
       seg.messages = msgs;
       seg.last_msg_id = last;

@@ -90,6 +90,17 @@ class opener {
   std::uint64_t seq_ = 0;
 };
 
+/// Frame flag: the body ends with the sender's Ed25519 signature over
+/// "nexres-rpc/1 signed" | u8 cluster id length | cluster id | u32 sender |
+/// u32 route | payload (PROTOCOL.md §3). Transferable: anyone with the
+/// sender's public key can check a forwarded message.
+constexpr std::uint8_t flag_signed = 0x01;
+
+/// Signs the frame at `frame` (header, payload, 64 bytes for the signature).
+bool sign_frame(const crypto::ed25519_signer& key, const std::string& cluster_id, std::uint8_t* frame);
+/// Checks a complete signed frame.
+bool verify_frame(const crypto::ed25519_verifier& key, const std::string& cluster_id, const std::uint8_t* frame);
+
 /// Replica keys an engine holds: its own signer and every peer's verifier.
 struct identity {
   std::unique_ptr<crypto::ed25519_signer> signer;

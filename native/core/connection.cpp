@@ -457,6 +457,16 @@ bool inbound_session::parse() {
     }
     const std::size_t total = frame_header_bytes + h.length;
     if (rx_.filled - rx_.parsed < total) break;
+    if ((h.flags & auth::flag_signed) != 0 && h.msg_id > last_seen_id_) {
+      // Checked here, on the io thread: handlers only see verified signatures.
+      const crypto::ed25519_verifier* v = engine_.identity().verifier(peer_id_);
+      if (v == nullptr || !auth::verify_frame(*v, opt.cluster_id, base + rx_.parsed)) {
+        cut(rx_.parsed);
+        refuse(reject_code::bad_signature, v == nullptr ? "a signed frame, but no key to check it (auth none)"
+                                                        : "a signed frame whose signature does not check");
+        return false;
+      }
+    }
     if (h.msg_id <= last_seen_id_) {
       // A resend after reconnect of something already delivered.
       cut(rx_.parsed);
