@@ -1,6 +1,8 @@
 // W1 one-way stream through nexres-rpc: replica 1 (sender) -> replica 2
 // (receiver, counting in a JS handler that reads msg.payload).
-//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup] [none|mac]
+//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup] [none|mac] [signed]
+// With `signed` (auth mac) the sender broadcasts with { sign: true } and the
+// receiver counts only messages whose msg.signature is there (verified).
 // The sender first sends `warmup` messages (JIT warm-up, not timed), then
 // `count`; the receiver prints one JSON line once every message has arrived,
 // timed from the first to the last of the `count` measured ones.
@@ -15,6 +17,7 @@ const ioThreads = Number(ioArg ?? 2)
 const warmup = Number(process.argv[8] ?? 0)
 const total = count + warmup
 const auth = process.argv[9] ?? 'none'
+const signed = process.argv[10] === 'signed'
 // With auth 'mac', fixed benchmark keys (seeds derived from the replica id):
 // both processes know both public keys and their own private key.
 const seedOf = (id) => createHash('sha256').update(`nexres-bench-replica-${id}`).digest()
@@ -42,6 +45,7 @@ if (role === 'recv') {
   const done = new Promise((resolve) => {
     r.on('w1', (msg) => {
       const p = msg.payload
+      if (signed && msg.signature === undefined) return
       if (got === 0) firstAny = performance.now()
       sum += p[0]
       bytes += p.length
@@ -65,7 +69,8 @@ if (role === 'recv') {
   let drained = null
   r.events.on('drain', () => drained?.())
   for (let i = 0; i < total; i++) {
-    if (!r.send(2, 'w1', payload)) await new Promise((resolve) => (drained = resolve))
+    const ok = signed ? r.broadcast('w1', payload, { sign: true }) : r.send(2, 'w1', payload)
+    if (!ok) await new Promise((resolve) => (drained = resolve))
   }
   await r.close({ timeoutMs: 60_000 })
 }
