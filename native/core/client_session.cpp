@@ -212,7 +212,10 @@ bool client_session::parse() {
   // one read can hold thousands of small requests; the rest wait unparsed.
   const std::int64_t room =
       static_cast<std::int64_t>(opt.max_client_inflight) - inflight_.load(std::memory_order_acquire);
-  while (rx_.filled - rx_.parsed >= frame_header_bytes && static_cast<std::int64_t>(count) < room) {
+  // Every header in the buffer is checked before anything trusts its length
+  // (receive_buffer::ensure_space sizes a chunk from it), including the one
+  // that waits behind the in-flight bound.
+  while (rx_.filled - rx_.parsed >= frame_header_bytes) {
     const frame_header h = decode_header(base + rx_.parsed);
     if (h.length > opt.max_request_bytes) {
       cut();
@@ -226,6 +229,7 @@ bool client_session::parse() {
       refuse(reject_code::bad_frame, "expected a REQUEST frame");
       return false;
     }
+    if (static_cast<std::int64_t>(count) >= room) break;  // checked; waits for room
     const std::size_t total = frame_header_bytes + h.length;
     if (rx_.filled - rx_.parsed < total) break;
     rx_.parsed += total;
