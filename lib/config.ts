@@ -354,6 +354,14 @@ function resolveAuth(
   }
   if (auth !== 'mac' && auth !== 'none') throw new ConfigError('auth', `must be 'mac' or 'none', got ${describe(auth)}`)
   if (auth === 'none') return { auth, privateKey: undefined, publicKeys: [] }
+  // A sealed batch (up to 256 KiB, PROTOCOL.md §2a) is held until its SEAL
+  // arrives: the receive buffers of one connection must hold one.
+  const chunk = typeof o.receiveChunkBytes === 'number' ? Math.max(o.receiveChunkBytes, 64 * 1024) : 1024 * 1024
+  const chunks = typeof o.maxChunksPerConnection === 'number' ? o.maxChunksPerConnection : 8
+  const need = Math.ceil((256 * 1024) / chunk) + 2
+  if (chunks < need) {
+    throw new ConfigError('maxChunksPerConnection', `must be at least ${need} with auth 'mac' and receiveChunkBytes ${chunk} (a sealed batch of 256 KiB is held until it checks)`)
+  }
   if (o.privateKey === undefined) throw new ConfigError('privateKey', "is required with auth: 'mac'")
   const privateKey = decodeKey('privateKey', o.privateKey)
   const publicKeys: { id: number; key: Uint8Array }[] = []

@@ -370,3 +370,25 @@ t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a 
   t.throws(() => plain.broadcast('p', 'x', { sign: true }), { code: 'CONFIG_INVALID', field: 'auth' }, "sign: true needs auth 'mac'")
   await plain.close()
 })
+
+t.test('small receive buffers: batches are cut to fit (no stall), big frames still pass, and too few buffers are refused by name', async (t) => {
+  const k = await keyedCluster(2, 'auth-small')
+  const small = { receiveChunkBytes: 64 * 1024, maxChunksPerConnection: 6 }
+  const [a, b] = await startPair(t, k, small)
+  let got = 0
+  let bytes = 0
+  a.on('s', (m) => {
+    got++
+    bytes += m.size
+  })
+  // A staged burst of many small messages (one 1 MiB staging run) and big ones.
+  for (let i = 0; i < 20_000; i++) b.send(1, 's', Buffer.alloc(40, i))
+  for (let i = 0; i < 3; i++) b.send(1, 's', Buffer.alloc(2 * 1024 * 1024, i))
+  await until(() => got === 20_003, 15_000, `every message (have ${got})`)
+  t.equal(bytes, 20_000 * 40 + 3 * 2 * 1024 * 1024, 'every byte')
+  const err = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey, receiveChunkBytes: 64 * 1024, maxChunksPerConnection: 4 }).then(
+    (r) => r.close().then(() => undefined),
+    (e: unknown) => e,
+  )
+  t.ok(err instanceof ConfigError && err.field === 'maxChunksPerConnection', `too few receive buffers for a sealed batch: ${String(err)}`)
+})

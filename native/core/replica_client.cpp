@@ -480,8 +480,34 @@ void peer_link::seal_pending() {
     std::size_t bytes = 0, cut = 0;
     bool found = false;
     for (std::size_t j = i; j < pending_.size(); ++j) {
-      bytes += pending_[j].length;
-      if (boundary_after(pending_[j])) {
+      if (pending_[j].framed && !pending_[j].control && pending_[j].length > frame_header_bytes &&
+          !boundary_after(pending_[j]))
+        split_run(j, pending_[j].length - frame_header_bytes);  // its trailing header on its own
+      segment& sg = pending_[j];
+      if (sg.framed && !sg.control && sg.length == frame_header_bytes && !boundary_after(sg)) {
+        // The header of a payload sent by reference: the whole frame goes in
+        // one batch, on its own when it would not fit with what is before it.
+        const std::size_t frame = frame_header_bytes + load_u32(sg.data);
+        if (bytes > 0 && bytes + frame > auth::seal_batch_bytes) break;
+        bytes += sg.length;
+        continue;
+      }
+      if (sg.framed && !sg.control && bytes + sg.length > auth::seal_batch_bytes) {
+        // A run of frames that would pass the batch size: it is split at the
+        // last frame boundary that fits (at least one frame when the batch
+        // is empty), so a receiver never holds more than about one batch.
+        const std::size_t off = split_run(j, bytes == 0 ? 0 : auth::seal_batch_bytes - std::min(bytes, auth::seal_batch_bytes));
+        if (off > 0) {
+          bytes += pending_[j].length;
+          if (boundary_after(pending_[j])) {
+            cut = j;
+            found = true;
+          }
+        }
+        break;
+      }
+      bytes += sg.length;
+      if (boundary_after(sg)) {
         cut = j;
         found = true;
         if (bytes >= auth::seal_batch_bytes) break;
@@ -504,6 +530,36 @@ void peer_link::seal_pending() {
     i = cut + 2;
     sealed_count_ = i;
   }
+}
+
+// io thread, auth mac: splits the framed run pending_[j] after as many whole
+// frames as fit in `room` bytes (room 0: exactly one frame). The second part
+// follows it in pending_ with the remaining frames. Returns the first part's
+// length (0: nothing fits, or the run ends inside a frame before any fits).
+std::size_t peer_link::split_run(std::size_t j, std::size_t room) {
+  segment& sg = pending_[j];
+  std::size_t off = 0;
+  std::uint32_t msgs = 0;
+  std::uint64_t last = 0;
+  while (off + frame_header_bytes <= sg.length) {
+    const frame_header h = decode_header(sg.data + off);
+    const std::size_t total = frame_header_bytes + h.length;
+    if (off + total > sg.length) break;              // ends with a header sent by reference
+    if (room > 0 ? off + total > room : msgs == 1) break;
+    off += total;
+    ++msgs;
+    last = h.msg_id;
+  }
+  if (off == 0 || off >= sg.length) return off;
+  segment rest = sg;
+  rest.data = sg.data + off;
+  rest.length = static_cast<std::uint32_t>(sg.length - off);
+  rest.messages = sg.messages >= msgs ? sg.messages - msgs : 0;
+  sg.length = static_cast<std::uint32_t>(off);
+  sg.messages = msgs;
+  sg.last_msg_id = last;
+  pending_.insert(pending_.begin() + static_cast<std::ptrdiff_t>(j + 1), std::move(rest));
+  return off;
 }
 
 void peer_link::on_acked(std::uint64_t id) {

@@ -1,4 +1,5 @@
-// Shared by the socket fuzz targets (fuzz_replica_session, fuzz_client_session):
+// Shared by the socket fuzz targets (fuzz_replica_session, fuzz_client_session,
+// fuzz_replica_session_mac):
 // one engine kept alive across inputs, and a driver that writes one input to
 // a fresh TCP connection, half-closes it and reads until the engine closes
 // the connection (or a short quiet deadline passes), consuming deliveries the
@@ -25,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #define FUZZ_CHECK(cond)                                                                                 \
@@ -70,6 +72,11 @@ inline std::uint16_t unused_port() {
   return ntohs(a.sin_port);
 }
 
+/// Optional, for a target that needs another engine setup (more replicas,
+/// auth mac and keys): called on the options just before the engine is
+/// created. Set it before the first the_engine() call (LLVMFuzzerInitialize).
+inline void (*configure_engine)(nexres::engine_options&) = nullptr;
+
 /// The engine: replica 1 of a 2-replica cluster on 127.0.0.1 (replica port
 /// and client port from the OS, auth none). Replica 2's port has no listener:
 /// its outbound link just retries in the background. Never destroyed (io
@@ -100,6 +107,7 @@ inline nexres::engine& the_engine() {
     o.heartbeat_interval_ms = 0;  // timers only: not input-driven
     o.heartbeat_timeout_ms = 0;
     o.incarnation = 0x6e657872;
+    if (configure_engine != nullptr) configure_engine(o);
     auto* e = new nexres::engine(std::move(o), [] {});
     const std::error_code ec = e->start();
     if (ec) {
@@ -139,10 +147,8 @@ struct exchange_result {
 /// every delivery popped meanwhile.
 inline const char* r_closed_text(bool eof) { return eof ? "closed by the engine" : "deadline passed"; }
 
-template <typename F>
-exchange_result exchange(std::uint16_t port, const std::uint8_t* input, std::size_t size, F&& on_delivery) {
-  nexres::engine& e = the_engine();
-  exchange_result r;
+/// A blocking TCP connection to the engine on 127.0.0.1:port (TCP_NODELAY).
+inline int connect_loopback(std::uint16_t port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   FUZZ_CHECK(fd >= 0);
   const int one = 1;
@@ -167,6 +173,15 @@ exchange_result exchange(std::uint16_t port, const std::uint8_t* input, std::siz
       std::abort();  // the engine's listener is gone: that is a finding too
     }
   }
+  return fd;
+}
+
+/// exchange() on a connection already open (a target may run a handshake on
+/// it first); closes fd.
+template <typename F>
+exchange_result exchange_on(int fd, const std::uint8_t* input, std::size_t size, F&& on_delivery) {
+  nexres::engine& e = the_engine();
+  exchange_result r;
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 
   const auto start = std::chrono::steady_clock::now();
@@ -232,6 +247,11 @@ exchange_result exchange(std::uint16_t port, const std::uint8_t* input, std::siz
   // Whatever the closing session pushed before it closed.
   drain(e, on_delivery);
   return r;
+}
+
+template <typename F>
+exchange_result exchange(std::uint16_t port, const std::uint8_t* input, std::size_t size, F&& on_delivery) {
+  return exchange_on(connect_loopback(port), input, size, std::forward<F>(on_delivery));
 }
 
 /// After each input: the engine closed the connection (it read our FIN, or
