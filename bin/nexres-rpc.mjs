@@ -1,7 +1,11 @@
 #!/usr/bin/env node
 // nexres-rpc command line.
 //
-//   nexres-rpc demo [--replicas N] [--duration S] [--size BYTES] [--auth none]
+//   nexres-rpc demo [--replicas N] [--duration S] [--size BYTES] [--auth mac|none]
+//   nexres-rpc keygen [--count N] [--json]
+//
+// `keygen` prints Ed25519 key pairs (generateKeyPair()): the public key goes
+// into the cluster config, the private key to that replica only.
 //
 // `demo` starts a local cluster on 127.0.0.1, one replica per child process
 // (this same script, run with the hidden `replica` role and its config as
@@ -9,6 +13,10 @@
 // parent over IPC). Every replica broadcasts to the others in a loop that
 // waits for 'drain' whenever broadcast() returns false, and a client in the
 // parent keeps 32 echo calls outstanding against the replicas' client ports.
+// With --auth mac (the default) the parent generates one key pair per
+// replica: public keys go into the cluster config, each child gets its
+// private key in its env JSON; every replica also sends a few signed
+// broadcasts ({ sign: true }) and counts the signatures it receives.
 // A progress line is redrawn in place on a TTY (plain lines, one a second,
 // otherwise); a summary table is printed at the end.
 //
@@ -40,8 +48,9 @@ const HEADER_BYTES = 24
 const ROUTE_MSG = 'demo.msg'
 const ROUTE_ECHO = 'echo'
 
-const DEFAULTS = { replicas: 4, duration: 5, size: 64, auth: 'none' }
-const LIMITS = { replicas: [2, 16], duration: [1, 600], size: [0, MiB] }
+const DEFAULTS = { replicas: 4, duration: 5, size: 64, auth: 'mac', count: 1 }
+const LIMITS = { replicas: [2, 16], duration: [1, 600], size: [0, MiB], count: [1, 1000] }
+const AUTH_MODES = ['mac', 'none']
 
 /** Client calls kept outstanding by the load generator (spread over the replicas). */
 const OUTSTANDING = 32
@@ -63,104 +72,180 @@ const EXIT_TIMEOUT_MS = 10_000
 const STALL_CHECK_MS = 1_000
 /** Attempts at starting the cluster when a port picked as free was taken meanwhile. */
 const START_ATTEMPTS = 3
+/** With auth mac, each replica makes one of its broadcasts a signed one this often. */
+const SIGN_EVERY_MS = 100
+/** Largest payload of a signed broadcast (signed frames have a lower cap than --size). */
+const MAX_SIGNED_PAYLOAD = 64 * 1024
 
-const USAGE = `Usage: nexres-rpc demo [options]
+const USAGE_TOP = `Usage: nexres-rpc <command> [options]
+
+Commands:
+  demo             start a local cluster, drive traffic through it, print a summary
+  keygen           print Ed25519 key pairs for replicas (auth: 'mac')
+
+Run "nexres-rpc <command> --help" for a command's options (below).
+`
+
+const DEMO_USAGE = `Usage: nexres-rpc demo [options]
 
 Starts a local cluster of replicas on ${HOST}, each in its own process, drives
 traffic through it for a few seconds and prints a summary. Every replica
 broadcasts messages to all the others (waiting for 'drain' when its queues
 are full) while a client keeps ${OUTSTANDING} echo calls outstanding against the
-replicas' client ports.
+replicas' client ports. With --auth mac, replicas authenticate each other
+with freshly generated keys and also send a few signed broadcasts.
 
 Options:
   --replicas N     replicas in the cluster, ${LIMITS.replicas[0]}..${LIMITS.replicas[1]} (default ${DEFAULTS.replicas})
   --duration S     seconds of traffic, ${LIMITS.duration[0]}..${LIMITS.duration[1]} (default ${DEFAULTS.duration})
   --size BYTES     payload size of messages and requests, ${LIMITS.size[0]}..${LIMITS.size[1]} (default ${DEFAULTS.size})
-  --auth MODE      peer authentication; "none" is the only mode for now
+  --auth MODE      replica authentication: "mac" (default: Ed25519 keys, MAC'ed
+                   frames, some signed broadcasts) or "none" (plain connections)
   -h, --help       show this help
 
 Example:
   nexres-rpc demo --replicas 4 --duration 10 --size 1024
+  nexres-rpc demo --auth none
 `
 
-class UsageError extends Error {}
+const KEYGEN_USAGE = `Usage: nexres-rpc keygen [options]
+
+Prints new Ed25519 key pairs (base64url), one per replica. The public key goes
+into the cluster config every replica shares (cluster.replicas[i].publicKey);
+the private key goes to that replica only (Replica.start({ privateKey })).
+
+Options:
+  --count N        key pairs to print, ${LIMITS.count[0]}..${LIMITS.count[1]} (default ${DEFAULTS.count})
+  --json           print a JSON array of { publicKey, privateKey }
+  -h, --help       show this help
+
+Example:
+  nexres-rpc keygen --count 4 --json > keys.json
+`
+
+class UsageError extends Error {
+  constructor(message, command) {
+    super(message)
+    this.command = command
+  }
+}
 
 /** What each option takes, for error messages. */
 const VALUES = {
   replicas: `an integer from ${LIMITS.replicas[0]} to ${LIMITS.replicas[1]}`,
   duration: `a number of seconds from ${LIMITS.duration[0]} to ${LIMITS.duration[1]}`,
   size: `an integer from ${LIMITS.size[0]} to ${LIMITS.size[1]}`,
-  auth: '"none" (the only mode for now)',
+  auth: '"mac" or "none"',
+  count: `an integer from ${LIMITS.count[0]} to ${LIMITS.count[1]}`,
 }
 
 // ---------------------------------------------------------------------------
 // Command line
 
+const COMMANDS = '"demo" or "keygen"'
+
 function parseCommandLine(argv) {
   const [command, ...rest] = argv
-  if (command === undefined) throw new UsageError('missing command (the only command is "demo")')
-  if (command === '-h' || command === '--help' || command === 'help') return { command: 'help' }
+  if (command === undefined) throw new UsageError(`missing command (${COMMANDS})`)
+  if (command === '-h' || command === '--help' || command === 'help') return { command: 'help', usage: `${USAGE_TOP}\n${DEMO_USAGE}\n${KEYGEN_USAGE}` }
   if (command === 'replica') return { command: 'replica' }
-  if (command !== 'demo') throw new UsageError(`unknown command "${command}" (the only command is "demo")`)
-  let values
+  if (command === 'demo') return parseDemo(rest)
+  if (command === 'keygen') return parseKeygen(rest)
+  throw new UsageError(`unknown command "${command}" (${COMMANDS})`)
+}
+
+/** parseArgs, with its errors turned into UsageErrors naming the option. */
+function parseOptions(command, args, options) {
   try {
-    ;({ values } = parseArgs({
-      args: rest,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        replicas: { type: 'string' },
-        duration: { type: 'string' },
-        size: { type: 'string' },
-        auth: { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    }))
+    return parseArgs({ args, strict: true, allowPositionals: false, options }).values
   } catch (err) {
     const quoted = /'([^']+)'/.exec(String(err?.message))?.[1]
-    if (err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new UsageError(`unknown option ${quoted ?? ''}`)
-    if (err?.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') throw new UsageError(`unexpected argument "${quoted ?? ''}" (demo takes only options)`)
+    if (err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') throw new UsageError(`unknown option ${quoted ?? ''}`, command)
+    if (err?.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') throw new UsageError(`unexpected argument "${quoted ?? ''}" (${command} takes only options)`, command)
     if (err?.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
       // A missing value, or one starting with "-" (taken for an option).
       const name = /--([a-z]+)/.exec(String(err.message))?.[1]
-      if (name !== undefined) throw new UsageError(`--${name} needs a value: ${VALUES[name] ?? 'see --help'}`)
+      if (name !== undefined && VALUES[name] !== undefined) throw new UsageError(`--${name} needs a value: ${VALUES[name]}`, command)
     }
-    throw new UsageError(String(err?.message ?? err))
+    throw new UsageError(String(err?.message ?? err), command)
   }
-  if (values.help) return { command: 'help' }
+}
+
+function parseDemo(args) {
+  const values = parseOptions('demo', args, {
+    replicas: { type: 'string' },
+    duration: { type: 'string' },
+    size: { type: 'string' },
+    auth: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  })
+  if (values.help) return { command: 'help', usage: DEMO_USAGE }
   const opts = {
-    replicas: integerOption('replicas', values.replicas),
-    duration: numberOption('duration', values.duration),
-    size: integerOption('size', values.size),
+    replicas: integerOption('replicas', values.replicas, 'demo'),
+    duration: numberOption('duration', values.duration, 'demo'),
+    size: integerOption('size', values.size, 'demo'),
     auth: values.auth ?? DEFAULTS.auth,
   }
-  if (opts.auth !== 'none') {
-    throw new UsageError(
-      `--auth ${JSON.stringify(opts.auth)} is not available: "none" is the only mode for now. ` +
-        'Auth modes come with peer authentication (peer keys and message MACs), which is not implemented yet.',
-    )
-  }
+  if (!AUTH_MODES.includes(opts.auth)) throw new UsageError(`--auth must be ${VALUES.auth} (got ${JSON.stringify(opts.auth)})`, 'demo')
   return { command: 'demo', opts }
 }
 
-function integerOption(name, raw) {
+function parseKeygen(args) {
+  const values = parseOptions('keygen', args, {
+    count: { type: 'string' },
+    json: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  })
+  if (values.help) return { command: 'help', usage: KEYGEN_USAGE }
+  return { command: 'keygen', opts: { count: integerOption('count', values.count, 'keygen'), json: values.json === true } }
+}
+
+function integerOption(name, raw, command) {
   const [min, max] = LIMITS[name]
   if (raw === undefined) return DEFAULTS[name]
   const v = /^\d+$/.test(raw) ? Number(raw) : NaN
   if (!Number.isSafeInteger(v) || v < min || v > max) {
-    throw new UsageError(`--${name} must be ${VALUES[name]} (got ${JSON.stringify(raw)})`)
+    throw new UsageError(`--${name} must be ${VALUES[name]} (got ${JSON.stringify(raw)})`, command)
   }
   return v
 }
 
-function numberOption(name, raw) {
+function numberOption(name, raw, command) {
   const [min, max] = LIMITS[name]
   if (raw === undefined) return DEFAULTS[name]
   const v = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : NaN
   if (!Number.isFinite(v) || v < min || v > max) {
-    throw new UsageError(`--${name} must be ${VALUES[name]} (got ${JSON.stringify(raw)})`)
+    throw new UsageError(`--${name} must be ${VALUES[name]} (got ${JSON.stringify(raw)})`, command)
   }
   return v
+}
+
+// ---------------------------------------------------------------------------
+// keygen
+
+async function keygen(opts) {
+  let nexres
+  try {
+    nexres = await import('nexres-rpc')
+  } catch (err) {
+    process.stderr.write(`nexres-rpc: cannot load the library: ${err?.message ?? err}\n`)
+    return 1
+  }
+  const pairs = Array.from({ length: opts.count }, () => nexres.generateKeyPair())
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify(pairs, null, 2)}\n`)
+    return 0
+  }
+  const lines = [
+    `# ${opts.count === 1 ? 'An Ed25519 key pair' : `${opts.count} Ed25519 key pairs`} for replicas with auth: 'mac' (base64url), one pair per replica.`,
+    '# publicKey:  into the cluster config every replica shares: cluster.replicas[i].publicKey',
+    '# privateKey: to that replica only: Replica.start({ id, cluster, privateKey }); keep it secret',
+  ]
+  pairs.forEach((p, i) => {
+    lines.push('', `key pair ${i + 1}`, `  publicKey:  ${p.publicKey}`, `  privateKey: ${p.privateKey}`)
+  })
+  process.stdout.write(`${lines.join('\n')}\n`)
+  return 0
 }
 
 // ---------------------------------------------------------------------------
@@ -385,9 +470,10 @@ async function demo(opts) {
     highWaterMark,
     maxQueueBytes: 4 * highWaterMark,
     ioThreads: opts.replicas <= 4 ? 2 : 1,
+    auth: opts.auth,
   }
 
-  out.line(`nexres-rpc demo: ${opts.replicas} replicas on ${HOST}, ${opts.duration} s of traffic, ${count(opts.size)}-byte payloads, auth none`)
+  out.line(`nexres-rpc demo: ${opts.replicas} replicas on ${HOST}, ${opts.duration} s of traffic, ${count(opts.size)}-byte payloads, auth ${opts.auth}`)
 
   const clients = []
   const load = { running: false, requests: 0, errors: 0, mismatches: 0, lastError: '', endedAt: 0 }
@@ -398,11 +484,14 @@ async function demo(opts) {
     const t0 = performance.now()
     for (let attempt = 1; ; attempt++) {
       const ports = await freePorts(opts.replicas)
+      // auth mac: one key pair per replica; the public keys go into the
+      // cluster config every replica gets, each private key to its replica only.
+      const keys = ports.map(() => (opts.auth === 'mac' ? nexres.generateKeyPair() : undefined))
       cluster = {
         id: `demo-${randomBytes(4).toString('hex')}`,
-        replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, clientPort: 0 })),
+        replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, clientPort: 0, ...(keys[i] ? { publicKey: keys[i].publicKey } : {}) })),
       }
-      children = cluster.replicas.map((r) => spawnReplica(r.id, cluster, replicaConfig, bus, out))
+      children = cluster.replicas.map((r, i) => spawnReplica(r.id, cluster, { ...replicaConfig, privateKey: keys[i]?.privateKey }, bus, out))
       try {
         await waitAll(children, 'ready', START_TIMEOUT_MS, 'start', bus, () => interrupted)
         break
@@ -415,7 +504,7 @@ async function demo(opts) {
     }
     await waitAll(children, 'up', PEERS_TIMEOUT_MS, 'connect to every peer', bus, () => interrupted)
     const links = opts.replicas * (opts.replicas - 1)
-    out.line(`cluster up in ${(performance.now() - t0).toFixed(0)} ms: ${opts.replicas} processes, ${links} links, replica ports ${cluster.replicas.map((r) => r.port).join(' ')}`)
+    out.line(`cluster up in ${(performance.now() - t0).toFixed(0)} ms: ${opts.replicas} processes, ${links} ${opts.auth === 'mac' ? 'authenticated ' : ''}links, replica ports ${cluster.replicas.map((r) => r.port).join(' ')}`)
 
     // -- clients: one per replica, OUTSTANDING calls spread over them -------
     for (const c of children) {
@@ -629,7 +718,7 @@ async function callLoop(client, request, size, load, latency) {
 
 function printSummary(out, opts, children, latency, load, tTraffic, tLoad, killed) {
   const keys = ['msgsIn', 'msgsOut', 'bytesIn', 'bytesOut', 'reconnects', 'rejects']
-  const sum = Object.fromEntries([...keys, 'handled', 'startReconnects', 'drainWaits', 'drainStalls', 'queueFull', 'peerDowns', 'handlerErrors', 'unrouted', 'duplicates'].map((k) => [k, 0]))
+  const sum = Object.fromEntries([...keys, 'handled', 'startReconnects', 'drainWaits', 'drainStalls', 'queueFull', 'peerDowns', 'handlerErrors', 'unrouted', 'duplicates', 'signedSent', 'signedIn', 'proofsChecked', 'proofsFailed'].map((k) => [k, 0]))
   const rows = children.map((c) => {
     const s = c.got.closed?.s ?? c.got.stopped?.s ?? c.latest ?? {}
     for (const k of Object.keys(sum)) sum[k] += s[k] ?? 0
@@ -648,8 +737,17 @@ function printSummary(out, opts, children, latency, load, tTraffic, tLoad, kille
   out.line(`${'requests'.padEnd(13)}${count(load.requests)} echo calls in ${loadSecs.toFixed(2)} s: ${rate(load.requests / loadSecs)} req/s (${OUTSTANDING} outstanding over ${children.length} client connections)`)
   out.line(`${'latency'.padEnd(13)}p50 ${ms(latency.total.percentile(50))}  p99 ${ms(latency.total.percentile(99))}  max ${ms(latency.total.max())}  (${latency.kind})`)
   out.line(`${'backpressure'.padEnd(13)}the broadcast loops waited for 'drain' ${count(sum.drainWaits)} times (high-water mark ${bytes(children[0]?.got.ready?.highWaterMark ?? 0)} per peer)`)
+  if (opts.auth === 'mac') {
+    out.line(`${'auth'.padEnd(13)}mac: Ed25519 replica identities, MAC'ed frames; ${count(sum.signedSent)} signed broadcasts sent, ${count(sum.signedIn)} signatures verified on receipt`)
+  } else {
+    out.line(`${'auth'.padEnd(13)}none: replica connections not authenticated (run with --auth mac, the default, for keys and MACs)`)
+  }
   const notes = []
   if (sum.startReconnects > 0) notes.push(`reconnects: ${count(sum.startReconnects)} more while the cluster was starting (a peer not listening yet), not counted above`)
+  if (opts.auth === 'mac' && sum.signedIn !== sum.signedSent * (children.length - 1)) {
+    notes.push(`${count(sum.signedSent)} signed broadcasts to ${children.length - 1} peers each, but ${count(sum.signedIn)} signatures received`)
+  }
+  if (sum.proofsFailed > 0) notes.push(`verifySigned() rejected ${count(sum.proofsFailed)} of ${count(sum.proofsChecked)} received signatures`)
   if (sum.handled !== sum.msgsIn) notes.push(`handlers saw ${count(sum.handled)} messages, the engine counted ${count(sum.msgsIn)} in`)
   if (sum.duplicates > 0) notes.push(`${count(sum.duplicates)} resent duplicates dropped`)
   if (sum.peerDowns > 0) notes.push(`${count(sum.peerDowns)} peer-down events during the run`)
@@ -695,7 +793,9 @@ async function replicaRole() {
   let pumpScheduled = false
   let reportTimer
   let stallTimer
-  const n = { handled: 0, handledBytes: 0, broadcasts: 0, drainWaits: 0, drainStalls: 0, queueFull: 0, peerDowns: 0, startReconnects: 0 }
+  let signTimer
+  let signDue = false
+  const n = { handled: 0, handledBytes: 0, broadcasts: 0, drainWaits: 0, drainStalls: 0, queueFull: 0, peerDowns: 0, startReconnects: 0, signedSent: 0, signedIn: 0, proofsChecked: 0, proofsFailed: 0 }
   let touched = 0
 
   const snapshot = () => {
@@ -724,6 +824,7 @@ async function replicaRole() {
     closing = true
     running = false
     clearInterval(reportTimer)
+    clearInterval(signTimer)
     clearTimeout(stallTimer)
     const s = snapshot()
     let undelivered = {}
@@ -741,6 +842,9 @@ async function replicaRole() {
   // per turn of the event loop (so handlers, timers and IPC still run), and
   // as soon as broadcast() returns false, nothing more until 'drain'.
   const payload = randomBytes(cfg.size)
+  // auth mac: now and then (SIGN_EVERY_MS) the next broadcast is a signed
+  // one, on the same route, through the same backpressure.
+  const signedPayload = payload.subarray(0, MAX_SIGNED_PAYLOAD)
   const burst = Math.max(1, Math.min(1024, Math.floor((256 * 1024) / (HEADER_BYTES + cfg.size))))
   const schedule = () => {
     if (pumpScheduled) return
@@ -772,8 +876,9 @@ async function replicaRole() {
     if (!running || waiting) return
     for (let i = 0; i < burst; i++) {
       let below
+      const sign = signDue
       try {
-        below = replica.broadcast(ROUTE_MSG, payload)
+        below = sign ? replica.broadcast(ROUTE_MSG, signedPayload, { sign: true }) : replica.broadcast(ROUTE_MSG, payload)
       } catch (err) {
         if (err?.code === 'QUEUE_FULL') {
           n.queueFull++
@@ -785,6 +890,10 @@ async function replicaRole() {
         return
       }
       n.broadcasts++
+      if (sign) {
+        signDue = false
+        n.signedSent++
+      }
       if (!below) {
         waitForDrain()
         return
@@ -799,10 +908,16 @@ async function replicaRole() {
     if (m?.t === 'go') {
       n.startReconnects = snapshot().reconnects
       running = true
+      if (cfg.auth === 'mac') {
+        signDue = true
+        signTimer = setInterval(() => (signDue = true), SIGN_EVERY_MS)
+      }
       schedule()
     } else if (m?.t === 'stop') {
       running = false
       waiting = false
+      clearInterval(signTimer)
+      signDue = false
       clearTimeout(stallTimer)
       const deadline = Date.now() + DRAIN_TIMEOUT_MS
       let s = snapshot()
@@ -820,9 +935,11 @@ async function replicaRole() {
   let nexres
   try {
     nexres = await import('nexres-rpc')
-    replica = await nexres.Replica.start({ auth: 'none',
+    replica = await nexres.Replica.start({
       id,
       cluster: cfg.cluster,
+      auth: cfg.auth,
+      privateKey: cfg.privateKey, // auth mac: this replica's key, from the parent
       ioThreads: cfg.ioThreads,
       highWaterMark: cfg.highWaterMark,
       maxQueueBytes: cfg.maxQueueBytes,
@@ -837,6 +954,16 @@ async function replicaRole() {
     n.handled++
     n.handledBytes += msg.size
     if (msg.size > 0) touched ^= msg.payload[msg.size - 1] // read the payload, as a real handler would
+    const signature = msg.signature
+    if (signature !== undefined) {
+      // Already verified by the engine against the sender's public key. Check
+      // a few again the way a replica would check a forwarded proof.
+      n.signedIn++
+      if (n.proofsChecked < 3) {
+        n.proofsChecked++
+        if (!nexres.verifySigned(cfg.cluster, { from: msg.from, route: ROUTE_MSG, payload: msg.payload, signature })) n.proofsFailed++
+      }
+    }
   })
   replica.handle(ROUTE_ECHO, (req) => req)
   replica.events.on('drain', () => {
@@ -867,14 +994,16 @@ async function main() {
     cmd = parseCommandLine(process.argv.slice(2))
   } catch (err) {
     if (!(err instanceof UsageError)) throw err
-    process.stderr.write(`nexres-rpc: ${err.message}\nRun "nexres-rpc demo --help" for the options.\n`)
+    const help = err.command ? `nexres-rpc ${err.command} --help` : 'nexres-rpc --help'
+    process.stderr.write(`nexres-rpc: ${err.message}\nRun "${help}" for the options.\n`)
     return 2
   }
   if (cmd.command === 'help') {
-    process.stdout.write(USAGE)
+    process.stdout.write(cmd.usage)
     return 0
   }
   if (cmd.command === 'replica') return replicaRole()
+  if (cmd.command === 'keygen') return keygen(cmd.opts)
   return demo(cmd.opts)
 }
 

@@ -3,7 +3,7 @@
 // replies once every replica has applied it; `get` reads from any replica.
 //   node examples/kv.mjs
 import net from 'node:net'
-import { Client, Replica, codecs, defineService } from 'nexres-rpc'
+import { Client, Replica, codecs, defineService, generateKeyPair } from 'nexres-rpc'
 
 const KV = defineService('kv', {
   put: { request: codecs.json(), response: codecs.json() }, // { key, value } -> { applied }
@@ -18,10 +18,15 @@ const freePort = () =>
     })
   })
 
+// One key pair per replica: public keys in the cluster config, each private
+// key to its replica only (auth 'mac'; `npx nexres-rpc keygen` prints pairs).
+const keys = [1, 2, 3].map(() => generateKeyPair())
 const replicas = []
-for (let id = 1; id <= 3; id++) replicas.push({ id, host: '127.0.0.1', port: await freePort(), clientPort: await freePort() })
+for (let id = 1; id <= 3; id++) {
+  replicas.push({ id, host: '127.0.0.1', port: await freePort(), clientPort: await freePort(), publicKey: keys[id - 1].publicKey })
+}
 const cluster = { id: 'example-kv', replicas }
-const nodes = await Promise.all(replicas.map((r) => Replica.start({ auth: 'none', id: r.id, cluster })))
+const nodes = await Promise.all(replicas.map((r) => Replica.start({ id: r.id, cluster, auth: 'mac', privateKey: keys[r.id - 1].privateKey })))
 
 for (const node of nodes) {
   const store = new Map()

@@ -1,13 +1,19 @@
-// The `nexres-rpc demo` command (bin/nexres-rpc.mjs), run as a user would:
-// a child process with piped (non-TTY) output. A short run must start a
-// cluster, move messages and requests, print progress lines and a summary,
-// close everything and exit 0 in bounded time; bad options must fail fast
-// with a message naming the option.
+// The `nexres-rpc demo` and `nexres-rpc keygen` commands (bin/nexres-rpc.mjs),
+// run as a user would: a child process with piped (non-TTY) output. A short
+// demo run must start a cluster (authenticated with fresh keys by default,
+// or with --auth none), move messages, signed broadcasts and requests, print
+// progress lines and a summary, close everything and exit 0 in bounded time;
+// keygen's keys must start real replicas; bad options must fail fast with a
+// message naming the option.
 import { spawn } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import t from 'tap'
+
+import { type ClusterConfig, Replica, verifySigned } from 'nexres-rpc'
+
+import { freePorts, until } from './helpers.js'
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'nexres-rpc.mjs')
 
@@ -59,9 +65,11 @@ function replicaRows(stdout: string): { id: number; msgsIn: number; msgsOut: num
   }))
 }
 
-t.test('demo --replicas 3 --duration 2 --size 64: progress, a summary with traffic, exit 0', async (t) => {
+t.test('demo --replicas 3 --duration 2 --size 64 (auth mac by default): progress, a summary with traffic and signatures, exit 0', async (t) => {
   const r = await run(['demo', '--replicas', '3', '--duration', '2', '--size', '64'], 60_000)
   const info = { stdout: r.stdout, stderr: r.stderr }
+  t.match(r.stdout, /^nexres-rpc demo: 3 replicas on 127\.0\.0\.1, 2 s of traffic, 64-byte payloads, auth mac$/m, 'auth mac is the default', info)
+  t.match(r.stdout, /^cluster up in \d+ ms: 3 processes, 6 authenticated links/m, 'the links are authenticated', info)
   t.notOk(r.timedOut, 'finished before the 60 s kill', info)
   t.same({ code: r.code, signal: r.signal }, { code: 0, signal: null }, 'exit code 0', info)
   t.ok(r.ms < 45_000, `finished in bounded time (${r.ms} ms)`)
@@ -83,13 +91,24 @@ t.test('demo --replicas 3 --duration 2 --size 64: progress, a summary with traff
   const requests = /^requests\s+([\d,]+) echo calls in [\d.]+ s: [\d.]+ [kM]? ?req\/s/m.exec(r.stdout)
   t.ok(requests && num(requests[1]!) > 0, 'echo calls made, with req/s', info)
   t.match(r.stdout, /^latency\s+p50 [\d.]+ ms\s+p99 [\d.]+ ms\s+max [\d.]+ ms\s+\(hdr-histogram-js\)$/m, 'p50/p99/max latency from hdr-histogram-js')
+  const auth = /^auth\s+mac: Ed25519 replica identities, MAC'ed frames; ([\d,]+) signed broadcasts sent, ([\d,]+) signatures verified on receipt$/m.exec(r.stdout)
+  t.ok(auth, 'the summary says auth mac ran, with signed broadcasts', info)
+  if (auth) {
+    t.ok(num(auth[1]!) > 0, `signed broadcasts were sent (${auth[1]})`)
+    t.equal(num(auth[2]!), 2 * num(auth[1]!), 'every signed broadcast arrived at both peers with its signature')
+  }
+  t.notMatch(r.stdout, /signatures received|verifySigned\(\) rejected/, 'no signature mismatch noted', info)
   t.notMatch(r.stdout, /undelivered at close|were killed|exited with an error|still had unacknowledged|calls failed/, 'closed cleanly', info)
 })
 
-t.test('without hdr-histogram-js the latencies come from the fallback recorder (2 replicas, empty payloads)', async (t) => {
-  const r = await run(['demo', '--replicas', '2', '--duration', '1', '--size', '0'], 60_000, { NEXRES_DEMO_NO_HDR: '1' })
+t.test('--auth none, without hdr-histogram-js: plain links, latencies from the fallback recorder (2 replicas, empty payloads)', async (t) => {
+  const r = await run(['demo', '--replicas', '2', '--duration', '1', '--size', '0', '--auth', 'none'], 60_000, { NEXRES_DEMO_NO_HDR: '1' })
   const info = { stdout: r.stdout, stderr: r.stderr }
   t.same({ code: r.code, signal: r.signal, timedOut: r.timedOut }, { code: 0, signal: null, timedOut: false }, 'exit code 0', info)
+  t.match(r.stdout, /^nexres-rpc demo: 2 replicas .*, auth none$/m, 'the first line says auth none', info)
+  t.match(r.stdout, /^cluster up in \d+ ms: 2 processes, 2 links,/m, 'links not called authenticated', info)
+  t.match(r.stdout, /^auth\s+none: replica connections not authenticated/m, 'the summary says auth none ran', info)
+  t.notMatch(r.stdout, /signed broadcasts|signatures/, 'no signed broadcasts without keys', info)
   t.match(r.stdout, /^latency\s+p50 [\d.]+ ms\s+p99 [\d.]+ ms\s+max [\d.]+ ms\s+\(sorted sample, hdr-histogram-js not available\)$/m, 'fallback latency line', info)
   const rows = replicaRows(r.stdout)
   t.same(rows.map((x) => x.id), [1, 2], 'one summary row per replica', info)
@@ -108,7 +127,13 @@ t.test('bad options exit non-zero, naming the option', async (t) => {
     [['demo', '--size', '1048577'], /--size must be an integer from 0 to 1048576/],
     [['demo', '--size', '-5'], /--size needs a value/],
     [['demo', '--replicas'], /--replicas needs a value/],
-    [['demo', '--auth', 'mac'], /--auth "mac" is not available: "none" is the only mode for now\. Auth modes come with peer authentication/],
+    [['demo', '--auth', 'tls'], /--auth must be "mac" or "none" \(got "tls"\)/],
+    [['demo', '--auth'], /--auth needs a value: "mac" or "none"/],
+    [['keygen', '--count', '0'], /--count must be an integer from 1 to 1000 \(got "0"\)/],
+    [['keygen', '--count', 'two'], /--count must be an integer/],
+    [['keygen', '--count'], /--count needs a value/],
+    [['keygen', '--bogus'], /unknown option --bogus/],
+    [['keygen', 'extra'], /unexpected argument "extra" \(keygen takes only options\)/],
     [['demo', '--bogus'], /unknown option --bogus/],
     [['demo', 'extra'], /unexpected argument "extra"/],
     [['frob'], /unknown command "frob"/],
@@ -126,9 +151,101 @@ t.test('bad options exit non-zero, naming the option', async (t) => {
 })
 
 t.test('--help prints the options and exits 0', async (t) => {
-  for (const args of [['--help'], ['demo', '--help'], ['demo', '-h']]) {
+  const demoOpts = ['--replicas N', '--duration S', '--size BYTES', '--auth MODE']
+  const keygenOpts = ['--count N', '--json']
+  const cases: [string[], string[]][] = [
+    [['--help'], ['keygen', ...demoOpts, ...keygenOpts]],
+    [['demo', '--help'], demoOpts],
+    [['demo', '-h'], demoOpts],
+    [['keygen', '--help'], [...keygenOpts, 'cluster.replicas[i].publicKey', 'privateKey']],
+  ]
+  for (const [args, expected] of cases) {
     const r = await run(args, 20_000)
     t.equal(r.code, 0, `${args.join(' ')}: exit code 0`)
-    for (const opt of ['--replicas N', '--duration S', '--size BYTES', '--auth MODE']) t.match(r.stdout, opt, `${args.join(' ')}: lists ${opt}`)
+    for (const opt of expected) t.match(r.stdout, opt, `${args.join(' ')}: lists ${opt}`)
   }
+  const r = await run(['demo', '--help'], 20_000)
+  t.match(r.stdout, /"mac" \(default/, 'demo --help gives mac as the default auth')
+  t.notMatch(r.stdout, /only mode for now/, 'no "only none for now" left')
+})
+
+const B64URL_KEY = /^[A-Za-z0-9_-]{43}$/
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
+
+/** Starts one replica per key pair on 127.0.0.1 with auth 'mac'; closed at teardown. */
+async function startKeyed(t: Tap, pairs: { publicKey: string; privateKey: string }[], id: string): Promise<{ cluster: ClusterConfig; replicas: Replica[] }> {
+  const ports = await freePorts(pairs.length)
+  const cluster: ClusterConfig = {
+    id,
+    replicas: ports.map((port, i) => ({ id: i + 1, host: '127.0.0.1', port, publicKey: pairs[i]!.publicKey })),
+  }
+  const replicas: Replica[] = []
+  t.teardown(() => Promise.all(replicas.map((r) => r.close({ timeoutMs: 0 }))))
+  for (let i = 0; i < pairs.length; i++) {
+    replicas.push(await Replica.start({ id: i + 1, cluster, auth: 'mac', privateKey: pairs[i]!.privateKey, heartbeatIntervalMs: 0 }))
+  }
+  await Promise.all(replicas.map((r) => r.waitForPeers(undefined, { timeoutMs: 10_000 })))
+  return { cluster, replicas }
+}
+
+t.test('keygen --count 3 --json: three distinct key pairs that start an authenticated cluster', async (t) => {
+  const r = await run(['keygen', '--count', '3', '--json'], 20_000)
+  t.equal(r.code, 0, 'exit code 0', { stderr: r.stderr })
+  t.equal(r.stderr, '', 'nothing on stderr')
+  const pairs = JSON.parse(r.stdout) as { publicKey: string; privateKey: string }[]
+  t.equal(pairs.length, 3, 'three pairs')
+  for (const p of pairs) {
+    t.same(Object.keys(p).sort(), ['privateKey', 'publicKey'], 'publicKey and privateKey only')
+    t.match(p.publicKey, B64URL_KEY, 'public key: 32 bytes base64url')
+    t.match(p.privateKey, B64URL_KEY, 'private key: 32 bytes base64url')
+  }
+  t.equal(new Set(pairs.flatMap((p) => [p.publicKey, p.privateKey])).size, 6, 'all keys distinct')
+
+  const { cluster, replicas } = await startKeyed(t, pairs, 'keygen-json')
+  const [r1, r2, r3] = replicas as [Replica, Replica, Replica]
+  const got: { to: number; from: number; text: string; verified: boolean }[] = []
+  for (const rr of [r2, r3]) {
+    rr.on('proof', (msg) => {
+      const signature = msg.signature
+      const verified = signature !== undefined && verifySigned(cluster, { from: msg.from, route: 'proof', payload: msg.payload, signature })
+      got.push({ to: rr.id, from: msg.from, text: msg.text(), verified })
+    })
+  }
+  r1.broadcast('proof', 'signed with a keygen key', { sign: true })
+  await until(() => got.length === 2, 10_000, 'the signed broadcast at both peers')
+  t.same(
+    got.sort((a, b) => a.to - b.to),
+    [
+      { to: 2, from: 1, text: 'signed with a keygen key', verified: true },
+      { to: 3, from: 1, text: 'signed with a keygen key', verified: true },
+    ],
+    'a signed broadcast arrives with a signature verifySigned() accepts',
+  )
+})
+
+t.test('keygen (text): one pair by default, with notes on where each key goes, usable as is', async (t) => {
+  const r = await run(['keygen'], 20_000)
+  t.equal(r.code, 0, 'exit code 0', { stderr: r.stderr })
+  t.match(r.stdout, /publicKey: .*cluster\.replicas\[i\]\.publicKey/, 'says the public key goes into the cluster config')
+  t.match(r.stdout, /privateKey: .*that replica only.*privateKey/, 'says the private key goes to its replica only')
+  const pub = [...r.stdout.matchAll(/^\s+publicKey:\s+(\S+)$/gm)].map((m) => m[1]!)
+  const priv = [...r.stdout.matchAll(/^\s+privateKey:\s+(\S+)$/gm)].map((m) => m[1]!)
+  t.equal(pub.length, 1, 'one public key')
+  t.equal(priv.length, 1, 'one private key')
+  t.match(pub[0]!, B64URL_KEY)
+  t.match(priv[0]!, B64URL_KEY)
+
+  // Two runs, two pairs: a 2-replica cluster from keys copied out of the text.
+  const r2 = await run(['keygen'], 20_000)
+  const pub2 = /^\s+publicKey:\s+(\S+)$/m.exec(r2.stdout)?.[1]
+  const priv2 = /^\s+privateKey:\s+(\S+)$/m.exec(r2.stdout)?.[1]
+  t.ok(pub2 && priv2, 'second pair parsed', { stdout: r2.stdout })
+  const { replicas } = await startKeyed(t, [{ publicKey: pub[0]!, privateKey: priv[0]! }, { publicKey: pub2!, privateKey: priv2! }], 'keygen-text')
+  let seen = 0
+  replicas[1]!.on('hi', (msg) => {
+    if (msg.from === 1 && msg.text() === 'hi') seen++
+  })
+  replicas[0]!.send(2, 'hi', 'hi')
+  await until(() => seen === 1, 10_000, 'a message over the authenticated link')
+  t.equal(seen, 1, 'replicas started with the text keys talk to each other')
 })
