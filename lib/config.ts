@@ -365,9 +365,14 @@ function resolveAuth(
   if (o.privateKey === undefined) throw new ConfigError('privateKey', "is required with auth: 'mac'")
   const privateKey = decodeKey('privateKey', o.privateKey)
   const publicKeys: { id: number; key: Uint8Array }[] = []
+  const seen = new Map<string, number>()
   cluster.replicas.forEach((r, i) => {
     if (r.publicKey === undefined) throw new ConfigError(`cluster.replicas[${i}].publicKey`, "is required with auth: 'mac'")
     const key = decodeKey(`cluster.replicas[${i}].publicKey`, r.publicKey)
+    const hex = Buffer.from(key).toString('hex')
+    const other = seen.get(hex)
+    if (other !== undefined) throw new ConfigError(`cluster.replicas[${i}].publicKey`, `is the same key as replica ${other}'s: every replica needs its own`)
+    seen.set(hex, r.id)
     if (r.id === id) {
       if (!Buffer.from(publicKeyOf(privateKey)).equals(Buffer.from(key))) {
         throw new ConfigError('privateKey', `does not match cluster.replicas[${i}].publicKey (replica ${id}'s own key)`)

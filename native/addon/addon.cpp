@@ -206,6 +206,7 @@ class producer {
           throw Napi::Error::New(env, "flush: signed run without a key");
         for (std::size_t p = start; p + nexres::frame_header_bytes <= end;) {
           const nexres::frame_header fh = nexres::decode_header(block->data + p);
+          if (p + nexres::frame_header_bytes + fh.length > end) throw Napi::RangeError::New(env, "flush: signed run out of range");
           if ((fh.flags & nexres::auth::flag_signed) != 0 &&
               !nexres::auth::sign_frame(*signer, eng->options().cluster_id, block->data + p))
             throw Napi::Error::New(env, "flush: signing failed");

@@ -99,7 +99,8 @@ opener::opener(const crypto::key32& key) : mac_(key) { mac_.begin(0); }
 bool opener::update(const std::uint8_t* data, std::size_t size) { return mac_.update(data, size); }
 
 bool opener::open(const frame_header& h, const std::uint8_t tag[tag_bytes]) {
-  if (h.kind != frame_kind::seal || h.length != tag_bytes || h.msg_id != seq_ || h.flags != 0 || h.reserved != 0)
+  if (h.kind != frame_kind::seal || h.length != tag_bytes || h.msg_id != seq_ || h.flags != 0 || h.reserved != 0 ||
+      h.route != 0)
     return false;
   const bool ok = mac_.finish_verify(tag);
   ++seq_;

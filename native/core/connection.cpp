@@ -151,9 +151,9 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   w.version = protocol_version;
   w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
   w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size() + auth::welcome_ext_bytes);
-  reject_buf_.assign(hello_fixed_bytes + w.body_length, 0);
-  encode_hello(reject_buf_.data(), w);
-  std::uint8_t* b = reject_buf_.data() + hello_fixed_bytes;
+  welcome_buf_.assign(hello_fixed_bytes + w.body_length, 0);
+  encode_hello(welcome_buf_.data(), w);
+  std::uint8_t* b = welcome_buf_.data() + hello_fixed_bytes;
   std::memcpy(b, opt.cluster_id.data(), opt.cluster_id.size());
   b += opt.cluster_id.size();
   std::memcpy(b, nonce_r.data(), auth::nonce_bytes);
@@ -161,7 +161,7 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   if (!auth::sign(*engine_.identity().signer, 'R', transcript_, b + auth::nonce_bytes + auth::eph_bytes))
     return refuse(reject_code::bad_auth, "signing failed");
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(reject_buf_), [self, claimed, slot](const std::error_code& ec, std::size_t) {
+  asio::async_write(socket_, asio::buffer(welcome_buf_), [self, claimed, slot](const std::error_code& ec, std::size_t) {
     if (ec || !self->open_) return self->close();
     asio::async_read(self->socket_, asio::buffer(self->auth_in_),
                      [self, claimed, slot](const std::error_code& ec2, std::size_t) {
@@ -208,11 +208,11 @@ void inbound_session::on_hello_body() {
   w.version = protocol_version;
   w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
   w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
-  reject_buf_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
-  encode_hello(reject_buf_.data(), w);
-  std::memcpy(reject_buf_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+  welcome_buf_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+  encode_hello(welcome_buf_.data(), w);
+  std::memcpy(welcome_buf_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
   auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code& ec, std::size_t) {
+  asio::async_write(socket_, asio::buffer(welcome_buf_), [self](const std::error_code& ec, std::size_t) {
     if (ec || !self->open_) return self->close();
     self->established();
   });
@@ -313,6 +313,15 @@ void inbound_session::do_read() {
   if (!open_ || reading_) return;
   if (!handshake_done_) leave_pre_handshake();
   if (!rx_.ensure_space(weak_from_this())) {
+    // auth mac: our receive buffers full of runs waiting for their SEAL while
+    // the consumer holds nothing of this peer's: no chunk will come back, the
+    // SEAL can never be read. A sender that batches more than we can hold
+    // (or is Byzantine) is refused rather than left stalled.
+    if (mac_ && !unsealed_.empty() && slot_ >= 0 &&
+        engine_.slot(slot_).rx_pending_bytes.load(std::memory_order_acquire) == 0 && ready_.empty()) {
+      refuse(reject_code::bad_mac, "a batch bigger than this replica's receive buffers (maxChunksPerConnection x receiveChunkBytes)");
+      return;
+    }
     // Wait for a chunk of ours to come back; also retry on a timer in case the
     // pool-wide bound (not ours) is what stopped us.
     paused_ = true;

@@ -114,6 +114,7 @@ class inbound_session : public chunk_owner,
   // ACK frames: one in flight at a time; the latest id wins.
   std::array<std::uint8_t, frame_header_bytes> ack_buf_{};
   std::vector<std::uint8_t> reject_buf_;
+  std::vector<std::uint8_t> welcome_buf_;  // apart from reject_buf_: a refusal may come during its write
   bool ack_writing_ = false;
   std::uint64_t ack_pending_ = 0;
   std::uint64_t ack_sent_ = 0;

@@ -64,6 +64,7 @@ engine::engine(engine_options options, std::function<void()> wake)
       identity_.peers.emplace_back(pk.first, std::make_unique<crypto::ed25519_verifier>(std::move(*v)));
     }
     crypto::cleanse(options_.private_seed.data(), options_.private_seed.size());
+    crypto::cleanse(options.private_seed.data(), options.private_seed.size());  // the moved-from copy
   }
 }
 
