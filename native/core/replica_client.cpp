@@ -482,7 +482,7 @@ void peer_link::seal_pending() {
     for (std::size_t j = i; j < pending_.size(); ++j) {
       if (pending_[j].framed && !pending_[j].control && pending_[j].length > frame_header_bytes &&
           !boundary_after(pending_[j]))
-        split_run(j, pending_[j].length - frame_header_bytes);  // its trailing header on its own
+        split_run(j, pending_[j].length - frame_header_bytes, false);  // its trailing header on its own
       segment& sg = pending_[j];
       if (sg.framed && !sg.control && sg.length == frame_header_bytes && !boundary_after(sg)) {
         // The header of a payload sent by reference: the whole frame goes in
@@ -496,7 +496,7 @@ void peer_link::seal_pending() {
         // A run of frames that would pass the batch size: it is split at the
         // last frame boundary that fits (at least one frame when the batch
         // is empty), so a receiver never holds more than about one batch.
-        const std::size_t off = split_run(j, bytes == 0 ? 0 : auth::seal_batch_bytes - std::min(bytes, auth::seal_batch_bytes));
+        const std::size_t off = split_run(j, auth::seal_batch_bytes - std::min(bytes, auth::seal_batch_bytes), bytes == 0);
         if (off > 0) {
           bytes += pending_[j].length;
           if (boundary_after(pending_[j])) {
@@ -533,10 +533,10 @@ void peer_link::seal_pending() {
 }
 
 // io thread, auth mac: splits the framed run pending_[j] after as many whole
-// frames as fit in `room` bytes (room 0: exactly one frame). The second part
-// follows it in pending_ with the remaining frames. Returns the first part's
-// length (0: nothing fits, or the run ends inside a frame before any fits).
-std::size_t peer_link::split_run(std::size_t j, std::size_t room) {
+// frames as fit in `room` bytes (at least one when `at_least_one`). The second
+// part follows it in pending_ with the remaining frames. Returns the first
+// part's length (0: nothing fits, or the run ends inside a frame first).
+std::size_t peer_link::split_run(std::size_t j, std::size_t room, bool at_least_one) {
   segment& sg = pending_[j];
   std::size_t off = 0;
   std::uint32_t msgs = 0;
@@ -545,7 +545,7 @@ std::size_t peer_link::split_run(std::size_t j, std::size_t room) {
     const frame_header h = decode_header(sg.data + off);
     const std::size_t total = frame_header_bytes + h.length;
     if (off + total > sg.length) break;              // ends with a header sent by reference
-    if (room > 0 ? off + total > room : msgs == 1) break;
+    if (off + total > room && !(at_least_one && msgs == 0)) break;
     off += total;
     ++msgs;
     last = h.msg_id;

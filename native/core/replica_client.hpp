@@ -62,7 +62,7 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   // auth mac
   bool on_welcome_auth(const hello_message& w);
   void seal_pending();
-  std::size_t split_run(std::size_t j, std::size_t room);
+  std::size_t split_run(std::size_t j, std::size_t room, bool at_least_one);
   bool boundary_after(const segment& s) const;
   void on_sealed_control(const frame_header& h);
 
