@@ -111,6 +111,35 @@ export abstract class Endpoint implements ReplySink {
 
   /** Resolves on the peer's next drain (below half the high-water mark). */
   protected abstract waitForDrain(peer: number, signal: AbortSignal | undefined): Promise<void>
+
+  /**
+   * A wait that `arm(done)` ends (it returns its own disposer), rejected with
+   * `ABORTED` when the signal fires or `CLOSED` when the endpoint closes.
+   */
+  protected waitFor(signal: AbortSignal | undefined, arm: (done: () => void) => () => void): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let disarm: () => void = () => undefined
+      const cleanup = (): void => {
+        disarm()
+        signal?.removeEventListener('abort', onAbort)
+        this.lifetime.signal.removeEventListener('abort', onClose)
+      }
+      const onAbort = (): void => {
+        cleanup()
+        reject(new AbortedError(signal?.reason))
+      }
+      const onClose = (): void => {
+        cleanup()
+        reject(new ClosedError())
+      }
+      disarm = arm(() => {
+        cleanup()
+        resolve()
+      })
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.lifetime.signal.addEventListener('abort', onClose, { once: true })
+    })
+  }
   protected abstract emitUnrouted(info: { from: number; route: number; size: number }): void
   protected abstract emitError(err: unknown, info: { from: number; route: string }): void
 

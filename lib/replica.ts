@@ -3,8 +3,6 @@ import { EventEmitter } from 'node:events'
 
 import { type ReplicaOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import {
-  AbortedError,
-  ClosedError,
   ConfigError,
   ListenError,
   TimeoutError,
@@ -346,28 +344,12 @@ export class Replica extends Endpoint {
   }
 
   protected waitForDrain(to: number, signal: AbortSignal | undefined): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
+    return this.waitFor(signal, (done) => {
       const onDrain = (peer: number): void => {
-        if (peer !== to) return
-        cleanup()
-        resolve()
-      }
-      const onAbort = (): void => {
-        cleanup()
-        reject(new AbortedError(signal?.reason))
-      }
-      const onClose = (): void => {
-        cleanup()
-        reject(new ClosedError())
-      }
-      const cleanup = (): void => {
-        this.events.off('drain', onDrain)
-        signal?.removeEventListener('abort', onAbort)
-        this.lifetime.signal.removeEventListener('abort', onClose)
+        if (peer === to) done()
       }
       this.events.on('drain', onDrain)
-      signal?.addEventListener('abort', onAbort, { once: true })
-      this.lifetime.signal.addEventListener('abort', onClose, { once: true })
+      return () => this.events.off('drain', onDrain)
     })
   }
 

@@ -5,7 +5,6 @@
 import { EventEmitter } from 'node:events'
 import { parentPort } from 'node:worker_threads'
 
-import { AbortedError, ClosedError } from './errors.js'
 import { Endpoint, type EndpointLimits } from './endpoint.js'
 import { type NativeConsumer, addon } from './native.js'
 import type { WorkerReport } from './workers.js'
@@ -62,29 +61,11 @@ export class WorkerReplica extends Endpoint {
     this.closed = true
   }
 
-  protected waitForDrain(to: number, signal: AbortSignal | undefined): Promise<void> {
+  protected waitForDrain(_to: number, signal: AbortSignal | undefined): Promise<void> {
     // Drain events go to the main thread; a worker looks at the depth again.
-    return new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        cleanup()
-        resolve()
-      }, DRAIN_POLL_MS)
-      const onAbort = (): void => {
-        cleanup()
-        reject(new AbortedError(signal?.reason))
-      }
-      const onClose = (): void => {
-        cleanup()
-        reject(new ClosedError())
-      }
-      const cleanup = (): void => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-        this.lifetime.signal.removeEventListener('abort', onClose)
-      }
-      signal?.addEventListener('abort', onAbort, { once: true })
-      this.lifetime.signal.addEventListener('abort', onClose, { once: true })
-      void to
+    return this.waitFor(signal, (done) => {
+      const timer = setTimeout(done, DRAIN_POLL_MS)
+      return () => clearTimeout(timer)
     })
   }
 

@@ -325,6 +325,32 @@ Napi::ArrayBuffer wrap_chunk(Napi::Env env, nexres::chunk* c) {
   return ab;
 }
 
+// Writes the meta entries of batch[0..n) and wraps, once per thread, the
+// chunks that thread has not seen (`first_time(c)` says so and marks it).
+// Returns the [id, ArrayBuffer, pooled] triples of those, or undefined.
+template <typename FirstTime>
+napi_value fill_batch(Napi::Env env, const std::vector<delivery>& batch, std::size_t n, std::uint32_t* meta,
+                      FirstTime&& first_time) {
+  Napi::Array fresh;
+  std::uint32_t fresh_count = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const delivery& d = batch[i];
+    nexres::chunk* c = d.source;
+    if (first_time(c)) {
+      if (fresh_count == 0) fresh = Napi::Array::New(env);
+      fresh.Set(fresh_count++, Napi::Number::New(env, c->id));
+      fresh.Set(fresh_count++, wrap_chunk(env, c));
+      fresh.Set(fresh_count++, Napi::Boolean::New(env, c->pooled));
+    }
+    std::uint32_t* m = meta + i * meta_fields;
+    m[0] = c->id;
+    m[1] = d.offset;
+    m[2] = d.length;
+    m[3] = d.peer;
+  }
+  return fresh_count > 0 ? static_cast<napi_value>(fresh) : static_cast<napi_value>(env.Undefined());
+}
+
 class JsEngine;
 void CallJs(Napi::Env env, Napi::Function, JsEngine* self, void*);
 
@@ -599,27 +625,13 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     while (fair_.size() < max_held && eng->pop_delivery(d)) fair_.push(d);
     batch_.clear();
     const std::size_t n = fair_.take(meta_capacity_, fair_quantum, batch_);
-    Napi::Array fresh;
-    std::uint32_t fresh_count = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const delivery& bd = batch_[i];
-      nexres::chunk* c = bd.source;
-      if (!c->consumer_bound) {
-        // First time JS sees this chunk: wrap its memory once.
-        if (fresh_count == 0) fresh = Napi::Array::New(env);
-        fresh.Set(fresh_count++, Napi::Number::New(env, c->id));
-        fresh.Set(fresh_count++, wrap_chunk(env, c));
-        fresh.Set(fresh_count++, Napi::Boolean::New(env, c->pooled));
-        c->consumer_bound = c->pooled;
-      }
-      std::uint32_t* m = meta_data_ + i * meta_fields;
-      m[0] = c->id;
-      m[1] = bd.offset;
-      m[2] = bd.length;
-      m[3] = bd.peer;
-    }
+    // First time JS sees a chunk: wrap its memory once (pooled chunks stay bound).
+    const napi_value fresh_value = fill_batch(env, batch_, n, meta_data_, [](nexres::chunk* c) {
+      if (c->consumer_bound) return false;
+      c->consumer_bound = c->pooled;
+      return true;
+    });
     if (n > 0) {
-      napi_value fresh_value = fresh_count > 0 ? static_cast<napi_value>(fresh) : env.Undefined();
       try {
         on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
       } catch (...) {
@@ -790,27 +802,13 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
     out_.trash().empty(env);
     const std::size_t n = disp.take(index_, batch_, meta_capacity_);
     if (n == 0) return;
-    Napi::Array fresh;
-    std::uint32_t fresh_count = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      const delivery& d = batch_[i];
-      nexres::chunk* c = d.source;
-      // Each thread wraps a chunk once (per-thread buffers, shared memory).
+    // Each thread wraps a chunk once (per-thread buffers, shared memory).
+    const napi_value fresh_value = fill_batch(env, batch_, n, meta_data_, [this](nexres::chunk* c) {
       if (c->id >= bound_.size()) bound_.resize(c->id + 1u, 0);
-      if (!bound_[c->id]) {
-        if (fresh_count == 0) fresh = Napi::Array::New(env);
-        fresh.Set(fresh_count++, Napi::Number::New(env, c->id));
-        fresh.Set(fresh_count++, wrap_chunk(env, c));
-        fresh.Set(fresh_count++, Napi::Boolean::New(env, c->pooled));
-        bound_[c->id] = c->pooled ? 1 : 0;
-      }
-      std::uint32_t* m = meta_data_ + i * meta_fields;
-      m[0] = c->id;
-      m[1] = d.offset;
-      m[2] = d.length;
-      m[3] = d.peer;
-    }
-    napi_value fresh_value = fresh_count > 0 ? static_cast<napi_value>(fresh) : env.Undefined();
+      if (bound_[c->id]) return false;
+      bound_[c->id] = c->pooled ? 1 : 0;
+      return true;
+    });
     try {
       on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
     } catch (...) {

@@ -8,35 +8,44 @@ namespace {
 constexpr char transcript_label[] = "nexres-rpc/1 handshake";
 constexpr char keys_label[] = "nexres-rpc/1 session keys";
 
+// resize + memcpy rather than vector::insert of a range (GCC 12 reports a
+// false -Wstringop-overflow on the latter at -O3).
+void append(std::vector<std::uint8_t>& v, const void* p, std::size_t n) {
+  if (n == 0) return;
+  const std::size_t at = v.size();
+  v.resize(at + n);
+  std::memcpy(v.data() + at, p, n);
+}
+
 void put_u32(std::vector<std::uint8_t>& v, std::uint32_t x) {
   std::uint8_t b[4];
   store_u32(b, x);
-  v.insert(v.end(), b, b + 4);
+  append(v, b, 4);
 }
 void put_u64(std::vector<std::uint8_t>& v, std::uint64_t x) {
   std::uint8_t b[8];
   store_u64(b, x);
-  v.insert(v.end(), b, b + 8);
+  append(v, b, 8);
 }
 }  // namespace
 
 std::vector<std::uint8_t> transcript(const transcript_input& in) {
   std::vector<std::uint8_t> t;
   t.reserve(sizeof transcript_label + 2 + 1 + in.cluster_id.size() + 24 + 4 * 32);
-  t.insert(t.end(), transcript_label, transcript_label + sizeof transcript_label - 1);
+  append(t, transcript_label, sizeof transcript_label - 1);
   std::uint8_t v[2];
   store_u16(v, protocol_version);
-  t.insert(t.end(), v, v + 2);
+  append(t, v, 2);
   t.push_back(static_cast<std::uint8_t>(in.cluster_id.size()));
-  t.insert(t.end(), in.cluster_id.begin(), in.cluster_id.end());
+  append(t, in.cluster_id.data(), in.cluster_id.size());
   put_u32(t, in.initiator);
   put_u32(t, in.responder);
   put_u64(t, in.initiator_incarnation);
   put_u64(t, in.responder_incarnation);
-  t.insert(t.end(), in.nonce_i, in.nonce_i + nonce_bytes);
-  t.insert(t.end(), in.eph_i, in.eph_i + eph_bytes);
-  t.insert(t.end(), in.nonce_r, in.nonce_r + nonce_bytes);
-  t.insert(t.end(), in.eph_r, in.eph_r + eph_bytes);
+  append(t, in.nonce_i, nonce_bytes);
+  append(t, in.eph_i, eph_bytes);
+  append(t, in.nonce_r, nonce_bytes);
+  append(t, in.eph_r, eph_bytes);
   return t;
 }
 
@@ -45,7 +54,7 @@ bool sign(const crypto::ed25519_signer& key, char role, const std::vector<std::u
   std::vector<std::uint8_t> m;
   m.reserve(t.size() + 1);
   m.push_back(static_cast<std::uint8_t>(role));
-  m.insert(m.end(), t.begin(), t.end());
+  append(m, t.data(), t.size());
   return key.sign(crypto::byte_view(m.data(), m.size()), sig);
 }
 
@@ -54,7 +63,7 @@ bool verify(const crypto::ed25519_verifier& key, char role, const std::vector<st
   std::vector<std::uint8_t> m;
   m.reserve(t.size() + 1);
   m.push_back(static_cast<std::uint8_t>(role));
-  m.insert(m.end(), t.begin(), t.end());
+  append(m, t.data(), t.size());
   return key.verify(crypto::byte_view(m.data(), m.size()), sig);
 }
 
@@ -68,8 +77,9 @@ bool derive(const crypto::x25519_keypair& mine, const std::uint8_t peer_eph[eph_
   std::uint8_t salt[2 * nonce_bytes];
   std::memcpy(salt, nonce_i, nonce_bytes);
   std::memcpy(salt + nonce_bytes, nonce_r, nonce_bytes);
-  std::vector<std::uint8_t> info(keys_label, keys_label + sizeof keys_label - 1);
-  info.insert(info.end(), t.begin(), t.end());
+  std::vector<std::uint8_t> info;
+  append(info, keys_label, sizeof keys_label - 1);
+  append(info, t.data(), t.size());
   std::uint8_t okm[64];
   const bool ok = crypto::hkdf_sha256(crypto::byte_view(shared.bytes.data(), 32), crypto::byte_view(salt, sizeof salt),
                                       crypto::byte_view(info.data(), info.size()), okm, sizeof okm);
@@ -117,12 +127,12 @@ const std::vector<std::uint8_t>& signed_bytes(const std::string& cluster_id, con
   const frame_header h = decode_header(frame);
   const std::size_t payload = h.length - sig_bytes;
   m.clear();
-  m.insert(m.end(), signed_label, signed_label + sizeof signed_label - 1);
+  append(m, signed_label, sizeof signed_label - 1);
   m.push_back(static_cast<std::uint8_t>(cluster_id.size()));
-  m.insert(m.end(), cluster_id.begin(), cluster_id.end());
-  m.insert(m.end(), frame + 8, frame + 12);  // sender
-  m.insert(m.end(), frame + 4, frame + 8);   // route
-  m.insert(m.end(), frame + frame_header_bytes, frame + frame_header_bytes + payload);
+  append(m, cluster_id.data(), cluster_id.size());
+  append(m, frame + 8, 4);  // sender
+  append(m, frame + 4, 4);  // route
+  append(m, frame + frame_header_bytes, payload);
   return m;
 }
 }  // namespace

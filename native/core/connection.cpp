@@ -143,19 +143,7 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   ti.nonce_r = nonce_r.data();
   ti.eph_r = eph_->public_key().data();
   transcript_ = auth::transcript(ti);
-  hello_message w{};
-  w.type = hello_type::welcome;
-  w.auth = auth_mode::mac;
-  w.sender = opt.self_id;
-  w.incarnation = opt.incarnation;
-  w.version = protocol_version;
-  w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
-  w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size() + auth::welcome_ext_bytes);
-  welcome_buf_.assign(hello_fixed_bytes + w.body_length, 0);
-  encode_hello(welcome_buf_.data(), w);
-  std::uint8_t* b = welcome_buf_.data() + hello_fixed_bytes;
-  std::memcpy(b, opt.cluster_id.data(), opt.cluster_id.size());
-  b += opt.cluster_id.size();
+  std::uint8_t* b = build_welcome(auth_mode::mac, auth::welcome_ext_bytes);
   std::memcpy(b, nonce_r.data(), auth::nonce_bytes);
   std::memcpy(b + auth::nonce_bytes, eph_->public_key().data(), auth::eph_bytes);
   if (!auth::sign(*engine_.identity().signer, 'R', transcript_, b + auth::nonce_bytes + auth::eph_bytes))
@@ -197,20 +185,27 @@ bool inbound_session::seal_into(std::vector<std::uint8_t>& buf, std::size_t from
   return tx_->seal(&v, 1, engine_.options().self_id, buf.data() + at);
 }
 
-// io thread, auth none: WELCOME, then the session is live.
-void inbound_session::on_hello_body() {
+// Writes the WELCOME (fixed part, cluster id, `ext` bytes of auth data left
+// for the caller) into welcome_buf_; returns where the auth data goes.
+std::uint8_t* inbound_session::build_welcome(auth_mode mode, std::size_t ext) {
   const auto& opt = engine_.options();
   hello_message w{};
   w.type = hello_type::welcome;
-  w.auth = auth_mode::none;
+  w.auth = mode;
   w.sender = opt.self_id;
   w.incarnation = opt.incarnation;
   w.version = protocol_version;
   w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
-  w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
-  welcome_buf_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+  w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size() + ext);
+  welcome_buf_.assign(hello_fixed_bytes + w.body_length, 0);
   encode_hello(welcome_buf_.data(), w);
   std::memcpy(welcome_buf_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+  return welcome_buf_.data() + hello_fixed_bytes + opt.cluster_id.size();
+}
+
+// io thread, auth none: WELCOME, then the session is live.
+void inbound_session::on_hello_body() {
+  build_welcome(auth_mode::none, 0);
   auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(welcome_buf_), [self](const std::error_code& ec, std::size_t) {
     if (ec || !self->open_) return self->close();

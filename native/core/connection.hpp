@@ -47,6 +47,7 @@ class inbound_session : public chunk_owner,
   void read_hello();
   void on_hello(std::size_t n);
   void on_hello_body();
+  std::uint8_t* build_welcome(auth_mode mode, std::size_t ext);
   void established();
   void start_auth(std::uint32_t claimed, int slot);
   void on_auth_frame(std::uint32_t claimed, int slot);
