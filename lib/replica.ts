@@ -122,6 +122,8 @@ export interface ReplicaStats {
   clients: ClientConnectionStats[]
   /** Worker threads restarted after one died (`workers`). */
   workerRestarts: number
+  /** Bytes of receive buffers allocated (pooled or in use), bounded by the receive memory limit. */
+  receiveBytesAllocated: number
 }
 
 export interface CloseResult {
@@ -287,6 +289,7 @@ export class Replica extends Endpoint {
       miqDepth: s.miqDepth ?? 0,
       clients: s.clients ?? [],
       workerRestarts: this.pool?.restarted ?? 0,
+      receiveBytesAllocated: s.receiveBytesAllocated ?? 0,
     }
   }
 

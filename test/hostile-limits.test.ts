@@ -323,6 +323,8 @@ t.test('1,000 idle connections that never handshake', async (t) => {
       // A long handshake deadline: the idle connections stay until the limits act.
       const s = await setup(t, { handshakeTimeoutMs: 120_000, ...v.opts })
       const baseline = openFds()
+      const rxBefore = s.r2.stats().receiveBytesAllocated
+      const rssBefore = process.memoryUsage().rss
       const before = rejectsOf(s, 'TOO_MANY_CONNECTIONS')
       const started = Date.now()
       const idle = await Promise.all(Array.from({ length: IDLE }, () => s.raw()))
@@ -332,6 +334,11 @@ t.test('1,000 idle connections that never handshake', async (t) => {
       t.comment(`${IDLE} connections opened and ${over} refused in ${Date.now() - started} ms`)
       const refused = idle.filter((p) => p.serverClosed)
       t.equal(refused.length, over, `${over} of ${IDLE} idle connections refused, ${v.limit} kept`)
+      // Connections that never handshake hold no receive buffers.
+      t.ok(
+        s.r2.stats().receiveBytesAllocated <= rxBefore + 2 * 1024 * 1024,
+        `receive buffers do not grow with idle connections (${rxBefore} -> ${s.r2.stats().receiveBytesAllocated} bytes)`,
+      )
       t.equal(rejectsOf(s, 'TOO_MANY_CONNECTIONS') - before, over, `stats().rejectsByReason.TOO_MANY_CONNECTIONS counts ${over}`)
       t.ok(
         refused.every((p) => p.rejectCode() === CODE.TOO_MANY_CONNECTIONS),
@@ -392,6 +399,10 @@ t.test('1,000 idle connections that never handshake', async (t) => {
         fds = openFds()
       }
       t.ok(fds <= baseline, `open descriptors back to baseline (${fds}, baseline ${baseline})`)
+      // Memory: the whole episode (1,000 connections in two processes' worth of
+      // sockets, refusals, restarts) leaves the process within a few MiB.
+      const rssGrowth = process.memoryUsage().rss - rssBefore
+      t.ok(rssGrowth < 64 * 1024 * 1024, `resident memory grew by ${(rssGrowth / 2 ** 20).toFixed(1)} MiB (< 64 MiB)`)
     })
   }
 })
