@@ -126,13 +126,25 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
   }
   replicaCounter('unrouted_messages_total', 'Messages for a route with no handler.', (s) => s.unrouted)
   replicaCounter('handler_errors_total', 'Handler calls that threw or rejected.', (s) => s.handlerErrors)
-  new Gauge({
-    name: prefix + 'input_queue_depth',
-    help: 'Runs of frames waiting in the input queue (MIQ).',
-    labelNames: ['replica'],
-    registers,
-    collect() {
-      for (const s of stats()) this.set({ replica: String(s.id) }, s.miqDepth)
-    },
-  })
+  replicaCounter('worker_restarts_total', 'Handler worker threads restarted after one died (workers option).', (s) => s.workerRestarts)
+  const replicaGauge = (name: string, help: string, pick: (s: ReplicaStats) => number): void => {
+    new Gauge({
+      name: prefix + name,
+      help,
+      labelNames: ['replica'],
+      registers,
+      collect() {
+        for (const s of stats()) this.set({ replica: String(s.id) }, pick(s))
+      },
+    })
+  }
+  replicaGauge('input_queue_depth', 'Runs of frames waiting in the input queue (MIQ).', (s) => s.miqDepth)
+  replicaGauge('client_connections', 'Open connections on the client port.', (s) => s.clients.length)
+  replicaGauge('client_requests_in_flight', 'Client requests read and not yet answered, over every connection.', (s) =>
+    s.clients.reduce((n, c) => n + c.inFlight, 0),
+  )
+  replicaGauge('client_connections_paused', 'Client connections whose socket is not read (in-flight bound or reply backlog).', (s) =>
+    s.clients.filter((c) => c.paused).length,
+  )
+  replicaGauge('receive_buffer_bytes', 'Bytes of receive buffers allocated.', (s) => s.receiveBytesAllocated)
 }

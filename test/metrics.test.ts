@@ -31,6 +31,9 @@ t.test('collectReplicaMetrics exposes peer and replica metrics in the user regis
   t.match(text, /nexres_peer_connected\{replica="1",peer="2"\} 1/)
   t.match(text, /nexres_peer_queued_bytes\{replica="1",peer="2"\} 0/)
   t.match(text, /nexres_unrouted_messages_total\{replica="2"\} 1/)
+  t.match(text, /nexres_client_connections\{replica="1"\} 0/)
+  t.match(text, /nexres_receive_buffer_bytes\{replica="2"\} [1-9]\d*/)
+  t.match(text, /# TYPE nexres_worker_restarts_total counter/)
   t.match(text, /nexres_peer_heartbeat_rtt_seconds\{replica="1",peer="2"\} (0\.\d+|\d(\.\d+)?e-\d+)/)
   // A second scrape after more traffic: counters grow by the difference.
   for (let i = 0; i < 10; i++) a!.send(2, 'm', 'z')
