@@ -697,9 +697,27 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
 
 // JS thread, through the thread-safe function: one call drains events and
 // up to a meta array's worth of deliveries, then hands them to JS at once.
+// Thread-safe-function callbacks run outside any N-API call frame: a C++
+// exception must not leave them (std::terminate). A JS exception from a
+// handler batch becomes the thread's uncaught exception, as from any
+// callback; while the thread's environment is going away (a worker being
+// terminated) calling into JS fails, and that is ignored.
+template <typename F>
+void guarded(F&& f) {
+  try {
+    f();
+  } catch (const Napi::Error& e) {
+    try {
+      e.ThrowAsJavaScriptException();
+    } catch (...) {
+    }
+  } catch (...) {
+  }
+}
+
 void CallJs(Napi::Env env, Napi::Function, JsEngine* self, void*) {
   if (env == nullptr || self == nullptr) return;
-  self->Drain(env);
+  guarded([&] { self->Drain(env); });
 }
 
 class JsConsumer;
@@ -812,7 +830,13 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
     try {
       on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
     } catch (...) {
-      if (attached_) disp.done(index_);
+      // The batch did not run to its end (handlers catch their own errors,
+      // so this is the thread going away): it is not done. Detached, this
+      // consumer's batch goes to the other workers, in order.
+      if (attached_) {
+        attached_ = false;
+        disp.detach(index_);
+      }
       throw;
     }
     // stop() from a handler detached us: what we held went to the others.
@@ -835,7 +859,7 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
 
 void ConsumerCallJs(Napi::Env env, Napi::Function, JsConsumer* self, void*) {
   if (env == nullptr || self == nullptr) return;
-  self->Drain(env);
+  guarded([&] { self->Drain(env); });
 }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
