@@ -641,6 +641,19 @@ void inbound_session::close() {
   timer_.cancel();
   hb_timer_.cancel();
   read_timer_.cancel();
+  if (socket_.is_open()) {
+    // Closing a socket with unread input makes the kernel reset the
+    // connection and drop what is still in our send buffer, such as the last
+    // ACK (its sender would then report those messages as unacknowledged).
+    // Read what has arrived (bounded), then close with a FIN.
+    socket_.non_blocking(true, ignored);
+    std::array<std::uint8_t, 4096> scratch;
+    for (int i = 0; i < 256; ++i) {
+      std::error_code ec;
+      if (socket_.read_some(asio::buffer(scratch), ec) == 0 || ec) break;
+    }
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  }
   socket_.close(ignored);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();
