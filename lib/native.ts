@@ -3,6 +3,8 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import type { ClientConnectionStats } from './replica.js'
+
 export interface EngineOptions {
   selfId: number
   clusterId: string
@@ -67,17 +69,6 @@ export interface NativePeerStats {
   receivePendingBytes: number
 }
 
-export interface NativeClientStats {
-  connectionId: number
-  address: string
-  requests: number
-  bytesIn: number
-  replies: number
-  bytesOut: number
-  inFlight: number
-  replyBacklogBytes: number
-  paused: boolean
-}
 
 export interface NativeStats {
   peers?: NativePeerStats[]
@@ -89,7 +80,7 @@ export interface NativeStats {
   clientsAccepted?: number
   replyBytes?: number
   repliesDropped?: number
-  clients?: NativeClientStats[]
+  clients?: ClientConnectionStats[]
 }
 
 /** The send side every JS thread has (the main Engine and each worker's Consumer). */

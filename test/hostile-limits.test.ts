@@ -16,6 +16,7 @@ import t from 'tap'
 
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
+import { routeId } from './byzantine-peer.js'
 import { loopbackCluster, until } from './helpers.js'
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
@@ -32,15 +33,6 @@ const TYPE_WELCOME = 2
 
 const CODE = { TOO_MANY_CONNECTIONS: 13, READ_TIMEOUT: 15, TOO_MANY_PINGS: 16 } as const
 type CodeName = keyof typeof CODE
-
-function routeId(name: string): number {
-  let h = 0x811c9dc5
-  for (const b of Buffer.from(name, 'utf8')) {
-    h ^= b
-    h = Math.imul(h, 0x01000193) >>> 0
-  }
-  return h >>> 0
-}
 
 /** A valid HELLO (PROTOCOL.md §2), auth none. */
 function hello(clusterId: string, sender: number): Buffer {

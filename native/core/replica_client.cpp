@@ -479,12 +479,13 @@ void peer_link::seal_pending() {
   while (i < pending_.size() && tx_) {
     std::size_t bytes = 0, cut = 0;
     bool found = false;
+    // Each run's frame headers are walked once: a run too big for the batch
+    // only as far as the batch takes (split_run), a smaller one to see
+    // whether it ends inside a frame.
     for (std::size_t j = i; j < pending_.size(); ++j) {
-      if (pending_[j].framed && !pending_[j].control && pending_[j].length > frame_header_bytes &&
-          !boundary_after(pending_[j]))
-        split_run(j, pending_[j].length - frame_header_bytes, false);  // its trailing header on its own
       segment& sg = pending_[j];
-      if (sg.framed && !sg.control && sg.length == frame_header_bytes && !boundary_after(sg)) {
+      const bool run = sg.framed && !sg.control;
+      if (run && sg.length == frame_header_bytes && frame_header_bytes + load_u32(sg.data) > sg.length) {
         // The header of a payload sent by reference: the whole frame goes in
         // one batch, on its own when it would not fit with what is before it.
         const std::size_t frame = frame_header_bytes + load_u32(sg.data);
@@ -492,22 +493,26 @@ void peer_link::seal_pending() {
         bytes += sg.length;
         continue;
       }
-      if (sg.framed && !sg.control && bytes + sg.length > auth::seal_batch_bytes) {
-        // A run of frames that would pass the batch size: it is split at the
-        // last frame boundary that fits (at least one frame when the batch
-        // is empty), so a receiver never holds more than about one batch.
+      if (run && bytes + sg.length > auth::seal_batch_bytes) {
+        // Too big for what is left of the batch: cut after as many whole
+        // frames as fit (at least one when the batch is empty); its first
+        // part then ends at a frame boundary.
         const std::size_t off = split_run(j, auth::seal_batch_bytes - std::min(bytes, auth::seal_batch_bytes), bytes == 0);
         if (off > 0) {
-          bytes += pending_[j].length;
-          if (boundary_after(pending_[j])) {
-            cut = j;
-            found = true;
-          }
+          bytes += off;
+          cut = j;
+          found = true;
         }
         break;
       }
-      bytes += sg.length;
-      if (boundary_after(sg)) {
+      bool complete = true;
+      if (run && !boundary_after(sg)) {
+        // Ends with the header of a payload sent by reference: that header
+        // goes on its own, so the frames before it can close a batch.
+        complete = sg.length > frame_header_bytes && split_run(j, sg.length - frame_header_bytes, false) > 0;
+      }
+      bytes += pending_[j].length;
+      if (complete) {
         cut = j;
         found = true;
         if (bytes >= auth::seal_batch_bytes) break;
