@@ -67,6 +67,22 @@ export interface ReplicaOptions {
   receiveChunkBytes?: number
   /** Receive buffers one connection may hold before its socket is paused (default 8). */
   maxChunksPerConnection?: number
+  /**
+   * Receive memory of the replica port, all peer connections together, in
+   * bytes (default 512 MiB). Past it, connections stop being read until the
+   * application consumes what was read (TCP backpressure).
+   */
+  maxReceiveBytes?: number
+  /**
+   * Receive memory of the client port, apart from the replica port's, in
+   * bytes (default 64 MiB): nothing clients send can take memory replica
+   * links need. A client connection holds receive memory only while a
+   * request is arriving (64 KiB chunks; an idle connection holds none); a
+   * request bigger than a chunk is given room as its bytes arrive
+   * (doubling), not by the length it declares, and such large requests
+   * together hold at most half of this. Must be at least twice `maxRequestBytes`.
+   */
+  maxClientReceiveBytes?: number
   /** How long `close()` waits for queued messages to be acknowledged, in ms (default 2000). */
   closeTimeoutMs?: number
   /** SO_SNDBUF of links to peers, in bytes (default 4 MiB; 0 = OS default). */
@@ -144,6 +160,8 @@ export interface ResolvedOptions {
   reconnectMaxMs: number
   receiveChunkBytes: number
   maxChunksPerConnection: number
+  maxReceiveBytes: number
+  maxClientReceiveBytes: number
   closeTimeoutMs: number
   sendBufferBytes: number
   receiveBufferBytes: number
@@ -278,6 +296,16 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   else if (o.handlers !== undefined) throw new ConfigError('handlers', 'is only used with workers > 0')
   const ordering = o.ordering === undefined ? 'peer' : o.ordering
   if (ordering !== 'peer' && ordering !== 'none') throw new ConfigError('ordering', `must be 'peer' or 'none', got ${describe(ordering)}`)
+  const receiveChunkBytes = optionalInteger('receiveChunkBytes', o.receiveChunkBytes, 64 * 1024, 256 * MiB, MiB)
+  const maxReceiveBytes = optionalInteger('maxReceiveBytes', o.maxReceiveBytes, 4 * MiB, 2 ** 40, 512 * MiB)
+  if (maxReceiveBytes < 4 * receiveChunkBytes) {
+    throw new ConfigError('maxReceiveBytes', `must be at least 4 × receiveChunkBytes (${4 * receiveChunkBytes})`)
+  }
+  const maxRequestBytes = optionalInteger('maxRequestBytes', o.maxRequestBytes, 1, 1024 * MiB, 4 * MiB)
+  const maxClientReceiveBytes = optionalInteger('maxClientReceiveBytes', o.maxClientReceiveBytes, MiB, 2 ** 40, 64 * MiB)
+  if (maxClientReceiveBytes < 2 * (maxRequestBytes + 24)) {
+    throw new ConfigError('maxClientReceiveBytes', `must be at least twice maxRequestBytes + 24 (${2 * (maxRequestBytes + 24)}): large requests may hold half of it`)
+  }
   return {
     id,
     cluster,
@@ -290,13 +318,15 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     handshakeTimeoutMs: optionalInteger('handshakeTimeoutMs', o.handshakeTimeoutMs, 1, 600_000, 5000),
     reconnectMinMs,
     reconnectMaxMs,
-    receiveChunkBytes: optionalInteger('receiveChunkBytes', o.receiveChunkBytes, 64 * 1024, 256 * MiB, MiB),
+    receiveChunkBytes,
     maxChunksPerConnection: optionalInteger('maxChunksPerConnection', o.maxChunksPerConnection, 2, 1024, 8),
+    maxReceiveBytes,
+    maxClientReceiveBytes,
     closeTimeoutMs: optionalInteger('closeTimeoutMs', o.closeTimeoutMs, 0, 600_000, 2000),
     sendBufferBytes: optionalInteger('sendBufferBytes', o.sendBufferBytes, 0, 256 * MiB, 4 * MiB),
     receiveBufferBytes: optionalInteger('receiveBufferBytes', o.receiveBufferBytes, 0, 256 * MiB, 0),
     clientPort: cluster.replicas.find((r) => r.id === id)!.clientPort,
-    maxRequestBytes: optionalInteger('maxRequestBytes', o.maxRequestBytes, 1, 1024 * MiB, 4 * MiB),
+    maxRequestBytes,
     maxClientInFlight: optionalInteger('maxClientInFlight', o.maxClientInFlight, 1, 1_000_000, 1024),
     clientIdleTimeoutMs: optionalInteger('clientIdleTimeoutMs', o.clientIdleTimeoutMs, 0, 3_600_000, 60_000),
     maxClientConnections: optionalInteger('maxClientConnections', o.maxClientConnections, 1, 1_000_000, 10_000),

@@ -146,5 +146,6 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
   replicaGauge('client_connections_paused', 'Client connections whose socket is not read (in-flight bound or reply backlog).', (s) =>
     s.clients.filter((c) => c.paused).length,
   )
-  replicaGauge('receive_buffer_bytes', 'Bytes of receive buffers allocated.', (s) => s.receiveBytesAllocated)
+  replicaGauge('receive_buffer_bytes', 'Bytes of replica-port receive buffers allocated.', (s) => s.receiveBytesAllocated)
+  replicaGauge('client_receive_buffer_bytes', 'Bytes of client-port receive buffers allocated.', (s) => s.clientReceiveBytesAllocated)
 }

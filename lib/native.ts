@@ -14,7 +14,8 @@ export interface EngineOptions {
   maxFrameBytes: number
   chunkBytes: number
   maxChunksPerConnection: number
-  maxReceiveBytes?: number
+  maxReceiveBytes: number
+  maxClientReceiveBytes: number
   highWaterBytes: number
   handshakeTimeoutMs: number
   reconnectMinMs: number
@@ -76,6 +77,7 @@ export interface NativeStats {
   rejectsByReason?: Record<string, number>
   miqDepth?: number
   receiveBytesAllocated?: number
+  clientReceiveBytesAllocated?: number
   clientsOpen?: number
   clientsAccepted?: number
   replyBytes?: number

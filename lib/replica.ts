@@ -122,8 +122,10 @@ export interface ReplicaStats {
   clients: ClientConnectionStats[]
   /** Worker threads restarted after one died (`workers`). */
   workerRestarts: number
-  /** Bytes of receive buffers allocated (pooled or in use), bounded by the receive memory limit. */
+  /** Bytes of replica-port receive buffers allocated (pooled or in use), bounded by `maxReceiveBytes`. */
   receiveBytesAllocated: number
+  /** Bytes of client-port receive buffers allocated (pooled or in use), bounded by `maxClientReceiveBytes`. */
+  clientReceiveBytesAllocated: number
 }
 
 export interface CloseResult {
@@ -169,6 +171,8 @@ export class Replica extends Endpoint {
         maxFrameBytes: opts.maxFrameBytes,
         chunkBytes: Math.max(opts.receiveChunkBytes, 64 * 1024),
         maxChunksPerConnection: opts.maxChunksPerConnection,
+        maxReceiveBytes: opts.maxReceiveBytes,
+        maxClientReceiveBytes: opts.maxClientReceiveBytes,
         highWaterBytes: opts.highWaterMark,
         handshakeTimeoutMs: opts.handshakeTimeoutMs,
         reconnectMinMs: opts.reconnectMinMs,
@@ -290,6 +294,7 @@ export class Replica extends Endpoint {
       clients: s.clients ?? [],
       workerRestarts: this.pool?.restarted ?? 0,
       receiveBytesAllocated: s.receiveBytesAllocated ?? 0,
+      clientReceiveBytesAllocated: s.clientReceiveBytesAllocated ?? 0,
     }
   }
 

@@ -401,6 +401,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     options_.max_chunks_per_connection = get_u32(o, "maxChunksPerConnection", 8);
     options_.max_receive_bytes =
         static_cast<std::size_t>(get_f64(o, "maxReceiveBytes", static_cast<double>(options_.max_receive_bytes)));
+    options_.max_client_receive_bytes = static_cast<std::size_t>(
+        get_f64(o, "maxClientReceiveBytes", static_cast<double>(options_.max_client_receive_bytes)));
     options_.high_water_bytes =
         static_cast<std::uint64_t>(get_f64(o, "highWaterBytes", static_cast<double>(options_.high_water_bytes)));
     options_.handshake_timeout_ms = get_u32(o, "handshakeTimeoutMs", options_.handshake_timeout_ms);
@@ -578,6 +580,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     out.Set("rejectsByReason", by);
     out.Set("miqDepth", static_cast<double>(st.miq_depth));
     out.Set("receiveBytesAllocated", static_cast<double>(st.receive_bytes_allocated));
+    out.Set("clientReceiveBytesAllocated", static_cast<double>(st.client_receive_bytes_allocated));
     out.Set("clientsOpen", static_cast<double>(st.clients_open));
     out.Set("clientsAccepted", static_cast<double>(st.clients_accepted));
     out.Set("replyBytes", static_cast<double>(st.reply_bytes));

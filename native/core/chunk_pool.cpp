@@ -11,8 +11,13 @@ struct free_deleter {
 };
 }  // namespace
 
-chunk_pool::chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes)
-    : chunk_bytes_(chunk_bytes), max_total_bytes_(max_total_bytes) {}
+chunk_pool::chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes, std::uint32_t id_base,
+                       std::uint32_t id_stride, std::size_t max_oversized_bytes)
+    : chunk_bytes_(chunk_bytes),
+      max_total_bytes_(max_total_bytes),
+      id_base_(id_base),
+      id_stride_(id_stride == 0 ? 1 : id_stride),
+      max_oversized_bytes_(max_oversized_bytes) {}
 
 chunk* chunk_pool::acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -24,22 +29,27 @@ chunk* chunk_pool::acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> 
     const bool pooled = min_capacity <= chunk_bytes_;
     const std::size_t cap = pooled ? chunk_bytes_ : min_capacity;
     if (total_bytes_ + cap > max_total_bytes_) return nullptr;
+    if (!pooled && oversized_bytes_ + cap > max_oversized_bytes_) return nullptr;
     auto* raw = static_cast<std::uint8_t*>(std::malloc(cap));
     if (raw == nullptr) return nullptr;
     auto fresh = std::make_unique<chunk>();
     fresh->memory = std::shared_ptr<std::uint8_t>(raw, free_deleter{});
     fresh->capacity = cap;
     fresh->pooled = pooled;
+    std::uint32_t index;
     if (free_ids_.empty()) {
-      fresh->id = static_cast<std::uint32_t>(slots_.size());
+      index = static_cast<std::uint32_t>(slots_.size());
       slots_.push_back(nullptr);
     } else {
-      fresh->id = free_ids_.back();
+      index = free_ids_.back();
       free_ids_.pop_back();
     }
+    fresh->id = id_base_ + index * id_stride_;
+    fresh->home = this;
     c = fresh.get();
-    slots_[c->id] = std::move(fresh);
+    slots_[index] = std::move(fresh);
     total_bytes_ += cap;
+    if (!pooled) oversized_bytes_ += cap;
   }
   c->owner = std::move(owner);
   c->refs.store(1, std::memory_order_relaxed);
@@ -48,6 +58,10 @@ chunk* chunk_pool::acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> 
 
 void chunk_pool::unref(chunk* c) {
   if (c->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  c->home->drop(c);
+}
+
+void chunk_pool::drop(chunk* c) {
   std::shared_ptr<chunk_owner> owner;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -65,9 +79,10 @@ void chunk_pool::recycle(chunk* c) {
     return;
   }
   total_bytes_ -= c->capacity;
-  const std::uint32_t id = c->id;
-  free_ids_.push_back(id);
-  slots_[id].reset();  // memory lives on while a consumer still holds it
+  oversized_bytes_ -= c->capacity;
+  const std::uint32_t index = (c->id - id_base_) / id_stride_;
+  free_ids_.push_back(index);
+  slots_[index].reset();  // memory lives on while a consumer still holds it
 }
 
 std::size_t chunk_pool::allocated_bytes() const {

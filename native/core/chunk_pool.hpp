@@ -21,8 +21,13 @@ class chunk_owner {
   virtual void on_chunk_released() = 0;
 };
 
+class chunk_pool;
+
 struct chunk {
+  /// Unique across the engine's pools (the consumer keys chunks by it).
   std::uint32_t id = 0;
+  /// The pool it comes from and returns to.
+  chunk_pool* home = nullptr;
   std::size_t capacity = 0;
   /// malloc'd bytes, shared so a consumer (a JS ArrayBuffer) can outlive the pool.
   std::shared_ptr<std::uint8_t> memory;
@@ -40,31 +45,42 @@ struct chunk {
 class chunk_pool {
  public:
   /// chunk_bytes: size of pooled chunks; max_total_bytes: bound on all chunks.
-  chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes);
+  /// Chunk ids are id_base + k * id_stride, so several pools feeding one
+  /// consumer never share an id. max_oversized_bytes bounds the chunks made
+  /// bigger than chunk_bytes (frames in progress that outgrow a chunk), so
+  /// that large frames can never take the memory small ones need.
+  chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes, std::uint32_t id_base = 0,
+             std::uint32_t id_stride = 1, std::size_t max_oversized_bytes = static_cast<std::size_t>(-1));
   chunk_pool(const chunk_pool&) = delete;
   chunk_pool& operator=(const chunk_pool&) = delete;
 
   /// Any thread. A chunk of at least min_capacity with one reference held by
   /// the caller, or nullptr when the byte bound is reached.
   chunk* acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner);
-  /// Any thread. Drops one reference; at zero the chunk is recycled and its
-  /// owner told.
-  void unref(chunk* c);
+  /// Any thread. Drops one reference on a chunk of any pool; at zero the
+  /// chunk goes back to its own pool and its owner is told.
+  static void unref(chunk* c);
 
   std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
   /// Bytes currently allocated to chunks (pooled or in use).
   std::size_t allocated_bytes() const;
+  std::size_t max_bytes() const noexcept { return max_total_bytes_; }
 
  private:
   void recycle(chunk* c);
+  void drop(chunk* c);
 
   const std::size_t chunk_bytes_;
   const std::size_t max_total_bytes_;
+  const std::uint32_t id_base_;
+  const std::uint32_t id_stride_;
+  const std::size_t max_oversized_bytes_;
   mutable std::mutex mu_;
-  std::vector<std::unique_ptr<chunk>> slots_;  // index == chunk id
+  std::vector<std::unique_ptr<chunk>> slots_;  // index == (id - id_base) / id_stride
   std::vector<chunk*> free_;                   // idle pooled chunks
   std::vector<std::uint32_t> free_ids_;        // empty slots
   std::size_t total_bytes_ = 0;
+  std::size_t oversized_bytes_ = 0;
 };
 
 }  // namespace nexres

@@ -24,7 +24,7 @@ client_session::client_session(engine& eng, asio::ip::tcp::socket socket, std::u
       timer_(socket_.get_executor()),
       retry_(socket_.get_executor()),
       id_(id),
-      rx_(eng.chunks(), eng.options().max_chunks_per_connection) {
+      rx_(eng.client_chunks(), eng.options().max_chunks_per_connection, true) {
   std::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -169,15 +169,41 @@ void client_session::do_read() {
   if (rx_.current != nullptr && rx_.filled - rx_.parsed >= frame_header_bytes &&
       rx_.filled - rx_.parsed >= frame_header_bytes + load_u32(rx_.current->data() + rx_.parsed))
     return on_read(0);
+  auto self = shared_from_this();
+  // No request arriving: hold no receive memory while waiting for one. Wait
+  // for the socket to be readable, then take a chunk and read.
+  if (rx_.partial() == 0) {
+    std::error_code ec;
+    if (rx_.current == nullptr || socket_.available(ec) == 0 || ec) {
+      rx_.release_if_idle();
+      reading_ = true;
+      socket_.async_wait(asio::ip::tcp::socket::wait_read, [self](const std::error_code& e) {
+        self->reading_ = false;
+        if (e) return self->close();
+        self->read_ready();
+      });
+      return;
+    }
+  }
   if (!rx_.ensure_space(weak_from_this())) return pause_with_retry();
   reading_ = true;
-  auto self = shared_from_this();
   socket_.async_read_some(asio::buffer(rx_.write_ptr(), rx_.write_room()),
                           [self](const std::error_code& ec, std::size_t n) {
                             self->reading_ = false;
                             if (ec) return self->close();
                             self->on_read(n);
                           });
+}
+
+// io thread: the socket is readable and no request is in progress.
+void client_session::read_ready() {
+  if (!open_ || paused_) return;
+  if (!rx_.ensure_space(weak_from_this())) return pause_with_retry();
+  std::error_code ec;
+  const std::size_t n = socket_.read_some(asio::buffer(rx_.write_ptr(), rx_.write_room()), ec);
+  if (ec == asio::error::would_block || ec == asio::error::try_again) return do_read();
+  if (ec) return close();
+  on_read(n);
 }
 
 void client_session::on_read(std::size_t n) {

@@ -47,6 +47,7 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void on_hello();
   void arm_idle_timer();
   void do_read();
+  void read_ready();
   void on_read(std::size_t n);
   bool parse();
   bool flush_ready();

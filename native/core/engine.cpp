@@ -44,8 +44,11 @@ const char* reject_code_name(reject_code c) noexcept {
 engine::engine(engine_options options, std::function<void()> wake)
     : options_(std::move(options)),
       wake_(std::move(wake)),
-      chunks_(options_.chunk_bytes, options_.max_receive_bytes),
+      chunks_(options_.chunk_bytes, options_.max_receive_bytes, 0, 2),
+      client_chunks_(options_.client_chunk_bytes, options_.max_client_receive_bytes, 1, 2,
+                     options_.max_client_receive_bytes / 2),
       miq_(options_.miq_capacity),
+      client_miq_(options_.client_miq_capacity),
       rejects_by_code_(std::make_unique<std::atomic<std::uint64_t>[]>(reject_code_count)),
       pool_(options_.io_threads) {
   for (const auto& r : options_.replicas) {
@@ -78,7 +81,8 @@ engine::~engine() {
   client_acceptor_.reset();
   // Deliveries never handed out still hold chunk references.
   delivery d;
-  while (miq_.try_pop(d)) chunks_.unref(d.source);
+  while (miq_.try_pop(d)) chunk_pool::unref(d.source);
+  while (client_miq_.try_pop(d)) chunk_pool::unref(d.source);
 }
 
 std::error_code engine::start() {
@@ -268,7 +272,9 @@ int engine::slot_of(std::uint32_t peer) const noexcept {
   return -1;
 }
 
-bool engine::push_delivery(delivery& d) { return miq_.try_push(d); }
+bool engine::push_delivery(delivery& d) {
+  return (d.peer & client_flag) != 0 ? client_miq_.try_push(d) : miq_.try_push(d);
+}
 
 // Consumer thread. ACKs follow consumption, not arrival: a receiver that dies
 // with messages still queued for its handlers gets them again on restart.
@@ -286,7 +292,7 @@ void engine::release(const delivery& d) {
       }
     }
   }
-  chunks_.unref(d.source);
+  chunk_pool::unref(d.source);
   if (notify) notify->request_ack();
 }
 
@@ -394,7 +400,7 @@ engine_stats engine::stats() const {
   st.rejects_total = rejects_total_.load(std::memory_order_relaxed);
   for (std::size_t i = 0; i < reject_code_count; ++i)
     st.rejects_by_code.push_back(rejects_by_code_[i].load(std::memory_order_relaxed));
-  st.miq_depth = miq_.size_approx();
+  st.miq_depth = miq_.size_approx() + client_miq_.size_approx();
   std::vector<std::shared_ptr<client_session>> open;
   {
     std::lock_guard<std::mutex> lock(const_cast<std::mutex&>(clients_mu_));
@@ -414,6 +420,7 @@ engine_stats engine::stats() const {
   st.reply_bytes = reply_bytes_.load(std::memory_order_relaxed);
   st.replies_dropped = replies_dropped_.load(std::memory_order_relaxed);
   st.receive_bytes_allocated = chunks_.allocated_bytes();
+  st.client_receive_bytes_allocated = client_chunks_.allocated_bytes();
   return st;
 }
 

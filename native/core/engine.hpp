@@ -42,8 +42,18 @@ struct engine_options {
   std::uint32_t max_frame_bytes = 16u << 20;
   std::size_t chunk_bytes = 1u << 20;
   std::size_t max_chunks_per_connection = 8;
+  /// Receive memory of the replica port (every replica session's chunks).
   std::size_t max_receive_bytes = 512u << 20;
   std::size_t miq_capacity = 8192;
+  /// Client port receive memory, apart from the replica port's so no client
+  /// can take what replica links need: pooled chunks of client_chunk_bytes
+  /// taken only while a request is arriving (an idle connection holds none),
+  /// and a request bigger than a chunk grown with the bytes that arrive, by
+  /// doubling, to at most half of max_client_receive_bytes in all.
+  std::size_t max_client_receive_bytes = 64u << 20;
+  std::size_t client_chunk_bytes = 64u << 10;
+  /// Queue slots for client-port deliveries (the replica port has miq_capacity).
+  std::size_t client_miq_capacity = 8192;
   /// send() reports false at this queue depth; the drain event fires once the
   /// queue is back to half of it.
   std::uint64_t high_water_bytes = 16u << 20;
@@ -169,7 +179,8 @@ struct engine_stats {
   std::uint64_t rejects_total = 0;
   std::vector<std::uint64_t> rejects_by_code;  // index = reject_code
   std::uint64_t miq_depth = 0;
-  std::uint64_t receive_bytes_allocated = 0;
+  std::uint64_t receive_bytes_allocated = 0;         // replica port
+  std::uint64_t client_receive_bytes_allocated = 0;  // client port
   std::uint64_t clients_open = 0;
   std::uint64_t clients_accepted = 0;
   std::uint64_t reply_bytes = 0;
@@ -201,14 +212,20 @@ class engine {
   // ---- consumer side (one thread: the JS thread in the addon) ----
   /// Re-arms the wake-up; call before popping.
   void begin_drain() { wake_pending_.store(false, std::memory_order_seq_cst); }
-  bool pop_delivery(delivery& out) { return miq_.try_pop(out); }
+  /// Replica-port and client-port deliveries come from two queues, taken in
+  /// turn so neither port can fill the other's slots.
+  bool pop_delivery(delivery& out) {
+    const bool client_first = (pop_turn_.fetch_add(1, std::memory_order_relaxed) & 1u) != 0;
+    if (client_first) return client_miq_.try_pop(out) || miq_.try_pop(out);
+    return miq_.try_pop(out) || client_miq_.try_pop(out);
+  }
   /// The consumer is done with a delivery: its frames count as consumed (the
   /// peer gets an ACK for them) and its chunk may be read into again.
   void release(const delivery& d);
   /// True when the MIQ holds deliveries (approximate).
-  bool has_deliveries() const { return miq_.size_approx() > 0; }
+  bool has_deliveries() const { return miq_.size_approx() > 0 || client_miq_.size_approx() > 0; }
   /// Deliveries waiting in the MIQ (approximate).
-  std::size_t pending_deliveries() const { return miq_.size_approx(); }
+  std::size_t pending_deliveries() const { return miq_.size_approx() + client_miq_.size_approx(); }
   void take_events(std::vector<engine_event>& out);
   /// Before start(): events wake this function instead of the delivery
   /// wake-up (used when deliveries go to several consumers; see
@@ -239,6 +256,7 @@ class engine {
 
   // ---- internal: used by sessions, links, acceptor (io threads) ----
   chunk_pool& chunks() { return chunks_; }
+  chunk_pool& client_chunks() { return client_chunks_; }
   io_pool& pool() { return pool_; }
   bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   /// Index of a peer id in the slot table, or -1.
@@ -274,8 +292,11 @@ class engine {
   std::uint16_t local_port_ = 0;
   std::uint16_t client_port_ = 0;
 
-  chunk_pool chunks_;
+  chunk_pool chunks_;         // replica port: even chunk ids
+  chunk_pool client_chunks_;  // client port: odd chunk ids
   bounded_queue<delivery> miq_;
+  bounded_queue<delivery> client_miq_;
+  std::atomic<unsigned> pop_turn_{0};
   std::vector<std::unique_ptr<peer_slot>> slots_;
 
   mutable std::mutex events_mu_;

@@ -19,13 +19,23 @@ bool receive_buffer::ensure_space(const std::weak_ptr<chunk_owner>& owner) {
   // header is in, a header until then (its length was checked by the parser).
   std::size_t need = frame_header_bytes;
   if (current != nullptr && partial >= frame_header_bytes) need = frame_header_bytes + load_u32(current->data() + parsed);
+  std::size_t want = std::max(need, partial);
   if (current != nullptr) {
-    const std::size_t room_total = current->capacity - parsed;
     const std::size_t room = current->capacity - filled;
-    if (room_total >= need && room > 0 && (room >= min_read_bytes || room >= need - partial)) return true;
+    if (grow_with_arrival_) {
+      // Keep reading into what we hold while a useful share of it is free.
+      const std::size_t min_read = std::min(min_read_bytes, pool_.chunk_bytes() / 4);
+      if (room > 0 && (room >= need - partial || room >= min_read || room * 4 >= current->capacity)) return true;
+    } else {
+      const std::size_t room_total = current->capacity - parsed;
+      if (room_total >= need && room > 0 && (room >= min_read_bytes || room >= need - partial)) return true;
+    }
   }
+  // Growing: room for what has arrived and as much again (at least a pooled
+  // chunk), never more than the frame needs.
+  if (grow_with_arrival_) want = std::min(want, std::max(pool_.chunk_bytes(), 2 * partial));
   if (inflight_.load(std::memory_order_acquire) >= static_cast<int>(max_chunks_)) return false;
-  chunk* fresh = pool_.acquire(std::max(need, partial), owner);
+  chunk* fresh = pool_.acquire(want, owner);
   if (fresh == nullptr) return false;
   inflight_.fetch_add(1, std::memory_order_acq_rel);
   if (partial > 0) std::memcpy(fresh->data(), current->data() + parsed, partial);

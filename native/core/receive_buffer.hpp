@@ -16,7 +16,11 @@ namespace nexres {
 
 class receive_buffer {
  public:
-  receive_buffer(chunk_pool& pool, std::size_t max_chunks) : pool_(pool), max_chunks_(max_chunks) {}
+  /// grow_with_arrival: a frame bigger than a chunk gets a buffer sized by
+  /// the bytes that have arrived (doubling), not by the length its header
+  /// declares (client port: the sender is not trusted to send what it declares).
+  receive_buffer(chunk_pool& pool, std::size_t max_chunks, bool grow_with_arrival = false)
+      : pool_(pool), max_chunks_(max_chunks), grow_with_arrival_(grow_with_arrival) {}
   receive_buffer(const receive_buffer&) = delete;
   receive_buffer& operator=(const receive_buffer&) = delete;
   ~receive_buffer() { release(); }
@@ -28,6 +32,17 @@ class receive_buffer {
   bool ensure_space(const std::weak_ptr<chunk_owner>& owner);
   /// Drops our reference to the current chunk.
   void release();
+  /// Drops the current chunk when no frame is in progress in it (what was
+  /// handed out keeps its own references): a connection waiting for its
+  /// next frame then holds no receive memory.
+  void release_if_idle() {
+    if (current != nullptr && filled == parsed) {
+      release();
+      parsed = filled = 0;
+    }
+  }
+  /// Bytes of a frame in progress (read, not yet a complete frame).
+  std::size_t partial() const noexcept { return filled - parsed; }
   /// Any thread: one of our chunks came back from the consumer.
   void on_chunk_released() { inflight_.fetch_sub(1, std::memory_order_acq_rel); }
 
@@ -41,6 +56,7 @@ class receive_buffer {
  private:
   chunk_pool& pool_;
   const std::size_t max_chunks_;
+  const bool grow_with_arrival_;
   std::atomic<int> inflight_{0};
 };
 
