@@ -83,6 +83,18 @@ export interface ReplicaOptions {
    * together hold at most half of this. Must be at least twice `maxRequestBytes`.
    */
   maxClientReceiveBytes?: number
+  /**
+   * Message handlers (`on`) whose returned promise has not settled, in all
+   * (default 1024). A message whose handler returns a promise counts as
+   * handled — and is acknowledged to its sender, and its payload stays valid
+   * — only once the promise settles. A peer with its share of this pending
+   * (the bound divided among the peers with messages pending or waiting) has
+   * no more of its messages taken until some settle: they stay in its
+   * receive buffers, its connection stops being read, and TCP slows it down.
+   * A batch already taken is run whole, so a peer may pass its share by one
+   * batch of messages.
+   */
+  maxPendingHandlers?: number
   /** How long `close()` waits for queued messages to be acknowledged, in ms (default 2000). */
   closeTimeoutMs?: number
   /** SO_SNDBUF of links to peers, in bytes (default 4 MiB; 0 = OS default). */
@@ -162,6 +174,7 @@ export interface ResolvedOptions {
   maxChunksPerConnection: number
   maxReceiveBytes: number
   maxClientReceiveBytes: number
+  maxPendingHandlers: number
   closeTimeoutMs: number
   sendBufferBytes: number
   receiveBufferBytes: number
@@ -322,6 +335,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     maxChunksPerConnection: optionalInteger('maxChunksPerConnection', o.maxChunksPerConnection, 2, 1024, 8),
     maxReceiveBytes,
     maxClientReceiveBytes,
+    maxPendingHandlers: optionalInteger('maxPendingHandlers', o.maxPendingHandlers, 1, 10_000_000, 1024),
     closeTimeoutMs: optionalInteger('closeTimeoutMs', o.closeTimeoutMs, 0, 600_000, 2000),
     sendBufferBytes: optionalInteger('sendBufferBytes', o.sendBufferBytes, 0, 256 * MiB, 4 * MiB),
     receiveBufferBytes: optionalInteger('receiveBufferBytes', o.receiveBufferBytes, 0, 256 * MiB, 0),

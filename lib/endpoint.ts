@@ -11,7 +11,11 @@ import { routeId } from './route.js'
 import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, methodRoute } from './service.js'
 import { KIND_ERROR, encodeErrorBody } from './wire.js'
 
-/** A route handler. Its `msg.payload` is valid only during the call. */
+/**
+ * A route handler. Its `msg.payload` is valid during the call and, when the
+ * handler returns a promise, until that promise settles (the message is
+ * acknowledged to its sender only then); copy it to keep it longer.
+ */
 export type Handler = (msg: Message) => unknown
 
 /** @internal the limits the send side checks. */
@@ -30,6 +34,16 @@ export const FLAG_SIGNED = 0x01
 const SIGNATURE_BYTES = 64
 /** Signed payloads are copied into the staging buffer: at most this big. */
 const MAX_SIGNED_BYTES = 1024 * 1024 - 1024
+
+/** A run of messages whose handlers returned promises not settled yet. */
+interface PendingRun {
+  /** Promises not settled. */
+  n: number
+  /** Names the run to native settle(). */
+  token: number
+  /** Handed to native (at the end of the batch). */
+  registered: boolean
+}
 
 interface RouteEntry {
   name: string
@@ -66,6 +80,7 @@ export abstract class Endpoint implements ReplySink {
   protected readonly peerIndex = new Map<number, number>()
   /** peer id -> index, for ids below its length (-1: not a peer); the hot path of send. */
   private readonly slotById: Int32Array
+  private holdToken = 0
   private lastRouteName = ''
   private lastRouteId = 0
   protected readonly staged: Float64Array
@@ -351,7 +366,7 @@ export abstract class Endpoint implements ReplySink {
 
   // JS thread, once per wake-up: every run of frames in `meta`, each frame
   // dispatched to its handler with a zero-copy view.
-  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): void => {
+  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): number[] | undefined => {
     if (fresh !== undefined) {
       for (let i = 0; i < fresh.length; i += 3) {
         const id = fresh[i] as number
@@ -361,11 +376,13 @@ export abstract class Endpoint implements ReplySink {
         this.chunkPooled[id] = fresh[i + 2] as boolean
       }
     }
-    if (this.closed) return
+    if (this.closed) return undefined
     const meta = this.meta
     const routes = this.routes
     let lastRoute = -1
     let lastEntry: RouteEntry | undefined
+    let held: number[] | undefined
+    let hold: PendingRun | undefined
     for (let e = 0; e < count; e++) {
       if (this.closing !== undefined) break // close() called from a handler
       const k = e * 4
@@ -392,9 +409,20 @@ export abstract class Endpoint implements ReplySink {
           const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + 13) & FLAG_SIGNED) === 0 ? len : len - 64)
           try {
             const r = lastEntry.fn(msg)
-            if (r !== undefined && typeof (r as Promise<void>).then === 'function') {
+            if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {
+              // The run stays held (its payloads valid, not acknowledged)
+              // until every promise it returned settles.
+              if (hold === undefined) hold = { n: 0, token: ++this.holdToken, registered: false }
+              hold.n++
+              const h = hold
               const name = lastEntry.name
-              ;(r as Promise<void>).then(undefined, (err: unknown) => this.reportError(err, peer, name))
+              ;(r as Promise<void>).then(
+                () => this.settleOne(h),
+                (err: unknown) => {
+                  this.reportError(err, peer, name)
+                  this.settleOne(h)
+                },
+              )
             }
           } catch (err) {
             this.reportError(err, peer, lastEntry.name)
@@ -405,11 +433,23 @@ export abstract class Endpoint implements ReplySink {
         }
         p += HEADER_BYTES + len
       }
+      if (hold !== undefined) {
+        hold.registered = true
+        ;(held ??= []).push(e, hold.token, hold.n)
+        hold = undefined
+      }
       if (!this.chunkPooled[cid]) {
         this.chunkBuffers[cid] = undefined
         this.chunkViews[cid] = undefined
       }
     }
+    return held
+  }
+
+  /** One promise of a held run settled; the last one releases the run. */
+  private settleOne(h: PendingRun): void {
+    if (--h.n > 0 || !h.registered) return
+    if (!this.closed) this.native.settle?.(h.token)
   }
 
   // Requests from one client connection, in order. Each handler gets bytes

@@ -16,6 +16,7 @@ export interface EngineOptions {
   maxChunksPerConnection: number
   maxReceiveBytes: number
   maxClientReceiveBytes: number
+  maxPendingHandlers: number
   highWaterBytes: number
   handshakeTimeoutMs: number
   reconnectMinMs: number
@@ -96,6 +97,8 @@ export interface NativeSender {
   clientAddress(connection: number): string
   /** Last message id given natively at flush (with consumers); 0 before any. */
   lastId(): number
+  /** The handlers of a run that onBatch returned as held have settled: release it (ACK, chunk). */
+  settle?(token: number): void
 }
 
 export interface NativeEngine extends NativeSender {
@@ -123,7 +126,7 @@ export interface NativeConsumerConstructor {
     index: number,
     meta: Uint32Array,
     depths: Float64Array,
-    onBatch: (count: number, fresh: FreshChunks | undefined) => void,
+    onBatch: (count: number, fresh: FreshChunks | undefined) => number[] | undefined,
   ): NativeConsumer
 }
 
@@ -132,7 +135,7 @@ export interface NativeEngineConstructor {
     options: EngineOptions,
     meta: Uint32Array,
     depths: Float64Array,
-    onBatch: (count: number, fresh: FreshChunks | undefined) => void,
+    onBatch: (count: number, fresh: FreshChunks | undefined) => number[] | undefined,
     onEvents: (events: RawEvent[]) => void,
   ): NativeEngine
 }

@@ -173,6 +173,7 @@ export class Replica extends Endpoint {
         maxChunksPerConnection: opts.maxChunksPerConnection,
         maxReceiveBytes: opts.maxReceiveBytes,
         maxClientReceiveBytes: opts.maxClientReceiveBytes,
+        maxPendingHandlers: opts.maxPendingHandlers,
         highWaterBytes: opts.highWaterMark,
         handshakeTimeoutMs: opts.handshakeTimeoutMs,
         reconnectMinMs: opts.reconnectMinMs,

@@ -7,6 +7,7 @@
 #include "dispatcher.hpp"
 #include "engine.hpp"
 #include "fair_queue.hpp"
+#include "hold_queue.hpp"
 #include "frame_builder.hpp"
 
 #include <algorithm>
@@ -369,6 +370,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
                            InstanceMethod<&JsEngine::JsClientAddress>("clientAddress"),
                            InstanceMethod<&JsEngine::JsShareKey>("shareKey"),
                            InstanceMethod<&JsEngine::JsLastId>("lastId"),
+                           InstanceMethod<&JsEngine::JsSettle>("settle"),
                        });
   }
 
@@ -444,6 +446,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       }
     }
     consumers_ = get_u32(o, "consumers", 0);
+    max_pending_ = get_u32(o, "maxPendingHandlers", max_pending_);
     ordered_ = !o.Get("ordered").IsBoolean() || o.Get("ordered").As<Napi::Boolean>().Value();
 
     Napi::Uint32Array meta = info[1].As<Napi::Uint32Array>();
@@ -479,7 +482,10 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   // Worker consumers may still hold the engine (stopped) until they go.
   void Shutdown() {
     if (out_.live() != nullptr) out_.shared()->eng->stop();
-    if (const auto& se = out_.shared(); se && se->eng) fair_.drain_all([&](const delivery& d) { se->eng->release(d); });
+    if (const auto& se = out_.shared(); se && se->eng) {
+      fair_.drain_all([&](const delivery& d) { se->eng->release(d); });
+      held_.drain_all([&](const delivery& d) { se->eng->release(d); });
+    }
     out_.reset();
     if (tsfn_active_) {
       tsfn_active_ = false;
@@ -627,7 +633,16 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     delivery d;
     while (fair_.size() < max_held && eng->pop_delivery(d)) fair_.push(d);
     batch_.clear();
-    const std::size_t n = fair_.take(meta_capacity_, fair_quantum, batch_);
+    // A peer is taken from up to its share of handler promises pending (plus
+    // at most one run, max_run_messages); past it, it is passed over: its runs
+    // stay queued, holding its receive chunks, and TCP slows it down.
+    const std::size_t active = std::max<std::size_t>(1, held_.sources() + fair_.active_sources());
+    const std::size_t share = std::max<std::size_t>(1, max_pending_ / active);
+    const std::size_t n = fair_.take(meta_capacity_, fair_quantum, batch_, [&](std::uint32_t peer) {
+      if ((peer & nexres::client_flag) != 0) return static_cast<std::size_t>(-1);
+      const std::size_t pending = held_.pending(peer);
+      return pending >= share ? 0 : share - pending;
+    });
     // First time JS sees a chunk: wrap its memory once (pooled chunks stay bound).
     const napi_value fresh_value = fill_batch(env, batch_, n, meta_data_, [](nexres::chunk* c) {
       if (c->consumer_bound) return false;
@@ -635,25 +650,68 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       return true;
     });
     if (n > 0) {
+      Napi::Value held;
       try {
-        on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
+        held = on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
       } catch (...) {
-        ReleaseBatch();
+        ReleaseBatch(Napi::Value());
         throw;
       }
-      ReleaseBatch();
+      ReleaseBatch(held);
     }
-    // More waiting: come back through the event loop rather than hog it.
+    // More waiting: come back through the event loop rather than hog it
+    // (not while every waiting source is held back by pending handlers:
+    // a settle() brings us back).
     eng = out_.live();
-    if (eng != nullptr && (!fair_.empty() || eng->has_deliveries())) eng->notify();
+    if (eng != nullptr && ((n > 0 && !fair_.empty()) || eng->has_deliveries())) eng->notify();
   }
 
-  void ReleaseBatch() {
+  // onBatch returns undefined, or [entry, token, messages, ...] for the runs
+  // whose handlers returned promises: those stay held (chunk and ACK) until
+  // settle(token); later runs of the same source wait behind them.
+  void ReleaseBatch(Napi::Value held) {
+    const auto& se = out_.shared();
     // After stop the engine object is still alive (shared): releasing
     // returns chunks and is harmless.
-    if (const auto& se = out_.shared(); se && se->eng)
-      for (const delivery& d : batch_) se->eng->release(d);
+    auto release = [&](const delivery& d) {
+      if (se && se->eng) se->eng->release(d);
+    };
+    std::size_t next_held = static_cast<std::size_t>(-1);
+    std::uint32_t k = 0, len = 0;
+    Napi::Array arr;
+    if (!held.IsEmpty() && held.IsArray()) {
+      arr = held.As<Napi::Array>();
+      len = arr.Length();
+      if (len >= 3) next_held = arr.Get(0u).As<Napi::Number>().Uint32Value();
+    }
+    for (std::size_t i = 0; i < batch_.size(); ++i) {
+      const delivery& d = batch_[i];
+      if (i == next_held && k + 2 < len) {
+        const auto token = static_cast<std::uint64_t>(arr.Get(k + 1).As<Napi::Number>().DoubleValue());
+        const std::uint32_t messages = arr.Get(k + 2).As<Napi::Number>().Uint32Value();
+        k += 3;
+        next_held = k + 2 < len ? arr.Get(k).As<Napi::Number>().Uint32Value() : static_cast<std::size_t>(-1);
+        if (se && se->eng && (d.peer & nexres::client_flag) == 0) {
+          held_.hold(d, token, messages);
+          continue;
+        }
+      }
+      held_.done(d, release);
+    }
     batch_.clear();
+  }
+
+  // settle(token): the promises of a held run settled.
+  Napi::Value JsSettle(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "settle(token)");
+    const auto token = static_cast<std::uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+    const auto& se = out_.shared();
+    if (!se || !se->eng) return env.Undefined();
+    held_.settle(token, [&](const delivery& d) { se->eng->release(d); });
+    // Sources passed over for pending handlers may have room again.
+    if (engine* eng = out_.live(); eng != nullptr && !fair_.empty()) eng->notify();
+    return env.Undefined();
   }
 
   void DeliverEvents(Napi::Env env) {
@@ -694,6 +752,9 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   std::vector<delivery> batch_;
   // Runs pulled from the MIQ, served round robin by source (see fair_queue.hpp).
   nexres::fair_queue fair_;
+  // Runs whose handlers' promises have not settled (see hold_queue.hpp).
+  nexres::hold_queue held_;
+  std::size_t max_pending_ = 1024;
   static constexpr std::size_t fair_quantum = 1u << 20;  // bytes per source per batch
   static constexpr std::size_t max_held = 1u << 16;      // runs held at most
 };

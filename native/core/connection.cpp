@@ -483,6 +483,12 @@ bool inbound_session::parse() {
     run_last = h.msg_id;
     ++run_msgs;
     rx_.parsed += total;
+    // Runs are cut at max_run_messages so a consumer can take a peer's
+    // messages in bounded steps (maxPendingHandlers).
+    if (run_msgs >= max_run_messages) {
+      cut(rx_.parsed);
+      run_start = rx_.parsed;
+    }
   }
   cut(rx_.parsed);
   if (mac_ && rx_.parsed > mac_from) {

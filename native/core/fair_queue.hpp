@@ -38,6 +38,8 @@ class fair_queue {
   }
 
   std::size_t size() const noexcept { return size_; }
+  /// Sources with runs waiting.
+  std::size_t active_sources() const noexcept { return ring_.size(); }
   bool empty() const noexcept { return size_ == 0; }
 
   /// One round: each source with work, in ring order, gives up to `quantum`
@@ -45,6 +47,14 @@ class fair_queue {
   /// have work go to the back of the ring. A lone source is not held back
   /// (there is no one to be fair to). Returns runs appended to `out`.
   std::size_t take(std::size_t max, std::size_t quantum, std::vector<delivery>& out) {
+    return take(max, quantum, out, [](std::uint32_t) { return static_cast<std::size_t>(-1); });
+  }
+
+  /// The same, taking from each source at most budget(peer) messages (at
+  /// least one run when the budget is not 0; 0 passes the source over: it
+  /// keeps its runs and its place in the ring).
+  template <typename Budget>
+  std::size_t take(std::size_t max, std::size_t quantum, std::vector<delivery>& out, Budget&& budget) {
     if (ring_.size() == 1) quantum = static_cast<std::size_t>(-1);
     std::size_t n = 0;
     const std::size_t turns = ring_.size();
@@ -52,9 +62,17 @@ class fair_queue {
       const std::size_t i = ring_.front();
       ring_.pop_front();
       source& s = sources_[i];
+      const std::size_t allow = budget(s.peer);
+      if (allow == 0) {
+        ring_.push_back(i);
+        continue;
+      }
+      std::size_t messages = 0;
       std::size_t bytes = 0;
-      while (!s.runs.empty() && n < max && (bytes == 0 || bytes + s.runs.front().length <= quantum)) {
+      while (!s.runs.empty() && n < max && messages < allow &&
+             (bytes == 0 || bytes + s.runs.front().length <= quantum)) {
         bytes += s.runs.front().length;
+        messages += s.runs.front().messages;
         out.push_back(s.runs.front());
         s.runs.pop_front();
         --size_;

@@ -1,0 +1,140 @@
+// A handler that returns a promise holds its message until the promise
+// settles: the sender's queue is acknowledged only then, the payload stays
+// valid after an await, and a peer flooding an async route is slowed down
+// by TCP (maxPendingHandlers) instead of growing the receiver's memory,
+// while another peer's messages keep arriving.
+import t from 'tap'
+
+import { Replica } from 'nexres-rpc'
+
+import { type Child, spawnFixture } from './child-helpers.js'
+import { loopbackCluster, until } from './helpers.js'
+
+const MiB = 1024 * 1024
+
+t.test('a message is acknowledged once its handler promise settles', async (t) => {
+  const cluster = await loopbackCluster(2, 'async-ack')
+  const [a, b] = await Promise.all([
+    Replica.start({ auth: 'none', id: 1, cluster }),
+    Replica.start({ auth: 'none', id: 2, cluster }),
+  ])
+  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
+  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  const resolvers: (() => void)[] = []
+  const seen: string[] = []
+  b.on('slow', (msg) => {
+    return new Promise<void>((resolve) => {
+      resolvers.push(() => {
+        // Read after other messages arrived: still this message's bytes.
+        seen.push(Buffer.from(msg.payload).toString())
+        resolve()
+      })
+    })
+  })
+  let syncCount = 0
+  b.on('fast', () => {
+    syncCount++
+  })
+  a.send(2, 'slow', 'first')
+  a.flush()
+  await until(() => resolvers.length === 1, 5000, 'the slow handler ran')
+  // Messages after it are handled meanwhile (sync handler) ...
+  for (let i = 0; i < 100; i++) a.send(2, 'fast', Buffer.alloc(2000, i))
+  a.flush()
+  await until(() => syncCount === 100, 5000, 'later messages handled')
+  // ... yet nothing is acknowledged while the first one's promise is pending.
+  await new Promise((r) => setTimeout(r, 200))
+  const queued = a.stats().peers.find((p) => p.id === 2)!.queuedBytes
+  t.ok(queued > 0, `sender's queue not acknowledged while the handler is pending (${queued} bytes)`)
+  resolvers[0]!()
+  await until(() => a.stats().peers.find((p) => p.id === 2)!.queuedBytes === 0, 5000, 'acknowledged after settle')
+  t.same(seen, ['first'], 'payload read after other messages arrived is intact')
+  t.pass('acknowledged once the promise settled')
+})
+
+t.test('a rejected handler promise also releases its message', async (t) => {
+  const cluster = await loopbackCluster(2, 'async-reject')
+  const [a, b] = await Promise.all([
+    Replica.start({ auth: 'none', id: 1, cluster }),
+    Replica.start({ auth: 'none', id: 2, cluster }),
+  ])
+  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
+  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  const errors: unknown[] = []
+  b.events.on('error', (err) => errors.push(err))
+  b.on('bad', async () => {
+    await new Promise((r) => setTimeout(r, 5))
+    throw new Error('boom')
+  })
+  for (let i = 0; i < 10; i++) a.send(2, 'bad', 'x')
+  await until(() => errors.length === 10, 5000, 'ten handler errors')
+  await until(() => a.stats().peers.find((p) => p.id === 2)!.queuedBytes === 0, 5000, 'acknowledged after rejection')
+  t.equal(b.stats().handlerErrors, 10, 'handlerErrors counts the rejections')
+})
+
+t.test('flooding an async route keeps memory bounded and other peers served', async (t) => {
+  const FLOOD_MS = 10_000
+  const cluster = await loopbackCluster(3, 'async-flood')
+  const receiver = await Replica.start({ auth: 'none', id: 3, cluster })
+  t.teardown(() => receiver.close({ timeoutMs: 0 }))
+  let handled = 0
+  let corrupt = 0
+  let maxPending = 0
+  let pending = 0
+  receiver.on('flood', async (msg) => {
+    pending++
+    if (pending > maxPending) maxPending = pending
+    await new Promise((r) => setTimeout(r, 1))
+    // stream-peer floods 1 KiB of 7s: still there after the await.
+    const p = msg.payload
+    if (p.length !== 1024 || p[0] !== 7 || p[1023] !== 7) corrupt++
+    pending--
+    handled++
+  })
+  const lat: number[] = []
+  let next = 0
+  let bad = 0
+  receiver.on('honest', (msg) => {
+    const dv = new DataView(msg.payload.buffer, msg.payload.byteOffset, 16)
+    if (Number(dv.getBigUint64(0, true)) !== next) bad++
+    next++
+    lat.push(performance.timeOrigin + performance.now() - dv.getFloat64(8, true))
+  })
+  const spawn = (id: number, mode: string): Child => {
+    const c = spawnFixture('stream-peer.mjs', [], {
+      NEXRES_CLUSTER: JSON.stringify(cluster),
+      NEXRES_ID: String(id),
+      NEXRES_TO: '3',
+      NEXRES_MODE: mode,
+      NEXRES_MS: String(FLOOD_MS),
+    })
+    t.teardown(() => c.kill())
+    return c
+  }
+  const rss0 = process.memoryUsage.rss()
+  let rssMax = rss0
+  const sampler = setInterval(() => {
+    rssMax = Math.max(rssMax, process.memoryUsage.rss())
+  }, 50)
+  t.teardown(() => clearInterval(sampler))
+  const flooder = spawn(1, 'flood')
+  const honest = spawn(2, 'honest')
+  await Promise.all([flooder.waitLine(/^up$/, 30_000, 'flooder up'), honest.waitLine(/^up$/, 30_000, 'honest up')])
+  const [, honestDone] = await Promise.all([
+    flooder.waitLine(/^done (\d+)$/, FLOOD_MS + 40_000, 'flooder done'),
+    honest.waitLine(/^done (\d+)$/, FLOOD_MS + 40_000, 'honest done'),
+  ])
+  const honestSent = Number(honestDone[1])
+  await until(() => next >= honestSent, 10_000, 'every honest message')
+  clearInterval(sampler)
+  lat.sort((x, y) => x - y)
+  const p99 = lat[Math.floor(lat.length * 0.99)] ?? 0
+  const grew = (rssMax - rss0) / MiB
+  t.comment(`flood handled ${handled}, max pending handlers ${maxPending}, honest ${next} p99 ${p99.toFixed(1)} ms max ${lat[lat.length - 1]?.toFixed(1)} ms, RSS +${grew.toFixed(0)} MiB`)
+  t.ok(handled > 1000, `the flood was handled (${handled} messages)`)
+  t.equal(corrupt, 0, 'every flood payload intact after its await')
+  t.equal(bad, 0, 'honest messages in order')
+  t.ok(grew < 256, `receiver RSS grew ${grew.toFixed(0)} MiB (< 256 MiB) during a ${FLOOD_MS / 1000} s flood`)
+  t.ok(maxPending <= 1024 + 256, `pending handlers bounded by maxPendingHandlers plus one run of 256 (${maxPending})`)
+  t.ok(p99 < 150, `honest p99 latency ${p99.toFixed(1)} ms (< 150 ms) during the flood`)
+})

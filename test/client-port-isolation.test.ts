@@ -1,0 +1,182 @@
+// The client port cannot take what replica links need (issue: "the client
+// port can stall replica traffic"). A receiver replica with a client port runs
+// in its own process; an attacker in this process holds 2,000 handshaken idle
+// client connections and 200 requests that declare 4 MiB and send 1 MiB,
+// while peers stream 200,000 numbered messages each: every message arrives
+// in order, a sender that connects during the attack is delivered too, a new
+// client's call succeeds, and the receiver's client-port memory stays within
+// maxClientReceiveBytes.
+import { execSync } from 'node:child_process'
+import { type Socket, connect } from 'node:net'
+
+import t from 'tap'
+
+import { Client } from '../lib/index.js'
+import { type Child, lastCount, spawnFixture } from './child-helpers.js'
+import { freePorts, until } from './helpers.js'
+
+const HOST = '127.0.0.1'
+const HELLO_FIXED = 32
+const FRAME_HEADER = 24
+const KIND_REQUEST = 6
+const MiB = 1024 * 1024
+
+function clientHello(): Buffer {
+  const h = Buffer.alloc(HELLO_FIXED)
+  h.writeUInt32LE(0x5052584e, 0)
+  h.writeUInt16LE(1, 4)
+  h.writeUInt16LE(3, 6) // CLIENT_HELLO
+  return h
+}
+
+function requestHeader(length: number, id: number): Buffer {
+  const h = Buffer.alloc(FRAME_HEADER)
+  h.writeUInt32LE(length, 0)
+  h.writeUInt32LE(0x12345678, 4)
+  h[12] = KIND_REQUEST
+  h.writeUInt32LE(id, 16)
+  return h
+}
+
+function fdSoftLimit(): number {
+  try {
+    const v = execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }).trim()
+    return v === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(v)
+  } catch {
+    return 1024
+  }
+}
+
+/** A raw client connection that completes the handshake and then does what it is told. */
+function openHandshaken(port: number, held: Socket[]): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: HOST, port })
+    held.push(s)
+    let got = 0
+    const timer = setTimeout(() => reject(new Error('no CLIENT_WELCOME within 20 s')), 20_000)
+    s.on('error', () => {})
+    s.on('connect', () => s.write(clientHello()))
+    s.on('data', (d: Buffer) => {
+      got += d.length
+      if (got >= HELLO_FIXED) {
+        clearTimeout(timer)
+        s.removeAllListeners('data')
+        s.on('data', () => {})
+        resolve(s)
+      }
+    })
+    s.on('close', () => {
+      clearTimeout(timer)
+      reject(new Error('closed before CLIENT_WELCOME'))
+    })
+  })
+}
+
+async function inBatches<T>(n: number, batch: number, f: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = []
+  for (let i = 0; i < n; i += batch) {
+    out.push(...(await Promise.all(Array.from({ length: Math.min(batch, n - i) }, (_, k) => f(i + k)))))
+  }
+  return out
+}
+
+async function stats(c: Child): Promise<{ rss: number; receiveBytesAllocated: number; clientReceiveBytesAllocated: number; clients: number }> {
+  const from = c.lines.length
+  c.proc.stdin!.write('stats\n')
+  await until(() => c.lines.slice(from).some((l) => l.startsWith('stats ')), 10_000, 'stats line')
+  const line = c.lines.slice(from).find((l) => l.startsWith('stats '))!
+  return JSON.parse(line.slice(6)) as { rss: number; receiveBytesAllocated: number; clientReceiveBytesAllocated: number; clients: number }
+}
+
+const SOFT = fdSoftLimit()
+// 2 descriptors per attacker connection would be ours and the receiver's: the
+// receiver is another process, so one each here.
+const IDLE = SOFT >= 4096 ? 2000 : Math.max(100, SOFT - 600)
+const HALF = SOFT >= 4096 ? 200 : 50
+const COUNT = 200_000
+
+t.test('client port attack does not stall replica links', async (t) => {
+  if (IDLE < 2000) t.comment(`fd soft limit ${SOFT}: scaled down to ${IDLE} idle connections`)
+  const [p1, p2, p3, c1] = await freePorts(4)
+  const cluster = {
+    id: 'isolation',
+    replicas: [
+      { id: 1, host: HOST, port: p1!, clientPort: c1! },
+      { id: 2, host: HOST, port: p2! },
+      { id: 3, host: HOST, port: p3! },
+    ],
+  }
+  const env = { NEXRES_CLUSTER: JSON.stringify(cluster) }
+  // A long idle timeout: the attacker's connections stay for the whole test.
+  const receiver = spawnFixture('receiver.mjs', [], {
+    ...env,
+    NEXRES_ID: '1',
+    NEXRES_OPTIONS: JSON.stringify({ clientIdleTimeoutMs: 600_000 }),
+  })
+  const children: Child[] = [receiver]
+  const held: Socket[] = []
+  t.teardown(async () => {
+    for (const s of held) s.destroy()
+    await Promise.all(children.map((c) => c.kill()))
+  })
+  await receiver.waitLine(/^ready /, 20_000, 'receiver ready')
+  const base = await stats(receiver)
+
+  // Quiet: replica 2 streams COUNT messages.
+  const quietSender = spawnFixture('sender.mjs', [], { ...env, NEXRES_ID: '2', NEXRES_TO: '1', NEXRES_COUNT: String(COUNT), NEXRES_PER_TICK: '4000' })
+  children.push(quietSender)
+  await quietSender.waitLine(/^up$/, 30_000, 'quiet sender up')
+  const q0 = Date.now()
+  await until(() => lastCount(receiver).count >= COUNT, 60_000, `${COUNT} quiet messages`)
+  const quietMs = Date.now() - q0
+  t.equal(lastCount(receiver).bad, 0, 'quiet stream in order')
+
+  // The attack: handshaken idle connections, then half-sent 4 MiB requests.
+  const idle = await inBatches(IDLE, 200, () => openHandshaken(c1!, held))
+  t.equal(idle.length, IDLE, `${IDLE} idle client connections handshaken`)
+  const half = await inBatches(HALF, 50, async (i) => {
+    const s = await openHandshaken(c1!, held)
+    s.write(requestHeader(4 * MiB, i + 1))
+    s.write(Buffer.alloc(MiB, 1))
+    return s
+  })
+  t.equal(half.length, HALF, `${HALF} connections each sending 1 MiB of a declared 4 MiB request`)
+  // Let the receiver read what it will of the half-sent requests.
+  await new Promise((r) => setTimeout(r, 500))
+  const during = await stats(receiver)
+  t.ok(
+    during.clientReceiveBytesAllocated <= 64 * MiB,
+    `client-port receive memory ${(during.clientReceiveBytesAllocated / MiB).toFixed(1)} MiB <= maxClientReceiveBytes (64 MiB)`,
+  )
+  t.ok(
+    during.receiveBytesAllocated <= base.receiveBytesAllocated + 16 * MiB,
+    `replica-port receive memory untouched by clients (${(base.receiveBytesAllocated / MiB).toFixed(1)} -> ${(during.receiveBytesAllocated / MiB).toFixed(1)} MiB)`,
+  )
+
+  // A replica that connects during the attack streams COUNT more.
+  const lateSender = spawnFixture('sender.mjs', [], { ...env, NEXRES_ID: '3', NEXRES_TO: '1', NEXRES_COUNT: String(COUNT), NEXRES_PER_TICK: '4000' })
+  children.push(lateSender)
+  await lateSender.waitLine(/^up$/, 30_000, 'late sender up during the attack')
+  const a0 = Date.now()
+  await until(() => lastCount(receiver).count >= 2 * COUNT, 60_000, `${COUNT} messages during the attack`)
+  const attackMs = Date.now() - a0
+  t.equal(lastCount(receiver).count, 2 * COUNT, 'every message delivered once')
+  t.equal(lastCount(receiver).bad, 0, 'in order per sender')
+  t.comment(`quiet ${quietMs} ms, under attack ${attackMs} ms`)
+  // Both runs are paced by the sender's ticks; 250 ms of slack absorbs a
+  // scheduling hiccup on a loaded 2-core machine.
+  t.ok(attackMs <= 2 * quietMs + 250, `under attack ${attackMs} ms <= 2 x quiet ${quietMs} ms`)
+
+  // A new client is served while the attacker holds its connections.
+  const client = await Client.connect({ replicas: [{ host: HOST, port: c1! }], clusterId: 'isolation', connectTimeoutMs: 5000 })
+  t.teardown(() => client.close())
+  const reply = await client.call('echo', new Uint8Array([1, 2, 3]), { timeoutMs: 5000 })
+  t.same([...reply], [1, 2, 3], "a new client's call succeeds during the attack")
+
+  const after = await stats(receiver)
+  t.ok(after.clients >= IDLE + HALF, `the attacker still holds its connections (${after.clients} open)`)
+  t.ok(
+    after.rss - base.rss < 256 * MiB,
+    `receiver RSS grew ${((after.rss - base.rss) / MiB).toFixed(1)} MiB (< 256 MiB) with ${IDLE + HALF} hostile connections`,
+  )
+})
