@@ -138,3 +138,27 @@ t.test('flooding an async route keeps memory bounded and other peers served', as
   t.ok(maxPending <= 1024 + 256, `pending handlers bounded by maxPendingHandlers plus one run of 256 (${maxPending})`)
   t.ok(p99 < 150, `honest p99 latency ${p99.toFixed(1)} ms (< 150 ms) during the flood`)
 })
+
+t.test('with workers, a message is acknowledged once its handler promise settles', async (t) => {
+  const cluster = await loopbackCluster(2, 'async-workers')
+  const handlers = new URL('./fixtures/worker-handlers.mjs', import.meta.url)
+  const [a, b] = await Promise.all([
+    Replica.start({ auth: 'none', id: 1, cluster }),
+    Replica.start({ auth: 'none', id: 2, cluster, workers: 2, handlers }),
+  ])
+  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
+  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  const order: string[] = []
+  let queuedAtBegin = -1
+  a.on('began', () => {
+    order.push('began')
+    queuedAtBegin = a.stats().peers.find((p) => p.id === 2)!.queuedBytes
+  })
+  a.on('ended', () => order.push('ended'))
+  a.send(2, 'slow-ack', 'x')
+  await until(() => order.length === 2, 10_000, 'began and ended')
+  t.same(order, ['began', 'ended'])
+  t.ok(queuedAtBegin > 0, `not acknowledged while the worker's handler is pending (${queuedAtBegin} bytes queued)`)
+  await until(() => a.stats().peers.find((p) => p.id === 2)!.queuedBytes === 0, 5000, 'acknowledged after settle')
+  t.pass('acknowledged once the promise settled')
+})

@@ -801,6 +801,7 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
                            InstanceMethod<&JsConsumer::JsWantDrain>("wantDrain"),
                            InstanceMethod<&JsConsumer::JsClientAddress>("clientAddress"),
                            InstanceMethod<&JsConsumer::JsLastId>("lastId"),
+                           InstanceMethod<&JsConsumer::JsSettle>("settle"),
                            InstanceMethod<&JsConsumer::JsStop>("stop"),
                        });
   }
@@ -878,8 +879,25 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
     return info.Env().Undefined();
   }
 
+  // settle(token): the promises of a held run settled. The batch is done
+  // once every held run of it is.
+  Napi::Value JsSettle(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "settle(token)");
+    if (unsettled_ == 0 || --unsettled_ > 0) return env.Undefined();
+    if (attached_) {
+      out_.shared()->disp->done(index_);
+      // Wake-ups that came while the batch was held were passed over.
+      if (tsfn_active_) tsfn_.NonBlockingCall();
+    }
+    return env.Undefined();
+  }
+
   void Drain(Napi::Env env) {
     if (!attached_) return;
+    // A batch whose handlers' promises have not all settled is not done:
+    // its messages stay unacknowledged and this worker takes no more.
+    if (unsettled_ > 0) return;
     nexres::dispatcher& disp = *out_.shared()->disp;
     out_.trash().empty(env);
     const std::size_t n = disp.take(index_, batch_, meta_capacity_);
@@ -891,8 +909,9 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
       bound_[c->id] = c->pooled ? 1 : 0;
       return true;
     });
+    Napi::Value held;
     try {
-      on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
+      held = on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
     } catch (...) {
       // The batch did not run to its end (handlers catch their own errors,
       // so this is the thread going away): it is not done. Detached, this
@@ -903,6 +922,8 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
       }
       throw;
     }
+    if (!held.IsEmpty() && held.IsArray()) unsettled_ = held.As<Napi::Array>().Length() / 3;
+    if (unsettled_ > 0) return;  // done at the last settle()
     // stop() from a handler detached us: what we held went to the others.
     if (attached_) disp.done(index_);
   }
@@ -919,6 +940,7 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
   Napi::FunctionReference on_batch_;
   std::vector<delivery> batch_;
   std::vector<std::uint8_t> bound_;  // by chunk id: this thread holds its buffer
+  std::size_t unsettled_ = 0;         // held runs of the last batch not settled
 };
 
 void ConsumerCallJs(Napi::Env env, Napi::Function, JsConsumer* self, void*) {
