@@ -4,6 +4,7 @@
 #include "bounded_queue.hpp"
 #include "check.hpp"
 #include "fair_queue.hpp"
+#include "hold_queue.hpp"
 #include "mpsc_queue.hpp"
 
 #include <atomic>
@@ -57,11 +58,62 @@ void fair_queue_checks() {
   // A lone source is not held to the quantum.
   for (std::uint64_t i = 1; i <= 10; ++i) q.push(run(1, 100, i));
   CHECK(q.take(100, 250, out) == 10);
+  out.clear();
+  // A message budget per source: 0 passes it over (it keeps its runs), a
+  // budget is met with whole runs (at most one run past it).
+  for (std::uint64_t i = 1; i <= 6; ++i) {
+    nexres::delivery d = run(1, 100, i);
+    d.messages = 10;
+    q.push(d);
+  }
+  nexres::delivery h = run(2, 10, 1);
+  h.messages = 1;
+  q.push(h);
+  CHECK(q.take(100, ~std::size_t{0}, out, [](std::uint32_t peer) { return peer == 1 ? std::size_t{0} : std::size_t{100}; }) == 1);
+  CHECK(out[0].peer == 2);
+  out.clear();
+  CHECK(q.take(100, ~std::size_t{0}, out, [](std::uint32_t) { return std::size_t{15}; }) == 2);
+  CHECK(out[0].last_id == 1 && out[1].last_id == 2);
+  out.clear();
+  q.drain_all([](const nexres::delivery&) {});
+}
+
+// hold_queue: held runs keep later runs of their source from being released
+// (ACK order), other sources are not affected, pending counts per source.
+void hold_queue_checks() {
+  nexres::hold_queue q;
+  std::vector<std::uint64_t> released;
+  auto rel = [&](const nexres::delivery& d) { released.push_back(d.peer * 100 + d.last_id); };
+  auto run = [](std::uint32_t peer, std::uint64_t id) {
+    nexres::delivery d;
+    d.peer = peer;
+    d.last_id = id;
+    return d;
+  };
+  q.done(run(1, 1), rel);  // nothing held: released at once
+  CHECK(released.size() == 1 && released[0] == 101);
+  q.hold(run(1, 2), 7, 5);
+  q.done(run(1, 3), rel);  // waits behind the held run
+  q.hold(run(1, 4), 8, 2);
+  q.done(run(2, 1), rel);  // another source: not held back
+  CHECK(released.size() == 2 && released[1] == 201);
+  CHECK(q.pending(1) == 7 && q.pending_total() == 7 && q.pending(2) == 0 && q.sources() == 1);
+  CHECK(q.settle(8, rel));  // the later one settles first: nothing goes yet
+  CHECK(released.size() == 2 && q.pending(1) == 5);
+  CHECK(!q.settle(8, rel));  // once only
+  CHECK(q.settle(7, rel));   // now 2, 3 and 4, in read order
+  CHECK(released.size() == 5 && released[2] == 102 && released[3] == 103 && released[4] == 104);
+  CHECK(q.empty() && q.pending_total() == 0);
+  q.hold(run(3, 1), 9, 1);
+  std::size_t left = 0;
+  q.drain_all([&](const nexres::delivery&) { ++left; });
+  CHECK(left == 1 && q.empty() && !q.settle(9, rel));
 }
 }  // namespace
 
 int main() {
   fair_queue_checks();
+  hold_queue_checks();
   {
     nexres::bounded_queue<counted> q(1024);
     std::vector<std::thread> ts;
