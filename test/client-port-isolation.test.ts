@@ -180,3 +180,38 @@ t.test('client port attack does not stall replica links', async (t) => {
     `receiver RSS grew ${((after.rss - base.rss) / MiB).toFixed(1)} MiB (< 256 MiB) with ${IDLE + HALF} hostile connections`,
   )
 })
+
+t.test('when client receive memory is full, the oldest request in progress gives way', async (t) => {
+  const { Replica } = await import('../lib/index.js')
+  const [p1, c1] = await freePorts(2)
+  const cluster = { id: 'evict', replicas: [{ id: 1, host: HOST, port: p1!, clientPort: c1! }] }
+  // 4 MiB of client receive memory: 64 chunks of 64 KiB.
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientReceiveBytes: 4 * MiB, maxRequestBytes: MiB, clientIdleTimeoutMs: 600_000 })
+  t.teardown(() => r.close({ timeoutMs: 0 }))
+  r.handle('echo', (req) => req)
+  const held: Socket[] = []
+  t.teardown(() => {
+    for (const s of held) s.destroy()
+  })
+  // 100 connections each begin a small request and never finish it: each
+  // pins a chunk, more than the budget holds.
+  const slow = await inBatches(100, 50, async (i) => {
+    const s = await openHandshaken(c1!, held)
+    s.write(requestHeader(1000, i + 1))
+    s.write(Buffer.alloc(10, 1))
+    return s
+  })
+  await until(() => r.stats().clientReceiveBytesAllocated >= 4 * MiB - 64 * 1024, 10_000, 'client receive memory full')
+  t.ok(r.stats().clientReceiveBytesAllocated <= 4 * MiB, 'client receive memory stays within maxClientReceiveBytes')
+  const closed = slow.map(() => false)
+  slow.forEach((s, i) => s.on('close', () => (closed[i] = true)))
+  // A new client: its request needs memory; an old half-sent one gives way
+  // once it has been arriving for 1 s.
+  const client = await Client.connect({ replicas: [{ host: HOST, port: c1! }], clusterId: 'evict', connectTimeoutMs: 5000 })
+  t.teardown(() => client.close())
+  const reply = await client.call('echo', new Uint8Array([9, 8, 7]), { timeoutMs: 10_000 })
+  t.same([...reply], [9, 8, 7], "a new client's call succeeds while half-sent requests fill the budget")
+  await until(() => closed.some((c) => c), 5000, 'a half-sent request refused')
+  t.ok((r.stats().rejectsByReason.TOO_MANY_CONNECTIONS ?? 0) >= 1, 'the refusal is counted as TOO_MANY_CONNECTIONS')
+  t.ok(closed.indexOf(true) < 64, `an old connection gave way (first refused: #${closed.indexOf(true)})`)
+})

@@ -34,6 +34,7 @@ client_session::client_session(engine& eng, asio::ip::tcp::socket socket, std::u
 }
 
 client_session::~client_session() {
+  if (partial_registration_ != 0) engine_.client_partial_end(partial_registration_);
   for (auto& d : ready_) engine_.chunks().unref(d.source);
   engine_.forget_client(id_);
 }
@@ -46,6 +47,36 @@ void client_session::start_on_own_thread() {
 void client_session::close_async() {
   auto self = shared_from_this();
   asio::post(socket_.get_executor(), [self] { self->close(); });
+}
+
+void client_session::evict_async() {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self] {
+    self->refuse(reject_code::too_many_connections,
+                 "client receive memory (maxClientReceiveBytes) is full: the request that was arriving longest is dropped");
+  });
+}
+
+// io thread: registers / unregisters a request in progress (the oldest is
+// the first refused when client receive memory runs out).
+void client_session::track_partial() {
+  const bool partial = open_ && rx_.partial() > 0;
+  if (partial && partial_registration_ == 0) {
+    partial_registration_ = engine_.client_partial_begin(weak_from_this());
+  } else if (!partial && partial_registration_ != 0) {
+    engine_.client_partial_end(partial_registration_);
+    partial_registration_ = 0;
+  }
+}
+
+// io thread: no receive chunk could be had. When the client port's memory is
+// at its bound, the connection whose request has been arriving longest (1 s
+// or more) gives way; then try again shortly.
+void client_session::no_receive_memory() {
+  if (engine_.client_chunks().allocated_bytes() + engine_.client_chunks().chunk_bytes() >
+      engine_.client_chunks().max_bytes())
+    engine_.evict_oldest_client_partial(this, std::chrono::seconds(1));
+  pause_with_retry();
 }
 
 void client_session::start() {
@@ -185,7 +216,7 @@ void client_session::do_read() {
       return;
     }
   }
-  if (!rx_.ensure_space(weak_from_this())) return pause_with_retry();
+  if (!rx_.ensure_space(weak_from_this())) return no_receive_memory();
   reading_ = true;
   socket_.async_read_some(asio::buffer(rx_.write_ptr(), rx_.write_room()),
                           [self](const std::error_code& ec, std::size_t n) {
@@ -198,7 +229,7 @@ void client_session::do_read() {
 // io thread: the socket is readable and no request is in progress.
 void client_session::read_ready() {
   if (!open_ || paused_) return;
-  if (!rx_.ensure_space(weak_from_this())) return pause_with_retry();
+  if (!rx_.ensure_space(weak_from_this())) return no_receive_memory();
   std::error_code ec;
   const std::size_t n = socket_.read_some(asio::buffer(rx_.write_ptr(), rx_.write_room()), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) return do_read();
@@ -211,8 +242,10 @@ void client_session::on_read(std::size_t n) {
   rx_.filled += n;
   if (!parse()) {
     flush_ready();
+    track_partial();
     return;
   }
+  track_partial();
   if (!flush_ready()) return pause_with_retry();
   do_read();
 }
@@ -404,6 +437,7 @@ void client_session::close() {
   for (auto& d : ready_) engine_.chunks().unref(d.source);
   ready_.clear();
   rx_.release();
+  track_partial();
 }
 
 }  // namespace nexres

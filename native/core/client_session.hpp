@@ -31,6 +31,9 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void start_on_own_thread();
   /// Any thread: closes the connection.
   void close_async();
+  /// Any thread: refuses the connection (TOO_MANY_CONNECTIONS) to give its
+  /// receive memory to others (engine::evict_oldest_client_partial).
+  void evict_async();
   /// Any thread (pool unref): a chunk came back; resume reading if paused.
   void on_chunk_released() override;
   /// Any thread: queues reply frames; `seg.messages` replies answer as many
@@ -53,6 +56,8 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   bool flush_ready();
   void resume();
   void pause_with_retry();
+  void no_receive_memory();
+  void track_partial();
   enum class write_state { done, wait, failed };
   write_state drain_locked();  // holds write_mu_
   void wait_writable();        // io thread
@@ -76,6 +81,8 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   std::vector<std::uint8_t> out_;  // WELCOME / REJECT bytes
 
   receive_buffer rx_;
+  // Registered with the engine while a request is arriving (0: not).
+  std::uint64_t partial_registration_ = 0;
   std::vector<delivery> ready_;
   // Requests delivered and not yet answered (replies arrive on any thread).
   std::atomic<std::int64_t> inflight_{0};

@@ -205,6 +205,45 @@ void engine::accept_client(asio::ip::tcp::socket socket) {
   session->start_on_own_thread();
 }
 
+std::uint64_t engine::client_partial_begin(const std::weak_ptr<client_session>& s) {
+  std::lock_guard<std::mutex> lock(partial_mu_);
+  const std::uint64_t id = next_partial_++;
+  client_partials_.emplace(id, partial_entry{s, std::chrono::steady_clock::now()});
+  return id;
+}
+
+void engine::client_partial_end(std::uint64_t registration) {
+  std::lock_guard<std::mutex> lock(partial_mu_);
+  client_partials_.erase(registration);
+}
+
+bool engine::evict_oldest_client_partial(const client_session* who, std::chrono::steady_clock::duration min_age) {
+  std::shared_ptr<client_session> victim;
+  {
+    std::lock_guard<std::mutex> lock(partial_mu_);
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = client_partials_.begin(); it != client_partials_.end();) {
+      if (now - it->second.since < min_age) break;  // the rest are younger
+      auto s = it->second.session.lock();
+      if (!s) {
+        it = client_partials_.erase(it);
+        continue;
+      }
+      if (s.get() == who) {
+        ++it;
+        continue;
+      }
+      client_partials_.erase(it);
+      victim = std::move(s);
+      break;
+    }
+  }
+  if (!victim) return false;
+  // Unlocked: the session's last reference may drop here.
+  victim->evict_async();
+  return true;
+}
+
 void engine::forget_client(std::uint32_t id) {
   std::lock_guard<std::mutex> lock(clients_mu_);
   auto it = clients_.find(id);
