@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
 
+import { checkKnownKeys, checkOptions, checkRoute, checkSignal, checkTimeout, viewBytes } from './args.js'
 import {
   AbortedError,
   ClosedError,
@@ -10,9 +11,10 @@ import {
   RequestTooLargeError,
   TimeoutError,
   TooManyRequestsError,
+  describeValue,
 } from './errors.js'
 import { routeId } from './route.js'
-import { type MethodDefinition, type ServiceClient, type ServiceDefinition, methodRoute } from './service.js'
+import { type MethodDefinition, type ServiceClient, type ServiceDefinition, checkServiceDefinition, encodeWith, methodRoute } from './service.js'
 import {
   HEADER_BYTES,
   HELLO_CLIENT,
@@ -61,6 +63,35 @@ export interface CallOptions {
   signal?: AbortSignal
 }
 
+/**
+ * Every key `Client.connect` takes (any other is CONFIG_INVALID naming it).
+ * `waitForReady` is listed ahead of its option (issue 10 item 6).
+ */
+const CLIENT_OPTION_KEYS: Readonly<Record<keyof ClientOptions | 'waitForReady', true>> = {
+  host: true,
+  port: true,
+  replicas: true,
+  clusterId: true,
+  timeoutMs: true,
+  maxInFlight: true,
+  whenFull: true,
+  maxRequestBytes: true,
+  connectTimeoutMs: true,
+  reconnect: true,
+  waitForReady: true,
+}
+const CLIENT_RECONNECT_KEYS: Readonly<Record<keyof NonNullable<ClientOptions['reconnect']>, true>> = { minMs: true, maxMs: true }
+/** Every key of a call's options. */
+const CALL_OPTION_KEYS: Readonly<Record<keyof CallOptions, true>> = { timeoutMs: true, signal: true }
+
+/** Checks a call's options (undefined: none). */
+function checkCallOptions(options: CallOptions | undefined): void {
+  if (options === undefined) return
+  checkOptions('options', options, CALL_OPTION_KEYS)
+  if (options.timeoutMs !== undefined) checkTimeout('options.timeoutMs', options.timeoutMs)
+  checkSignal('options.signal', options.signal)
+}
+
 export interface ClientEvents {
   connect: [endpoint: Endpoint]
   disconnect: [endpoint: Endpoint, reason: string]
@@ -73,6 +104,9 @@ interface Pending {
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
 }
+
+/** The default of `call`'s options (no per-call check needed). */
+const EMPTY_CALL_OPTIONS: CallOptions = Object.freeze({})
 
 const STAGE_BYTES = 256 * 1024
 const LARGE_BYTES = 16 * 1024
@@ -114,34 +148,54 @@ export class Client {
   private sweepTimer: NodeJS.Timeout | undefined
 
   private constructor(options: ClientOptions) {
-    const endpoints = options.replicas ?? (options.host !== undefined || options.port !== undefined ? [{ host: options.host ?? '127.0.0.1', port: options.port as number }] : [])
-    if (!Array.isArray(endpoints) || endpoints.length === 0) throw new ConfigError('replicas', 'give host and port, or a non-empty replicas array')
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      throw new ConfigError('options', `must be an object, got ${describeValue(options)}`)
+    }
+    checkKnownKeys('', options, CLIENT_OPTION_KEYS)
+    const single = options.replicas === undefined
+    if (!single && (options.host !== undefined || options.port !== undefined)) throw new ConfigError('replicas', 'give host and port, or replicas, not both')
+    if (!single && !Array.isArray(options.replicas)) throw new ConfigError('replicas', `must be an array of { host, port }, got ${describeValue(options.replicas)}`)
+    const endpoints: unknown[] = options.replicas ?? (options.host !== undefined || options.port !== undefined ? [{ host: options.host ?? '127.0.0.1', port: options.port }] : [])
+    if (endpoints.length === 0) throw new ConfigError('replicas', 'give host and port, or a non-empty replicas array')
     endpoints.forEach((e, i) => {
-      if (typeof e?.host !== 'string' || e.host.length === 0) throw new ConfigError(`replicas[${i}].host`, 'must be a non-empty string')
-      if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535) throw new ConfigError(`replicas[${i}].port`, `must be an integer in [1, 65535], got ${String(e.port)}`)
+      const f = single ? '' : `replicas[${i}].`
+      if (typeof e !== 'object' || e === null) throw new ConfigError(`replicas[${i}]`, `must be an object { host, port }, got ${describeValue(e)}`)
+      const { host, port } = e as { host?: unknown; port?: unknown }
+      if (typeof host !== 'string' || host.length === 0) throw new ConfigError(`${f}host`, `must be a non-empty string, got ${describeValue(host)}`)
+      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${f}port`, `must be an integer in [1, 65535], got ${describeValue(port)}`)
     })
-    this.endpoints = endpoints.map((e) => ({ host: e.host, port: e.port }))
-    const positive = (field: string, v: number | undefined, fallback: number): number => {
+    this.endpoints = (endpoints as Endpoint[]).map((e) => ({ host: e.host, port: e.port }))
+    const positive = (field: string, v: unknown, fallback: number): number => {
       if (v === undefined) return fallback
-      if (!Number.isInteger(v) || v < 1) throw new ConfigError(field, `must be a positive integer, got ${String(v)}`)
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 0x7fffffff) throw new ConfigError(field, `must be a positive integer (at most 2^31 - 1), got ${describeValue(v)}`)
       return v
     }
+    const reconnect: unknown = options.reconnect ?? {}
+    if (typeof reconnect !== 'object' || reconnect === null) throw new ConfigError('reconnect', `must be an object, got ${describeValue(reconnect)}`)
+    checkKnownKeys('reconnect.', reconnect, CLIENT_RECONNECT_KEYS)
+    const rc = reconnect as { minMs?: unknown; maxMs?: unknown }
+    const clusterId: unknown = options.clusterId ?? ''
+    if (typeof clusterId !== 'string') throw new ConfigError('clusterId', `must be a string, got ${describeValue(clusterId)}`)
     this.opts = {
-      clusterId: options.clusterId ?? '',
+      clusterId,
       timeoutMs: positive('timeoutMs', options.timeoutMs, 30_000),
       maxInFlight: positive('maxInFlight', options.maxInFlight, 1024),
       whenFull: options.whenFull ?? 'wait',
       maxRequestBytes: positive('maxRequestBytes', options.maxRequestBytes, 4 * 1024 * 1024),
       connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5000),
-      minMs: positive('reconnect.minMs', options.reconnect?.minMs, 50),
-      maxMs: positive('reconnect.maxMs', options.reconnect?.maxMs, 2000),
+      minMs: positive('reconnect.minMs', rc.minMs, 50),
+      maxMs: positive('reconnect.maxMs', rc.maxMs, 2000),
     }
-    if (this.opts.whenFull !== 'wait' && this.opts.whenFull !== 'reject') throw new ConfigError('whenFull', "must be 'wait' or 'reject'")
+    if (this.opts.whenFull !== 'wait' && this.opts.whenFull !== 'reject') throw new ConfigError('whenFull', `must be 'wait' or 'reject', got ${describeValue(this.opts.whenFull)}`)
     if (Buffer.byteLength(this.opts.clusterId) > 255) throw new ConfigError('clusterId', 'must be at most 255 bytes')
+    if (this.opts.maxMs < this.opts.minMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${this.opts.minMs})`)
     this.backoffMs = this.opts.minMs
   }
 
-  /** Connects (trying each endpoint in turn) and completes the handshake. */
+  /**
+   * Connects (trying each endpoint in turn) and completes the handshake.
+   * Rejects with `CONFIG_INVALID` naming a bad or unknown option.
+   */
   static async connect(options: ClientOptions): Promise<Client> {
     const c = new Client(options)
     await c.ensureConnected()
@@ -162,11 +216,20 @@ export class Client {
    * Sends a request and resolves with the reply bytes. Rejects with
    * `TIMEOUT`, `ABORTED`, `CONNECTION_LOST`, `REQUEST_TOO_LARGE`,
    * `TOO_MANY_REQUESTS` (with `whenFull: 'reject'`), `CLOSED`, or a
-   * `RemoteError` carrying the server's code (e.g. `NO_SUCH_ROUTE`).
+   * `RemoteError` carrying the server's code (e.g. `NO_SUCH_ROUTE`); with
+   * `INVALID_ARGUMENT` (nothing sent) for arguments of the wrong kind. Any
+   * ArrayBufferView is sent as its bytes, a string as UTF-8.
    */
-  call(route: string, payload: Uint8Array | string, options: CallOptions = {}): Promise<Uint8Array> {
+  call(route: string, payload: Uint8Array | ArrayBufferView | string, options: CallOptions = EMPTY_CALL_OPTIONS): Promise<Uint8Array> {
+    let body: Uint8Array
+    try {
+      checkRoute('route', route)
+      body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+      if (options !== EMPTY_CALL_OPTIONS) checkCallOptions(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     if (this.closed) return Promise.reject(new ClosedError('client'))
-    const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
     if (body.length > this.opts.maxRequestBytes) {
       return Promise.reject(new RequestTooLargeError(body.length, this.opts.maxRequestBytes))
     }
@@ -178,14 +241,18 @@ export class Client {
     return this.callSlow(route, body, options)
   }
 
-  /** A typed client for a service declared with `defineService`. */
+  /**
+   * A typed client for a service declared with `defineService`. Each method
+   * rejects with `INVALID_ARGUMENT` (parameter `request`) for a request its
+   * codec cannot encode, before anything is sent.
+   */
   service<M extends Record<string, MethodDefinition>>(def: ServiceDefinition<M>): ServiceClient<M> {
+    checkServiceDefinition('def', def)
     const out: Record<string, (req: unknown, options?: CallOptions) => Promise<unknown>> = {}
     for (const method of Object.keys(def.methods)) {
       const m = def.methods[method]!
       const route = methodRoute(def.name, method)
-      const encode = m.request.encode as (v: unknown) => Uint8Array
-      out[method] = async (req, options) => m.response.decode(await this.call(route, encode(req), options))
+      out[method] = async (req, options) => m.response.decode(await this.call(route, encodeWith(m.request, req, 'request'), options))
     }
     return out as ServiceClient<M>
   }

@@ -1,5 +1,7 @@
 import { Packr } from 'msgpackr'
 
+import { InvalidArgumentError } from './errors.js'
+
 /** Turns values into bytes and back; plug in any serializer (protobuf, CBOR, ...). */
 export interface Codec<T> {
   encode(value: T): Uint8Array
@@ -9,22 +11,42 @@ export interface Codec<T> {
 const utf8 = new TextEncoder()
 const fromUtf8 = new TextDecoder()
 
-/** Bytes as they are (the request view is already a copy the handler owns). */
+// Codecs refuse values of the wrong kind with INVALID_ARGUMENT (parameter
+// `value`; a typed client stub renames it `request`).
+
+/** Bytes as they are (the request view is already a copy the handler owns); any ArrayBufferView as its bytes. */
 export const raw: Codec<Uint8Array> = {
-  encode: (value) => value,
+  encode: (value) => {
+    const v: unknown = value
+    if (v instanceof Uint8Array) return v
+    if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+    throw new InvalidArgumentError('value', 'a Uint8Array (or another ArrayBufferView)', value)
+  },
   decode: (bytes) => bytes,
 }
 
 /** UTF-8 strings. */
 export const text: Codec<string> = {
-  encode: (value) => utf8.encode(value),
+  encode: (value) => {
+    if (typeof value !== 'string') throw new InvalidArgumentError('value', 'a string', value)
+    return utf8.encode(value)
+  },
   decode: (bytes) => fromUtf8.decode(bytes),
 }
 
 /** JSON; the type parameter states what the bytes hold (not checked at run time). */
 export function json<T>(): Codec<T> {
   return {
-    encode: (value) => utf8.encode(JSON.stringify(value)),
+    encode: (value) => {
+      let s: string | undefined
+      try {
+        s = JSON.stringify(value) as string | undefined
+      } catch (err) {
+        throw new InvalidArgumentError('value', `a value JSON can encode (${(err as Error).message})`, value)
+      }
+      if (s === undefined) throw new InvalidArgumentError('value', 'a value JSON can encode', value)
+      return utf8.encode(s)
+    },
     decode: (bytes) => JSON.parse(fromUtf8.decode(bytes)) as T,
   }
 }

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
+import { checkKnownKeys } from './args.js'
 import { ConfigError } from './errors.js'
 
 /** One replica of the cluster as every member sees it. */
@@ -158,6 +159,51 @@ export interface ReplicaOptions {
   workerData?: unknown
 }
 
+/**
+ * Every key `Replica.start` takes: any other is CONFIG_INVALID naming it
+ * (a typo such as `highWatermark` would otherwise be ignored silently). The
+ * Record type makes the compiler keep this list and ReplicaOptions in step.
+ */
+export const REPLICA_OPTION_KEYS: Readonly<Record<keyof ReplicaOptions, true>> = {
+  id: true,
+  cluster: true,
+  auth: true,
+  privateKey: true,
+  ioThreads: true,
+  listenHost: true,
+  maxFrameBytes: true,
+  highWaterMark: true,
+  maxQueueBytes: true,
+  handshakeTimeoutMs: true,
+  reconnect: true,
+  receiveChunkBytes: true,
+  maxChunksPerConnection: true,
+  maxReceiveBytes: true,
+  maxClientReceiveBytes: true,
+  maxPendingHandlers: true,
+  closeTimeoutMs: true,
+  sendBufferBytes: true,
+  receiveBufferBytes: true,
+  maxRequestBytes: true,
+  maxClientInFlight: true,
+  clientIdleTimeoutMs: true,
+  maxClientConnections: true,
+  heartbeatIntervalMs: true,
+  heartbeatTimeoutMs: true,
+  peerDownDeadlineMs: true,
+  maxReplicaConnections: true,
+  maxConnectionsPerAddress: true,
+  frameReadTimeoutMs: true,
+  maxPingsPerSecond: true,
+  workers: true,
+  handlers: true,
+  ordering: true,
+  workerData: true,
+}
+
+/** Every key of `ReplicaOptions.reconnect`. */
+export const RECONNECT_OPTION_KEYS: Readonly<Record<keyof ReconnectOptions, true>> = { minMs: true, maxMs: true }
+
 export interface ResolvedOptions {
   id: number
   cluster: ClusterConfig
@@ -274,6 +320,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     throw new ConfigError('options', `must be an object, got ${describe(options)}`)
   }
   const o = options as Record<string, unknown>
+  checkKnownKeys('', o, REPLICA_OPTION_KEYS)
   const cluster = validateCluster(o.cluster)
   const id = integer('id', o.id, 1, 0x7fffffff)
   if (!cluster.replicas.some((r) => r.id === id)) {
@@ -284,6 +331,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     throw new ConfigError('reconnect', `must be an object, got ${describe(reconnect)}`)
   }
   const rc = reconnect as Record<string, unknown>
+  checkKnownKeys('reconnect.', rc, RECONNECT_OPTION_KEYS)
   const reconnectMinMs = optionalInteger('reconnect.minMs', rc.minMs, 1, 60_000, 50)
   const reconnectMaxMs = optionalInteger('reconnect.maxMs', rc.maxMs, 1, 600_000, Math.max(2000, reconnectMinMs))
   if (reconnectMaxMs < reconnectMinMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${reconnectMinMs})`)
@@ -397,7 +445,11 @@ function resolveAuth(
     )
   }
   if (auth !== 'mac' && auth !== 'none') throw new ConfigError('auth', `must be 'mac' or 'none', got ${describe(auth)}`)
-  if (auth === 'none') return { auth, privateKey: undefined, publicKeys: [] }
+  if (auth === 'none') {
+    // A key given with auth 'none' would suggest authenticated links that are not there.
+    if (o.privateKey !== undefined) throw new ConfigError('privateKey', "is given but auth is 'none': replica links would not be authenticated; drop privateKey or use auth: 'mac'")
+    return { auth, privateKey: undefined, publicKeys: [] }
+  }
   // A sealed batch (up to 256 KiB, PROTOCOL.md §2a) is held until its SEAL
   // arrives: the receive buffers of one connection must hold one.
   const chunk = typeof o.receiveChunkBytes === 'number' ? Math.max(o.receiveChunkBytes, 64 * 1024) : 1024 * 1024
@@ -407,6 +459,10 @@ function resolveAuth(
     throw new ConfigError('maxChunksPerConnection', `must be at least ${need} with auth 'mac' and receiveChunkBytes ${chunk} (a sealed batch of 256 KiB is held until it checks)`)
   }
   if (o.privateKey === undefined) throw new ConfigError('privateKey', "is required with auth: 'mac'")
+  if (o.auth === undefined && !cluster.replicas.some((r) => r.publicKey !== undefined)) {
+    // auth omitted: a private key alone made it 'mac', yet no replica has a public key.
+    throw new ConfigError('privateKey', "is given, which makes auth 'mac', but no cluster.replicas[].publicKey is: give every replica's publicKey, or drop privateKey and choose auth: 'none'")
+  }
   const privateKey = decodeKey('privateKey', o.privateKey)
   const publicKeys: { id: number; key: Uint8Array }[] = []
   const seen = new Map<string, number>()

@@ -2,14 +2,32 @@
 // delivery of batches to handlers, and the send side (staging, queue depths,
 // backpressure). Replica (lib/replica.ts) adds the connection events, stats
 // and lifecycle; WorkerReplica (lib/worker.ts) runs in a worker thread.
-import { ConfigError, ClosedError, AbortedError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
+import { checkFunction, checkOptions, checkReplicaId, checkRoute, checkSignal, viewBytes } from './args.js'
+import { ConfigError, ClosedError, AbortedError, InvalidArgumentError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
 import { Message } from './message.js'
 import { CLIENT_FLAG, type FreshChunks, type NativeSender } from './native.js'
 import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
 import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
 import { routeId } from './route.js'
-import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, methodRoute } from './service.js'
+import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, checkServiceDefinition, methodRoute } from './service.js'
 import { KIND_ERROR, encodeErrorBody } from './wire.js'
+
+/** Known keys of the per-call options objects (CONFIG_INVALID names any other). */
+const SEND_ASYNC_OPTION_KEYS: Record<keyof SendAsyncOptions, true> = { signal: true }
+const BROADCAST_OPTION_KEYS: Record<keyof BroadcastOptions, true> = { sign: true }
+
+export interface SendAsyncOptions {
+  /** Rejects with `ABORTED` when it fires while waiting (nothing queued). */
+  signal?: AbortSignal
+}
+
+export interface BroadcastOptions {
+  /** Sign the message with this replica's key (needs `auth: 'mac'`). */
+  sign?: boolean
+}
+
+/** Route names are never this, so the one-entry route cache starts empty. */
+const NO_ROUTE: unique symbol = Symbol('no route')
 
 /**
  * A route handler. Its `msg.payload` is valid during the call and, when the
@@ -53,16 +71,18 @@ interface RouteEntry {
 /** @internal meta array entries per wake-up (4 u32 each). */
 export const META_ENTRIES = 4096
 
-/** Adds a route's handler to a table keyed by route id, refusing hash collisions. */
-function register<F>(table: Map<number, { name: string; fn: F }>, route: string, fn: F): void {
-  if (typeof route !== 'string' || route.length === 0) throw new ConfigError('route', 'must be a non-empty string')
-  if (typeof fn !== 'function') throw new ConfigError('handler', 'must be a function')
-  const id = routeId(route)
-  const existing = table.get(id)
+/** Refuses a route whose id is another route's in the table (a hash collision). */
+function checkCollision(table: Map<number, { name: string }>, route: string): void {
+  const existing = table.get(routeId(route))
   if (existing && existing.name !== route) {
     throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
   }
-  table.set(id, { name: route, fn })
+}
+
+/** Adds a route's handler to a table keyed by route id (arguments checked by the caller). */
+function register<F>(table: Map<number, { name: string; fn: F }>, route: string, fn: F): void {
+  checkCollision(table, route)
+  table.set(routeId(route), { name: route, fn })
 }
 
 /** @internal */
@@ -81,7 +101,7 @@ export abstract class Endpoint implements ReplySink {
   /** peer id -> index, for ids below its length (-1: not a peer); the hot path of send. */
   private readonly slotById: Int32Array
   private holdToken = 0
-  private lastRouteName = ''
+  private lastRouteName: string | typeof NO_ROUTE = NO_ROUTE
   private lastRouteId = 0
   protected readonly staged: Float64Array
   private readonly drainWanted: Uint8Array
@@ -158,8 +178,19 @@ export abstract class Endpoint implements ReplySink {
   protected abstract emitUnrouted(info: { from: number; route: number; size: number }): void
   protected abstract emitError(err: unknown, info: { from: number; route: string }): void
 
+  /**
+   * Checks that handlers may be registered now (arguments already checked):
+   * not after close() started. Replica adds: not on the main thread with workers.
+   */
+  protected beforeRegister(_method: 'on' | 'handle' | 'serve'): void {
+    if (this.closing !== undefined) throw new ClosedError()
+  }
+
   /** Registers the handler of a route (one per route). */
   on(route: string, handler: Handler): this {
+    checkRoute('route', route)
+    checkFunction('handler', handler)
+    this.beforeRegister('on')
     register(this.routes, route, handler)
     return this
   }
@@ -172,19 +203,30 @@ export abstract class Endpoint implements ReplySink {
    * the client an error reply (`HANDLER_ERROR`, or the error's own `code`).
    */
   handle(route: string, handler: RequestHandler): this {
+    checkRoute('route', route)
+    checkFunction('handler', handler)
+    this.beforeRegister('handle')
     register(this.requestRoutes, route, handler)
     return this
   }
 
-  /** Serves every method of a typed service (see `defineService`). */
+  /**
+   * Serves every method of a typed service (see `defineService`). All or
+   * nothing: every method is checked before any is registered.
+   */
   serve<M extends Record<string, MethodDefinition>>(service: ServiceDefinition<M>, impl: ServiceImplementation<M>): this {
-    for (const method of Object.keys(service.methods)) {
+    checkServiceDefinition('service', service)
+    if (typeof impl !== 'object' || impl === null) throw new InvalidArgumentError('impl', 'an object with one function per method', impl)
+    const methods = Object.keys(service.methods)
+    for (const method of methods) checkFunction(`impl.${method}`, (impl as Record<string, unknown>)[method])
+    this.beforeRegister('serve')
+    for (const method of methods) checkCollision(this.requestRoutes, methodRoute(service.name, method))
+    for (const method of methods) {
       const def = service.methods[method]!
       const fn = impl[method as keyof M] as unknown as (req: unknown, ctx: RequestContext) => unknown
-      if (typeof fn !== 'function') throw new ConfigError(`impl.${method}`, 'must be a function')
       const decode = (b: Uint8Array): unknown => def.request.decode(b)
       const encode = def.response.encode as (v: unknown) => Uint8Array
-      this.handle(methodRoute(service.name, method), (req, ctx) => {
+      register(this.requestRoutes, methodRoute(service.name, method), (req: Uint8Array, ctx: RequestContext) => {
         const out = fn(decode(req), ctx)
         if (out !== null && typeof out === 'object' && typeof (out as Promise<unknown>).then === 'function') {
           return (out as Promise<unknown>).then(encode)
@@ -208,6 +250,7 @@ export abstract class Endpoint implements ReplySink {
 
   /** Removes the handler of a route. */
   off(route: string): this {
+    checkRoute('route', route)
     const id = routeId(route)
     if (this.routes.get(id)?.name === route) this.routes.delete(id)
     return this
@@ -217,13 +260,22 @@ export abstract class Endpoint implements ReplySink {
    * Queues a message for one peer, like `stream.write()`: always queued
    * (unless it throws), returns false once the peer's queue is past
    * `highWaterMark` — wait for the `'drain'` event before sending more.
-   * Throws `QUEUE_FULL` past `maxQueueBytes`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`, `CLOSED`.
+   * Throws `QUEUE_FULL` past `maxQueueBytes`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`, `CLOSED`,
+   * and `INVALID_ARGUMENT` (nothing done) for arguments of the wrong kind.
+   * Any ArrayBufferView is sent as its bytes, a string as UTF-8.
    */
-  send(to: number, route: string, payload: Uint8Array | string): boolean {
-    if (this.closing !== undefined) throw new ClosedError()
+  send(to: number, route: string, payload: Uint8Array | ArrayBufferView | string): boolean {
     const idx = this.slotOf(to)
+    if (idx < 0) checkReplicaId('to', to)
+    const rid = this.route(route)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+    if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
-    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
+    return this.queue(idx, to, rid, bytes)
+  }
+
+  /** The send side of `send`, its arguments checked. */
+  private queue(idx: number, to: number, rid: number, bytes: Uint8Array): boolean {
     const len = bytes.length
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
     const frame = HEADER_BYTES + len
@@ -237,7 +289,7 @@ export abstract class Endpoint implements ReplySink {
     const lo = (this.idLo + 1) >>> 0
     this.idLo = lo
     if (lo === 0) this.idHi++
-    this.outbox.stage(to, this.route(route), lo, this.idHi, bytes, len)
+    this.outbox.stage(to, rid, lo, this.idHi, bytes, len)
     this.staged[idx]! += frame
     if (after < this.limits.highWaterMark) return true
     // The depth seen at the last flush may predate ACKs: look again first.
@@ -251,12 +303,20 @@ export abstract class Endpoint implements ReplySink {
    * Like `send`, but waits for room first: resolves once the message is
    * queued with the peer's queue below `highWaterMark` (waiting for
    * `'drain'` as long as it is not). Rejects with `ABORTED` when the signal
-   * fires (nothing queued), `CLOSED`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`.
+   * fires (nothing queued), `CLOSED`, `UNKNOWN_PEER`, `PAYLOAD_TOO_LARGE`,
+   * `INVALID_ARGUMENT` (checked before waiting).
    */
-  async sendAsync(to: number, route: string, payload: Uint8Array | string, options: { signal?: AbortSignal } = {}): Promise<void> {
+  async sendAsync(to: number, route: string, payload: Uint8Array | ArrayBufferView | string, options?: SendAsyncOptions): Promise<void> {
     const idx = this.slotOf(to)
+    if (idx < 0) checkReplicaId('to', to)
+    const rid = this.route(route)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+    checkOptions('options', options, SEND_ASYNC_OPTION_KEYS)
+    const signal = options?.signal
+    checkSignal('options.signal', signal)
+    if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
-    const signal = options.signal
+    if (bytes.length > this.limits.maxFrameBytes) throw new PayloadTooLargeError(bytes.length, this.limits.maxFrameBytes)
     for (;;) {
       if (signal?.aborted) throw new AbortedError(signal.reason)
       if (this.closing !== undefined) throw new ClosedError()
@@ -267,19 +327,27 @@ export abstract class Endpoint implements ReplySink {
       this.outbox.flush() // hands the drain request to native
       await this.waitForDrain(to, signal)
     }
-    this.send(to, route, payload)
+    this.queue(idx, to, rid, bytes)
   }
 
   /**
    * Queues one message for every other replica; encoded once and shared by
    * every peer's queue. Returns false if any peer's queue is past the
    * high-water mark. Throws `QUEUE_FULL` (queuing nothing) if any would pass
-   * `maxQueueBytes`.
+   * `maxQueueBytes`; `INVALID_ARGUMENT` (nothing queued) for arguments of
+   * the wrong kind.
    */
-  broadcast(route: string, payload: Uint8Array | string, options?: { sign?: boolean }): boolean {
+  broadcast(route: string, payload: Uint8Array | ArrayBufferView | string, options?: BroadcastOptions): boolean {
+    const rid = this.route(route)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+    let sign = false
+    if (options !== undefined) {
+      checkOptions('options', options, BROADCAST_OPTION_KEYS)
+      const s = options.sign
+      if (s !== undefined && typeof s !== 'boolean') throw new InvalidArgumentError('options.sign', 'a boolean', s)
+      sign = s === true
+    }
     if (this.closing !== undefined) throw new ClosedError()
-    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload
-    const sign = options?.sign === true
     if (sign && !this.limits.canSign) throw new ConfigError('auth', "signed broadcasts need auth: 'mac' (this replica's private key)")
     const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
@@ -303,8 +371,8 @@ export abstract class Endpoint implements ReplySink {
     const lo = (this.idLo + 1) >>> 0
     this.idLo = lo
     if (lo === 0) this.idHi++
-    if (sign) this.outbox.stageSigned(BROADCAST, this.route(route), lo, this.idHi, bytes)
-    else this.outbox.stage(BROADCAST, this.route(route), lo, this.idHi, bytes, len)
+    if (sign) this.outbox.stageSigned(BROADCAST, rid, lo, this.idHi, bytes)
+    else this.outbox.stage(BROADCAST, rid, lo, this.idHi, bytes, len)
     let high = false
     for (let i = 0; i < n; i++) if ((this.staged[i]! += frame) + this.depths[i]! >= this.limits.highWaterMark) high = true
     if (!high) return true
@@ -319,15 +387,18 @@ export abstract class Endpoint implements ReplySink {
     return below
   }
 
+  /** The peer's index, -1 if `peer` is not a peer id (or not a number at all). */
   private slotOf(peer: number): number {
+    if (typeof peer !== 'number') return -1
     const table = this.slotById
     if (peer >= 0 && peer < table.length && Number.isInteger(peer)) return table[peer]!
     return this.peerIndex.get(peer) ?? -1
   }
 
+  /** The id of a route name (checked); a one-entry cache for the usual run of sends on one route. */
   private route(name: string): number {
     if (name === this.lastRouteName) return this.lastRouteId
-    if (typeof name !== 'string' || name.length === 0) throw new ConfigError('route', 'must be a non-empty string')
+    checkRoute('route', name)
     const id = routeId(name)
     this.lastRouteName = name
     this.lastRouteId = id
@@ -478,7 +549,7 @@ export abstract class Endpoint implements ReplySink {
           if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
             ;(r as Promise<unknown>).then(
               (v) => {
-                if (v !== undefined && !ctx.replied) ctx.reply(v as Uint8Array | string)
+                if (v !== undefined && !ctx.replied) ctx.replyReturned(v)
               },
               (err: unknown) => {
                 this.handlerErrors++
@@ -486,7 +557,7 @@ export abstract class Endpoint implements ReplySink {
               },
             )
           } else if (r !== undefined && !ctx.replied) {
-            ctx.reply(r as Uint8Array | string)
+            ctx.replyReturned(r)
           }
         } catch (err) {
           this.handlerErrors++

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'REQUEST_TOO_LARGE'
   | 'TOO_MANY_REQUESTS'
   | 'REMOTE_ERROR'
+  | 'INVALID_ARGUMENT'
 
 export class NexresError extends Error {
   readonly code: ErrorCode
@@ -120,5 +121,61 @@ export class RemoteError extends NexresError {
   constructor(remoteCode: string, message: string) {
     super('REMOTE_ERROR', `${remoteCode}: ${message}`)
     this.remoteCode = remoteCode
+  }
+}
+
+/**
+ * A short description of a value for error messages: `'undefined'`,
+ * `'null'`, `'number 3'`, `'string "ab"'`, `'ArrayBuffer'`, `'DataView'`,
+ * `'object'` (a plain object), `'array'`, `'function f'`, `'symbol Symbol(x)'`.
+ * @internal
+ */
+export function describeValue(v: unknown): string {
+  switch (typeof v) {
+    case 'undefined':
+      return 'undefined'
+    case 'number':
+    case 'boolean':
+      return `${typeof v} ${String(v)}`
+    case 'bigint':
+      return `bigint ${String(v)}n`
+    case 'symbol':
+      return `symbol ${String(v)}`
+    case 'string':
+      return v.length > 40 ? `string of ${v.length} characters` : `string ${JSON.stringify(v)}`
+    case 'function':
+      return v.name ? `function ${v.name}` : 'function'
+  }
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'array'
+  const proto = Object.getPrototypeOf(v) as { constructor?: { name?: unknown } } | null
+  if (proto === null || proto === Object.prototype) return 'object'
+  const name = proto.constructor?.name
+  return typeof name === 'string' && name.length > 0 ? name : 'object'
+}
+
+/**
+ * A public method was called with an argument of the wrong kind (from plain
+ * JavaScript, or through a cast): nothing was done, the replica or client
+ * is as it was. A `TypeError` (not a `NexresError`) with the stable code
+ * `INVALID_ARGUMENT`; `parameter` names the argument (e.g. `payload`,
+ * `options.timeoutMs`), `received` says what arrived (e.g. `'ArrayBuffer'`,
+ * `'number 3'`, `'undefined'`).
+ */
+export class InvalidArgumentError extends TypeError {
+  readonly code = 'INVALID_ARGUMENT' as const
+  /** The argument, e.g. `payload`, `to`, `options.signal`. */
+  readonly parameter: string
+  /** What arrived, e.g. `'ArrayBuffer'`, `'number NaN'`, `'undefined'`, `'object'`. */
+  readonly received: string
+  /** What was expected, in words. */
+  readonly expected: string
+  constructor(parameter: string, expected: string, value: unknown) {
+    const received = describeValue(value)
+    super(`${parameter}: expected ${expected}, got ${received}`)
+    this.name = 'InvalidArgumentError'
+    this.parameter = parameter
+    this.received = received
+    this.expected = expected
   }
 }

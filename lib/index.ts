@@ -1,9 +1,10 @@
 export { Replica } from './replica.js'
 export { WorkerReplica } from './worker.js'
 export type { WorkerReplicaEvents } from './worker.js'
-export type { Handler } from './endpoint.js'
+export type { BroadcastOptions, Handler, SendAsyncOptions } from './endpoint.js'
 export type {
   ClientConnectionStats,
+  CloseOptions,
   CloseResult,
   PeerDownInfo,
   PeerStats,
@@ -11,6 +12,7 @@ export type {
   UndeliveredInfo,
   ReplicaEvents,
   ReplicaStats,
+  WaitForPeersOptions,
 } from './replica.js'
 export { Message } from './message.js'
 export { Client } from './client.js'
@@ -38,6 +40,7 @@ export {
   AbortedError,
   ClosedError,
   ConnectionLostError,
+  InvalidArgumentError,
   RemoteError,
   RequestTooLargeError,
   TooManyRequestsError,

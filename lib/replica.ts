@@ -1,9 +1,12 @@
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 
+import { checkDelay, checkOptions, checkReplicaId } from './args.js'
 import { type ReplicaOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import {
+  ClosedError,
   ConfigError,
+  InvalidArgumentError,
   ListenError,
   TimeoutError,
   UnknownPeerError,
@@ -128,6 +131,20 @@ export interface ReplicaStats {
   clientReceiveBytesAllocated: number
 }
 
+export interface WaitForPeersOptions {
+  /** Rejects with `TIMEOUT` after this many ms (default 10000). */
+  timeoutMs?: number
+}
+
+export interface CloseOptions {
+  /** How long to wait for queued messages to be acknowledged (default `closeTimeoutMs`). */
+  timeoutMs?: number
+}
+
+/** Known keys of the per-call options objects (CONFIG_INVALID names any other). */
+const WAIT_FOR_PEERS_OPTION_KEYS: Record<keyof WaitForPeersOptions, true> = { timeoutMs: true }
+const CLOSE_OPTION_KEYS: Record<keyof CloseOptions, true> = { timeoutMs: true }
+
 export interface CloseResult {
   /** Bytes per peer id that were queued but not acknowledged when the replica closed. */
   undeliveredBytes: Record<number, number>
@@ -245,34 +262,54 @@ export class Replica extends Endpoint {
 
   /** Whether our link to a peer is established. */
   isConnected(peer: number): boolean {
+    checkReplicaId('peer', peer)
     return this.up.has(peer)
   }
 
   /**
    * Resolves once links to the given peers (default: all) are up; rejects
-   * with `TIMEOUT` after `timeoutMs` (default 10 s).
+   * with `TIMEOUT` after `timeoutMs` (default 10 s), with `CLOSED` as soon
+   * as `close()` starts (or at once after it), `UNKNOWN_PEER`, and
+   * `INVALID_ARGUMENT` for arguments of the wrong kind.
    */
-  waitForPeers(peers: readonly number[] = this.peers, options: { timeoutMs?: number } = {}): Promise<void> {
-    const timeoutMs = options.timeoutMs ?? 10_000
+  waitForPeers(peers: readonly number[] = this.peers, options?: WaitForPeersOptions): Promise<void> {
+    let timeoutMs: number
+    try {
+      if (!Array.isArray(peers)) throw new InvalidArgumentError('peers', 'an array of replica ids', peers)
+      peers.forEach((p: unknown, i) => checkReplicaId(`peers[${i}]`, p))
+      checkOptions('options', options, WAIT_FOR_PEERS_OPTION_KEYS)
+      timeoutMs = options?.timeoutMs ?? 10_000
+      checkDelay('options.timeoutMs', timeoutMs)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    if (this.closing !== undefined) return Promise.reject(new ClosedError())
     for (const p of peers) if (!this.peerIndex.has(p)) return Promise.reject(new UnknownPeerError(p))
+    const wanted = [...peers]
     return new Promise<void>((resolve, reject) => {
-      const check = (): boolean => peers.every((p) => this.up.has(p))
+      const check = (): boolean => wanted.every((p) => this.up.has(p))
       if (check()) return resolve()
       const onUp = (): void => {
         if (!check()) return
         cleanup()
         resolve()
       }
+      const onClose = (): void => {
+        cleanup()
+        reject(new ClosedError())
+      }
       const timer = setTimeout(() => {
         cleanup()
-        const missing = peers.filter((p) => !this.up.has(p))
+        const missing = wanted.filter((p) => !this.up.has(p))
         reject(new TimeoutError(`replica ${this.id}: peers ${missing.join(', ')} not connected after ${timeoutMs} ms`))
       }, timeoutMs)
       const cleanup = (): void => {
         clearTimeout(timer)
         this.events.off('peer-up', onUp)
+        this.lifetime.signal.removeEventListener('abort', onClose)
       }
       this.events.on('peer-up', onUp)
+      this.lifetime.signal.addEventListener('abort', onClose, { once: true })
     })
   }
 
@@ -304,9 +341,15 @@ export class Replica extends Endpoint {
    * messages to be acknowledged, then closes every connection and joins the
    * io threads. Reports what was not delivered.
    */
-  close(options: { timeoutMs?: number } = {}): Promise<CloseResult> {
+  close(options?: CloseOptions): Promise<CloseResult> {
+    try {
+      checkOptions('options', options, CLOSE_OPTION_KEYS)
+      if (options?.timeoutMs !== undefined) checkDelay('options.timeoutMs', options.timeoutMs)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     if (this.closing) return this.closing as Promise<CloseResult>
-    const closing = this.doClose(options.timeoutMs ?? this.opts.closeTimeoutMs)
+    const closing = this.doClose(options?.timeoutMs ?? this.opts.closeTimeoutMs)
     this.closing = closing
     this.lifetime.abort()
     return closing
@@ -336,17 +379,16 @@ export class Replica extends Endpoint {
 
   /** Registers the handler of a route (one per route). With `workers`, register in the handlers module instead. */
   override on(route: string, handler: Handler): this {
-    this.mainThreadHandlers('on')
     return super.on(route, handler)
   }
 
   /** Registers a request handler (see `Endpoint.handle`). With `workers`, register in the handlers module instead. */
   override handle(route: string, handler: RequestHandler): this {
-    this.mainThreadHandlers('handle')
     return super.handle(route, handler)
   }
 
-  private mainThreadHandlers(method: string): void {
+  protected override beforeRegister(method: 'on' | 'handle' | 'serve'): void {
+    super.beforeRegister(method)
     if (this.opts.workers > 0) {
       throw new ConfigError('workers', `replica.${method}() on the main thread: with workers, handlers run in the workers; register them in the handlers module`)
     }

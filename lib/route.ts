@@ -1,3 +1,5 @@
+import { InvalidArgumentError } from './errors.js'
+
 const cache = new Map<string, number>()
 
 /**
@@ -7,6 +9,7 @@ const cache = new Map<string, number>()
 export function routeId(name: string): number {
   let id = cache.get(name)
   if (id !== undefined) return id
+  if (typeof name !== 'string') throw new InvalidArgumentError('name', 'a string (a route name)', name)
   let h = 0x811c9dc5
   for (const b of Buffer.from(name, 'utf8')) {
     h ^= b

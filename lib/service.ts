@@ -1,5 +1,6 @@
 import type { Codec } from './codec.js'
 import type { CallOptions } from './client.js'
+import { InvalidArgumentError } from './errors.js'
 import type { RequestContext } from './request.js'
 
 /** Any codec, as a method definition may hold it. */
@@ -44,10 +45,60 @@ export function defineService<const M extends Record<string, MethodDefinition>>(
   name: string,
   methods: M,
 ): ServiceDefinition<M> {
-  if (typeof name !== 'string' || name.length === 0 || name.includes('.')) {
-    throw new TypeError('service name must be a non-empty string without "."')
-  }
+  checkServiceName('name', name)
+  checkMethods('methods', methods)
   return { name, methods }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function checkServiceName(parameter: string, name: unknown): void {
+  if (typeof name !== 'string' || name.length === 0 || name.includes('.')) {
+    throw new InvalidArgumentError(parameter, 'a non-empty string without "."', name)
+  }
+}
+
+function checkMethods(parameter: string, methods: unknown): void {
+  if (!isObject(methods)) {
+    throw new InvalidArgumentError(parameter, 'an object with one { request, response } codec pair per method', methods)
+  }
+  for (const [method, def] of Object.entries(methods)) {
+    if (method.length === 0) throw new InvalidArgumentError(parameter, 'method names that are non-empty', methods)
+    if (!isObject(def)) throw new InvalidArgumentError(`${parameter}.${method}`, 'a { request, response } codec pair', def)
+    for (const side of ['request', 'response'] as const) {
+      const c = def[side] as { encode?: unknown; decode?: unknown } | undefined
+      if (!isObject(c) || typeof c.encode !== 'function' || typeof c.decode !== 'function') {
+        throw new InvalidArgumentError(`${parameter}.${method}.${side}`, 'a codec (an object with encode and decode functions)', c)
+      }
+    }
+  }
+}
+
+/** @internal a service definition handed to `serve` or `client.service` (made by `defineService`, or by hand). */
+export function checkServiceDefinition(parameter: string, def: unknown): asserts def is ServiceDefinition<Record<string, MethodDefinition>> {
+  if (!isObject(def)) throw new InvalidArgumentError(parameter, 'a service definition from defineService()', def)
+  checkServiceName(`${parameter}.name`, def.name)
+  checkMethods(`${parameter}.methods`, def.methods)
+}
+
+/**
+ * @internal encodes a typed call's value with its codec; a value of the
+ * wrong kind (the codec refuses it, or returns something other than bytes)
+ * is `INVALID_ARGUMENT` naming `parameter`.
+ */
+export function encodeWith(codec: AnyCodec, value: unknown, parameter: string): Uint8Array {
+  let out: unknown
+  try {
+    out = (codec.encode as (v: unknown) => unknown)(value)
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw new InvalidArgumentError(parameter, err.expected, value)
+    throw err
+  }
+  if (out instanceof Uint8Array) return out
+  if (ArrayBuffer.isView(out)) return new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
+  throw new InvalidArgumentError(parameter, 'a value its codec encodes to bytes (the codec returned something else)', value)
 }
 
 /** The route a method travels on. */

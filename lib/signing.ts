@@ -3,7 +3,9 @@
 // (docs/PROTOCOL.md §3 "Signed frames"), its public key from the cluster.
 import { createPublicKey, verify } from 'node:crypto'
 
+import { checkReplicaId, viewBytes } from './args.js'
 import { type ClusterConfig, decodeKey } from './config.js'
+import { InvalidArgumentError } from './errors.js'
 import { routeId } from './route.js'
 
 const LABEL = Buffer.from('nexres-rpc/1 signed', 'latin1')
@@ -20,11 +22,27 @@ export interface SignedMessage {
 
 /** The exact bytes a replica signs for a broadcast with `{ sign: true }`. */
 export function signedBytes(clusterId: string, msg: Omit<SignedMessage, 'signature'>): Buffer {
+  if (typeof clusterId !== 'string' || clusterId.length === 0 || Buffer.byteLength(clusterId) > 255) {
+    throw new InvalidArgumentError('clusterId', 'a cluster id (1-255 bytes of UTF-8)', clusterId)
+  }
+  const { from, route, payload } = checkMessage(msg)
   const cid = Buffer.from(clusterId, 'utf8')
   const ids = Buffer.alloc(8)
-  ids.writeUInt32LE(msg.from >>> 0, 0)
-  ids.writeUInt32LE(typeof msg.route === 'number' ? msg.route >>> 0 : routeId(msg.route), 4)
-  return Buffer.concat([LABEL, Buffer.from([cid.length]), cid, ids, msg.payload])
+  ids.writeUInt32LE(from, 0)
+  ids.writeUInt32LE(typeof route === 'number' ? route : routeId(route), 4)
+  return Buffer.concat([LABEL, Buffer.from([cid.length]), cid, ids, payload])
+}
+
+function checkMessage(msg: unknown): { from: number; route: string | number; payload: Uint8Array } {
+  if (typeof msg !== 'object' || msg === null) throw new InvalidArgumentError('msg', 'an object { from, route, payload }', msg)
+  const m = msg as { from?: unknown; route?: unknown; payload?: unknown }
+  checkReplicaId('msg.from', m.from)
+  const route = m.route
+  if (!(typeof route === 'string' && route.length > 0) && !(typeof route === 'number' && Number.isInteger(route) && route >= 0 && route <= 0xffffffff)) {
+    throw new InvalidArgumentError('msg.route', 'a route name or a route id (an integer in [0, 2^32 - 1])', route)
+  }
+  const payload = m.payload instanceof Uint8Array ? m.payload : viewBytes('msg.payload', m.payload, 'a Uint8Array (or another ArrayBufferView)')
+  return { from: m.from, route, payload }
 }
 
 /**
@@ -33,9 +51,15 @@ export function signedBytes(clusterId: string, msg: Omit<SignedMessage, 'signatu
  * for any other signature, an unknown sender or a sender without a key.
  */
 export function verifySigned(cluster: ClusterConfig, msg: SignedMessage): boolean {
-  const r = cluster.replicas.find((x) => x.id === msg.from)
-  if (r === undefined || r.publicKey === undefined || msg.signature.length !== 64) return false
+  if (typeof cluster !== 'object' || cluster === null || typeof cluster.id !== 'string' || !Array.isArray(cluster.replicas)) {
+    throw new InvalidArgumentError('cluster', 'a cluster configuration { id, replicas }', cluster)
+  }
+  const { from } = checkMessage(msg)
+  const sig = msg.signature as unknown
+  const signature = sig instanceof Uint8Array ? sig : viewBytes('msg.signature', sig, 'a Uint8Array (or another ArrayBufferView) of 64 bytes')
+  const r = cluster.replicas.find((x) => x?.id === from)
+  if (r === undefined || r.publicKey === undefined || signature.length !== 64) return false
   const raw = decodeKey('publicKey', r.publicKey)
   const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' })
-  return verify(null, signedBytes(cluster.id, msg), key, msg.signature)
+  return verify(null, signedBytes(cluster.id, msg), key, signature)
 }

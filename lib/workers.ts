@@ -31,10 +31,19 @@ export interface PoolHooks {
 }
 
 const READY_TIMEOUT_MS = 30_000
+/** Delay before restarting a worker that died after its setup. */
 const RESTART_DELAY_MS = 100
+/**
+ * A restarted worker that fails again during its setup (the handlers module
+ * throws or does not load) is retried after a delay doubling from
+ * RESTART_DELAY_MS up to this; a setup that succeeds resets it.
+ */
+const RESTART_MAX_DELAY_MS = 30_000
 
 export class WorkerPool {
   private readonly workers: (Worker | undefined)[]
+  /** Per worker: startups in a row that failed (reset when one completes its setup). */
+  private readonly startupFailures: number[]
   private readonly entry = new URL('./worker-main.js', import.meta.url)
   private stopping = false
   private readonly readyAll: Promise<void>
@@ -46,8 +55,9 @@ export class WorkerPool {
     private readonly hooks: PoolHooks,
   ) {
     this.workers = new Array<Worker | undefined>(opts.workers).fill(undefined)
+    this.startupFailures = new Array<number>(opts.workers).fill(0)
     const starting: Promise<void>[] = []
-    for (let i = 0; i < opts.workers; i++) starting.push(this.spawn(i))
+    for (let i = 0; i < opts.workers; i++) starting.push(this.spawn(i, false))
     this.readyAll = Promise.all(starting).then(() => undefined)
     this.readyAll.catch(() => undefined) // observed by ready()
   }
@@ -57,12 +67,15 @@ export class WorkerPool {
     return this.readyAll
   }
 
-  /** Worker threads restarted after dying. */
+  /** Worker threads restarted after dying (each attempt counts). */
   get restarted(): number {
     return this.restarts
   }
 
-  private spawn(index: number): Promise<void> {
+  // Starts worker `index`. The first start of each worker rejects the
+  // returned promise (and so Replica.start) if its setup fails; a restart's
+  // setup failure is reported as 'error' and retried with backoff.
+  private spawn(index: number, restart: boolean): Promise<void> {
     const boot: WorkerBoot = {
       key: this.key,
       index,
@@ -81,23 +94,31 @@ export class WorkerPool {
     this.workers[index] = w
     return new Promise<void>((resolve, reject) => {
       let settled = false
+      let ready = false
+      let failure: Error | undefined
       const timer = setTimeout(() => {
         settle(new TimeoutError(`worker ${index}: handlers module did not finish setup in ${READY_TIMEOUT_MS} ms`))
+        void w.terminate()
       }, READY_TIMEOUT_MS)
       const settle = (err?: Error): void => {
         if (settled) return
         settled = true
         clearTimeout(timer)
+        failure = err
         if (err) reject(err)
         else resolve()
       }
       w.on('message', (m: WorkerReport) => {
         switch (m.type) {
           case 'ready':
+            ready = true
+            this.startupFailures[index] = 0
             settle()
             break
           case 'setup-failed':
             settle(new ConfigError('handlers', `worker ${index} could not set up ${this.opts.handlers}: ${m.message}`))
+            // Whatever the module left running (a timer, a socket) must not keep it alive.
+            void w.terminate()
             break
           case 'error': {
             const err = new Error(m.message)
@@ -115,19 +136,35 @@ export class WorkerPool {
         }
       })
       w.on('error', (err) => {
-        // An uncaught exception ended the worker: report it; 'exit' restarts.
-        settle(err)
-        this.hooks.error(err, { from: 0, route: '' })
+        // An uncaught exception ended the worker. After its setup: report it
+        // ('exit' restarts it). During its setup: that is a failed start.
+        if (ready) this.hooks.error(err, { from: 0, route: '' })
+        else settle(err)
       })
       w.on('exit', () => {
+        clearTimeout(timer)
         if (this.workers[index] === w) this.workers[index] = undefined
         settle(new ConfigError('handlers', `worker ${index} exited during setup`))
-        if (this.stopping || !settled) return
+        if (this.stopping) return
+        // A first start that failed fails Replica.start (which closes): no restart.
+        if (!ready && !restart) return
+        let delay = RESTART_DELAY_MS
+        if (!ready) {
+          const failures = ++this.startupFailures[index]!
+          delay = Math.min(RESTART_DELAY_MS * 2 ** failures, RESTART_MAX_DELAY_MS)
+          // (A ConfigError's message starts with its field: keep the rest.)
+          const why = failure instanceof ConfigError ? failure.message.slice(failure.field.length + 2) : (failure?.message ?? 'exited during setup')
+          this.hooks.error(
+            new ConfigError('handlers', `restarted worker ${index} failed during setup (${failures} in a row): ${why}; next attempt in ${delay} ms`),
+            { from: 0, route: '' },
+          )
+        }
         setTimeout(() => {
           if (this.stopping || this.workers[index] !== undefined) return
           this.restarts++
-          this.spawn(index).catch((err: unknown) => this.hooks.error(err, { from: 0, route: '' }))
-        }, RESTART_DELAY_MS).unref()
+          // A failed setup is reported when that worker exits (above).
+          this.spawn(index, true).catch(() => undefined)
+        }, delay).unref()
       })
     })
   }
