@@ -1,7 +1,7 @@
 export { Replica } from './replica.js'
 export { WorkerReplica } from './worker.js'
 export type { WorkerReplicaEvents } from './worker.js'
-export type { Handler } from './endpoint.js'
+export type { Handler, UnroutedInfo } from './endpoint.js'
 export type {
   ClientConnectionStats,
   CloseResult,
