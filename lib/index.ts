@@ -14,7 +14,7 @@ export type {
 } from './replica.js'
 export { Message } from './message.js'
 export { Client } from './client.js'
-export type { CallOptions, ClientEvents, ClientOptions, Endpoint } from './client.js'
+export type { CallOptions, ClientEvents, ClientLimits, ClientOptions, Endpoint } from './client.js'
 export { RequestContext } from './request.js'
 export type { ClientInfo, RequestHandler } from './request.js'
 export { defineService } from './service.js'
@@ -49,4 +49,4 @@ export {
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-export type { ErrorCode } from './errors.js'
+export type { ConnectionFailure, ErrorCode } from './errors.js'
