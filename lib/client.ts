@@ -196,7 +196,12 @@ export class Client {
     this.inFlightLimit = this.opts.maxInFlight
   }
 
-  /** Connects (trying each endpoint in turn) and completes the handshake. */
+  /**
+   * Connects (trying each endpoint in turn; with `waitForReady`, round after
+   * round for up to `connectTimeoutMs`) and completes the handshake. Rejects
+   * with `CONNECTION_LOST` or `TIMEOUT` carrying each endpoint's cause
+   * (`cause`, `reasonCode`/`reason`, `errors`: see `ConnectionFailure`).
+   */
   static async connect(options: ClientOptions): Promise<Client> {
     const c = new Client(options)
     await c.ensureConnected(c.opts.waitForReady)
