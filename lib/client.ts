@@ -6,6 +6,7 @@ import {
   AbortedError,
   ClosedError,
   ConfigError,
+  type ConnectionFailure,
   ConnectionLostError,
   RemoteError,
   RequestTooLargeError,
@@ -24,9 +25,12 @@ import {
   KIND_REJECT,
   KIND_REPLY,
   KIND_REQUEST,
+  MAX_REJECT_BODY,
   PROTOCOL_VERSION,
+  REJECT_BAD_FRAME,
   WELCOME_CLIENT,
   decodeErrorBody,
+  rejectReasonName,
 } from './wire.js'
 
 export interface Endpoint {
@@ -44,14 +48,33 @@ export interface ClientOptions {
   clusterId?: string
   /** Default per-call timeout in ms (default 30000). */
   timeoutMs?: number
-  /** Calls in flight at once (default 1024); see `whenFull`. */
+  /**
+   * Calls in flight at once; see `whenFull`. Default: the replica's
+   * `maxClientInFlight` as its CLIENT_WELCOME announces it (1024 before the
+   * first connection, or with a replica that announces none).
+   */
   maxInFlight?: number
   /** At `maxInFlight`: wait for room (default) or reject with `TOO_MANY_REQUESTS`. */
   whenFull?: 'wait' | 'reject'
-  /** Largest request sent, in bytes (default 4 MiB, the server's default). */
+  /**
+   * Largest request sent, in bytes. Default: the replica's `maxRequestBytes`
+   * as its CLIENT_WELCOME announces it (4 MiB, the server's default, before
+   * the first connection or with a replica that announces none). A value
+   * given here applies as well: the smaller of the two wins. A larger call
+   * rejects alone with `REQUEST_TOO_LARGE`, without I/O.
+   */
   maxRequestBytes?: number
-  /** Deadline for connecting plus the handshake, in ms (default 5000). */
+  /**
+   * Deadline for connecting plus the handshake, in ms (default 5000): per
+   * attempt, or with `waitForReady` for all of `Client.connect`'s attempts.
+   */
   connectTimeoutMs?: number
+  /**
+   * `Client.connect` only: instead of one round over the replicas, keep
+   * trying (with the `reconnect` backoff) until one accepts, for at most
+   * `connectTimeoutMs` in all; then reject with the last cause.
+   */
+  waitForReady?: boolean
   /** Backoff between reconnection attempts, in ms (default 50 doubling to 2000). */
   reconnect?: { minMs?: number; maxMs?: number }
 }
@@ -94,10 +117,21 @@ function checkCallOptions(options: CallOptions | undefined): void {
 
 export interface ClientEvents {
   connect: [endpoint: Endpoint]
+  /** `reason` says why (e.g. `connection reset by the replica (ECONNRESET)`, `refused by the replica: IDLE_TIMEOUT: ...`). */
   disconnect: [endpoint: Endpoint, reason: string]
 }
 
+/** The limits a client applies to its calls (see `client.limits`). */
+export interface ClientLimits {
+  /** Largest request sent, in bytes. */
+  maxRequestBytes: number
+  /** Calls in flight at once. */
+  maxInFlight: number
+}
+
 interface Pending {
+  /** The route the call named (for error messages). */
+  route: string
   resolve(value: Uint8Array): void
   reject(err: Error): void
   deadline: number
@@ -110,6 +144,11 @@ const EMPTY_CALL_OPTIONS: CallOptions = Object.freeze({})
 
 const STAGE_BYTES = 256 * 1024
 const LARGE_BYTES = 16 * 1024
+/** Largest reply frame accepted; a longer header is a protocol error. */
+const MAX_REPLY_BYTES = 1024 * 1024 * 1024
+const DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+const DEFAULT_MAX_IN_FLIGHT = 1024
+const EMPTY = Buffer.alloc(0)
 
 /**
  * A user client of a replica's client port: pipelined calls over one
@@ -144,8 +183,18 @@ export class Client {
   private pos = 0
   private large: Buffer[] = []
   private flushScheduled = false
-  private leftover: Buffer | undefined
+  // A reply frame split across reads: its slices so far (joined once, when
+  // complete), their byte count, and the frame's full size once its header
+  // is in (0 before).
+  private parts: Buffer[] = []
+  private partBytes = 0
+  private partNeed = 0
   private sweepTimer: NodeJS.Timeout | undefined
+  // Limits in force: the options, or the replica's announced limits (§6).
+  private requestLimit: number
+  private inFlightLimit: number
+  private readonly ownRequestLimit: boolean
+  private readonly ownInFlightLimit: boolean
 
   private constructor(options: ClientOptions) {
     if (typeof options !== 'object' || options === null || Array.isArray(options)) {
@@ -179,26 +228,35 @@ export class Client {
     this.opts = {
       clusterId,
       timeoutMs: positive('timeoutMs', options.timeoutMs, 30_000),
-      maxInFlight: positive('maxInFlight', options.maxInFlight, 1024),
+      maxInFlight: positive('maxInFlight', options.maxInFlight, DEFAULT_MAX_IN_FLIGHT),
       whenFull: options.whenFull ?? 'wait',
-      maxRequestBytes: positive('maxRequestBytes', options.maxRequestBytes, 4 * 1024 * 1024),
+      maxRequestBytes: positive('maxRequestBytes', options.maxRequestBytes, DEFAULT_MAX_REQUEST_BYTES),
       connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5000),
+      waitForReady: options.waitForReady ?? false,
       minMs: positive('reconnect.minMs', rc.minMs, 50),
       maxMs: positive('reconnect.maxMs', rc.maxMs, 2000),
     }
     if (this.opts.whenFull !== 'wait' && this.opts.whenFull !== 'reject') throw new ConfigError('whenFull', `must be 'wait' or 'reject', got ${describeValue(this.opts.whenFull)}`)
     if (Buffer.byteLength(this.opts.clusterId) > 255) throw new ConfigError('clusterId', 'must be at most 255 bytes')
     if (this.opts.maxMs < this.opts.minMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${this.opts.minMs})`)
+    if (typeof this.opts.waitForReady !== 'boolean') throw new ConfigError('waitForReady', `must be a boolean, got ${typeof this.opts.waitForReady}`)
     this.backoffMs = this.opts.minMs
+    this.ownRequestLimit = options.maxRequestBytes !== undefined
+    this.ownInFlightLimit = options.maxInFlight !== undefined
+    this.requestLimit = this.opts.maxRequestBytes
+    this.inFlightLimit = this.opts.maxInFlight
   }
 
   /**
-   * Connects (trying each endpoint in turn) and completes the handshake.
-   * Rejects with `CONFIG_INVALID` naming a bad or unknown option.
+   * Connects (trying each endpoint in turn; with `waitForReady`, round after
+   * round for up to `connectTimeoutMs`) and completes the handshake. Rejects
+   * with `CONNECTION_LOST` or `TIMEOUT` carrying each endpoint's cause
+   * (`cause`, `reasonCode`/`reason`, `errors`: see `ConnectionFailure`),
+   * or `CONFIG_INVALID` naming a bad or unknown option.
    */
   static async connect(options: ClientOptions): Promise<Client> {
     const c = new Client(options)
-    await c.ensureConnected()
+    await c.ensureConnected(c.opts.waitForReady)
     return c
   }
 
@@ -210,6 +268,14 @@ export class Client {
   /** Calls in flight. */
   get inFlight(): number {
     return this.pending.size
+  }
+
+  /**
+   * The limits in force: `maxRequestBytes` and `maxInFlight` as given, or as
+   * the replica announced them in its CLIENT_WELCOME (see `ClientOptions`).
+   */
+  get limits(): ClientLimits {
+    return { maxRequestBytes: this.requestLimit, maxInFlight: this.inFlightLimit }
   }
 
   /**
@@ -230,13 +296,13 @@ export class Client {
       return Promise.reject(err)
     }
     if (this.closed) return Promise.reject(new ClosedError('client'))
-    if (body.length > this.opts.maxRequestBytes) {
-      return Promise.reject(new RequestTooLargeError(body.length, this.opts.maxRequestBytes))
+    if (body.length > this.requestLimit) {
+      return Promise.reject(new RequestTooLargeError(body.length, this.requestLimit))
     }
     const signal = options.signal
     if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason))
-    if (this.socket !== undefined && this.pending.size < this.opts.maxInFlight) {
-      return this.issue(routeId(route), body, options.timeoutMs ?? this.opts.timeoutMs, signal)
+    if (this.socket !== undefined && this.pending.size < this.inFlightLimit) {
+      return this.issue(route, body, options.timeoutMs ?? this.opts.timeoutMs, signal)
     }
     return this.callSlow(route, body, options)
   }
@@ -280,16 +346,18 @@ export class Client {
     const signal = options.signal
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs
     const deadline = Date.now() + timeoutMs
-    while (!this.closed && (this.socket === undefined || this.pending.size >= this.opts.maxInFlight)) {
+    while (!this.closed && (this.socket === undefined || this.pending.size >= this.inFlightLimit)) {
       if (this.socket === undefined) {
         await this.ensureConnected()
         continue
       }
-      if (this.opts.whenFull === 'reject') throw new TooManyRequestsError(this.opts.maxInFlight)
+      if (this.opts.whenFull === 'reject') throw new TooManyRequestsError(this.inFlightLimit)
       await this.waitForRoom(deadline, signal)
     }
     if (this.closed) throw new ClosedError('client')
-    return this.issue(routeId(route), body, Math.max(1, deadline - Date.now()), signal)
+    // The replica connected meanwhile may announce a smaller limit.
+    if (body.length > this.requestLimit) throw new RequestTooLargeError(body.length, this.requestLimit)
+    return this.issue(route, body, Math.max(1, deadline - Date.now()), signal)
   }
 
   private waitForRoom(deadline: number, signal: AbortSignal | undefined): Promise<void> {
@@ -316,13 +384,13 @@ export class Client {
     })
   }
 
-  private issue(route: number, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  private issue(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
     let id = (this.nextId + 1) >>> 0
     while (this.pending.has(id)) id = (id + 1) >>> 0
     this.nextId = id
-    this.writeFrame(route, id, body)
+    this.writeFrame(routeId(route), id, body)
     return new Promise<Uint8Array>((resolve, reject) => {
-      const p: Pending = { resolve, reject, deadline: Date.now() + timeoutMs, signal, onAbort: undefined }
+      const p: Pending = { route, resolve, reject, deadline: Date.now() + timeoutMs, signal, onAbort: undefined }
       if (signal !== undefined) {
         p.onAbort = () => {
           if (this.pending.get(id) !== p) return
@@ -398,39 +466,92 @@ export class Client {
     this.pos = 0
   }
 
+  // Replies are parsed in place in each chunk the socket delivers. A frame
+  // split across reads is kept as the list of its slices and joined once,
+  // when its last byte arrives (its size is known from its header), so each
+  // byte is copied at most once; joining the remainder with every new chunk
+  // copied a large reply again on each read (quadratic in its size).
   private onData(chunk: Buffer): void {
-    let buf = chunk
-    if (this.leftover !== undefined) {
-      buf = Buffer.concat([this.leftover, chunk])
-      this.leftover = undefined
-    }
     let p = 0
-    const end = buf.length
-    while (end - p >= HEADER_BYTES) {
-      const len = buf.readUInt32LE(p)
-      const kind = buf[p + 12]!
-      if (len > 1024 * 1024 * 1024) return this.protocolError(`reply of ${len} bytes`)
-      if (end - p - HEADER_BYTES < len) break
-      const id = buf.readUInt32LE(p + 16)
-      const body = buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + len)
-      p += HEADER_BYTES + len
-      if (kind === KIND_REPLY || kind === KIND_ERROR) {
-        const entry = this.pending.get(id)
-        if (entry === undefined) continue // timed out or aborted meanwhile
-        this.settle(id, entry)
-        if (kind === KIND_REPLY) entry.resolve(body)
-        else {
-          const e = decodeErrorBody(body)
-          entry.reject(new RemoteError(e.code, e.message))
-        }
-      } else if (kind === KIND_REJECT) {
-        const e = body.length >= 2 ? body.subarray(2).toString('utf8') : ''
-        return this.protocolError(`refused by the replica: ${e}`)
-      } else {
-        return this.protocolError(`unexpected frame kind ${kind}`)
-      }
+    if (this.partBytes > 0) {
+      p = this.continueFrame(chunk)
+      if (p < 0) return
     }
-    if (p < end) this.leftover = buf.subarray(p)
+    const end = chunk.length
+    while (end - p >= HEADER_BYTES) {
+      const len = chunk.readUInt32LE(p)
+      if (len > MAX_REPLY_BYTES) return this.protocolError(`reply of ${len} bytes`)
+      if (end - p - HEADER_BYTES < len) break
+      if (!this.onFrame(chunk, p, len)) return
+      p += HEADER_BYTES + len
+    }
+    if (p < end) {
+      this.parts.push(chunk.subarray(p))
+      this.partBytes = end - p
+      this.partNeed = end - p >= HEADER_BYTES ? HEADER_BYTES + chunk.readUInt32LE(p) : 0
+    }
+  }
+
+  // Adds the head of `chunk` to the frame in progress. Returns where that
+  // frame ends in `chunk`, or -1 when it needs more bytes (or the connection
+  // failed).
+  private continueFrame(chunk: Buffer): number {
+    let p = 0
+    if (this.partNeed === 0) {
+      // Header incomplete: take what completes it, then learn the size.
+      p = Math.min(HEADER_BYTES - this.partBytes, chunk.length)
+      this.parts.push(chunk.subarray(0, p))
+      this.partBytes += p
+      if (this.partBytes < HEADER_BYTES) return -1
+      const header = Buffer.concat(this.parts, HEADER_BYTES)
+      this.parts = [header]
+      const len = header.readUInt32LE(0)
+      if (len > MAX_REPLY_BYTES) {
+        this.protocolError(`reply of ${len} bytes`)
+        return -1
+      }
+      this.partNeed = HEADER_BYTES + len
+    }
+    const take = Math.min(this.partNeed - this.partBytes, chunk.length - p)
+    if (take > 0) {
+      this.parts.push(chunk.subarray(p, p + take))
+      this.partBytes += take
+      p += take
+    }
+    if (this.partBytes < this.partNeed) return -1
+    const frame = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.partNeed)
+    this.resetPartial()
+    return this.onFrame(frame, 0, frame.length - HEADER_BYTES) ? p : -1
+  }
+
+  private resetPartial(): void {
+    this.parts = []
+    this.partBytes = 0
+    this.partNeed = 0
+  }
+
+  // One whole frame at buf[p..]; false when it ended the connection.
+  private onFrame(buf: Buffer, p: number, len: number): boolean {
+    const kind = buf[p + 12]!
+    if (kind === KIND_REPLY || kind === KIND_ERROR) {
+      const id = buf.readUInt32LE(p + 16)
+      const entry = this.pending.get(id)
+      if (entry === undefined) return true // timed out or aborted meanwhile
+      this.settle(id, entry)
+      const body = buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + len)
+      if (kind === KIND_REPLY) entry.resolve(body)
+      else entry.reject(remoteError(decodeErrorBody(body), entry.route))
+      return true
+    }
+    if (kind === KIND_REJECT && len >= 2) {
+      // The replica closes the connection, saying why (§3, §4).
+      const reasonCode = rejectReasonName(buf.readUInt16LE(p + HEADER_BYTES))
+      const reason = buf.toString('utf8', p + HEADER_BYTES + 2, p + HEADER_BYTES + Math.min(len, MAX_REJECT_BODY))
+      this.socket?.destroy(new ConnectionLostError(`refused by the replica: ${reasonCode}: ${reason}`, undefined, { reasonCode, reason }))
+      return false
+    }
+    this.protocolError(`unexpected frame kind ${kind}`)
+    return false
   }
 
   private settle(id: number, p: Pending): void {
@@ -441,7 +562,7 @@ export class Client {
   }
 
   private protocolError(reason: string): void {
-    this.socket?.destroy(new Error(reason))
+    this.socket?.destroy(new Error(`protocol error: ${reason}`))
   }
 
   private failAll(err: Error): void {
@@ -468,76 +589,105 @@ export class Client {
     this.sweepTimer.unref()
   }
 
-  private ensureConnected(): Promise<void> {
+  private ensureConnected(waitForReady = false): Promise<void> {
     if (this.socket !== undefined) return Promise.resolve()
     if (this.closed) return Promise.reject(new ClosedError('client'))
-    this.connecting ??= this.connectLoop().finally(() => {
+    this.connecting ??= this.connectLoop(waitForReady).finally(() => {
       this.connecting = undefined
     })
     return this.connecting
   }
 
-  // Tries each endpoint once, with backoff between rounds of failures;
-  // rejects with CONNECTION_LOST after a full round without success.
-  private async connectLoop(): Promise<void> {
-    let lastError: unknown
-    for (let tries = 0; tries < this.endpoints.length; tries++) {
-      const wait = this.nextAttemptAt - Date.now()
+  // Tries each endpoint once, with backoff between failures, and rejects
+  // after a full round without success; with `waitForReady`, goes on round
+  // after round until connectTimeoutMs has passed. The rejection lists each
+  // endpoint's last failure.
+  private async connectLoop(waitForReady: boolean): Promise<void> {
+    const n = this.endpoints.length
+    const limitMs = this.opts.connectTimeoutMs
+    const deadline = Date.now() + limitMs
+    const last: (Error | undefined)[] = new Array<Error | undefined>(n)
+    let latest: Error | undefined
+    for (let tries = 0; waitForReady || tries < n; tries++) {
+      let wait = this.nextAttemptAt - Date.now()
+      if (waitForReady) wait = Math.min(wait, deadline - Date.now())
       if (wait > 0) await new Promise((r) => setTimeout(r, wait))
       if (this.closed) throw new ClosedError('client')
-      const ep = this.endpoints[this.endpointIndex % this.endpoints.length]!
+      const budget = waitForReady ? deadline - Date.now() : limitMs
+      if (budget <= 0) break
+      const i = this.endpointIndex % n
       try {
-        await this.open(ep)
+        await this.open(this.endpoints[i]!, budget)
         this.backoffMs = this.opts.minMs
         this.nextAttemptAt = 0
         return
       } catch (err) {
-        lastError = err
+        const e = err instanceof Error ? err : new Error(String(err))
+        // A timeout only because waitForReady's deadline cut the attempt
+        // short says less than what this endpoint answered before.
+        if (!(budget < limitMs && e instanceof TimeoutError && last[i] !== undefined)) {
+          last[i] = e
+          latest = e
+        }
         this.endpointIndex++
         const d = this.backoffMs
         this.nextAttemptAt = Date.now() + d / 2 + Math.random() * (d / 2)
         this.backoffMs = Math.min(d * 2, this.opts.maxMs)
       }
     }
-    const msg = lastError instanceof Error ? lastError.message : String(lastError)
-    throw new ConnectionLostError(`cannot reach a replica: ${msg}`, lastError)
+    if (this.closed) throw new ClosedError('client')
+    const errors = last.filter((e): e is Error => e !== undefined)
+    const within = waitForReady ? ` within connectTimeoutMs (${limitMs} ms, waitForReady)` : ''
+    if (latest === undefined) throw new TimeoutError(`cannot reach a replica${within}: no attempt was made`, { errors })
+    const f = latest as Error & ConnectionFailure
+    const text = `cannot reach a replica${within}: ${errors.map((e) => e.message).join('; ')}`
+    const details: ConnectionFailure = { endpoint: f.endpoint, reasonCode: f.reasonCode, reason: f.reason, errors }
+    const cause = f.cause ?? latest
+    if (errors.every((e) => e instanceof TimeoutError)) throw new TimeoutError(text, { ...details, cause })
+    throw new ConnectionLostError(text, cause, details)
   }
 
-  private open(ep: Endpoint): Promise<void> {
+  // One connection attempt: TCP connect, CLIENT_HELLO, CLIENT_WELCOME within
+  // `timeoutMs`. Rejects with an error naming the endpoint and the cause.
+  private open(ep: Endpoint, timeoutMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      const where = `${ep.host}:${ep.port}`
       const s = net.connect({ host: ep.host, port: ep.port, noDelay: true })
       let welcomed = false
-      let hello = Buffer.alloc(0)
-      const timer = setTimeout(() => s.destroy(new Error(`no handshake within ${this.opts.connectTimeoutMs} ms`)), this.opts.connectTimeoutMs)
+      let tcpUp = false
+      let failure: Error | undefined // why the handshake failed, once known
+      let socketError: Error | undefined
+      let hello: Buffer = EMPTY
+      const fail = (err: Error): void => {
+        failure ??= err
+        s.destroy()
+      }
+      const budget = timeoutMs === this.opts.connectTimeoutMs ? `connectTimeoutMs (${timeoutMs} ms)` : `${timeoutMs} ms (what was left of connectTimeoutMs)`
+      const timer = setTimeout(() => {
+        const what = tcpUp ? 'the handshake got no answer' : 'the TCP connection was not established'
+        fail(new TimeoutError(`${where}: ${what} within ${budget}`, { endpoint: ep }))
+      }, timeoutMs)
       const onHandshake = (chunk: Buffer): void => {
-        hello = Buffer.concat([hello, chunk])
-        if (hello.length < HEADER_BYTES) return
-        if (hello.readUInt32LE(0) !== HELLO_MAGIC) {
-          const kind = hello[12]
-          const text = kind === KIND_REJECT && hello.length > HEADER_BYTES + 2 ? hello.subarray(HEADER_BYTES + 2).toString('utf8') : 'bad handshake'
-          s.destroy(new Error(`refused: ${text}`))
-          return
-        }
-        if (hello.length < HELLO_FIXED_BYTES) return
-        const bodyLen = hello.readUInt32LE(24)
-        if (hello.readUInt16LE(6) !== WELCOME_CLIENT || bodyLen > 4096) {
-          s.destroy(new Error('unexpected handshake answer'))
-          return
-        }
-        if (hello.length < HELLO_FIXED_BYTES + bodyLen) return
+        hello = hello.length === 0 ? chunk : Buffer.concat([hello, chunk])
+        const answer = readWelcome(hello, ep, false, this.opts.clusterId)
+        if (answer === undefined) return
+        if (answer instanceof Error) return fail(answer)
+        if (this.closed) return fail(new ClosedError('client'))
         welcomed = true
         clearTimeout(timer)
         s.off('data', onHandshake)
+        this.applyLimits(answer)
         this.socket = s
-        this.leftover = undefined
+        this.resetPartial()
         s.on('data', (d: Buffer) => this.onData(d))
-        const rest = hello.subarray(HELLO_FIXED_BYTES + bodyLen)
+        const rest = hello.subarray(answer.end)
         this.events.emit('connect', ep)
         resolve()
         if (rest.length > 0) this.onData(rest)
       }
       s.on('data', onHandshake)
       s.once('connect', () => {
+        tcpUp = true
         const cid = Buffer.from(this.opts.clusterId, 'utf8')
         const h = Buffer.alloc(HELLO_FIXED_BYTES + cid.length)
         h.writeUInt32LE(HELLO_MAGIC, 0)
@@ -549,21 +699,160 @@ export class Client {
         cid.copy(h, HELLO_FIXED_BYTES)
         s.write(h)
       })
-      s.on('error', () => {}) // 'close' follows and reports
+      // 'close' follows and reports.
+      s.on('error', (err) => {
+        socketError ??= err
+      })
       s.once('close', () => {
         clearTimeout(timer)
         if (!welcomed) {
-          reject(new Error(`connection to ${ep.host}:${ep.port} failed`))
+          let err = failure
+          if (err === undefined && hello.length > 0) {
+            const answer = readWelcome(hello, ep, true, this.opts.clusterId)
+            if (answer instanceof Error) err = answer
+          }
+          if (err === undefined && socketError !== undefined) {
+            err = new ConnectionLostError(`${where}: ${describeSocketError(socketError, ep)}`, socketError, { endpoint: ep })
+          }
+          err ??= new ConnectionLostError(
+            `${where}: the replica closed the connection without answering the handshake (at maxClientConnections, or not a nexres-rpc client port)`,
+            undefined,
+            { endpoint: ep },
+          )
+          reject(err)
           return
         }
         if (this.socket === s) this.socket = undefined
-        this.leftover = undefined
+        this.resetPartial()
         this.pos = 0
         this.large = []
-        this.failAll(new ConnectionLostError(`connection to ${ep.host}:${ep.port} lost`))
+        const why = this.closed ? 'closed by the client' : describeLoss(socketError, ep)
+        const f = socketError as (Error & ConnectionFailure) | undefined
+        this.failAll(
+          new ConnectionLostError(`connection to ${where} lost: ${why}`, socketError, { endpoint: ep, reasonCode: f?.reasonCode, reason: f?.reason }),
+        )
         for (const w of this.waiters.splice(0)) w()
-        this.events.emit('disconnect', ep, 'closed')
+        this.events.emit('disconnect', ep, why)
       })
     })
   }
+
+  // The limits in force after a CLIENT_WELCOME: the replica's, unless the
+  // options say otherwise (a request limit given applies too, the smaller
+  // wins: a larger request would cost the connection; an in-flight cap given
+  // is used as is: past the replica's, its TCP backpressure holds requests).
+  private applyLimits(announced: WelcomeLimits): void {
+    const r = announced.maxRequestBytes
+    this.requestLimit = r === undefined ? this.opts.maxRequestBytes : this.ownRequestLimit ? Math.min(r, this.opts.maxRequestBytes) : r
+    const f = announced.maxInFlight
+    this.inFlightLimit = f === undefined || f < 1 || this.ownInFlightLimit ? this.opts.maxInFlight : f
+  }
+}
+
+interface WelcomeLimits {
+  /** Bytes of the handshake answer (the rest of the read is replies). */
+  end: number
+  maxRequestBytes: number | undefined
+  maxInFlight: number | undefined
+}
+
+/**
+ * The replica's answer to CLIENT_HELLO in `b`: the CLIENT_WELCOME's size and
+ * limits, an error saying why not, or undefined while more bytes are needed
+ * (`closed`: no more will come).
+ */
+function readWelcome(b: Buffer, ep: Endpoint, closed: boolean, clusterId: string): WelcomeLimits | Error | undefined {
+  const where = `${ep.host}:${ep.port}`
+  const more = (): Error | undefined =>
+    closed ? new ConnectionLostError(`${where}: the replica closed the connection in the middle of its handshake answer`, undefined, { endpoint: ep }) : undefined
+  if (b.length < 4) return more()
+  if (b.readUInt32LE(0) !== HELLO_MAGIC) {
+    // A refusal is a REJECT frame (§3): header, u16 reason code, text.
+    if (b.length < HEADER_BYTES) return closed ? notClientPort(b, ep) : undefined
+    const len = b.readUInt32LE(0)
+    if (b[12] !== KIND_REJECT || len < 2 || len > MAX_REJECT_BODY) return notClientPort(b, ep)
+    if (b.length < HEADER_BYTES + len && !closed) return undefined
+    if (b.length < HEADER_BYTES + 2) return more()
+    const code = b.readUInt16LE(HEADER_BYTES)
+    const reasonCode = rejectReasonName(code)
+    const reason = b.toString('utf8', HEADER_BYTES + 2, Math.min(b.length, HEADER_BYTES + len))
+    let hint = ''
+    // A replica port reads our CLIENT_HELLO as a malformed replica HELLO.
+    if (code === REJECT_BAD_FRAME) hint = ": this looks like a replica port; clients connect to a replica's clientPort"
+    else if (reasonCode === 'WRONG_CLUSTER') hint = ` (the client asked for cluster "${clusterId}")`
+    return new ConnectionLostError(`${where} refused the connection: ${reasonCode}: ${reason}${hint}`, undefined, { endpoint: ep, reasonCode, reason })
+  }
+  if (b.length < HELLO_FIXED_BYTES) return more()
+  const version = b.readUInt16LE(4)
+  const type = b.readUInt16LE(6)
+  if (type !== WELCOME_CLIENT) {
+    return new ConnectionLostError(`${where} answered the CLIENT_HELLO with a handshake of type ${type}, not a CLIENT_WELCOME`, undefined, { endpoint: ep })
+  }
+  if (version !== PROTOCOL_VERSION) {
+    return new ConnectionLostError(`${where} speaks protocol version ${version}, this client ${PROTOCOL_VERSION}`, undefined, { endpoint: ep })
+  }
+  const bodyLen = b.readUInt32LE(24)
+  const cidLen = b[10]!
+  if (bodyLen > 4096 || cidLen > bodyLen) {
+    return new ConnectionLostError(`${where}: malformed CLIENT_WELCOME (body of ${bodyLen} bytes)`, undefined, { endpoint: ep })
+  }
+  if (b.length < HELLO_FIXED_BYTES + bodyLen) return more()
+  // Body (§6): cluster id, then u32 maxRequestBytes, u32 maxClientInFlight
+  // when the replica announces them (older ones do not).
+  const at = HELLO_FIXED_BYTES + cidLen
+  const extra = bodyLen - cidLen
+  return {
+    end: HELLO_FIXED_BYTES + bodyLen,
+    maxRequestBytes: extra >= 4 ? b.readUInt32LE(at) : undefined,
+    maxInFlight: extra >= 8 ? b.readUInt32LE(at + 4) : undefined,
+  }
+}
+
+function notClientPort(b: Buffer, ep: Endpoint): Error {
+  const head = b.subarray(0, 16).toString('hex')
+  return new ConnectionLostError(
+    `${ep.host}:${ep.port} is not a nexres-rpc client port: it answered the CLIENT_HELLO with bytes that are neither a CLIENT_WELCOME nor a REJECT (${head}...)`,
+    undefined,
+    { endpoint: ep },
+  )
+}
+
+/** A socket error in words, with its code (e.g. `connection refused (ECONNREFUSED)`). */
+function describeSocketError(err: Error, ep: Endpoint): string {
+  const code = (err as NodeJS.ErrnoException).code
+  switch (code) {
+    case 'ECONNREFUSED':
+      return `connection refused (ECONNREFUSED): nothing listens on port ${ep.port}`
+    case 'ENOTFOUND':
+      return `unknown host "${ep.host}" (ENOTFOUND)`
+    case 'EAI_AGAIN':
+      return `could not resolve "${ep.host}" (EAI_AGAIN)`
+    case 'ECONNRESET':
+      return 'connection reset by the replica (ECONNRESET)'
+    case 'EPIPE':
+      return 'the replica closed the connection while the client wrote (EPIPE)'
+    case 'ETIMEDOUT':
+      return 'connection timed out (ETIMEDOUT)'
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return `no route to ${ep.host} (${code})`
+    default:
+      return code !== undefined && !err.message.includes(code) ? `${err.message} (${code})` : err.message
+  }
+}
+
+/** Why an established connection ended, in words. */
+function describeLoss(err: Error | undefined, ep: Endpoint): string {
+  if (err === undefined) return 'the replica closed the connection'
+  if (err instanceof ConnectionLostError) return err.message // a refusal (REJECT frame)
+  return describeSocketError(err, ep)
+}
+
+/** An ERROR reply as a `RemoteError`; NO_SUCH_ROUTE names the route the call used. */
+function remoteError(e: { code: string; message: string }, route: string): RemoteError {
+  const name = JSON.stringify(route)
+  if (e.code === 'NO_SUCH_ROUTE' && !e.message.includes(name)) {
+    return new RemoteError(e.code, e.message.length > 0 ? `${e.message} (route ${name})` : `no handler for route ${name}`, route)
+  }
+  return new RemoteError(e.code, e.message, route)
 }

@@ -8,7 +8,7 @@ import { Message } from './message.js'
 import { CLIENT_FLAG, type FreshChunks, type NativeSender } from './native.js'
 import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
 import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
-import { routeId } from './route.js'
+import { routeId, routeName } from './route.js'
 import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, checkServiceDefinition, methodRoute } from './service.js'
 import { KIND_ERROR, encodeErrorBody } from './wire.js'
 
@@ -35,6 +35,28 @@ const NO_ROUTE: unique symbol = Symbol('no route')
  * acknowledged to its sender only then); copy it to keep it longer.
  */
 export type Handler = (msg: Message) => unknown
+
+/** A message for a route with no handler (the `'unrouted'` event). */
+export interface UnroutedInfo {
+  /** The sender's replica id. */
+  from: number
+  /** The route id from the frame (FNV-1a 32 of the name). */
+  route: number
+  /**
+   * The route's name, when this thread knows the one name with that id: it
+   * registered a handler for it (`on`, `handle`, `serve`, even if removed
+   * since) or sent, broadcast or called it. The wire carries only the id,
+   * so otherwise it is absent.
+   */
+  routeName?: string
+  /** Payload bytes. */
+  size: number
+}
+
+function unroutedInfo(from: number, route: number, size: number): UnroutedInfo {
+  const name = routeName(route)
+  return name === undefined ? { from, route, size } : { from, route, routeName: name, size }
+}
 
 /** @internal the limits the send side checks. */
 export interface EndpointLimits {
@@ -175,7 +197,7 @@ export abstract class Endpoint implements ReplySink {
       this.lifetime.signal.addEventListener('abort', onClose, { once: true })
     })
   }
-  protected abstract emitUnrouted(info: { from: number; route: number; size: number }): void
+  protected abstract emitUnrouted(info: UnroutedInfo): void
   protected abstract emitError(err: unknown, info: { from: number; route: string }): void
 
   /**
@@ -500,7 +522,7 @@ export abstract class Endpoint implements ReplySink {
           }
         } else {
           this.unroutedCount++
-          this.emitUnrouted({ from: peer, route, size: len })
+          this.emitUnrouted(unroutedInfo(peer, route, len))
         }
         p += HEADER_BYTES + len
       }
@@ -539,7 +561,9 @@ export abstract class Endpoint implements ReplySink {
       const entry = this.requestRoutes.get(route)
       if (entry === undefined) {
         this.unroutedCount++
-        const body = encodeErrorBody('NO_SUCH_ROUTE', `no handler for route id ${route} on replica ${this.id}`)
+        const name = routeName(route)
+        const what = name === undefined ? `route id ${route}` : `route ${JSON.stringify(name)} (id ${route})`
+        const body = encodeErrorBody('NO_SUCH_ROUTE', `no handler for ${what} on replica ${this.id}`)
         this.outbox.stage(dest, route, lo, hi, body, body.length, KIND_ERROR)
       } else {
         const req = new Uint8Array(copy, p - off + HEADER_BYTES, len)

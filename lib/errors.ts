@@ -77,17 +77,60 @@ export class ListenError extends NexresError {
   }
 }
 
-/** A wait (e.g. `waitForPeers`) ran out of time. */
-export class TimeoutError extends NexresError {
-  constructor(message: string) {
-    super('TIMEOUT', message)
+/**
+ * Why a client connection could not be made or was lost (fields of
+ * `ConnectionLostError` and of a connect `TimeoutError`).
+ */
+export interface ConnectionFailure {
+  /** The underlying error: a socket error (`code` `ECONNREFUSED`, `ENOTFOUND`, ...) or, when several attempts failed, the last attempt's cause. */
+  cause?: unknown
+  /** The replica address this is about (the last one tried). */
+  endpoint?: { host: string; port: number }
+  /** The replica refused the connection: its reason code (docs/PROTOCOL.md §4), e.g. `WRONG_CLUSTER`. */
+  reasonCode?: string
+  /** ...and its explanation, e.g. `cluster id does not match`. */
+  reason?: string
+  /** Connect failures: one error per replica tried, in the order of `replicas`, each its last attempt's failure. */
+  errors?: Error[]
+}
+
+function assignFailure(target: ConnectionFailure, d: ConnectionFailure | undefined): void {
+  if (d === undefined) return
+  if (d.endpoint !== undefined) target.endpoint = { host: d.endpoint.host, port: d.endpoint.port }
+  if (d.reasonCode !== undefined) target.reasonCode = d.reasonCode
+  if (d.reason !== undefined) target.reason = d.reason
+  if (d.errors !== undefined) target.errors = d.errors
+}
+
+/**
+ * A wait ran out of time: `waitForPeers`, a call, or a client connection
+ * whose handshake got no answer within `connectTimeoutMs` (then with the
+ * `ConnectionFailure` fields).
+ */
+export class TimeoutError extends NexresError implements ConnectionFailure {
+  declare readonly endpoint?: { host: string; port: number }
+  declare readonly reasonCode?: string
+  declare readonly reason?: string
+  declare readonly errors?: Error[]
+  constructor(message: string, details?: ConnectionFailure) {
+    super('TIMEOUT', message, details?.cause !== undefined ? { cause: details.cause } : undefined)
+    assignFailure(this, details)
   }
 }
 
-/** The connection to the replica was lost with the call in flight (or could not be made). */
-export class ConnectionLostError extends NexresError {
-  constructor(message: string, cause?: unknown) {
-    super('CONNECTION_LOST', message, { cause })
+/**
+ * The connection to the replica was lost with the call in flight, or could
+ * not be made; `cause`, `reasonCode`/`reason` (a refusal by the replica),
+ * `endpoint` and `errors` say why (see `ConnectionFailure`).
+ */
+export class ConnectionLostError extends NexresError implements ConnectionFailure {
+  declare readonly endpoint?: { host: string; port: number }
+  declare readonly reasonCode?: string
+  declare readonly reason?: string
+  declare readonly errors?: Error[]
+  constructor(message: string, cause?: unknown, details?: Omit<ConnectionFailure, 'cause'>) {
+    super('CONNECTION_LOST', message, cause !== undefined ? { cause } : undefined)
+    assignFailure(this, details)
   }
 }
 
@@ -118,9 +161,12 @@ export class TooManyRequestsError extends NexresError {
  */
 export class RemoteError extends NexresError {
   readonly remoteCode: string
-  constructor(remoteCode: string, message: string) {
+  /** The route the call named (set by `Client.call`). */
+  declare readonly route?: string
+  constructor(remoteCode: string, message: string, route?: string) {
     super('REMOTE_ERROR', `${remoteCode}: ${message}`)
     this.remoteCode = remoteCode
+    if (route !== undefined) this.route = route
   }
 }
 

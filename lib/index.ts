@@ -1,7 +1,7 @@
 export { Replica } from './replica.js'
 export { WorkerReplica } from './worker.js'
 export type { WorkerReplicaEvents } from './worker.js'
-export type { BroadcastOptions, Handler, SendAsyncOptions } from './endpoint.js'
+export type { BroadcastOptions, Handler, SendAsyncOptions, UnroutedInfo } from './endpoint.js'
 export type {
   ClientConnectionStats,
   CloseOptions,
@@ -16,7 +16,7 @@ export type {
 } from './replica.js'
 export { Message } from './message.js'
 export { Client } from './client.js'
-export type { CallOptions, ClientEvents, ClientOptions, Endpoint } from './client.js'
+export type { CallOptions, ClientEvents, ClientLimits, ClientOptions, Endpoint } from './client.js'
 export { RequestContext } from './request.js'
 export type { ClientInfo, RequestHandler } from './request.js'
 export { defineService } from './service.js'
@@ -52,4 +52,4 @@ export {
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-export type { ErrorCode } from './errors.js'
+export type { ConnectionFailure, ErrorCode } from './errors.js'

@@ -11,7 +11,7 @@ import {
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-import { Endpoint, type Handler } from './endpoint.js'
+import { Endpoint, type Handler, type UnroutedInfo } from './endpoint.js'
 import type { RequestHandler } from './request.js'
 import {
   EVENT_DRAIN,
@@ -52,7 +52,7 @@ export interface ReplicaEvents {
   /** A handler threw (or its promise rejected); delivery goes on. */
   error: [err: unknown, msg: { from: number; route: string }]
   /** A message for a route with no handler. */
-  unrouted: [info: { from: number; route: number; size: number }]
+  unrouted: [info: UnroutedInfo]
   /**
    * The peer stayed down past `peerDownDeadlineMs`: what was queued for it
    * was given up — `messages` with ids `firstId`..`lastId` (compare with
@@ -404,7 +404,7 @@ export class Replica extends Endpoint {
     })
   }
 
-  protected emitUnrouted(info: { from: number; route: number; size: number }): void {
+  protected emitUnrouted(info: UnroutedInfo): void {
     if (this.events.listenerCount('unrouted') > 0) this.events.emit('unrouted', info)
   }
 

@@ -18,6 +18,36 @@ export const KIND_REQUEST = 6
 export const KIND_REPLY = 7
 export const KIND_ERROR = 8
 
+/** Reject reason names by code (§4); a code missing here reads as `REJECT_<n>`. */
+const REJECT_REASONS: Record<number, string> = {
+  1: 'BAD_MAGIC',
+  2: 'BAD_VERSION',
+  3: 'WRONG_CLUSTER',
+  4: 'UNKNOWN_PEER',
+  5: 'FRAME_TOO_LARGE',
+  6: 'BAD_FRAME',
+  7: 'BAD_SENDER',
+  8: 'HANDSHAKE_TIMEOUT',
+  9: 'CONNECTION_LOST',
+  10: 'BAD_AUTH',
+  11: 'REQUEST_TOO_LARGE',
+  12: 'IDLE_TIMEOUT',
+  13: 'TOO_MANY_CONNECTIONS',
+  14: 'HEARTBEAT_TIMEOUT',
+  15: 'READ_TIMEOUT',
+  16: 'TOO_MANY_PINGS',
+  17: 'BAD_SIGNATURE',
+  18: 'BAD_MAC',
+}
+export const REJECT_BAD_FRAME = 6
+
+export function rejectReasonName(code: number): string {
+  return REJECT_REASONS[code] ?? `REJECT_${code}`
+}
+
+/** REJECT frame body (§3): u16 reason code, UTF-8 explanation (at most 512 bytes). */
+export const MAX_REJECT_BODY = 2 + 512
+
 /** ERROR frame body (§6): u8 code length, ASCII code, UTF-8 message. */
 export function encodeErrorBody(code: string, message: string): Uint8Array {
   const c = Buffer.from(code.slice(0, 64), 'latin1')

@@ -5,14 +5,14 @@
 import { EventEmitter } from 'node:events'
 import { parentPort } from 'node:worker_threads'
 
-import { Endpoint, type EndpointLimits } from './endpoint.js'
+import { Endpoint, type EndpointLimits, type UnroutedInfo } from './endpoint.js'
 import { type NativeConsumer, addon } from './native.js'
 import type { WorkerReport } from './workers.js'
 
 export interface WorkerReplicaEvents {
   /** A handler threw (or its promise rejected); also reported on the main thread's `replica.events`. */
   error: [err: unknown, msg: { from: number; route: string }]
-  unrouted: [info: { from: number; route: number; size: number }]
+  unrouted: [info: UnroutedInfo]
 }
 
 /** How often a waiting `sendAsync` looks at the queue depth again, in ms. */
@@ -69,7 +69,7 @@ export class WorkerReplica extends Endpoint {
     })
   }
 
-  protected emitUnrouted(info: { from: number; route: number; size: number }): void {
+  protected emitUnrouted(info: UnroutedInfo): void {
     if (this.events.listenerCount('unrouted') > 0) this.events.emit('unrouted', info)
     report({ type: 'unrouted', ...info })
   }

@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads'
 
 import type { ResolvedOptions } from './config.js'
 import { ConfigError, TimeoutError } from './errors.js'
-import type { EndpointLimits } from './endpoint.js'
+import type { EndpointLimits, UnroutedInfo } from './endpoint.js'
 
 /** @internal what a worker thread is started with. */
 export interface WorkerBoot {
@@ -22,12 +22,12 @@ export type WorkerReport =
   | { type: 'ready' }
   | { type: 'setup-failed'; message: string }
   | { type: 'error'; name: string; message: string; stack: string | undefined; code: string | undefined; from: number; route: string }
-  | { type: 'unrouted'; from: number; route: number; size: number }
+  | ({ type: 'unrouted' } & UnroutedInfo)
   | { type: 'stopped' }
 
 export interface PoolHooks {
   error(err: unknown, info: { from: number; route: string }): void
-  unrouted(info: { from: number; route: number; size: number }): void
+  unrouted(info: UnroutedInfo): void
 }
 
 const READY_TIMEOUT_MS = 30_000
@@ -129,7 +129,11 @@ export class WorkerPool {
             break
           }
           case 'unrouted':
-            this.hooks.unrouted({ from: m.from, route: m.route, size: m.size })
+            this.hooks.unrouted(
+              m.routeName === undefined
+                ? { from: m.from, route: m.route, size: m.size }
+                : { from: m.from, route: m.route, routeName: m.routeName, size: m.size },
+            )
             break
           case 'stopped':
             break

@@ -120,11 +120,16 @@ void client_session::on_hello() {
     w.sender = opt.self_id;
     w.incarnation = self->id_;  // the connection id, for the client's logs
     w.version = protocol_version;
-    w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
-    w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size());
-    self->out_.assign(hello_fixed_bytes + opt.cluster_id.size(), 0);
+    const std::size_t cid = opt.cluster_id.size();
+    w.cluster_id_length = static_cast<std::uint8_t>(cid);
+    // Body: the cluster id, then the limits the client must respect (§6), so
+    // it can fail an oversized call alone instead of losing the connection.
+    w.body_length = static_cast<std::uint32_t>(cid + client_welcome_limits_bytes);
+    self->out_.assign(hello_fixed_bytes + cid + client_welcome_limits_bytes, 0);
     encode_hello(self->out_.data(), w);
-    std::memcpy(self->out_.data() + hello_fixed_bytes, opt.cluster_id.data(), opt.cluster_id.size());
+    std::memcpy(self->out_.data() + hello_fixed_bytes, opt.cluster_id.data(), cid);
+    store_u32(self->out_.data() + hello_fixed_bytes + cid, opt.max_request_bytes);
+    store_u32(self->out_.data() + hello_fixed_bytes + cid + 4, static_cast<std::uint32_t>(opt.max_client_inflight));
     // Written before any reply: replies only exist once requests are read.
     asio::async_write(self->socket_, asio::buffer(self->out_), [self](const std::error_code& e, std::size_t) {
       if (e) return self->close();

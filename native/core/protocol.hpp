@@ -16,6 +16,10 @@ constexpr std::size_t hello_fixed_bytes = 32;
 // PROTOCOL.md §2: upper bound of the variable part (cluster id + auth data).
 constexpr std::size_t hello_max_body_bytes = 4096;
 constexpr std::size_t max_cluster_id_bytes = 255;
+// PROTOCOL.md §6: the CLIENT_WELCOME body is the cluster id followed by the
+// replica's client limits, u32 max_request_bytes | u32 max_client_inflight.
+// Clients read the fields the body length covers and ignore any after them.
+constexpr std::size_t client_welcome_limits_bytes = 8;
 
 // PROTOCOL.md §2: auth modes carried in the handshake.
 enum class auth_mode : std::uint16_t { none = 0, mac = 1 };

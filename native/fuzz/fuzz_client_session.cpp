@@ -9,7 +9,7 @@
 //  - deliveries come from a client connection and hold only whole REQUEST
 //    frames (sender 0, flags and reserved 0, length <= max_request_bytes);
 //  - the engine's answer is CLIENT_WELCOME (replica 1, a connection id, our
-//    cluster id) exactly when the handshake is acceptable, then only our
+//    cluster id, then its max_request_bytes and max_client_inflight) exactly when the handshake is acceptable, then only our
 //    REPLY frames (intact), or a REJECT frame with a known code, and nothing
 //    after a REJECT.
 #include "fuzz_net.hpp"
@@ -37,7 +37,7 @@ bool hello_acceptable(const std::vector<std::uint8_t>& in) {
          std::memcmp(in.data() + hello_fixed_bytes, cluster_id, m.cluster_id_length) == 0;
 }
 
-void check_response(const std::vector<std::uint8_t>& r, bool accepted, std::uint64_t replies_sent) {
+void check_response(engine& e, const std::vector<std::uint8_t>& r, bool accepted, std::uint64_t replies_sent) {
   std::size_t p = 0;
   if (r.size() >= 4) FUZZ_CHECK((load_u32(r.data()) == hello_magic) == accepted);
   if (r.size() >= 4 && load_u32(r.data()) == hello_magic) {
@@ -48,9 +48,13 @@ void check_response(const std::vector<std::uint8_t>& r, bool accepted, std::uint
     FUZZ_CHECK(w.version == protocol_version);
     FUZZ_CHECK(w.sender == self_id);
     FUZZ_CHECK(w.incarnation != 0 && (w.incarnation & client_flag) == 0);
-    FUZZ_CHECK(w.body_length == std::strlen(cluster_id) && w.cluster_id_length == w.body_length);
+    const std::size_t cid = std::strlen(cluster_id);
+    FUZZ_CHECK(w.cluster_id_length == cid && w.body_length == cid + client_welcome_limits_bytes);
     if (r.size() < hello_fixed_bytes + w.body_length) return;
-    FUZZ_CHECK(std::memcmp(r.data() + hello_fixed_bytes, cluster_id, w.body_length) == 0);
+    FUZZ_CHECK(std::memcmp(r.data() + hello_fixed_bytes, cluster_id, cid) == 0);
+    // The limits this engine enforces (§6), after the cluster id.
+    FUZZ_CHECK(load_u32(r.data() + hello_fixed_bytes + cid) == max_request_bytes);
+    FUZZ_CHECK(load_u32(r.data() + hello_fixed_bytes + cid + 4) == e.options().max_client_inflight);
     p = hello_fixed_bytes + w.body_length;
   }
   std::uint64_t replies = 0;
@@ -123,6 +127,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const exchange_result r = exchange(e.client_port(), input.data(), input.size(), on_delivery);
   check_after_input(r);
-  check_response(r.response, hello_acceptable(input), replies_sent);
+  check_response(e, r.response, hello_acceptable(input), replies_sent);
   return 0;
 }

@@ -28,14 +28,21 @@ std::vector<std::uint8_t> client_hello() {
   return h;
 }
 
-void read_welcome(asio::ip::tcp::socket& s) {
+// Reads CLIENT_WELCOME; checks it carries the limits (PROTOCOL.md §6) after
+// the cluster id.
+void read_welcome(asio::ip::tcp::socket& s, const engine_options& opts) {
   std::uint8_t w[hello_fixed_bytes];
   asio::read(s, asio::buffer(w));
   std::uint32_t magic = 0;
   const hello_message m = decode_hello(w, magic);
   CHECK(magic == hello_magic && m.type == hello_type::client_welcome);
+  CHECK(m.cluster_id_length == opts.cluster_id.size());
+  CHECK(m.body_length == opts.cluster_id.size() + client_welcome_limits_bytes);
   std::vector<std::uint8_t> body(m.body_length);
   asio::read(s, asio::buffer(body));
+  CHECK(std::memcmp(body.data(), opts.cluster_id.data(), opts.cluster_id.size()) == 0);
+  CHECK(load_u32(body.data() + m.cluster_id_length) == opts.max_request_bytes);
+  CHECK(load_u32(body.data() + m.cluster_id_length + 4) == opts.max_client_inflight);
 }
 
 }  // namespace
@@ -76,7 +83,7 @@ int main() {
   asio::ip::tcp::socket c(io);
   c.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), cport));
   asio::write(c, asio::buffer(client_hello()));
-  read_welcome(c);
+  read_welcome(c, opts);
   constexpr std::uint64_t total = 20000;
   std::thread writer([&] {
     for (std::uint64_t id = 1; id <= total; ++id) {
@@ -102,7 +109,7 @@ int main() {
   asio::ip::tcp::socket bad(io);
   bad.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), cport));
   asio::write(bad, asio::buffer(client_hello()));
-  read_welcome(bad);
+  read_welcome(bad, opts);
   std::uint8_t big[frame_header_bytes];
   encode_header(big, frame_header{1u << 20, 9, 0, frame_kind::request, 0, 0, 1});
   asio::write(bad, asio::buffer(big));
