@@ -49,4 +49,4 @@ export {
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-export type { ErrorCode } from './errors.js'
+export type { ErrorCode, ListenPort } from './errors.js'

@@ -100,20 +100,24 @@ std::error_code engine::start() {
     session->set_pending_id(admit_inbound(session, address));
     session->start_on_own_thread();
   });
-  if (auto ec = acceptor_->listen(host, port)) {
+  // A failed start releases what it took: the io threads have not started,
+  // and each listening socket bound so far is closed before returning.
+  auto failed = [this](const char* which, const std::string& h, std::uint16_t p, std::error_code ec) {
+    listen_failure_ = listen_failure_info{which, h.empty() ? std::string("0.0.0.0") : h, p};
+    if (acceptor_) acceptor_->close_now();
+    if (client_acceptor_) client_acceptor_->close_now();
     stopped_ = true;
     return ec;
-  }
+  };
+  if (auto ec = acceptor_->listen(host, port)) return failed("replica", host, port, ec);
   local_port_ = acceptor_->port();
   if (options_.client_port >= 0) {
     client_acceptor_ = std::make_shared<acceptor>(*this, pool_.at(0), [this](asio::ip::tcp::socket s) {
       accept_client(std::move(s));
     });
     const std::string chost = options_.client_host.empty() ? host : options_.client_host;
-    if (auto ec = client_acceptor_->listen(chost, static_cast<std::uint16_t>(options_.client_port))) {
-      stopped_ = true;
-      return ec;
-    }
+    const auto cport = static_cast<std::uint16_t>(options_.client_port);
+    if (auto ec = client_acceptor_->listen(chost, cport)) return failed("client", chost, cport, ec);
     client_port_ = client_acceptor_->port();
   }
   std::size_t i = 0;

@@ -192,8 +192,18 @@ class engine {
   engine& operator=(const engine&) = delete;
   ~engine();
 
-  /// Binds the replica port, starts io threads and connects to every peer.
+  /// Binds the replica port (and the client port), starts io threads and
+  /// connects to every peer. On failure nothing is left bound or running
+  /// (listen_failure() says which port).
   std::error_code start();
+  /// After start() failed to bind: which port ("replica" or "client") and
+  /// the address it was to listen on.
+  struct listen_failure_info {
+    std::string which;
+    std::string host;
+    std::uint16_t port = 0;
+  };
+  const listen_failure_info& listen_failure() const noexcept { return listen_failure_; }
   /// Closes every connection and joins the io threads. Idempotent. Not from
   /// an io thread.
   void stop();
@@ -273,6 +283,7 @@ class engine {
   bool stopped_ = false;
   std::uint16_t local_port_ = 0;
   std::uint16_t client_port_ = 0;
+  listen_failure_info listen_failure_;
 
   chunk_pool chunks_;
   bounded_queue<delivery> miq_;
