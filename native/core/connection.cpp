@@ -294,13 +294,7 @@ void inbound_session::on_chunk_released() {
   rx_.on_chunk_released();
   std::weak_ptr<inbound_session> weak = weak_from_this();
   asio::post(socket_.get_executor(), [weak] {
-    if (auto self = weak.lock()) {
-      if (self->paused_ && self->open_) {
-        self->paused_ = false;
-        if (self->flush_ready()) self->do_read();
-        else self->paused_ = true;
-      }
-    }
+    if (auto self = weak.lock()) self->resume();
   });
 }
 
@@ -323,10 +317,7 @@ void inbound_session::do_read() {
     auto self = shared_from_this();
     timer_.expires_after(retry_delay * 5);
     timer_.async_wait([self](const std::error_code& ec) {
-      if (ec || !self->open_ || !self->paused_) return;
-      self->paused_ = false;
-      if (self->flush_ready()) self->do_read();
-      else self->paused_ = true;
+      if (!ec) self->resume();
     });
     return;
   }
@@ -352,20 +343,41 @@ void inbound_session::on_read(std::size_t n) {
     return;
   }
   note_partial(rx_.parsed != parsed_before);
-  if (!flush_ready()) {
-    // MIQ full: stop reading this socket until the consumer catches up.
-    paused_ = true;
-    auto self = shared_from_this();
-    timer_.expires_after(retry_delay);
-    timer_.async_wait([self](const std::error_code& ec) {
-      if (ec || !self->open_ || !self->paused_) return;
-      self->paused_ = false;
-      if (self->flush_ready()) self->do_read();
-      else self->paused_ = true;
-    });
-    return;
-  }
+  if (!flush_ready()) return wait_for_miq();
   do_read();
+}
+
+// io thread, paused: what is parsed goes to the MIQ first, then reading
+// resumes (or waits again for MIQ room, or for a chunk).
+void inbound_session::resume() {
+  if (!paused_ || !open_) return;
+  paused_ = false;
+  if (flush_ready()) do_read();
+  else wait_for_miq();
+}
+
+// io thread, flush_ready() found the MIQ full: stop reading this socket until
+// the consumer makes room. The consumer wakes us (engine::pop_delivery); a
+// chunk release or a timer does not have to come: with every delivery of
+// ours consumed and our last chunk still the one we read into, none will.
+void inbound_session::wait_for_miq() {
+  if (!open_) return;  // superseded or refused meanwhile
+  paused_ = true;
+  if (waiting_miq_) return;
+  waiting_miq_ = true;
+  engine_.wait_for_miq(weak_from_this());
+  // Room made before we were registered is not announced: look once more.
+  resume();
+}
+
+void inbound_session::on_miq_room() {
+  std::weak_ptr<inbound_session> weak = weak_from_this();
+  asio::post(socket_.get_executor(), [weak] {
+    if (auto self = weak.lock()) {
+      self->waiting_miq_ = false;
+      self->resume();
+    }
+  });
 }
 
 // io thread. Walks complete frames in [rx_.parsed, rx_.filled), checking each

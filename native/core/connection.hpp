@@ -22,6 +22,7 @@
 namespace nexres {
 
 class inbound_session : public chunk_owner,
+                        public miq_waiter,
                         public std::enable_shared_from_this<inbound_session> {
  public:
   inbound_session(engine& eng, asio::ip::tcp::socket socket);
@@ -33,6 +34,8 @@ class inbound_session : public chunk_owner,
   void close_async();
   /// Any thread (pool unref): a chunk of ours was released; resume if paused.
   void on_chunk_released() override;
+  /// Consumer thread: the MIQ has room again; resume if paused.
+  void on_miq_room() override;
   /// Any thread: send an ACK for what the consumer has finished.
   void request_ack();
   /// Acceptor thread, before start: its id in the engine's pre-handshake
@@ -55,6 +58,8 @@ class inbound_session : public chunk_owner,
   bool seal_into(std::vector<std::uint8_t>& buf, std::size_t from);
   void do_read();
   void on_read(std::size_t n);
+  void resume();
+  void wait_for_miq();
   bool parse();
   bool flush_ready();
   void send_ack();
@@ -92,6 +97,7 @@ class inbound_session : public chunk_owner,
   bool open_ = true;
   bool reading_ = false;
   bool paused_ = false;
+  bool waiting_miq_ = false;  // registered with engine::wait_for_miq
   // Limits (io thread). Read deadline: a frame (or the handshake) begun at
   // partial_since_ must be complete frame_read_timeout_ms later; one timer,
   // armed when a partial frame appears and re-armed only when it fires.

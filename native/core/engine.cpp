@@ -274,6 +274,29 @@ int engine::slot_of(std::uint32_t peer) const noexcept {
 
 bool engine::push_delivery(delivery& d) { return miq_.try_push(d); }
 
+void engine::wait_for_miq(std::weak_ptr<miq_waiter> w) {
+  {
+    std::lock_guard<std::mutex> lock(miq_mu_);
+    miq_waiters_.push_back(std::move(w));
+    miq_waiting_.store(true, std::memory_order_relaxed);
+  }
+  // Pairs with the fence in pop_delivery() (see there).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+// Consumer thread.
+void engine::wake_miq_waiters() {
+  std::vector<std::weak_ptr<miq_waiter>> woken;
+  {
+    std::lock_guard<std::mutex> lock(miq_mu_);
+    woken.swap(miq_waiters_);
+    miq_waiting_.store(false, std::memory_order_relaxed);
+  }
+  // Unlocked: a waiter's last reference may drop here.
+  for (auto& w : woken)
+    if (auto s = w.lock()) s->on_miq_room();
+}
+
 // Consumer thread. ACKs follow consumption, not arrival: a receiver that dies
 // with messages still queued for its handlers gets them again on restart.
 void engine::release(const delivery& d) {

@@ -177,6 +177,14 @@ struct engine_stats {
   std::vector<client_stats> clients;
 };
 
+/// A connection whose deliveries wait for room in the MIQ.
+class miq_waiter {
+ public:
+  virtual ~miq_waiter() = default;
+  /// Consumer thread (engine::pop_delivery); must not block.
+  virtual void on_miq_room() = 0;
+};
+
 class acceptor;
 class client_session;
 class inbound_session;
@@ -211,7 +219,14 @@ class engine {
   // ---- consumer side (one thread: the JS thread in the addon) ----
   /// Re-arms the wake-up; call before popping.
   void begin_drain() { wake_pending_.store(false, std::memory_order_seq_cst); }
-  bool pop_delivery(delivery& out) { return miq_.try_pop(out); }
+  bool pop_delivery(delivery& out) {
+    if (!miq_.try_pop(out)) return false;
+    // Pairs with the fence in wait_for_miq(): either the waiter's retry sees
+    // the room made here, or this sees the waiter.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (miq_waiting_.load(std::memory_order_relaxed) && miq_.size_approx() <= miq_.capacity() / 2) wake_miq_waiters();
+    return true;
+  }
   /// The consumer is done with a delivery: its frames count as consumed (the
   /// peer gets an ACK for them) and its chunk may be read into again.
   void release(const delivery& d);
@@ -254,8 +269,13 @@ class engine {
   /// Index of a peer id in the slot table, or -1.
   int slot_of(std::uint32_t peer) const noexcept;
   peer_slot& slot(int index) { return *slots_[static_cast<std::size_t>(index)]; }
-  /// Pushes to the MIQ; false when full (caller pauses and retries).
+  /// Pushes to the MIQ; false when full (the caller waits: wait_for_miq).
   bool push_delivery(delivery& d);
+  /// A session's io thread, after push_delivery() found the MIQ full: `w` is
+  /// told (on_miq_room) once the consumer has emptied it to half. The caller
+  /// then tries to push once more (room made before this call returned may
+  /// not be announced).
+  void wait_for_miq(std::weak_ptr<miq_waiter> w);
   void post_event(engine_event ev);
   void count_reject(reject_code code, std::uint32_t peer, const std::string& remote,
                     const std::string& detail);
@@ -287,6 +307,11 @@ class engine {
 
   chunk_pool chunks_;
   bounded_queue<delivery> miq_;
+  // Connections waiting for MIQ room (wait_for_miq), woken by pop_delivery.
+  void wake_miq_waiters();
+  std::atomic<bool> miq_waiting_{false};
+  std::mutex miq_mu_;
+  std::vector<std::weak_ptr<miq_waiter>> miq_waiters_;  // miq_mu_
   std::vector<std::unique_ptr<peer_slot>> slots_;
 
   mutable std::mutex events_mu_;
