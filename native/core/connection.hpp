@@ -14,12 +14,35 @@
 #include <array>
 #include <chrono>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace nexres {
+
+/// engine::stop() waits on it (bounded) while inbound sessions write the ACK
+/// of everything the consumer has finished. Any thread.
+class ack_flush_latch {
+ public:
+  explicit ack_flush_latch(std::size_t count) : left_(count) {}
+  void count_down() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (left_ > 0 && --left_ == 0) cv_.notify_all();
+  }
+  /// False when the deadline passed first.
+  bool wait_until(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_until(lock, deadline, [this] { return left_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t left_;
+};
 
 class inbound_session : public chunk_owner,
                         public miq_waiter,
@@ -32,6 +55,9 @@ class inbound_session : public chunk_owner,
   void start_on_own_thread();
   /// Any thread: closes the socket on its io thread.
   void close_async();
+  /// Any thread (engine::stop): writes the ACK of everything the consumer
+  /// has finished, then counts `latch` down (also when it cannot: closed).
+  void flush_acks_async(std::shared_ptr<ack_flush_latch> latch);
   /// Any thread (pool unref): a chunk of ours was released; resume if paused.
   void on_chunk_released() override;
   /// Consumer thread: the MIQ has room again; resume if paused.
@@ -64,10 +90,10 @@ class inbound_session : public chunk_owner,
   bool flush_ready();
   void send_ack();
   void write_reject();
-  void discard_input();
   void arm_heartbeat();
   void heartbeat_tick();
   void on_ack_request();
+  void check_acks_flushed();
   void refuse(reject_code code, const std::string& detail);
   void close();
   // Hostile-input limits (SECURITY.md "Connection limits").
@@ -125,6 +151,9 @@ class inbound_session : public chunk_owner,
   bool ack_writing_ = false;
   std::uint64_t ack_pending_ = 0;
   std::uint64_t ack_sent_ = 0;
+  std::uint64_t ack_in_write_ = 0;  // id of the ACK in the write in flight (0: a PONG)
+  std::uint64_t ack_written_ = 0;   // highest ACK id whose write completed
+  std::shared_ptr<ack_flush_latch> flush_latch_;  // engine stop: ACKs being flushed
   std::vector<std::uint8_t> ack_out_;  // auth mac: the control frame and its SEAL
 
   // auth mac (io thread): the peer proves its id after our WELCOME; frames

@@ -5,6 +5,7 @@
 #include "connection.hpp"
 #include "peer_slot.hpp"
 #include "replica_client.hpp"
+#include "sockets.hpp"
 
 #include <chrono>
 #include <stdexcept>
@@ -152,11 +153,26 @@ void engine::stop() {
   }
   for (auto& c : clients) c->close_async();
   clients.clear();
+  std::vector<std::shared_ptr<inbound_session>> inbound;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
     for (auto& w : sessions_)
-      if (auto s = w.lock()) s->close_async();
+      if (auto s = w.lock()) inbound.push_back(std::move(s));
     sessions_.clear();
+  }
+  // Stop phase: inbound sessions write the ACK of everything the consumer
+  // has finished before their sockets close (bounded: a peer that does not
+  // read holds the writes).
+  auto latch = std::make_shared<ack_flush_latch>(inbound.size());
+  for (auto& s : inbound) s->flush_acks_async(latch);
+  latch->wait_until(std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
+  for (auto& s : inbound) s->close_async();
+  inbound.clear();
+  {
+    std::lock_guard<std::mutex> lock(closers_mu_);
+    for (auto& w : closers_)
+      if (auto c = w.lock()) c->close_async();
+    closers_.clear();
   }
   pool_.stop();
   // Let closes run and handlers finish; force the rest after a bound.
@@ -392,6 +408,25 @@ void engine::leave_pending(std::uint64_t id) {
     if (by->second.empty()) pending_by_address_.erase(by);
   }
   pending_.erase(it);
+}
+
+void engine::linger_close(asio::ip::tcp::socket socket, std::vector<std::uint8_t> last_words) {
+  std::shared_ptr<sockets::lingering_close> c;
+  {
+    std::lock_guard<std::mutex> lock(closers_mu_);
+    // Stopping: the frame is still written (it goes out at once unless the
+    // socket is full) but nothing lingers.
+    const auto deadline = std::chrono::milliseconds(stopping() ? 0 : 1000);
+    c = std::make_shared<sockets::lingering_close>(std::move(socket), std::move(last_words), deadline);
+    if (closers_.size() >= 64 && closers_.size() % 64 == 0) {
+      std::vector<std::weak_ptr<sockets::lingering_close>> live;
+      for (auto& w : closers_)
+        if (!w.expired()) live.push_back(w);
+      closers_.swap(live);
+    }
+    closers_.push_back(c);
+  }
+  c->start();
 }
 
 void engine::track_session(const std::shared_ptr<inbound_session>& s) {

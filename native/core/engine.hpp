@@ -185,6 +185,9 @@ class miq_waiter {
   virtual void on_miq_room() = 0;
 };
 
+namespace sockets {
+class lingering_close;
+}
 class acceptor;
 class client_session;
 class inbound_session;
@@ -287,6 +290,11 @@ class engine {
   /// Any thread: a registered connection finished its handshake or is gone.
   void leave_pending(std::uint64_t id);
   void notify();
+  /// Any thread: a refused connection's last words. Its socket (with no
+  /// operation of the caller's left on it) writes `last_words` (a REJECT
+  /// frame), sends FIN and drops what the peer still sends until it closes,
+  /// for at most a second (sockets::lingering_close); stop() cuts it short.
+  void linger_close(asio::ip::tcp::socket socket, std::vector<std::uint8_t> last_words);
   void forget_client(std::uint32_t id);
   void accept_client(asio::ip::tcp::socket socket);
   void count_replies(std::uint64_t bytes) { reply_bytes_.fetch_add(bytes, std::memory_order_relaxed); }
@@ -321,6 +329,8 @@ class engine {
 
   std::mutex sessions_mu_;
   std::vector<std::weak_ptr<inbound_session>> sessions_;
+  std::mutex closers_mu_;
+  std::vector<std::weak_ptr<sockets::lingering_close>> closers_;  // closers_mu_
 
   // Pre-handshake replica-port connections (connection limits), by
   // registration id (= accept order) and by remote address.
