@@ -15,7 +15,8 @@
         "native/core/gather_writer.cpp",
         "native/core/io_pool.cpp",
         "native/core/receive_buffer.cpp",
-        "native/core/replica_client.cpp"
+        "native/core/replica_client.cpp",
+        "native/core/sockets.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -70,10 +70,25 @@ export class PayloadTooLargeError extends NexresError {
   }
 }
 
-/** The replica port could not be bound. */
+/** Which port a `ListenError` is about. */
+export type ListenPort = 'replica' | 'client'
+
+/**
+ * A port could not be bound: `which` says whether the replica port or the
+ * client port, `address` is `host:port` as configured (`host` and `port`
+ * apart). Nothing the failed start took stays bound.
+ */
 export class ListenError extends NexresError {
-  constructor(message: string, cause?: unknown) {
+  readonly which: ListenPort
+  readonly host: string
+  readonly port: number
+  readonly address: string
+  constructor(message: string, where: { which: ListenPort; host: string; port: number; address: string }, cause?: unknown) {
     super('LISTEN_FAILED', message, { cause })
+    this.which = where.which
+    this.host = where.host
+    this.port = where.port
+    this.address = where.address
   }
 }
 

@@ -52,4 +52,4 @@ export {
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-export type { ConnectionFailure, ErrorCode } from './errors.js'
+export type { ConnectionFailure, ErrorCode, ListenPort } from './errors.js'

@@ -8,6 +8,7 @@ import {
   ConfigError,
   InvalidArgumentError,
   ListenError,
+  type ListenPort,
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
@@ -226,8 +227,13 @@ export class Replica extends Endpoint {
     try {
       port = this.engine.start()
     } catch (err) {
-      const e = err as Error
-      throw new ListenError(`replica ${opts.id}: ${e.message}`, err)
+      const e = err as Error & { which?: unknown; host?: unknown; port?: unknown; address?: unknown }
+      const self = opts.cluster.replicas.find((r) => r.id === opts.id)
+      const which: ListenPort = e.which === 'client' ? 'client' : 'replica'
+      const host = typeof e.host === 'string' ? e.host : (opts.listenHost ?? self?.host ?? '')
+      const port = typeof e.port === 'number' ? e.port : which === 'client' ? (opts.clientPort ?? 0) : (self?.port ?? 0)
+      const address = typeof e.address === 'string' ? e.address : `${host}:${port}`
+      throw new ListenError(`replica ${opts.id}: ${e.message}`, { which, host, port, address }, err)
     }
     this.port = port
     this.clientPort = opts.clientPort !== undefined ? this.engine.clientPort() : undefined

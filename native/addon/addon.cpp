@@ -522,9 +522,18 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       se->eng->stop();
       tsfn_active_ = false;
       tsfn_.Release();
-      Napi::Error err = Napi::Error::New(env, "cannot listen on the replica port: " + ec.message());
+      // Which port could not be bound, and where.
+      const engine::listen_failure_info& lf = se->eng->listen_failure();
+      const std::string which = lf.which.empty() ? std::string("replica") : lf.which;
+      const std::string address =
+          (lf.host.find(':') != std::string::npos ? "[" + lf.host + "]" : lf.host) + ":" + std::to_string(lf.port);
+      Napi::Error err = Napi::Error::New(env, "cannot listen on the " + which + " port " + address + ": " + ec.message());
       err.Set("code", Napi::String::New(env, "LISTEN_FAILED"));
       err.Set("errno", Napi::Number::New(env, ec.value()));
+      err.Set("which", Napi::String::New(env, which));
+      err.Set("host", Napi::String::New(env, lf.host));
+      err.Set("port", Napi::Number::New(env, lf.port));
+      err.Set("address", Napi::String::New(env, address));
       throw err;
     }
     out_.set_running(true);

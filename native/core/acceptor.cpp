@@ -1,10 +1,13 @@
 #include "acceptor.hpp"
 
 #include "engine.hpp"
+#include "sockets.hpp"
 
 #include <asio/post.hpp>
 
 #include <chrono>
+
+#include <unistd.h>
 
 namespace nexres {
 
@@ -16,13 +19,16 @@ std::error_code acceptor::listen(const std::string& host, std::uint16_t port) {
   auto addr = asio::ip::make_address(host.empty() ? std::string("0.0.0.0") : host, ec);
   if (ec) return ec;
   asio::ip::tcp::endpoint ep(addr, port);
-  acceptor_.open(ep.protocol(), ec);
-  if (ec) return ec;
+  protocol_ = ep.protocol();
+  if ((ec = sockets::open(acceptor_, protocol_))) return ec;
   acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true), ec);
   if (ec) return ec;
   acceptor_.bind(ep, ec);
   if (ec) return ec;
   acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return ec;
+  // do_accept() takes connections until none is left.
+  acceptor_.non_blocking(true, ec);
   if (ec) return ec;
   port_ = acceptor_.local_endpoint(ec).port();
   return ec;
@@ -43,22 +49,52 @@ void acceptor::close_async() {
   });
 }
 
+void acceptor::close_now() {
+  closed_ = true;
+  std::error_code ignored;
+  acceptor_.close(ignored);
+}
+
+// Accepts itself (sockets::accept): Asio's own accept has no way to set
+// close-on-exec atomically. Takes every pending connection, then waits for
+// the listening socket to be readable. Asio's reactor is edge-triggered and
+// drops a readiness edge that arrives while no wait is queued: so the wait
+// is queued right after accept said "none left", on this same thread, before
+// the reactor can see a newer edge.
 void acceptor::do_accept() {
   if (closed_) return;
   auto self = shared_from_this();
-  acceptor_.async_accept(engine_.pool().next(), [self](const std::error_code& ec,
-                                                        asio::ip::tcp::socket socket) {
-    if (self->closed_ || ec == asio::error::operation_aborted) return;
-    if (ec) {
-      // Out of descriptors or similar: back off briefly instead of spinning.
-      self->retry_.expires_after(std::chrono::milliseconds(50));
-      self->retry_.async_wait([self](const std::error_code& e) {
-        if (!e) self->do_accept();
+  // Bounded per turn so the other connections on this io thread are served.
+  for (int i = 0; i < 64; ++i) {
+    std::error_code ec;
+    const int fd = sockets::accept(acceptor_, ec);
+    if (ec == asio::error::would_block) {
+      acceptor_.async_wait(asio::socket_base::wait_read, [self](const std::error_code& e) {
+        if (self->closed_ || e == asio::error::operation_aborted) return;
+        if (e) return self->retry_later();
+        self->do_accept();
       });
       return;
     }
-    self->on_socket_(std::move(socket));
-    self->do_accept();
+    if (ec == asio::error::connection_aborted || ec == std::errc::protocol_error) continue;  // gone already
+    // Out of descriptors or similar: back off briefly instead of spinning.
+    if (ec) return retry_later();
+    asio::ip::tcp::socket socket(engine_.pool().next());
+    socket.assign(protocol_, fd, ec);
+    if (ec) {
+      ::close(fd);
+      continue;
+    }
+    on_socket_(std::move(socket));
+  }
+  asio::post(io_, [self] { self->do_accept(); });
+}
+
+void acceptor::retry_later() {
+  auto self = shared_from_this();
+  retry_.expires_after(std::chrono::milliseconds(50));
+  retry_.async_wait([self](const std::error_code& e) {
+    if (!e) self->do_accept();
   });
 }
 

@@ -1,5 +1,6 @@
-// The replica-port acceptor: async accept, each socket handed to an io
-// context of the pool and wrapped in an inbound_session.
+// The replica-port and client-port acceptors: accepts each connection
+// (close-on-exec, sockets.hpp), hands the socket to an io context of the
+// pool and to the engine's handler.
 #pragma once
 
 #include <asio/io_context.hpp>
@@ -28,15 +29,20 @@ class acceptor : public std::enable_shared_from_this<acceptor> {
   void start();
   /// Any thread: stop accepting.
   void close_async();
+  /// Caller's thread, before start() (a failed engine start): closes the
+  /// listening socket now, so its port is free when this returns.
+  void close_now();
   std::uint16_t port() const noexcept { return port_; }
 
  private:
   void do_accept();
+  void retry_later();
 
   engine& engine_;
   asio::io_context& io_;
   socket_handler on_socket_;
   asio::ip::tcp::acceptor acceptor_;
+  asio::ip::tcp protocol_ = asio::ip::tcp::v4();
   asio::steady_timer retry_;
   std::uint16_t port_ = 0;
   bool closed_ = false;

@@ -1,6 +1,7 @@
 #include "client_session.hpp"
 
 #include "gather_writer.hpp"
+#include "sockets.hpp"
 
 #include <asio/post.hpp>
 #include <asio/read.hpp>
@@ -411,18 +412,28 @@ void client_session::refuse(reject_code code, const std::string& detail) {
   encode_header(out_.data(), h);
   store_u16(out_.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
   std::memcpy(out_.data() + frame_header_bytes + 2, text.data(), text.size());
-  auto self = shared_from_this();
   retry_.cancel();
-  timer_.expires_after(std::chrono::seconds(1));
-  timer_.async_wait([self](const std::error_code& ec) {
-    if (!ec) self->close();
-  });
   {
     std::lock_guard<std::mutex> lock(write_mu_);
-    if (!pending_.empty() || waiting_writable_) return;  // replies are stuck; the deadline closes
+    if (!pending_.empty() || waiting_writable_) {
+      // Replies are stuck: no reason frame; the deadline closes.
+      auto self = shared_from_this();
+      timer_.expires_after(std::chrono::seconds(1));
+      timer_.async_wait([self](const std::error_code& ec) {
+        if (!ec) self->close();
+      });
+      return;
+    }
     write_closed_ = true;  // the reason frame is the last thing written
+    // It goes out on its own (engine::linger_close: FIN after it, then what
+    // the client still sends is read and dropped until it closes, at most a
+    // second). Closing with unread input would send RST, and a RST can
+    // destroy the reason frame before the client reads it.
+    std::error_code ignored;
+    socket_.cancel(ignored);  // no read of ours may run on it any more
+    engine_.linger_close(std::move(socket_), std::move(out_));
   }
-  asio::async_write(socket_, asio::buffer(out_), [self](const std::error_code&, std::size_t) { self->close(); });
+  close();
 }
 
 void client_session::close() {
@@ -437,6 +448,8 @@ void client_session::close() {
     write_closed_ = true;
     pending_.clear();
     pending_bytes_ = 0;
+    // No reset for unread input (see inbound_session::close).
+    sockets::drain_and_shutdown(socket_);
     socket_.close(ignored);
   }
   for (auto& d : ready_) engine_.chunks().unref(d.source);

@@ -2,6 +2,7 @@
 
 #include "engine.hpp"
 #include "peer_slot.hpp"
+#include "sockets.hpp"
 
 #include <asio/post.hpp>
 #include <asio/read.hpp>
@@ -70,6 +71,28 @@ void inbound_session::start() {
 void inbound_session::close_async() {
   auto self = shared_from_this();
   asio::post(socket_.get_executor(), [self] { self->close(); });
+}
+
+// Engine stop, before the sockets close: an ACK the consumer has earned but
+// that is not on the wire yet (queued behind a write in flight, or not
+// requested yet) would be lost with the connection, and its sender would
+// report those messages as unacknowledged although they were handled.
+void inbound_session::flush_acks_async(std::shared_ptr<ack_flush_latch> latch) {
+  auto self = shared_from_this();
+  asio::post(socket_.get_executor(), [self, latch = std::move(latch)]() mutable {
+    self->flush_latch_ = std::move(latch);
+    self->on_ack_request();
+    self->check_acks_flushed();
+  });
+}
+
+// io thread: counts the stop latch down once the latest ACK is written (or
+// can no longer be).
+void inbound_session::check_acks_flushed() {
+  if (!flush_latch_) return;
+  if (open_ && slot_ >= 0 && ack_written_ < ack_pending_) return;
+  flush_latch_->count_down();
+  flush_latch_.reset();
 }
 
 void inbound_session::read_hello() {
@@ -294,13 +317,7 @@ void inbound_session::on_chunk_released() {
   rx_.on_chunk_released();
   std::weak_ptr<inbound_session> weak = weak_from_this();
   asio::post(socket_.get_executor(), [weak] {
-    if (auto self = weak.lock()) {
-      if (self->paused_ && self->open_) {
-        self->paused_ = false;
-        if (self->flush_ready()) self->do_read();
-        else self->paused_ = true;
-      }
-    }
+    if (auto self = weak.lock()) self->resume();
   });
 }
 
@@ -323,10 +340,7 @@ void inbound_session::do_read() {
     auto self = shared_from_this();
     timer_.expires_after(retry_delay * 5);
     timer_.async_wait([self](const std::error_code& ec) {
-      if (ec || !self->open_ || !self->paused_) return;
-      self->paused_ = false;
-      if (self->flush_ready()) self->do_read();
-      else self->paused_ = true;
+      if (!ec) self->resume();
     });
     return;
   }
@@ -352,20 +366,41 @@ void inbound_session::on_read(std::size_t n) {
     return;
   }
   note_partial(rx_.parsed != parsed_before);
-  if (!flush_ready()) {
-    // MIQ full: stop reading this socket until the consumer catches up.
-    paused_ = true;
-    auto self = shared_from_this();
-    timer_.expires_after(retry_delay);
-    timer_.async_wait([self](const std::error_code& ec) {
-      if (ec || !self->open_ || !self->paused_) return;
-      self->paused_ = false;
-      if (self->flush_ready()) self->do_read();
-      else self->paused_ = true;
-    });
-    return;
-  }
+  if (!flush_ready()) return wait_for_miq();
   do_read();
+}
+
+// io thread, paused: what is parsed goes to the MIQ first, then reading
+// resumes (or waits again for MIQ room, or for a chunk).
+void inbound_session::resume() {
+  if (!paused_ || !open_) return;
+  paused_ = false;
+  if (flush_ready()) do_read();
+  else wait_for_miq();
+}
+
+// io thread, flush_ready() found the MIQ full: stop reading this socket until
+// the consumer makes room. The consumer wakes us (engine::pop_delivery); a
+// chunk release or a timer does not have to come: with every delivery of
+// ours consumed and our last chunk still the one we read into, none will.
+void inbound_session::wait_for_miq() {
+  if (!open_) return;  // superseded or refused meanwhile
+  paused_ = true;
+  if (waiting_miq_) return;
+  waiting_miq_ = true;
+  engine_.wait_for_miq(weak_from_this());
+  // Room made before we were registered is not announced: look once more.
+  resume();
+}
+
+void inbound_session::on_miq_room() {
+  std::weak_ptr<inbound_session> weak = weak_from_this();
+  asio::post(socket_.get_executor(), [weak] {
+    if (auto self = weak.lock()) {
+      self->waiting_miq_ = false;
+      self->resume();
+    }
+  });
 }
 
 // io thread. Walks complete frames in [rx_.parsed, rx_.filled), checking each
@@ -550,10 +585,12 @@ void inbound_session::send_ack() {
     h.kind = frame_kind::ack;
     h.msg_id = ack_pending_;
     ack_sent_ = ack_pending_;
+    ack_in_write_ = ack_pending_;
   } else if (pong_pending_) {
     h.kind = frame_kind::pong;
     h.msg_id = pong_id_;
     pong_pending_ = false;
+    ack_in_write_ = 0;
   } else {
     return;
   }
@@ -573,6 +610,8 @@ void inbound_session::send_ack() {
   asio::async_write(socket_, out, [self](const std::error_code& ec, std::size_t) {
     self->ack_writing_ = false;
     if (ec) return self->close();
+    if (self->ack_in_write_ > self->ack_written_) self->ack_written_ = self->ack_in_write_;
+    self->check_acks_flushed();
     if (self->reject_pending_) {
       self->reject_pending_ = false;
       return self->write_reject();
@@ -610,56 +649,30 @@ void inbound_session::refuse(reject_code code, const std::string& detail) {
   write_reject();
 }
 
+// io thread, no write of ours in flight: the reason frame goes out on its
+// own (engine::linger_close: FIN after it, then what the peer still sends is
+// read and dropped until it closes, at most a second). Closing with unread
+// input would send RST, and a RST can destroy the reason frame before the
+// peer reads it.
 void inbound_session::write_reject() {
-  auto self = shared_from_this();
-  asio::async_write(socket_, asio::buffer(reject_buf_), [self](const std::error_code& ec, std::size_t) {
-    std::error_code ignored;
-    if (ec) {
-      self->socket_.close(ignored);
-      self->timer_.cancel();
-      self->read_timer_.cancel();
-      return;
-    }
-    // Lingering close: FIN after the reason frame, then read and drop what
-    // the peer still sends until it closes or refuse()'s 1 s timer fires.
-    // Closing with unread input would send RST, and a RST can destroy the
-    // reason frame before the peer reads it.
-    self->socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-    self->read_timer_.cancel();
-    self->discard_input();
-  });
-}
-
-void inbound_session::discard_input() {
-  auto self = shared_from_this();
-  socket_.async_read_some(asio::buffer(ack_buf_), [self](const std::error_code& ec, std::size_t) {
-    if (!ec) return self->discard_input();
-    std::error_code ignored;
-    self->socket_.close(ignored);
-    self->timer_.cancel();
-  });
+  std::error_code ignored;
+  socket_.cancel(ignored);  // no read of ours may run on it any more
+  engine_.linger_close(std::move(socket_), std::move(reject_buf_));
+  close();
 }
 
 void inbound_session::close() {
   std::error_code ignored;
   open_ = false;
+  check_acks_flushed();
   paused_ = false;
   timer_.cancel();
   hb_timer_.cancel();
   read_timer_.cancel();
-  if (socket_.is_open()) {
-    // Closing a socket with unread input makes the kernel reset the
-    // connection and drop what is still in our send buffer, such as the last
-    // ACK (its sender would then report those messages as unacknowledged).
-    // Read what has arrived (bounded), then close with a FIN.
-    socket_.non_blocking(true, ignored);
-    std::array<std::uint8_t, 4096> scratch;
-    for (int i = 0; i < 256; ++i) {
-      std::error_code ec;
-      if (socket_.read_some(asio::buffer(scratch), ec) == 0 || ec) break;
-    }
-    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
-  }
+  // Closing a socket with unread input makes the kernel reset the
+  // connection and drop what is still in our send buffer, such as the last
+  // ACK (its sender would then report those messages as unacknowledged).
+  sockets::drain_and_shutdown(socket_);
   socket_.close(ignored);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();

@@ -14,6 +14,8 @@
 #include <array>
 #include <chrono>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -21,7 +23,29 @@
 
 namespace nexres {
 
+/// engine::stop() waits on it (bounded) while inbound sessions write the ACK
+/// of everything the consumer has finished. Any thread.
+class ack_flush_latch {
+ public:
+  explicit ack_flush_latch(std::size_t count) : left_(count) {}
+  void count_down() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (left_ > 0 && --left_ == 0) cv_.notify_all();
+  }
+  /// False when the deadline passed first.
+  bool wait_until(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_until(lock, deadline, [this] { return left_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::size_t left_;
+};
+
 class inbound_session : public chunk_owner,
+                        public miq_waiter,
                         public std::enable_shared_from_this<inbound_session> {
  public:
   inbound_session(engine& eng, asio::ip::tcp::socket socket);
@@ -31,8 +55,13 @@ class inbound_session : public chunk_owner,
   void start_on_own_thread();
   /// Any thread: closes the socket on its io thread.
   void close_async();
+  /// Any thread (engine::stop): writes the ACK of everything the consumer
+  /// has finished, then counts `latch` down (also when it cannot: closed).
+  void flush_acks_async(std::shared_ptr<ack_flush_latch> latch);
   /// Any thread (pool unref): a chunk of ours was released; resume if paused.
   void on_chunk_released() override;
+  /// Consumer thread: the MIQ has room again; resume if paused.
+  void on_miq_room() override;
   /// Any thread: send an ACK for what the consumer has finished.
   void request_ack();
   /// Acceptor thread, before start: its id in the engine's pre-handshake
@@ -55,14 +84,16 @@ class inbound_session : public chunk_owner,
   bool seal_into(std::vector<std::uint8_t>& buf, std::size_t from);
   void do_read();
   void on_read(std::size_t n);
+  void resume();
+  void wait_for_miq();
   bool parse();
   bool flush_ready();
   void send_ack();
   void write_reject();
-  void discard_input();
   void arm_heartbeat();
   void heartbeat_tick();
   void on_ack_request();
+  void check_acks_flushed();
   void refuse(reject_code code, const std::string& detail);
   void close();
   // Hostile-input limits (SECURITY.md "Connection limits").
@@ -92,6 +123,7 @@ class inbound_session : public chunk_owner,
   bool open_ = true;
   bool reading_ = false;
   bool paused_ = false;
+  bool waiting_miq_ = false;  // registered with engine::wait_for_miq
   // Limits (io thread). Read deadline: a frame (or the handshake) begun at
   // partial_since_ must be complete frame_read_timeout_ms later; one timer,
   // armed when a partial frame appears and re-armed only when it fires.
@@ -119,6 +151,9 @@ class inbound_session : public chunk_owner,
   bool ack_writing_ = false;
   std::uint64_t ack_pending_ = 0;
   std::uint64_t ack_sent_ = 0;
+  std::uint64_t ack_in_write_ = 0;  // id of the ACK in the write in flight (0: a PONG)
+  std::uint64_t ack_written_ = 0;   // highest ACK id whose write completed
+  std::shared_ptr<ack_flush_latch> flush_latch_;  // engine stop: ACKs being flushed
   std::vector<std::uint8_t> ack_out_;  // auth mac: the control frame and its SEAL
 
   // auth mac (io thread): the peer proves its id after our WELCOME; frames

@@ -5,6 +5,7 @@
 #include "connection.hpp"
 #include "peer_slot.hpp"
 #include "replica_client.hpp"
+#include "sockets.hpp"
 
 #include <chrono>
 #include <stdexcept>
@@ -104,20 +105,24 @@ std::error_code engine::start() {
     session->set_pending_id(admit_inbound(session, address));
     session->start_on_own_thread();
   });
-  if (auto ec = acceptor_->listen(host, port)) {
+  // A failed start releases what it took: the io threads have not started,
+  // and each listening socket bound so far is closed before returning.
+  auto failed = [this](const char* which, const std::string& h, std::uint16_t p, std::error_code ec) {
+    listen_failure_ = listen_failure_info{which, h.empty() ? std::string("0.0.0.0") : h, p};
+    if (acceptor_) acceptor_->close_now();
+    if (client_acceptor_) client_acceptor_->close_now();
     stopped_ = true;
     return ec;
-  }
+  };
+  if (auto ec = acceptor_->listen(host, port)) return failed("replica", host, port, ec);
   local_port_ = acceptor_->port();
   if (options_.client_port >= 0) {
     client_acceptor_ = std::make_shared<acceptor>(*this, pool_.at(0), [this](asio::ip::tcp::socket s) {
       accept_client(std::move(s));
     });
     const std::string chost = options_.client_host.empty() ? host : options_.client_host;
-    if (auto ec = client_acceptor_->listen(chost, static_cast<std::uint16_t>(options_.client_port))) {
-      stopped_ = true;
-      return ec;
-    }
+    const auto cport = static_cast<std::uint16_t>(options_.client_port);
+    if (auto ec = client_acceptor_->listen(chost, cport)) return failed("client", chost, cport, ec);
     client_port_ = client_acceptor_->port();
   }
   std::size_t i = 0;
@@ -152,11 +157,26 @@ void engine::stop() {
   }
   for (auto& c : clients) c->close_async();
   clients.clear();
+  std::vector<std::shared_ptr<inbound_session>> inbound;
   {
     std::lock_guard<std::mutex> lock(sessions_mu_);
     for (auto& w : sessions_)
-      if (auto s = w.lock()) s->close_async();
+      if (auto s = w.lock()) inbound.push_back(std::move(s));
     sessions_.clear();
+  }
+  // Stop phase: inbound sessions write the ACK of everything the consumer
+  // has finished before their sockets close (bounded: a peer that does not
+  // read holds the writes).
+  auto latch = std::make_shared<ack_flush_latch>(inbound.size());
+  for (auto& s : inbound) s->flush_acks_async(latch);
+  latch->wait_until(std::chrono::steady_clock::now() + std::chrono::milliseconds(250));
+  for (auto& s : inbound) s->close_async();
+  inbound.clear();
+  {
+    std::lock_guard<std::mutex> lock(closers_mu_);
+    for (auto& w : closers_)
+      if (auto c = w.lock()) c->close_async();
+    closers_.clear();
   }
   pool_.stop();
   // Let closes run and handlers finish; force the rest after a bound.
@@ -315,6 +335,29 @@ bool engine::push_delivery(delivery& d) {
   return (d.peer & client_flag) != 0 ? client_miq_.try_push(d) : miq_.try_push(d);
 }
 
+void engine::wait_for_miq(std::weak_ptr<miq_waiter> w) {
+  {
+    std::lock_guard<std::mutex> lock(miq_mu_);
+    miq_waiters_.push_back(std::move(w));
+    miq_waiting_.store(true, std::memory_order_relaxed);
+  }
+  // Pairs with the fence in pop_delivery() (see there).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+// Consumer thread.
+void engine::wake_miq_waiters() {
+  std::vector<std::weak_ptr<miq_waiter>> woken;
+  {
+    std::lock_guard<std::mutex> lock(miq_mu_);
+    woken.swap(miq_waiters_);
+    miq_waiting_.store(false, std::memory_order_relaxed);
+  }
+  // Unlocked: a waiter's last reference may drop here.
+  for (auto& w : woken)
+    if (auto s = w.lock()) s->on_miq_room();
+}
+
 // Consumer thread. ACKs follow consumption, not arrival: a receiver that dies
 // with messages still queued for its handlers gets them again on restart.
 void engine::release(const delivery& d) {
@@ -410,6 +453,25 @@ void engine::leave_pending(std::uint64_t id) {
     if (by->second.empty()) pending_by_address_.erase(by);
   }
   pending_.erase(it);
+}
+
+void engine::linger_close(asio::ip::tcp::socket socket, std::vector<std::uint8_t> last_words) {
+  std::shared_ptr<sockets::lingering_close> c;
+  {
+    std::lock_guard<std::mutex> lock(closers_mu_);
+    // Stopping: the frame is still written (it goes out at once unless the
+    // socket is full) but nothing lingers.
+    const auto deadline = std::chrono::milliseconds(stopping() ? 0 : 1000);
+    c = std::make_shared<sockets::lingering_close>(std::move(socket), std::move(last_words), deadline);
+    if (closers_.size() >= 64 && closers_.size() % 64 == 0) {
+      std::vector<std::weak_ptr<sockets::lingering_close>> live;
+      for (auto& w : closers_)
+        if (!w.expired()) live.push_back(w);
+      closers_.swap(live);
+    }
+    closers_.push_back(c);
+  }
+  c->start();
 }
 
 void engine::track_session(const std::shared_ptr<inbound_session>& s) {

@@ -191,6 +191,17 @@ struct engine_stats {
   std::vector<client_stats> clients;
 };
 
+/// A connection whose deliveries wait for room in the MIQ.
+class miq_waiter {
+ public:
+  virtual ~miq_waiter() = default;
+  /// Consumer thread (engine::pop_delivery); must not block.
+  virtual void on_miq_room() = 0;
+};
+
+namespace sockets {
+class lingering_close;
+}
 class acceptor;
 class client_session;
 class inbound_session;
@@ -206,8 +217,18 @@ class engine {
   engine& operator=(const engine&) = delete;
   ~engine();
 
-  /// Binds the replica port, starts io threads and connects to every peer.
+  /// Binds the replica port (and the client port), starts io threads and
+  /// connects to every peer. On failure nothing is left bound or running
+  /// (listen_failure() says which port).
   std::error_code start();
+  /// After start() failed to bind: which port ("replica" or "client") and
+  /// the address it was to listen on.
+  struct listen_failure_info {
+    std::string which;
+    std::string host;
+    std::uint16_t port = 0;
+  };
+  const listen_failure_info& listen_failure() const noexcept { return listen_failure_; }
   /// Closes every connection and joins the io threads. Idempotent. Not from
   /// an io thread.
   void stop();
@@ -219,8 +240,15 @@ class engine {
   /// turn so neither port can fill the other's slots.
   bool pop_delivery(delivery& out) {
     const bool client_first = (pop_turn_.fetch_add(1, std::memory_order_relaxed) & 1u) != 0;
-    if (client_first) return client_miq_.try_pop(out) || miq_.try_pop(out);
-    return miq_.try_pop(out) || client_miq_.try_pop(out);
+    if (client_first && client_miq_.try_pop(out)) return true;
+    if (miq_.try_pop(out)) {
+      // Pairs with the fence in wait_for_miq(): either the waiter's retry sees
+      // the room made here, or this sees the waiter.
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (miq_waiting_.load(std::memory_order_relaxed) && miq_.size_approx() <= miq_.capacity() / 2) wake_miq_waiters();
+      return true;
+    }
+    return !client_first && client_miq_.try_pop(out);
   }
   /// The consumer is done with a delivery: its frames count as consumed (the
   /// peer gets an ACK for them) and its chunk may be read into again.
@@ -265,8 +293,13 @@ class engine {
   /// Index of a peer id in the slot table, or -1.
   int slot_of(std::uint32_t peer) const noexcept;
   peer_slot& slot(int index) { return *slots_[static_cast<std::size_t>(index)]; }
-  /// Pushes to the MIQ; false when full (caller pauses and retries).
+  /// Pushes to the MIQ; false when full (the caller waits: wait_for_miq).
   bool push_delivery(delivery& d);
+  /// A session's io thread, after push_delivery() found the MIQ full: `w` is
+  /// told (on_miq_room) once the consumer has emptied it to half. The caller
+  /// then tries to push once more (room made before this call returned may
+  /// not be announced).
+  void wait_for_miq(std::weak_ptr<miq_waiter> w);
   void post_event(engine_event ev);
   void count_reject(reject_code code, std::uint32_t peer, const std::string& remote,
                     const std::string& detail);
@@ -278,6 +311,11 @@ class engine {
   /// Any thread: a registered connection finished its handshake or is gone.
   void leave_pending(std::uint64_t id);
   void notify();
+  /// Any thread: a refused connection's last words. Its socket (with no
+  /// operation of the caller's left on it) writes `last_words` (a REJECT
+  /// frame), sends FIN and drops what the peer still sends until it closes,
+  /// for at most a second (sockets::lingering_close); stop() cuts it short.
+  void linger_close(asio::ip::tcp::socket socket, std::vector<std::uint8_t> last_words);
   void forget_client(std::uint32_t id);
   void accept_client(asio::ip::tcp::socket socket);
   void count_replies(std::uint64_t bytes) { reply_bytes_.fetch_add(bytes, std::memory_order_relaxed); }
@@ -303,12 +341,18 @@ class engine {
   bool stopped_ = false;
   std::uint16_t local_port_ = 0;
   std::uint16_t client_port_ = 0;
+  listen_failure_info listen_failure_;
 
   chunk_pool chunks_;         // replica port: even chunk ids
   chunk_pool client_chunks_;  // client port: odd chunk ids
   bounded_queue<delivery> miq_;
   bounded_queue<delivery> client_miq_;
   std::atomic<unsigned> pop_turn_{0};
+  // Connections waiting for MIQ room (wait_for_miq), woken by pop_delivery.
+  void wake_miq_waiters();
+  std::atomic<bool> miq_waiting_{false};
+  std::mutex miq_mu_;
+  std::vector<std::weak_ptr<miq_waiter>> miq_waiters_;  // miq_mu_
   std::vector<std::unique_ptr<peer_slot>> slots_;
 
   mutable std::mutex events_mu_;
@@ -318,6 +362,8 @@ class engine {
 
   std::mutex sessions_mu_;
   std::vector<std::weak_ptr<inbound_session>> sessions_;
+  std::mutex closers_mu_;
+  std::vector<std::weak_ptr<sockets::lingering_close>> closers_;  // closers_mu_
 
   // Pre-handshake replica-port connections (connection limits), by
   // registration id (= accept order) and by remote address.

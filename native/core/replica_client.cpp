@@ -1,6 +1,7 @@
 #include "replica_client.hpp"
 
 #include "gather_writer.hpp"
+#include "sockets.hpp"
 
 #include <asio/connect.hpp>
 #include <asio/post.hpp>
@@ -95,7 +96,10 @@ void peer_link::do_connect() {
     self->on_connected();
   };
   if (!ec) {
-    socket_.async_connect(asio::ip::tcp::endpoint(addr, peer_.port), on_connect);
+    const asio::ip::tcp::endpoint ep(addr, peer_.port);
+    // Opened here, close-on-exec (async_connect would open it without).
+    if (auto err = sockets::open(socket_, ep.protocol())) return fail(reject_code::shutting_down, "socket: " + err.message());
+    socket_.async_connect(ep, on_connect);
     return;
   }
   resolver_.async_resolve(peer_.host, std::to_string(peer_.port),
@@ -105,7 +109,10 @@ void peer_link::do_connect() {
                             if (err || results.empty())
                               return self->fail(reject_code::shutting_down,
                                                 "cannot resolve " + self->peer_.host);
-                            self->socket_.async_connect(*results.begin(), on_connect);
+                            const asio::ip::tcp::endpoint ep = *results.begin();
+                            if (auto e = sockets::open(self->socket_, ep.protocol()))
+                              return self->fail(reject_code::shutting_down, "socket: " + e.message());
+                            self->socket_.async_connect(ep, on_connect);
                           });
 }
 
