@@ -378,6 +378,11 @@ const progressTimer = setInterval(() => {
 
 // ---- commands ------------------------------------------------------------
 const rl = createInterface({ input: process.stdin })
+let closing = false
+// The run is gone (its end of the pipe closed): nothing to report to.
+rl.on('close', () => {
+  if (!closing) process.exit(4)
+})
 rl.on('line', async (line) => {
   let cmd
   try {
@@ -410,6 +415,7 @@ rl.on('line', async (line) => {
     progress()
     out({ t: 'health', health: health() })
   } else if (cmd.cmd === 'close') {
+    closing = true
     sending = false
     clearTimeout(trafficTimer)
     clearInterval(progressTimer)
