@@ -350,8 +350,11 @@ export abstract class Endpoint implements ReplySink {
   }
 
   // JS thread, once per wake-up: every run of frames in `meta`, each frame
-  // dispatched to its handler with a zero-copy view.
-  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): void => {
+  // dispatched to its handler with a zero-copy view. Returns how many runs
+  // were handled: once close() has begun (or is called from a handler) the
+  // rest are not, and native code must not acknowledge them — their senders
+  // keep them for this replica's next process or report them.
+  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): number => {
     if (fresh !== undefined) {
       for (let i = 0; i < fresh.length; i += 3) {
         const id = fresh[i] as number
@@ -361,13 +364,13 @@ export abstract class Endpoint implements ReplySink {
         this.chunkPooled[id] = fresh[i + 2] as boolean
       }
     }
-    if (this.closed) return
+    if (this.closed || this.closing !== undefined) return this.notHandled(0, count)
     const meta = this.meta
     const routes = this.routes
     let lastRoute = -1
     let lastEntry: RouteEntry | undefined
     for (let e = 0; e < count; e++) {
-      if (this.closing !== undefined) break // close() called from a handler
+      if (this.closing !== undefined) return this.notHandled(e, count) // close() called from a handler
       const k = e * 4
       const cid = meta[k]!
       const off = meta[k + 1]!
@@ -410,6 +413,19 @@ export abstract class Endpoint implements ReplySink {
         this.chunkViews[cid] = undefined
       }
     }
+    return count
+  }
+
+  /** Runs `from`..`count` of the batch are not handled: drops what JS holds of their unpooled chunks; returns `from`. */
+  private notHandled(from: number, count: number): number {
+    for (let e = from; e < count; e++) {
+      const cid = this.meta[e * 4]!
+      if (!this.chunkPooled[cid]) {
+        this.chunkBuffers[cid] = undefined
+        this.chunkViews[cid] = undefined
+      }
+    }
+    return from
   }
 
   // Requests from one client connection, in order. Each handler gets bytes

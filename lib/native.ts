@@ -121,7 +121,7 @@ export interface NativeConsumerConstructor {
     index: number,
     meta: Uint32Array,
     depths: Float64Array,
-    onBatch: (count: number, fresh: FreshChunks | undefined) => void,
+    onBatch: (count: number, fresh: FreshChunks | undefined) => number,
   ): NativeConsumer
 }
 
@@ -130,7 +130,11 @@ export interface NativeEngineConstructor {
     options: EngineOptions,
     meta: Uint32Array,
     depths: Float64Array,
-    onBatch: (count: number, fresh: FreshChunks | undefined) => void,
+    /**
+     * Returns how many runs (from the first) were handled; the rest are
+     * held, never acknowledged, and nothing more is delivered (close()).
+     */
+    onBatch: (count: number, fresh: FreshChunks | undefined) => number,
     onEvents: (events: RawEvent[]) => void,
   ): NativeEngine
 }

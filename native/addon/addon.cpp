@@ -477,7 +477,12 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   // Worker consumers may still hold the engine (stopped) until they go.
   void Shutdown() {
     if (out_.live() != nullptr) out_.shared()->eng->stop();
-    if (const auto& se = out_.shared(); se && se->eng) fair_.drain_all([&](const delivery& d) { se->eng->release(d); });
+    // Stopped: releasing returns the chunks, no ACK can go out any more.
+    if (const auto& se = out_.shared(); se && se->eng) {
+      fair_.drain_all([&](const delivery& d) { se->eng->release(d); });
+      for (const delivery& d : unhandled_) se->eng->release(d);
+    }
+    unhandled_.clear();
     out_.reset();
     if (tsfn_active_) {
       tsfn_active_ = false;
@@ -618,6 +623,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     if (consumers_ > 0) return;  // deliveries are the workers'
     eng = out_.live();
     if (eng == nullptr) return;  // a handler closed the replica
+    if (!unhandled_.empty()) return;  // closing: JS takes no more (see ReleaseBatch)
 
     // Everything the MIQ holds goes into the fair queue (bounded: every run
     // holds a receive chunk); a batch is one round over its sources.
@@ -632,24 +638,35 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       return true;
     });
     if (n > 0) {
+      std::size_t handled = n;
       try {
-        on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
+        const Napi::Value r = on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
+        if (r.IsNumber()) handled = std::min<std::size_t>(n, r.As<Napi::Number>().Uint32Value());
       } catch (...) {
-        ReleaseBatch();
+        ReleaseBatch(n);
         throw;
       }
-      ReleaseBatch();
+      ReleaseBatch(handled);
     }
     // More waiting: come back through the event loop rather than hog it.
     eng = out_.live();
     if (eng != nullptr && (!fair_.empty() || eng->has_deliveries())) eng->notify();
   }
 
-  void ReleaseBatch() {
+  // Releases the first `handled` runs of the batch: their ACKs may go out.
+  // JS handled fewer once close() began: the others were not handled and
+  // must not be acknowledged (their senders keep them for this replica's
+  // next process, or report them). They are held, nothing more is taken,
+  // and Shutdown releases them once the engine is stopped.
+  void ReleaseBatch(std::size_t handled) {
     // After stop the engine object is still alive (shared): releasing
     // returns chunks and is harmless.
-    if (const auto& se = out_.shared(); se && se->eng)
-      for (const delivery& d : batch_) se->eng->release(d);
+    if (const auto& se = out_.shared(); se && se->eng) {
+      for (std::size_t i = 0; i < batch_.size(); ++i) {
+        if (i < handled) se->eng->release(batch_[i]);
+        else unhandled_.push_back(batch_[i]);
+      }
+    }
     batch_.clear();
   }
 
@@ -689,6 +706,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::FunctionReference on_events_;
   std::vector<engine_event> events_;
   std::vector<delivery> batch_;
+  // Runs JS did not handle (close() began): never released before stop.
+  std::vector<delivery> unhandled_;
   // Runs pulled from the MIQ, served round robin by source (see fair_queue.hpp).
   nexres::fair_queue fair_;
   static constexpr std::size_t fair_quantum = 1u << 20;  // bytes per source per batch
