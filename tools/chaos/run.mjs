@@ -102,8 +102,9 @@ function mulberry32(a) {
 
 /**
  * The faults, drawn from the seed alone: [{ at (ms from the start of the
- * chaos phase), type, ... }]. One replica (the witness) is never killed,
- * at most two are down at once; a SIGSTOP lasts 0.1-1.6 s or (30%) 2-6 s,
+ * chaos phase), type, ... }]. One replica (the witness) is never killed or
+ * closed, at most two are down at once (killed, or closed with close() and
+ * a short timeout, then started again); a SIGSTOP lasts 0.1-1.6 s or (30%) 2-6 s,
  * past the heartbeat timeout; partitions last 0.2-2.2 s or (35%) 2.8-5.8 s,
  * past peerDownDeadlineMs, so that queues are given up and reported.
  */
@@ -122,14 +123,22 @@ function makeSchedule(seed, directed) {
     const dead = (id) => (deadUntil.get(id) ?? 0) > t
     const stopped = (id) => (stoppedUntil.get(id) ?? 0) > t
     const r = rng()
-    if (r < 0.3) {
+    if (r < 0.4) {
+      // kill -9 (or, one time in four, close() with a short timeout) and
+      // start again later: a new incarnation, a new sender stream
       const cands = ids.filter((id) => id !== witness && !dead(id) && !stopped(id))
       if (ids.filter(dead).length >= 2 || cands.length === 0) continue
       const id = pick(cands)
       const down = 300 + Math.floor(rng() * 3500)
-      ev.push({ at: t, type: 'kill', id }, { at: t + down, type: 'restart', id })
-      deadUntil.set(id, t + down)
-    } else if (r < 0.55) {
+      if (rng() < 0.25) {
+        const timeoutMs = pick([0, 100, 500, 1500])
+        ev.push({ at: t, type: 'close', id, timeoutMs }, { at: t + timeoutMs + down, type: 'restart', id })
+        deadUntil.set(id, t + timeoutMs + down)
+      } else {
+        ev.push({ at: t, type: 'kill', id }, { at: t + down, type: 'restart', id })
+        deadUntil.set(id, t + down)
+      }
+    } else if (r < 0.6) {
       const cands = ids.filter((id) => !dead(id) && !stopped(id))
       if (cands.length === 0) continue
       const id = pick(cands)
@@ -179,7 +188,7 @@ const violate = (what) => {
   violations.push(`[${since()}s] ${what}`)
   log(`VIOLATION ${what}`)
 }
-const counts = { kill: 0, restart: 0, stop: 0, cont: 0, cut: 0, heal: 0, undeliveredEvents: 0, undeliveredMessages: 0, gaps: 0 }
+const counts = { kill: 0, close: 0, restart: 0, closeReports: 0, closeBytes: 0, stop: 0, cont: 0, cut: 0, heal: 0, undeliveredEvents: 0, undeliveredMessages: 0, gaps: 0 }
 const downCodes = {}
 const rejectCodes = {}
 const incarnations = Object.fromEntries(ids.map((id) => [id, []]))
@@ -357,6 +366,10 @@ function onLine(inc, line) {
       break
     case 'closed':
       s.closeFrom = m.closeFrom
+      for (const b of Object.values(m.undeliveredBytes)) {
+        counts.closeReports++
+        counts.closeBytes += b
+      }
       s.undeliveredAtClose = m.undeliveredBytes
       s.sentLast = m.last
       s.graceful = true
@@ -539,6 +552,55 @@ function at(ms, fn) {
   timers.add(t)
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
+const pendingCloses = []
+const restarting = new Map()
+
+/** Starts the next incarnation of `id` once the current one is gone. */
+function restart(id) {
+  if (restarting.has(id)) return restarting.get(id)
+  const p = (async () => {
+    const old = current.get(id)
+    const end = Date.now() + 15_000
+    while (!old.exited && Date.now() < end) await sleep(20)
+    if (!old.exited) {
+      violate(`replica ${old.key} still running 15 s after ${old.closing ? 'close()' : 'SIGKILL'}`)
+      old.expectedExit = true
+      old.proc.kill('SIGKILL')
+      const end2 = Date.now() + 5000
+      while (!old.exited && Date.now() < end2) await sleep(20)
+    }
+    if (!cleanedUp) spawnReplica(id)
+  })().finally(() => restarting.delete(id))
+  restarting.set(id, p)
+  return p
+}
+
+/**
+ * Asks `inc` to close (close({ timeoutMs })), then checks that it reports,
+ * exits by itself with code 0 and released what Replica.start took.
+ */
+async function closeAndCheck(inc, timeoutMs) {
+  inc.expectedExit = true
+  inc.closing = true
+  send(inc, { cmd: 'close', timeoutMs })
+  const f = await waitFor(inc, 'final', timeoutMs + 15_000)
+  const end = Date.now() + 5000
+  while (!inc.exited && Date.now() < end) await sleep(20)
+  if (!inc.exited) violate(`replica ${inc.key} did not exit within 5 s of close() (something still holds its event loop); stderr: ${inc.err.slice(-2000)}`)
+  const after = f.after
+  const base = inc.seen.get('ready').baseline
+  // (stdio pipes are sockets too: counted before Replica.start)
+  if (after.fds.all > base.fdsBefore.all || after.fds.sockets > base.fdsBefore.sockets) {
+    const was = new Set(base.fdsBefore.list)
+    violate(
+      `replica ${inc.key}: ${after.fds.all} descriptors (${after.fds.sockets} sockets) open after close(), ` +
+        `${base.fdsBefore.all} (${base.fdsBefore.sockets}) before Replica.start; new: ${after.fds.list.filter((x) => !was.has(x)).join(' ')}`,
+    )
+  }
+  if (after.threads > base.threadsBefore) violate(`replica ${inc.key}: ${after.threads} threads after close(), ${base.threadsBefore} before Replica.start`)
+}
+
 function apply(e) {
   if (phase !== 'chaos') return
   counts[e.type]++
@@ -550,9 +612,13 @@ function apply(e) {
       receivers[inc.key].killed = true
       inc.proc.kill('SIGKILL')
       break
+    case 'close':
+      vlog(`close() replica ${inc.key} (timeout ${e.timeoutMs} ms)`)
+      pendingCloses.push(closeAndCheck(inc, e.timeoutMs).catch((err) => violate(`close: ${err.message}`)))
+      break
     case 'restart':
       vlog(`restart replica ${e.id}`)
-      spawnReplica(e.id)
+      void restart(e.id)
       break
     case 'stop':
       vlog(`SIGSTOP replica ${inc.key}`)
@@ -607,7 +673,7 @@ async function main() {
   const chaosStart = Date.now()
   for (const e of sched.events) at(e.at, () => apply(e))
   const ticker = setInterval(() => {
-    log(`kills ${counts.kill}, SIGSTOPs ${counts.stop}, cuts ${counts.cut} | delivered ${delivered}, gaps ${counts.gaps}, given up ${counts.undeliveredMessages} (${counts.undeliveredEvents} events) | peer-down ${JSON.stringify(downCodes)}`)
+    log(`kills ${counts.kill}, closes ${counts.close}, SIGSTOPs ${counts.stop}, cuts ${counts.cut} | delivered ${delivered}, gaps ${counts.gaps}, given up ${counts.undeliveredMessages} (${counts.undeliveredEvents} events) | peer-down ${JSON.stringify(downCodes)}`)
   }, 5000)
   await new Promise((r) => setTimeout(r, Math.max(0, durMs - (Date.now() - chaosStart))))
   clearInterval(ticker)
@@ -623,7 +689,8 @@ async function main() {
       inc.proc.kill('SIGCONT')
     }
   }
-  for (const id of ids) if (current.get(id).exited) spawnReplica(id)
+  await Promise.allSettled(pendingCloses)
+  await Promise.all(ids.map((id) => restarting.get(id) ?? (current.get(id).exited || current.get(id).closing ? restart(id) : undefined)))
   log('faults healed, every replica running; waiting for the queues to drain')
   try {
     await Promise.all(ids.map((id) => waitFor(current.get(id), 'ready', 30_000)))
@@ -655,28 +722,7 @@ async function main() {
 
   // ---- close ------------------------------------------------------------------
   phase = 'close'
-  for (const inc of finals) {
-    inc.expectedExit = true
-    inc.closing = true
-    send(inc, { cmd: 'close', timeoutMs: 3000 })
-  }
-  const closed = await Promise.allSettled(finals.map(async (inc) => {
-    const f = await waitFor(inc, 'final', 15_000)
-    const end = Date.now() + 5000
-    while (!inc.exited && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
-    if (!inc.exited) violate(`replica ${inc.key} did not exit within 5 s of close() (something still holds its event loop); stderr: ${inc.err.slice(-2000)}`)
-    const after = f.after
-    const base = inc.seen.get('ready').baseline
-    // (stdio pipes are sockets too: counted before Replica.start)
-    if (after.fds.all > base.fdsBefore.all || after.fds.sockets > base.fdsBefore.sockets) {
-      const was = new Set(base.fdsBefore.list)
-      violate(
-        `replica ${inc.key}: ${after.fds.all} descriptors (${after.fds.sockets} sockets) open after close(), ` +
-          `${base.fdsBefore.all} (${base.fdsBefore.sockets}) before Replica.start; new: ${after.fds.list.filter((x) => !was.has(x)).join(' ')}`,
-      )
-    }
-    if (after.threads > base.threadsBefore) violate(`replica ${inc.key}: ${after.threads} threads after close(), ${base.threadsBefore} before Replica.start`)
-  }))
+  const closed = await Promise.allSettled(finals.map((inc) => closeAndCheck(inc, 3000)))
   closed.forEach((c) => c.status === 'rejected' && violate(`close: ${c.reason.message}`))
   return finish(mode)
 }
@@ -718,8 +764,8 @@ async function finish(mode) {
   for (const v of found) violate(v)
   await cleanup()
   const sent = Object.values(senders).reduce((n, s) => n + Object.values(s.sentLast ?? s.sentProgress ?? {}).reduce((a, b) => a + b, 0), 0)
-  log(`faults: ${counts.kill} kills (${counts.restart} restarts), ${counts.stop} SIGSTOPs, ${counts.cut} link cuts; ${Object.values(incarnations).reduce((n, ks) => n + ks.length, 0)} processes`)
-  log(`traffic: ~${sent} messages sent (per destination), ${delivered} delivered, ${counts.gaps} gaps, ${counts.undeliveredMessages} given up in ${counts.undeliveredEvents} 'undelivered' events`)
+  log(`faults: ${counts.kill} kills, ${counts.close} closes (${counts.restart} restarts), ${counts.stop} SIGSTOPs, ${counts.cut} link cuts; ${Object.values(incarnations).reduce((n, ks) => n + ks.length, 0)} processes`)
+  log(`traffic: ~${sent} messages sent (per destination), ${delivered} delivered, ${counts.gaps} gaps, ${counts.undeliveredMessages} given up in ${counts.undeliveredEvents} 'undelivered' events, ${counts.closeBytes} bytes reported by close() (${counts.closeReports} peers)`)
   log(`peer-down ${JSON.stringify(downCodes)}; rejects ${JSON.stringify(rejectCodes)}`)
   if (violations.length === 0) {
     log(`PASS: every invariant held (seed ${opts.seed})`)
