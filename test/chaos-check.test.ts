@@ -107,7 +107,8 @@ t.test('a restarted receiver: what the killed one did not handle comes to the ne
   t.match(run(r), [/never got seqs 1\.\.4 \(4 messages\) of sender 1\.1 before its first message/])
 })
 
-t.test('a killed receiver that reported nothing of a stream is covered up to the tolerance', async (t) => {
+t.test('a killed receiver that reported nothing of a stream handled none of it', async (t) => {
+  // (a stream's first message is reported at once)
   const r: Run = {
     incarnations: { 1: [1], 2: [1, 2] },
     senders: { '1.1': sender(1, 1, { sentLast: { 2: 100 } }), '2.1': sender(2, 1, { graceful: false, sentLast: null }), '2.2': sender(2, 2, { sentLast: { 1: 0 } }) },
@@ -118,5 +119,25 @@ t.test('a killed receiver that reported nothing of a stream is covered up to the
     },
     tolerance: 32,
   }
+  t.match(run(r), [/receiver 2 \(incarnation 2\) never got seqs 1\.\.19 \(19 messages\) of sender 1\.1/])
+  r.senders['1.1']!.undelivered = { 2: [[1, 19]] }
   t.same(run(r), [])
+})
+
+t.test('a killed receiver that started a stream mid-way: tolerance after its last report only', async (t) => {
+  // Sender 1 gave up 1..49 (and some of 93..99) for receiver 2; the first
+  // process of 2 got 50.. (reported up to 60) and was killed; the second
+  // starts at 100. 61..92 may have been handled unreported.
+  const base = (givenUp: Range): Run => ({
+    incarnations: { 1: [1], 2: [1, 2] },
+    senders: { '1.1': sender(1, 1, { sentLast: { 2: 200 }, undelivered: { 2: [[1, 49], givenUp] } }), '2.1': sender(2, 1, { graceful: false, sentLast: null }), '2.2': sender(2, 2, { sentLast: { 1: 0 } }) },
+    receivers: {
+      '1.1': receiver(1, 1, {}),
+      '2.1': receiver(2, 1, { '1.1': st(50, 60) }, { killed: true, complete: false, gaps: { '1.1': [[1, 49]] } }),
+      '2.2': receiver(2, 2, { '1.1': st(100, 200) }, { gaps: { '1.1': [[1, 99]] } }),
+    },
+    tolerance: 32,
+  })
+  t.same(run(base([93, 99])), [])
+  t.match(run(base([95, 99])), [/never got seqs 93\.\.94 \(2 messages\) of sender 1\.1 before its first message of that sender \(100; earlier incarnations of the receiver reached 92/])
 })

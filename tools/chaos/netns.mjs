@@ -8,7 +8,7 @@
 // A partition of {i, j} sets the pair's two hub-side ends down: both
 // replicas keep their interface and route (no carrier), and what they send
 // on it is dropped silently, as on a cut cable.
-import { execFileSync } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 
 const PREFIX = 'nxchaos-'
 
@@ -106,6 +106,42 @@ export class NetnsTopology {
       this.teardown()
       const stderr = err?.stderr ? String(err.stderr).trim() : ''
       throw new Error(`network namespaces: ${err?.message?.split('\n')[0]}${stderr ? ` (${stderr})` : ''}`)
+    }
+  }
+
+  /**
+   * Checks that programs run in the namespaces (`ip netns exec` needs to
+   * mount /sys, which some containers refuse) and that a TCP connection
+   * from replica i's namespace reaches replica j's over their link.
+   */
+  async probe(i, j) {
+    const port = 7099
+    const server = spawn('ip', ['netns', 'exec', this.ns(j), process.execPath, '-e',
+      `const s = require('net').createServer((c) => { c.end('ok'); s.close() }).listen(${port}, '${this.addressOn(i, j)}', () => console.log('listening')); setTimeout(() => process.exit(1), 8000).unref()`,
+    ], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let err = ''
+    server.stderr.on('data', (d) => (err += d))
+    try {
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no listener in ${this.ns(j)} within 8 s ${err.trim()}`)), 8000)
+        server.stdout.once('data', () => {
+          clearTimeout(timer)
+          resolve()
+        })
+        server.once('exit', (code) => {
+          clearTimeout(timer)
+          reject(new Error(`\`ip netns exec\` failed (exit ${code}): ${err.trim()}`))
+        })
+      })
+      const got = execFileSync('ip', ['netns', 'exec', this.ns(i), process.execPath, '-e',
+        `const c = require('net').connect(${port}, '${this.addressOn(i, j)}'); let d = ''; c.on('data', (x) => (d += x)); c.on('end', () => process.stdout.write(d)); c.on('error', (e) => { console.error(e.message); process.exit(1) }); setTimeout(() => process.exit(1), 5000).unref()`,
+      ], { encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe'] })
+      if (got !== 'ok') throw new Error(`replica ${i}'s namespace cannot reach replica ${j}'s`)
+    } catch (e) {
+      const stderr = e?.stderr ? String(e.stderr).trim() : ''
+      throw new Error(`network namespaces: ${e.message.split('\n')[0]}${stderr ? ` (${stderr})` : ''}`)
+    } finally {
+      server.kill('SIGKILL')
     }
   }
 

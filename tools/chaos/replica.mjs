@@ -26,7 +26,7 @@ const MAGIC = 0x4e584348
 const HEAD = 16 + 4 * 8
 const HEADER_BYTES = 24 // frame header (docs/PROTOCOL.md §3): what queues count per message
 const SIG_BYTES = 64
-/** A stream's progress is reported at least every this many messages (the run's tolerance). */
+/** A stream's progress is reported at its first message and at least every this many (the run's tolerance). */
 const REPORT_EVERY = 32
 
 const cfg = JSON.parse(process.env.NEXRES_CHAOS)
@@ -306,9 +306,14 @@ function onMessage(msg) {
   received++
   let st = rx.get(key)
   if (st === undefined) {
+    // A stream's first message is reported at once: a killed process then
+    // never has an unreported stream, only up to REPORT_EVERY - 1
+    // unreported messages right after what it reported.
     st = { first: seq, last: seq, count: 1, unreported: 1 }
     rx.set(key, st)
     if (seq > 1) out({ t: 'gap', key, a: 1, b: seq - 1 })
+    dirty.add(key)
+    return progress()
   } else {
     if (seq <= st.last) {
       return violation(`replica ${id}.${k}: from sender ${key} got seq ${seq} after seq ${st.last} (${seq === st.last ? 'duplicate' : 'out of order'})`)

@@ -457,7 +457,9 @@ async function setupNetwork() {
       try {
         topo = new NetnsTopology(ids)
         topo.setup()
+        await topo.probe(ids[0], ids[1])
       } catch (err) {
+        topo?.teardown()
         topo = undefined
         if (mode === 'netns') throw err
         log(`network namespaces unavailable (${err.message}); using the loopback proxies`)
