@@ -663,7 +663,7 @@ async function main() {
     process.exit(2)
   }
   const sched = makeSchedule(opts.seed, mode === 'proxy')
-  log(`seed ${opts.seed}, ${opts.duration} s, ${ids.length} replicas in ${mode === 'netns' ? 'network namespaces (links cut with ip link set down)' : 'loopback proxies (links blackholed)'}, auth ${opts.auth}, ~${opts.rate} msgs/s each; witness (never killed): ${sched.witness}; ${sched.events.length} fault events`)
+  log(`seed ${opts.seed}, ${opts.duration} s, ${ids.length} replicas ${mode === 'netns' ? 'in network namespaces (links cut with ip link set down)' : 'behind loopback proxies (links blackholed)'}, auth ${opts.auth}, ~${opts.rate} msgs/s each; witness (never killed): ${sched.witness}; ${sched.events.length} fault events`)
   log(`replay: ${replay(mode)}`)
 
   for (const id of ids) spawnReplica(id)
