@@ -458,8 +458,14 @@ export abstract class Endpoint implements ReplySink {
   }
 
   // JS thread, once per wake-up: every run of frames in `meta`, each frame
-  // dispatched to its handler with a zero-copy view.
-  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): number[] | undefined => {
+  // dispatched to its handler with a zero-copy view. Returns how many runs
+  // were handled: once close() has begun (or is called from a handler) the
+  // rest are not, and native code must not acknowledge them — their senders
+  // keep them for this replica's next process or report them. When handlers
+  // returned promises, returns [handled, entry, token, messages, ...]
+  // instead: those runs stay held (not acknowledged, payloads valid) until
+  // settle(token).
+  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): number | number[] => {
     if (fresh !== undefined) {
       for (let i = 0; i < fresh.length; i += 3) {
         const id = fresh[i] as number
@@ -469,7 +475,7 @@ export abstract class Endpoint implements ReplySink {
         this.chunkPooled[id] = fresh[i + 2] as boolean
       }
     }
-    if (this.closed) return undefined
+    if (this.closed || this.closing !== undefined) return this.notHandled(0, count)
     const meta = this.meta
     const routes = this.routes
     let lastRoute = -1
@@ -477,7 +483,7 @@ export abstract class Endpoint implements ReplySink {
     let held: number[] | undefined
     let hold: PendingRun | undefined
     for (let e = 0; e < count; e++) {
-      if (this.closing !== undefined) break // close() called from a handler
+      if (this.closing !== undefined) return this.handledUpTo(this.notHandled(e, count), held) // close() called from a handler
       const k = e * 4
       const cid = meta[k]!
       const off = meta[k + 1]!
@@ -528,7 +534,7 @@ export abstract class Endpoint implements ReplySink {
       }
       if (hold !== undefined) {
         hold.registered = true
-        ;(held ??= []).push(e, hold.token, hold.n)
+        ;(held ??= [0]).push(e, hold.token, hold.n)
         hold = undefined
       }
       if (!this.chunkPooled[cid]) {
@@ -536,6 +542,13 @@ export abstract class Endpoint implements ReplySink {
         this.chunkViews[cid] = undefined
       }
     }
+    return this.handledUpTo(count, held)
+  }
+
+  /** onBatch's result: `handled` runs, and the held ones if any. */
+  private handledUpTo(handled: number, held: number[] | undefined): number | number[] {
+    if (held === undefined) return handled
+    held[0] = handled
     return held
   }
 
@@ -543,6 +556,18 @@ export abstract class Endpoint implements ReplySink {
   private settleOne(h: PendingRun): void {
     if (--h.n > 0 || !h.registered) return
     if (!this.closed) this.native.settle?.(h.token)
+  }
+
+  /** Runs `from`..`count` of the batch are not handled: drops what JS holds of their unpooled chunks; returns `from`. */
+  private notHandled(from: number, count: number): number {
+    for (let e = from; e < count; e++) {
+      const cid = this.meta[e * 4]!
+      if (!this.chunkPooled[cid]) {
+        this.chunkBuffers[cid] = undefined
+        this.chunkViews[cid] = undefined
+      }
+    }
+    return from
   }
 
   // Requests from one client connection, in order. Each handler gets bytes

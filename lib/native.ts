@@ -126,7 +126,7 @@ export interface NativeConsumerConstructor {
     index: number,
     meta: Uint32Array,
     depths: Float64Array,
-    onBatch: (count: number, fresh: FreshChunks | undefined) => number[] | undefined,
+    onBatch: (count: number, fresh: FreshChunks | undefined) => number | number[],
   ): NativeConsumer
 }
 
@@ -135,7 +135,13 @@ export interface NativeEngineConstructor {
     options: EngineOptions,
     meta: Uint32Array,
     depths: Float64Array,
-    onBatch: (count: number, fresh: FreshChunks | undefined) => number[] | undefined,
+    /**
+     * Returns how many runs (from the first) were handled; the rest are
+     * held, never acknowledged, and nothing more is delivered (close()).
+     * Or [handled, entry, token, messages, ...]: the runs whose handlers
+     * returned promises, held until settle(token).
+     */
+    onBatch: (count: number, fresh: FreshChunks | undefined) => number | number[],
     onEvents: (events: RawEvent[]) => void,
   ): NativeEngine
 }

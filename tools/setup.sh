@@ -30,6 +30,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null || exit 1
 fi
 
+# The chaos run (npm run chaos, .ci/run) gives each replica a network
+# namespace when it runs as root with iproute2's `ip`; without it, it uses
+# loopback proxies instead. Best effort: a failure here is not fatal.
+if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  log "installing iproute2 (network namespaces for npm run chaos)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; } ||
+    echo "nexres-rpc: iproute2 could not be installed; npm run chaos will use loopback proxies" >&2
+fi
+
 log "npm dependencies"
 npm ci --ignore-scripts --no-audit --no-fund || exit 1
 

@@ -482,10 +482,13 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   // Worker consumers may still hold the engine (stopped) until they go.
   void Shutdown() {
     if (out_.live() != nullptr) out_.shared()->eng->stop();
+    // Stopped: releasing returns the chunks, no ACK can go out any more.
     if (const auto& se = out_.shared(); se && se->eng) {
       fair_.drain_all([&](const delivery& d) { se->eng->release(d); });
       held_.drain_all([&](const delivery& d) { se->eng->release(d); });
+      for (const delivery& d : unhandled_) se->eng->release(d);
     }
+    unhandled_.clear();
     out_.reset();
     if (tsfn_active_) {
       tsfn_active_ = false;
@@ -636,6 +639,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     if (consumers_ > 0) return;  // deliveries are the workers'
     eng = out_.live();
     if (eng == nullptr) return;  // a handler closed the replica
+    if (!unhandled_.empty()) return;  // closing: JS takes no more (see ReleaseBatch)
 
     // Everything the MIQ holds goes into the fair queue (bounded: every run
     // holds a receive chunk); a batch is one round over its sources.
@@ -659,14 +663,14 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       return true;
     });
     if (n > 0) {
-      Napi::Value held;
+      Napi::Value result;
       try {
-        held = on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
+        result = on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
       } catch (...) {
         ReleaseBatch(Napi::Value());
         throw;
       }
-      ReleaseBatch(held);
+      ReleaseBatch(result);
     }
     // More waiting: come back through the event loop rather than hog it
     // (not while every waiting source is held back by pending handlers:
@@ -675,26 +679,38 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     if (eng != nullptr && ((n > 0 && !fair_.empty()) || eng->has_deliveries())) eng->notify();
   }
 
-  // onBatch returns undefined, or [entry, token, messages, ...] for the runs
-  // whose handlers returned promises: those stay held (chunk and ACK) until
-  // settle(token); later runs of the same source wait behind them.
-  void ReleaseBatch(Napi::Value held) {
+  // onBatch returns how many runs it handled (from the first), or
+  // [handled, entry, token, messages, ...] when handlers returned promises:
+  // those runs stay held (chunk and ACK) until settle(token); later runs of
+  // the same source wait behind them. Runs past `handled` were not handled
+  // (close() began): they must not be acknowledged (their senders keep them
+  // for this replica's next process, or report them), nothing more is taken,
+  // and Shutdown releases them once the engine is stopped.
+  void ReleaseBatch(Napi::Value result) {
     const auto& se = out_.shared();
     // After stop the engine object is still alive (shared): releasing
     // returns chunks and is harmless.
     auto release = [&](const delivery& d) {
       if (se && se->eng) se->eng->release(d);
     };
+    std::size_t handled = batch_.size();
     std::size_t next_held = static_cast<std::size_t>(-1);
-    std::uint32_t k = 0, len = 0;
+    std::uint32_t k = 1, len = 0;
     Napi::Array arr;
-    if (!held.IsEmpty() && held.IsArray()) {
-      arr = held.As<Napi::Array>();
+    if (!result.IsEmpty() && result.IsNumber()) {
+      handled = std::min<std::size_t>(handled, result.As<Napi::Number>().Uint32Value());
+    } else if (!result.IsEmpty() && result.IsArray()) {
+      arr = result.As<Napi::Array>();
       len = arr.Length();
-      if (len >= 3) next_held = arr.Get(0u).As<Napi::Number>().Uint32Value();
+      if (len >= 1) handled = std::min<std::size_t>(handled, arr.Get(0u).As<Napi::Number>().Uint32Value());
+      if (len >= 4) next_held = arr.Get(1u).As<Napi::Number>().Uint32Value();
     }
     for (std::size_t i = 0; i < batch_.size(); ++i) {
       const delivery& d = batch_[i];
+      if (i >= handled) {
+        if (se && se->eng) unhandled_.push_back(d);
+        continue;
+      }
       if (i == next_held && k + 2 < len) {
         const auto token = static_cast<std::uint64_t>(arr.Get(k + 1).As<Napi::Number>().DoubleValue());
         const std::uint32_t messages = arr.Get(k + 2).As<Napi::Number>().Uint32Value();
@@ -759,6 +775,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::FunctionReference on_events_;
   std::vector<engine_event> events_;
   std::vector<delivery> batch_;
+  // Runs JS did not handle (close() began): never released before stop.
+  std::vector<delivery> unhandled_;
   // Runs pulled from the MIQ, served round robin by source (see fair_queue.hpp).
   nexres::fair_queue fair_;
   // Runs whose handlers' promises have not settled (see hold_queue.hpp).
@@ -931,7 +949,8 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
       }
       throw;
     }
-    if (!held.IsEmpty() && held.IsArray()) unsettled_ = held.As<Napi::Array>().Length() / 3;
+    // [handled, entry, token, messages, ...]: one triple per held run.
+    if (!held.IsEmpty() && held.IsArray()) unsettled_ = (held.As<Napi::Array>().Length() - 1) / 3;
     if (unsettled_ > 0) return;  // done at the last settle()
     // stop() from a handler detached us: what we held went to the others.
     if (attached_) disp.done(index_);
