@@ -72,18 +72,22 @@ t.test('close() called from a handler: what was not handled goes to the next pro
     if (got1.length === 300) closing = b1.close({ timeoutMs: 0 })
   })
   await a.waitForPeers([2], { timeoutMs: 10_000 })
+  // Ten bursts, 20 ms apart, while the JS thread stays busy: replica 2's io
+  // threads read each as runs of its own, and its handlers then get them
+  // all in one batch; close() comes in the first run.
   const N = 20_000
   const payload = new Uint8Array(4)
   const dv = new DataView(payload.buffer)
+  const pause = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
   for (let s = 1; s <= N; s++) {
     dv.setUint32(0, s, true)
     a.send(2, 'seq', payload)
+    if (s % 2000 === 0) {
+      a.flush()
+      pause(20)
+    }
   }
-  a.flush()
-  // Keep the JS thread busy while replica 2's io threads read it all: the
-  // handlers then get it as one batch of several runs, and close() comes
-  // in the first.
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300)
+  pause(300)
   await until(() => closing !== undefined, 10_000, 'the handler to close replica 2')
   await closing
   t.ok(got1.length < N, `the first process stopped handling at close() (${got1.length} of ${N})`)
