@@ -704,6 +704,8 @@ void inbound_session::write_reject() {
   std::error_code ignored;
   socket_.cancel(ignored);  // no read of ours may run on it any more
   engine_.linger_close(std::move(socket_), std::move(reject_buf_));
+  // Frames parsed before the one refused still count.
+  if (slot_ >= 0) flush_ready();
   close();
 }
 
