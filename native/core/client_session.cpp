@@ -433,6 +433,7 @@ void client_session::refuse(reject_code code, const std::string& detail) {
     socket_.cancel(ignored);  // no read of ours may run on it any more
     engine_.linger_close(std::move(socket_), std::move(out_));
   }
+  flush_ready();  // requests read before the refused frame are still delivered
   close();
 }
 

@@ -171,15 +171,49 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   std::memcpy(b + auth::nonce_bytes, eph_->public_key().data(), auth::eph_bytes);
   if (!auth::sign(*engine_.identity().signer, 'R', transcript_, b + auth::nonce_bytes + auth::eph_bytes))
     return refuse(reject_code::bad_auth, "signing failed");
+  // The session keys now: everything we write after the WELCOME is sealed
+  // (a REJECT too), and the initiator may answer with a sealed REJECT
+  // instead of its AUTH frame (it could not verify our WELCOME).
+  auth::session_keys keys;
+  if (!auth::derive(*eph_, x + auth::nonce_bytes, transcript_, keys))
+    return refuse(reject_code::bad_auth, "bad ephemeral key");
+  eph_.reset();
+  tx_ = std::make_unique<auth::sealer>(keys.responder_to_initiator);
+  rx_mac_ = std::make_unique<auth::opener>(keys.initiator_to_responder);
   auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(welcome_buf_), [self, claimed, slot](const std::error_code& ec, std::size_t) {
     if (ec || !self->open_) return self->close();
-    asio::async_read(self->socket_, asio::buffer(self->auth_in_),
+    asio::async_read(self->socket_, asio::buffer(self->auth_in_.data(), frame_header_bytes),
                      [self, claimed, slot](const std::error_code& ec2, std::size_t) {
                        if (ec2 || !self->open_) return self->close();
-                       self->on_auth_frame(claimed, slot);
+                       self->on_auth_header(claimed, slot);
                      });
   });
+}
+
+// io thread, auth mac: the frame after our WELCOME is the AUTH frame, or a
+// sealed REJECT from an initiator that refuses us.
+void inbound_session::on_auth_header(std::uint32_t claimed, int slot) {
+  const frame_header h = decode_header(auth_in_.data());
+  auto self = shared_from_this();
+  if (h.kind == frame_kind::auth && h.length == auth::sig_bytes) {
+    asio::async_read(socket_, asio::buffer(auth_in_.data() + frame_header_bytes, auth::sig_bytes),
+                     [self, claimed, slot](const std::error_code& ec, std::size_t) {
+                       if (ec || !self->open_) return self->close();
+                       self->on_auth_frame(claimed, slot);
+                     });
+    return;
+  }
+  if (h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body && h.sender == claimed &&
+      h.flags == 0 && h.reserved == 0) {
+    peer_reject_.resize(h.length + auth::seal_frame_bytes);
+    asio::async_read(socket_, asio::buffer(peer_reject_), [self, claimed](const std::error_code& ec, std::size_t) {
+      if (ec || !self->open_) return self->close();
+      self->on_peer_reject(claimed);
+    });
+    return;
+  }
+  refuse(reject_code::bad_auth, "replica " + std::to_string(claimed) + " could not prove its identity");
 }
 
 void inbound_session::on_auth_frame(std::uint32_t claimed, int slot) {
@@ -188,17 +222,28 @@ void inbound_session::on_auth_frame(std::uint32_t claimed, int slot) {
   if (h.kind != frame_kind::auth || h.length != auth::sig_bytes || h.sender != claimed || h.flags != 0 ||
       h.reserved != 0 || v == nullptr || !auth::verify(*v, 'I', transcript_, auth_in_.data() + frame_header_bytes))
     return refuse(reject_code::bad_auth, "replica " + std::to_string(claimed) + " could not prove its identity");
-  auth::session_keys keys;
-  if (!auth::derive(*eph_, hello_body_.data() + engine_.options().cluster_id.size() + auth::nonce_bytes, transcript_,
-                    keys))
-    return refuse(reject_code::bad_auth, "bad ephemeral key");
-  eph_.reset();
   transcript_.clear();
-  tx_ = std::make_unique<auth::sealer>(keys.responder_to_initiator);
-  rx_mac_ = std::make_unique<auth::opener>(keys.initiator_to_responder);
   peer_id_ = claimed;
   slot_ = slot;
   established();
+}
+
+// io thread, auth mac: the initiator refused our WELCOME (typically: it holds
+// another public key for us). Its reason counts, and is reported, only when
+// its SEAL checks with this connection's initiator key; then the connection
+// closes (the initiator backs off before it dials again).
+void inbound_session::on_peer_reject(std::uint32_t claimed) {
+  const std::size_t body = peer_reject_.size() - auth::seal_frame_bytes;
+  const std::uint8_t* seal = peer_reject_.data() + body;
+  const frame_header sh = decode_header(seal);
+  if (sh.kind != frame_kind::seal || sh.length != auth::tag_bytes || sh.sender != claimed ||
+      !rx_mac_->update(auth_in_.data(), frame_header_bytes) || !rx_mac_->update(peer_reject_.data(), body) ||
+      !rx_mac_->open(sh, seal + frame_header_bytes))
+    return refuse(reject_code::bad_auth, "replica " + std::to_string(claimed) + " could not prove its identity");
+  const auto code = static_cast<reject_code>(load_u16(peer_reject_.data()));
+  const std::string text(reinterpret_cast<const char*>(peer_reject_.data()) + 2, body - 2);
+  engine_.count_reject(code, claimed, remote_, "refused by replica " + std::to_string(claimed) + ": " + text);
+  close();
 }
 
 bool inbound_session::seal_into(std::vector<std::uint8_t>& buf, std::size_t from) {
@@ -256,6 +301,13 @@ void inbound_session::established() {
     ps.rx_session = shared_from_this();
   }
   if (previous) previous->close_async();
+  // auth mac: the initiator reports its link up only once it hears from us
+  // under the session keys (its AUTH checked): a keepalive PONG at once, or
+  // the ACK sent just before it.
+  if (mac_) {
+    pong_id_ = 0;
+    pong_pending_ = true;
+  }
   // A resending peer needs the ACK of what was consumed before it reconnected.
   on_ack_request();
   arm_heartbeat();
@@ -658,6 +710,8 @@ void inbound_session::write_reject() {
   std::error_code ignored;
   socket_.cancel(ignored);  // no read of ours may run on it any more
   engine_.linger_close(std::move(socket_), std::move(reject_buf_));
+  // Frames parsed before the one refused still count.
+  if (slot_ >= 0) flush_ready();
   close();
 }
 

@@ -79,7 +79,9 @@ class inbound_session : public chunk_owner,
   std::uint8_t* build_welcome(auth_mode mode, std::size_t ext);
   void established();
   void start_auth(std::uint32_t claimed, int slot);
+  void on_auth_header(std::uint32_t claimed, int slot);
   void on_auth_frame(std::uint32_t claimed, int slot);
+  void on_peer_reject(std::uint32_t claimed);
   // auth mac: appends the SEAL of the frame(s) in buf[from, end) to buf.
   bool seal_into(std::vector<std::uint8_t>& buf, std::size_t from);
   void do_read();
@@ -162,6 +164,7 @@ class inbound_session : public chunk_owner,
   std::unique_ptr<crypto::x25519_keypair> eph_;
   std::vector<std::uint8_t> transcript_;
   std::array<std::uint8_t, auth::auth_frame_bytes> auth_in_{};
+  std::vector<std::uint8_t> peer_reject_;  // a REJECT (and its SEAL) in place of the AUTH frame
   std::unique_ptr<auth::sealer> tx_;
   std::unique_ptr<auth::opener> rx_mac_;
   std::vector<ready_run> unsealed_;  // parsed runs waiting for their SEAL

@@ -68,6 +68,10 @@ enum class reject_code : std::uint16_t {
 
 const char* reject_code_name(reject_code c) noexcept;
 
+// A REJECT's body: u16 code, then at most 512 bytes of text (we write); a
+// body read from a peer is accepted up to this size.
+constexpr std::size_t max_reject_body = 4096;
+
 // PROTOCOL.md §3: route id = FNV-1a 32 of the route name's UTF-8 bytes.
 inline std::uint32_t route_id(const char* name, std::size_t length) noexcept {
   std::uint32_t h = 0x811c9dc5u;

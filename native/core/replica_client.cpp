@@ -13,10 +13,6 @@
 
 namespace nexres {
 
-namespace {
-constexpr std::size_t max_reject_body = 4096;
-}  // namespace
-
 peer_link::peer_link(engine& eng, asio::io_context& io, replica_address peer)
     : engine_(eng),
       io_(io),
@@ -152,8 +148,11 @@ void peer_link::on_connected() {
   auto self = shared_from_this();
   timer_.expires_after(std::chrono::milliseconds(opt.handshake_timeout_ms));
   timer_.async_wait([self](const std::error_code& ec) {
-    if (!ec && self->state_ == state::handshaking)
+    if (ec) return;
+    if (self->state_ == state::handshaking)
       self->fail(reject_code::handshake_timeout, "no WELCOME within the handshake deadline");
+    else if (self->state_ == state::up && !self->confirmed_)
+      self->fail(reject_code::handshake_timeout, "the peer did not accept our AUTH frame within the handshake deadline");
   });
   asio::async_write(socket_, asio::buffer(hello_out_), [self](const std::error_code& ec, std::size_t) {
     if (self->state_ != state::handshaking) return;
@@ -225,18 +224,30 @@ void peer_link::on_welcome_header() {
       });
 }
 
+// io thread: the WELCOME checks. Writing starts now (auth mac: the AUTH
+// frame first, then sealed batches); the link is reported up once the peer
+// has accepted us (confirm()): with auth mac, a peer that refuses our AUTH
+// frame (it holds another public key for us) answers with a sealed REJECT
+// instead, and the link never was up: no peer_up, and the backoff keeps
+// growing, so a one-sided key mismatch retries slowly instead of flapping.
 void peer_link::on_up() {
-  timer_.cancel();
   state_ = state::up;
-  ever_up_ = true;
-  backoff_ms_ = engine_.options().reconnect_min_ms;
-  connected_.store(true, std::memory_order_release);
-  engine_.post_event(engine_event{event_type::peer_up, peer_.id, 0, {}, {}});
+  confirmed_ = false;
   last_heard_ = std::chrono::steady_clock::now();
+  if (!mac_) confirm();
   heartbeat_tick();
   read_control();
   pull_queue();
   do_write();
+}
+
+void peer_link::confirm() {
+  timer_.cancel();  // the handshake deadline
+  confirmed_ = true;
+  ever_up_ = true;
+  backoff_ms_ = engine_.options().reconnect_min_ms;
+  connected_.store(true, std::memory_order_release);
+  engine_.post_event(engine_event{event_type::peer_up, peer_.id, 0, {}, {}});
 }
 
 // io thread, state up, no wait for writability pending. Writes everything
@@ -391,6 +402,8 @@ void peer_link::on_sealed_control(const frame_header& h) {
     return fail(reject_code::bad_auth, "a frame from the peer failed its MAC check");
   last_heard_ = std::chrono::steady_clock::now();
   if (h.sender != peer_.id) return fail(reject_code::bad_sender, "control frame names another sender");
+  // The first ACK or PONG under the session keys: the peer accepted our AUTH.
+  if (!confirmed_ && (h.kind == frame_kind::ack || h.kind == frame_kind::pong)) confirm();
   if (h.kind == frame_kind::ack) {
     on_acked(h.msg_id);
     return read_control();
@@ -430,7 +443,10 @@ bool peer_link::on_welcome_auth(const hello_message& w) {
   const std::vector<std::uint8_t> t = auth::transcript(ti);
   const crypto::ed25519_verifier* v = engine_.identity().verifier(peer_.id);
   if (v == nullptr || !auth::verify(*v, 'R', t, sig_r)) {
-    fail(reject_code::bad_auth, "replica " + std::to_string(peer_.id) + " could not prove its identity");
+    refuse_welcome(reject_code::bad_auth,
+                   "replica " + std::to_string(peer_.id) + " could not prove its identity (its WELCOME does not " +
+                       "check with the public key replica " + std::to_string(o.self_id) + " holds for it)",
+                   t, eph_r);
     return false;
   }
   auth::session_keys keys;
@@ -461,6 +477,35 @@ bool peer_link::on_welcome_auth(const hello_message& w) {
   sealed_count_ = 1;  // the AUTH frame goes first, outside any batch
   unsealed_bytes_ = 0;
   return true;
+}
+
+// io thread, auth mac: the WELCOME does not check. The peer learns why: a
+// REJECT sealed with this connection's I->R key (the ephemeral exchange does
+// not depend on the signatures) goes out on the socket's own lingering close
+// (engine::linger_close), then the link fails and backs off.
+void peer_link::refuse_welcome(reject_code code, const std::string& reason, const std::vector<std::uint8_t>& t,
+                               const std::uint8_t* eph_r) {
+  auth::session_keys keys;
+  if (auth::derive(*eph_, eph_r, t, keys)) {
+    const std::string text = reason.substr(0, 512);
+    std::vector<std::uint8_t> buf(frame_header_bytes + 2 + text.size() + auth::seal_frame_bytes);
+    frame_header h{};
+    h.kind = frame_kind::reject;
+    h.sender = engine_.options().self_id;
+    h.length = static_cast<std::uint32_t>(2 + text.size());
+    encode_header(buf.data(), h);
+    store_u16(buf.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
+    std::memcpy(buf.data() + frame_header_bytes + 2, text.data(), text.size());
+    auth::sealer tx(keys.initiator_to_responder);
+    const std::size_t framed = buf.size() - auth::seal_frame_bytes;
+    const crypto::byte_view v(buf.data(), framed);
+    if (tx.seal(&v, 1, engine_.options().self_id, buf.data() + framed)) {
+      std::error_code ignored;
+      socket_.cancel(ignored);  // nothing of ours may run on it any more
+      engine_.linger_close(std::move(socket_), std::move(buf));
+    }
+  }
+  fail(code, reason);
 }
 
 // io thread, auth mac: the boundary after `s` falls between two frames (a
@@ -619,7 +664,8 @@ void peer_link::on_acked(std::uint64_t id) {
 // goes back to the front of the queue, in order, for the next connection.
 void peer_link::fail(reject_code code, const std::string& reason) {
   if (state_ == state::closed) return;
-  const bool was_up = state_ == state::up;
+  const bool was_up = state_ == state::up && confirmed_;
+  confirmed_ = false;
   ++epoch_;
   writing_ = false;
   front_offset_ = 0;  // a partly written segment is resent whole

@@ -50,6 +50,10 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   void read_welcome();
   void on_welcome_header();
   void on_up();
+  void confirm();
+  // auth mac: refuses the peer's WELCOME with a sealed REJECT, then fails.
+  void refuse_welcome(reject_code code, const std::string& reason, const std::vector<std::uint8_t>& t,
+                      const std::uint8_t* eph_r);
   void do_write();
   void read_control();
   void on_control();
@@ -89,6 +93,10 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   bool writing_ = false;          // waiting for the socket to be writable
   std::uint64_t epoch_ = 0;  // bumped when a connection fails
   bool ever_up_ = false;
+  // State up and the peer has accepted us (auth mac: it sent something sealed
+  // after our AUTH frame; auth none: at once). Only then is the link reported
+  // up, and the reconnect backoff reset.
+  bool confirmed_ = false;
   std::chrono::steady_clock::time_point down_since_ = std::chrono::steady_clock::now();
   void give_up_queue();
 

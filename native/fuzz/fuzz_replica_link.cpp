@@ -32,16 +32,20 @@
 // Checked besides "no crash, no sanitizer report":
 //  - the link's HELLO: fields, cluster id, incarnation, auth extension size;
 //  - a model of the link's reading (what it reads, where it must fail): the
-//    link reports peer_up only for a WELCOME that passes §2/§2a (in mac mode
-//    a signature by replica 2's key over "R" ‖ T of this connection); after a
-//    complete invalid unit (bad WELCOME, garbage, a control frame whose SEAL
-//    fails, a sender other than 2) it closes the connection without waiting
-//    for our FIN; it always closes it after our FIN; both within 2 s;
-//  - what the link writes: nothing before a valid WELCOME; in mac mode the
-//    AUTH frame first (signature by replica 1 over "I" ‖ T), then sealed
-//    batches whose every SEAL opens with the I->R key; only DATA frames we
-//    queued (byte for byte, ids consecutive from the oldest unacknowledged)
-//    and PINGs;
+//    link writes only after a WELCOME that passes §2/§2a (in mac mode a
+//    signature by replica 2's key over "R" ‖ T of this connection), and
+//    reports peer_up only then (auth none) or once a control frame of ours
+//    (ACK or PONG) passes its SEAL (mac: we accepted its AUTH frame); after
+//    a complete invalid unit (bad WELCOME, garbage, a control frame whose
+//    SEAL fails, a sender other than 2) it closes the connection (FIN)
+//    without waiting for ours; it always closes it after our FIN; both
+//    within 2 s;
+//  - what the link writes: nothing before a valid WELCOME, except, in mac
+//    mode for a WELCOME whose signature does not check, one BAD_AUTH REJECT
+//    sealed with the I->R key; after a valid one in mac mode the AUTH frame
+//    first (signature by replica 1 over "I" ‖ T), then sealed batches whose
+//    every SEAL opens with the I->R key; only DATA frames we queued (byte
+//    for byte, ids consecutive from the oldest unacknowledged) and PINGs;
 //  - the queue: engine::queued_bytes(2) is always the byte count of a suffix
 //    of the frames queued, and a frame leaves it only when an ACK the link
 //    may act on (auth none: an ACK from replica 2; mac: an ACK whose SEAL and
@@ -64,7 +68,6 @@ using namespace nexres_fuzz;
 namespace {
 
 constexpr std::size_t cid_len = sizeof("fuzz-cluster") - 1;
-constexpr std::size_t max_reject_body = 4096;  // replica_client.cpp
 constexpr std::chrono::milliseconds link_hang_deadline{2000};
 constexpr std::uint64_t small_queue_cap = 64u << 10;   // queue more only below this
 constexpr std::uint64_t queue_bound = 1u << 20;        // never more queued than this
@@ -355,7 +358,9 @@ std::vector<std::uint8_t> link_transcript(const fake_peer& P, const std::vector<
 // ---- the model of the link's reading ----------------------------------------
 
 struct verdict {
-  bool up = false;          // the WELCOME passes: peer_up, the link writes
+  bool up = false;          // the WELCOME passes: the link writes
+  bool confirmed = false;   // peer_up (auth none: up; mac: an ACK or PONG of ours passed its SEAL)
+  bool refused_welcome = false;  // mac: the WELCOME's signature fails, keys derive: a sealed REJECT
   bool must_close = false;  // a complete unit the link must fail on: it closes without our FIN
   bool acked = false;       // an ACK it acts on
   std::uint64_t max_ack = 0;
@@ -396,12 +401,15 @@ verdict model(const fake_peer& P, const std::vector<std::uint8_t>& hello, const 
     const std::uint8_t* nonce_r = body + cid_len;
     const std::uint8_t* eph_r = nonce_r + auth::nonce_bytes;
     v.t = link_transcript(P, hello, w.incarnation, nonce_r, eph_r);
-    if (!auth::verify(*keys().verifier[peer_id], 'R', v.t, eph_r + auth::eph_bytes) || !derive_ok) {
+    const bool signed_ok = auth::verify(*keys().verifier[peer_id], 'R', v.t, eph_r + auth::eph_bytes);
+    if (!signed_ok || !derive_ok) {
       v.must_close = true;
+      v.refused_welcome = !signed_ok && derive_ok;
       return v;
     }
   }
   v.up = true;
+  v.confirmed = !P.mac;
   std::size_t p = hello_fixed_bytes + w.body_length;
   while (n - p >= frame_header_bytes) {
     const frame_header h = decode_header(a.data() + p);
@@ -441,6 +449,7 @@ verdict model(const fake_peer& P, const std::vector<std::uint8_t>& hello, const 
       v.must_close = true;
       return v;
     }
+    v.confirmed = true;  // an ACK or PONG under the session keys
     if (h.kind == frame_kind::ack) {
       v.acked = true;
       v.max_ack = std::max(v.max_ack, h.msg_id);
@@ -561,6 +570,25 @@ void check_link_output(const fake_peer& P, const std::vector<std::uint8_t>& out,
     }
     p += total;
   }
+}
+
+// mac, a WELCOME whose signature fails: the link's only words are a
+// BAD_AUTH REJECT followed by its SEAL under the I->R key (batch 0; checked
+// when `rx` is given).
+void check_welcome_refusal(const std::vector<std::uint8_t>& out, auth::opener* rx) {
+  FUZZ_CHECK(out.size() >= frame_header_bytes);
+  const frame_header h = decode_header(out.data());
+  FUZZ_CHECK(h.kind == frame_kind::reject && h.sender == self_id && h.flags == 0 && h.reserved == 0);
+  FUZZ_CHECK(h.length >= 2 && h.length <= 2 + 512);
+  const std::size_t frame = frame_header_bytes + h.length;
+  if (out.size() < frame + auth::seal_frame_bytes) return;  // cut short
+  FUZZ_CHECK(out.size() == frame + auth::seal_frame_bytes);
+  FUZZ_CHECK(load_u16(out.data() + frame_header_bytes) == static_cast<std::uint16_t>(reject_code::bad_auth));
+  const frame_header sh = decode_header(out.data() + frame);
+  FUZZ_CHECK(sh.kind == frame_kind::seal && sh.sender == self_id && sh.length == auth::tag_bytes && sh.msg_id == 0);
+  if (rx == nullptr) return;
+  FUZZ_CHECK(rx->update(out.data(), frame));
+  FUZZ_CHECK(rx->open(sh, out.data() + frame + frame_header_bytes));
 }
 
 // queued_bytes(2) is a suffix of what we queued; what left it was acknowledged.
@@ -823,18 +851,28 @@ void run(fake_peer& P, std::uint8_t opts, bool raw, const std::uint8_t* in, std:
   for (const engine_event& e : evs)
     if (e.type == event_type::peer_up && e.peer == peer_id) ++ups;
   FUZZ_CHECK(ups <= 1);
-  if (ups == 1 && !v.up) {
-    std::fprintf(stderr, "nexres fuzz: the link (auth %s) reported replica 2 up for a WELCOME that must fail (%zu bytes answered)\n",
-                 P.mac ? "mac" : "none", answer.size());
+  if (ups == 1 && !v.confirmed) {
+    std::fprintf(stderr,
+                 "nexres fuzz: the link (auth %s) reported replica 2 up for an answer that must not bring it up (WELCOME "
+                 "%s; %zu bytes answered)\n",
+                 P.mac ? "mac" : "none", v.up ? "valid, but no ACK/PONG passed its SEAL" : "fails", answer.size());
     std::abort();
   }
-  if (ups == 0) {
-    // Nothing written after the HELLO without a valid WELCOME.
-    FUZZ_CHECK(r.out.empty());
-    if (v.up && handshake_timeouts(*P.eng) == timeouts_before) {
-      std::fprintf(stderr, "nexres fuzz: the link (auth %s) never came up after a valid WELCOME\n", P.mac ? "mac" : "none");
-      std::abort();
+  if (ups == 0 && v.confirmed && handshake_timeouts(*P.eng) == timeouts_before) {
+    std::fprintf(stderr, "nexres fuzz: the link (auth %s) never came up after a valid WELCOME%s\n", P.mac ? "mac" : "none",
+                 P.mac ? " and a sealed ACK/PONG" : "");
+    std::abort();
+  }
+  if (!v.up) {
+    // Nothing written after the HELLO without a valid WELCOME, but (mac) the
+    // reason it was refused: one BAD_AUTH REJECT under the I->R key.
+    if (v.refused_welcome && !r.out.empty()) {
+      check_welcome_refusal(r.out, raw ? nullptr : rx.get());  // raw: no keys to open it with
+    } else {
+      FUZZ_CHECK(r.out.empty());
     }
+  } else if (ups == 0 && !P.mac) {
+    FUZZ_CHECK(r.out.empty());  // it gave up (handshake deadline) before reading the WELCOME
   } else if (P.mac) {
     // Up only on a proper WELCOME: the keys are ours (not in raw mode: there
     // nobody could have signed it).

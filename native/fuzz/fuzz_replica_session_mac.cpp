@@ -23,14 +23,17 @@
 // Invariants checked besides "no crash, no sanitizer report":
 //  - WELCOME: only for a HELLO that passes §2/§2a; its fields are right and
 //    its signature checks with replica 1's key over "R" ‖ T;
-//  - modes 0 and 2 (and mode 1 with a broken AUTH or ephemeral key): nothing
-//    is ever delivered; after the WELCOME only an unsealed BAD_AUTH REJECT;
+//  - modes 0 and 2 (and mode 1 with a broken AUTH): nothing is ever
+//    delivered; after the WELCOME only a BAD_AUTH REJECT sealed with the
+//    R->I key (checked where the harness holds the key: modes 1 and 2);
+//    mode 1 with an all-zero X_I: no WELCOME, an unsealed BAD_AUTH REJECT;
 //  - mode 1: every delivered frame is a whole DATA frame from the proven
 //    replica, byte for byte one of the frames of a batch whose SEAL (and all
 //    SEALs before it) was correct, in order, ids rising; a signed frame
 //    (flags bit 0) is delivered only if its signature checks; everything the
 //    engine writes after the WELCOME is ACK/PONG/REJECT frames each followed
-//    by a SEAL that opens with the R->I key, a PONG only for a PING of an
+//    by a SEAL that opens with the R->I key, the first an ACK or a keepalive
+//    PONG (the AUTH checked), a PONG otherwise only for a PING of an
 //    authenticated batch, an ACK never above what was delivered;
 //  - the engine closes the connection once the input ended; receive memory
 //    stays bounded (fuzz_net.hpp check_after_input).
@@ -218,9 +221,8 @@ std::vector<std::uint8_t> check_welcome(const std::uint8_t* hello, const std::ui
   return t;
 }
 
-// What follows the WELCOME when the peer never got proven (or nothing was
-// welcomed): at most one unsealed REJECT with a known code (`want` if set),
-// and nothing after it.
+// The answer to a HELLO that is not welcomed (no session keys yet): at most
+// one unsealed REJECT with a known code (`want` if set), and nothing after it.
 void check_unsealed_tail(const std::vector<std::uint8_t>& r, std::size_t p, std::uint16_t want) {
   if (r.size() - p < frame_header_bytes) return;
   const frame_header h = decode_header(r.data() + p);
@@ -234,15 +236,38 @@ void check_unsealed_tail(const std::vector<std::uint8_t>& r, std::size_t p, std:
   FUZZ_CHECK(r.size() <= p + frame_header_bytes + h.length);  // unsealed, nothing after
 }
 
-// What follows the WELCOME of a proven session: frames, each sealed on its
-// own with the R->I key (PROTOCOL.md §2a).
+// What follows the WELCOME when the harness cannot check seals (mode 0: it
+// has no ephemeral key for the input's X_I): nothing, or one REJECT with a
+// known code (`want` if set) and a SEAL frame after it, then nothing.
+void check_sealed_reject_shape(const std::vector<std::uint8_t>& r, std::size_t p, std::uint16_t want) {
+  if (r.size() - p < frame_header_bytes) return;
+  const frame_header h = decode_header(r.data() + p);
+  FUZZ_CHECK(h.kind == frame_kind::reject);
+  FUZZ_CHECK(h.sender == self_id && h.flags == 0 && h.reserved == 0);
+  FUZZ_CHECK(h.length >= 2 && h.length <= 2 + 512);
+  if (r.size() - p - frame_header_bytes < 2) return;
+  const std::uint16_t code = load_u16(r.data() + p + frame_header_bytes);
+  FUZZ_CHECK(known_code(code));
+  if (want != 0) FUZZ_CHECK(code == want);
+  const std::size_t s = p + frame_header_bytes + h.length;
+  if (r.size() < s + frame_header_bytes) return;
+  const frame_header sh = decode_header(r.data() + s);
+  FUZZ_CHECK(sh.kind == frame_kind::seal && sh.sender == self_id && sh.length == auth::tag_bytes && sh.msg_id == 0);
+  FUZZ_CHECK(r.size() <= s + auth::seal_frame_bytes);  // nothing after
+}
+
+// What follows the WELCOME: frames, each sealed on its own with the R->I key
+// (PROTOCOL.md §2a). A proven session starts with an ACK or a keepalive PONG
+// (the AUTH checked); an unproven one gets only a BAD_AUTH REJECT.
 void check_sealed_tail(const std::vector<std::uint8_t>& r, auth::opener& rx, const std::set<std::uint64_t>& pings,
-                       std::uint64_t max_ack) {
+                       std::uint64_t max_ack, bool proven) {
   std::size_t p = 0;
   while (r.size() - p >= frame_header_bytes) {
     const frame_header h = decode_header(r.data() + p);
     FUZZ_CHECK(h.sender == self_id && h.flags == 0 && h.reserved == 0);
     FUZZ_CHECK(h.kind == frame_kind::ack || h.kind == frame_kind::pong || h.kind == frame_kind::reject);
+    if (p == 0 && proven) FUZZ_CHECK(h.kind == frame_kind::ack || (h.kind == frame_kind::pong && h.msg_id == 0));
+    if (!proven) FUZZ_CHECK(h.kind == frame_kind::reject);
     if (h.kind == frame_kind::reject) FUZZ_CHECK(h.length >= 2 && h.length <= 2 + 512);
     else FUZZ_CHECK(h.length == 0);
     const std::size_t frame = frame_header_bytes + h.length;
@@ -252,11 +277,13 @@ void check_sealed_tail(const std::vector<std::uint8_t>& r, auth::opener& rx, con
     FUZZ_CHECK(sh.kind == frame_kind::seal && sh.sender == self_id);
     FUZZ_CHECK(rx.update(r.data() + p, frame));
     FUZZ_CHECK(rx.open(sh, s + frame_header_bytes));
-    if (h.kind == frame_kind::pong) FUZZ_CHECK(pings.count(h.msg_id) == 1);
+    if (h.kind == frame_kind::pong) FUZZ_CHECK(h.msg_id == 0 || pings.count(h.msg_id) == 1);
     if (h.kind == frame_kind::ack) FUZZ_CHECK(h.msg_id <= max_ack);
     p += frame + auth::seal_frame_bytes;
     if (h.kind == frame_kind::reject) {
-      FUZZ_CHECK(known_code(load_u16(r.data() + p - auth::seal_frame_bytes - h.length)));
+      const std::uint16_t code = load_u16(r.data() + p - auth::seal_frame_bytes - h.length);
+      FUZZ_CHECK(known_code(code));
+      if (!proven) FUZZ_CHECK(code == static_cast<std::uint16_t>(reject_code::bad_auth));
       FUZZ_CHECK(p == r.size());
       return;
     }
@@ -277,8 +304,9 @@ void run_raw(const std::uint8_t* in, std::size_t size) {
     if (r.response.size() < welcome_bytes) return;
     check_welcome(in, r.response.data());
     p = welcome_bytes;
-    // Nobody can sign the engine's fresh nonce without a key: BAD_AUTH or nothing.
-    check_unsealed_tail(r.response, p, static_cast<std::uint16_t>(reject_code::bad_auth));
+    // Nobody can sign the engine's fresh nonce without a key: BAD_AUTH (sealed:
+    // the engine holds the session keys from its WELCOME on) or nothing.
+    check_sealed_reject_shape(r.response, p, static_cast<std::uint16_t>(reject_code::bad_auth));
     return;
   }
   check_unsealed_tail(r.response, p, 0);
@@ -327,6 +355,16 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
   const int fd = connect_loopback(e.local_port());
   send_all(fd, hello.data(), hello.size());
   std::array<std::uint8_t, welcome_bytes> welcome{};
+  if (zero_eph) {
+    // No session keys from an all-zero X_I: refused before any WELCOME.
+    const exchange_result r = exchange_on(fd, nullptr, 0, [](const delivery&) {
+      FUZZ_CHECK(!"a delivery on a connection refused in its handshake");
+    });
+    check_after_input(r);
+    FUZZ_CHECK(r.response.size() >= frame_header_bytes && load_u32(r.response.data()) != hello_magic);
+    check_unsealed_tail(r.response, 0, static_cast<std::uint16_t>(reject_code::bad_auth));
+    return;
+  }
   if (!read_exact(fd, welcome.data(), welcome.size(), 3000)) {
     std::fprintf(stderr, "nexres fuzz: no WELCOME for a valid HELLO from replica %u (first bytes %02x %02x %02x %02x)\n",
                  claimed, welcome[0], welcome[1], welcome[2], welcome[3]);
@@ -359,7 +397,7 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
       }
     }
   }
-  const bool proven = !impostor && !(opts & opt_bad_auth) && !zero_eph;
+  const bool proven = !impostor && !(opts & opt_bad_auth);
   auth::session_keys sk;
   FUZZ_CHECK(auth::derive(eph, welcome.data() + hello_fixed_bytes + cid_len + auth::nonce_bytes, t, sk));
   auth::sealer tx(sk.initiator_to_responder);
@@ -491,13 +529,9 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
     std::fprintf(stderr, "nexres fuzz: replica %u%s, %zu batches, %zu sealed, %zu frames authenticated, %zu delivered\n",
                  claimed, proven ? "" : " (not proven)", batches, good.size(), frames.size(), cursor);
   check_after_input(r);
-  if (proven) {
-    // An ACK covers what was consumed; with a reused incarnation, earlier inputs too.
-    const std::uint64_t max_ack = (opts & opt_reuse_inc) ? ~0ull : max_delivered;
-    check_sealed_tail(r.response, rx, pings, max_ack);
-  } else {
-    check_unsealed_tail(r.response, 0, static_cast<std::uint16_t>(reject_code::bad_auth));
-  }
+  // An ACK covers what was consumed; with a reused incarnation, earlier inputs too.
+  const std::uint64_t max_ack = (opts & opt_reuse_inc) ? ~0ull : max_delivered;
+  check_sealed_tail(r.response, rx, pings, max_ack, proven);
 }
 
 }  // namespace
