@@ -515,7 +515,10 @@ export abstract class Endpoint implements ReplySink {
               hold.n++
               const h = hold
               const name = lastEntry.name
-              ;(r as Promise<void>).then(
+              // Through Promise.resolve: a thenable that calls back at once,
+              // twice, or throws still settles the run once, after onBatch
+              // has handed it to native (a Promise is passed through as is).
+              Promise.resolve(r).then(
                 () => this.settleOne(h),
                 (err: unknown) => {
                   this.reportError(err, peer, name)

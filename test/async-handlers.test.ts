@@ -72,6 +72,63 @@ t.test('a rejected handler promise also releases its message', async (t) => {
   t.equal(b.stats().handlerErrors, 10, 'handlerErrors counts the rejections')
 })
 
+t.test('a thenable that is not a Promise settles its message once', async (t) => {
+  const cluster = await loopbackCluster(2, 'async-thenable')
+  const [a, b] = await Promise.all([
+    Replica.start({ auth: 'none', id: 1, cluster }),
+    Replica.start({ auth: 'none', id: 2, cluster }),
+  ])
+  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
+  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  const queued = (): number => a.stats().peers.find((p) => p.id === 2)!.queuedBytes
+  const errors: unknown[] = []
+  b.events.on('error', (err) => errors.push(err))
+  const ran = { now: 0, throws: 0, twice: 0 }
+  // Already resolved: calls back inside then(), before onBatch has returned.
+  b.on('now', () => {
+    ran.now++
+    return { then: (ok: () => void) => ok() }
+  })
+  // then() itself throws: a rejection, reported once.
+  b.on('throws', () => {
+    ran.throws++
+    return {
+      then: () => {
+        throw new Error('then() throws')
+      },
+    }
+  })
+  let release: (() => void) | undefined
+  b.on('slow', () => new Promise<void>((resolve) => (release = resolve)))
+  // Calls back twice: must not count for the slow handler of its run.
+  b.on('twice', () => {
+    ran.twice++
+    return {
+      then: (ok: () => void) => {
+        setTimeout(() => {
+          ok()
+          ok()
+        }, 1)
+      },
+    }
+  })
+  for (let i = 0; i < 20; i++) a.send(2, 'now', 'x')
+  for (let i = 0; i < 20; i++) a.send(2, 'throws', 'y')
+  await until(() => ran.now === 20 && ran.throws === 20, 5000, 'handlers ran')
+  await until(() => queued() === 0, 5000, 'acknowledged once the thenables settled')
+  t.equal(errors.length, 20, 'each throwing then() reported once')
+
+  a.send(2, 'slow', 'z')
+  for (let i = 0; i < 5; i++) a.send(2, 'twice', 'w')
+  a.flush()
+  await until(() => ran.twice === 5 && release !== undefined, 5000, 'slow and twice ran')
+  await new Promise((r) => setTimeout(r, 100))
+  t.ok(queued() > 0, `not acknowledged while the slow handler is pending (${queued()} bytes queued)`)
+  release!()
+  await until(() => queued() === 0, 5000, 'acknowledged after the slow handler settled')
+  t.pass('acknowledged once every handler settled')
+})
+
 t.test('flooding an async route keeps memory bounded and other peers served', async (t) => {
   const FLOOD_MS = 10_000
   const cluster = await loopbackCluster(3, 'async-flood')

@@ -215,3 +215,35 @@ t.test('when client receive memory is full, the oldest request in progress gives
   t.ok((r.stats().rejectsByReason.TOO_MANY_CONNECTIONS ?? 0) >= 1, 'the refusal is counted as TOO_MANY_CONNECTIONS')
   t.ok(closed.indexOf(true) < 64, `an old connection gave way (first refused: #${closed.indexOf(true)})`)
 })
+
+t.test('a connection paused at maxClientInFlight holds no receive memory', async (t) => {
+  const { Replica } = await import('../lib/index.js')
+  const [p1, c1] = await freePorts(2)
+  const cluster = { id: 'paused-idle', replicas: [{ id: 1, host: HOST, port: p1!, clientPort: c1! }] }
+  // 64 chunks of 64 KiB; each connection may have one request in flight.
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientReceiveBytes: 4 * MiB, maxRequestBytes: MiB, maxClientInFlight: 1 })
+  t.teardown(() => r.close({ timeoutMs: 0 }))
+  const waiting: (() => void)[] = []
+  r.handle('poll', () => new Promise<Uint8Array>((resolve) => waiting.push(() => resolve(new Uint8Array([1])))))
+  r.handle('echo', (req) => req)
+  // More long polls than there are chunks: each connection is paused at its
+  // in-flight bound with nothing arriving, for as long as its poll waits.
+  const N = 80
+  const clients = await Promise.all(
+    Array.from({ length: N }, () => Client.connect({ replicas: [{ host: HOST, port: c1! }], clusterId: 'paused-idle', connectTimeoutMs: 5000 })),
+  )
+  t.teardown(() => {
+    for (const w of waiting) w()
+    for (const c of clients) c.close()
+  })
+  const polls = clients.map((c) => c.call('poll', new Uint8Array(10), { timeoutMs: 30_000 }))
+  await until(() => waiting.length === N, 10_000, `all ${N} long polls read`)
+  t.equal(waiting.length, N, 'every long poll reached its handler')
+  const fresh = await Client.connect({ replicas: [{ host: HOST, port: c1! }], clusterId: 'paused-idle', connectTimeoutMs: 5000 })
+  t.teardown(() => fresh.close())
+  const reply = await fresh.call('echo', new Uint8Array([7, 7]), { timeoutMs: 5000 })
+  t.same([...reply], [7, 7], "a new client's call succeeds while the polls wait")
+  for (const w of waiting.splice(0)) w()
+  const answers = await Promise.all(polls)
+  t.ok(answers.every((a) => a.length === 1 && a[0] === 1), 'every long poll answered')
+})

@@ -184,8 +184,12 @@ void client_session::pause_with_retry() {
 
 void client_session::do_read() {
   if (!open_ || reading_ || paused_) return;
+  // While paused (reply backlog, in-flight bound) a connection with no
+  // request arriving holds no receive memory either: it may be paused for
+  // as long as its handlers take.
   if (reply_backlog_.load(std::memory_order_seq_cst)) {
     paused_ = true;  // the writer resumes us once the client reads its replies
+    rx_.release_if_idle();
     return;
   }
   // Backpressure on a client that pipelines more than it may: stop reading
@@ -199,6 +203,7 @@ void client_session::do_read() {
       inflight_paused_.store(false, std::memory_order_seq_cst);
       paused_ = false;
     } else {
+      rx_.release_if_idle();
       return;
     }
   }
