@@ -219,3 +219,57 @@ t.test('with workers, a message is acknowledged once its handler promise settles
   await until(() => a.stats().peers.find((p) => p.id === 2)!.queuedBytes === 0, 5000, 'acknowledged after settle')
   t.pass('acknowledged once the promise settled')
 })
+
+t.test('a peer held back by pending handlers cannot fill the shared input queue', async (t) => {
+  // Replica 2 is a raw peer writing one frame per write (one delivery per
+  // frame) to a route whose handler never settles during the test; replica 3
+  // sends honest messages meanwhile: every one arrives, and the receiver does
+  // not spin.
+  const cluster = await loopbackCluster(3, 'held-runs')
+  const receiver = await Replica.start({ auth: 'none', id: 1, cluster })
+  t.teardown(() => receiver.close({ timeoutMs: 0 }))
+  const never: (() => void)[] = []
+  let slow = 0
+  receiver.on('slow', () => {
+    slow++
+    return new Promise<void>((resolve) => never.push(resolve))
+  })
+  t.teardown(() => {
+    for (const r of never) r()
+  })
+  let next = 0
+  let bad = 0
+  receiver.on('honest', (msg) => {
+    const dv = new DataView(msg.payload.buffer, msg.payload.byteOffset, 16)
+    if (Number(dv.getBigUint64(0, true)) !== next) bad++
+    next++
+  })
+  const raw = spawnFixture('tiny-writes-peer.mjs', [], {
+    NEXRES_PORT: String(cluster.replicas[0]!.port),
+    NEXRES_CLUSTER_ID: cluster.id,
+    NEXRES_SENDER: '2',
+    NEXRES_ROUTE: 'slow',
+    NEXRES_COUNT: '150000',
+  })
+  t.teardown(() => raw.kill())
+  await raw.waitLine(/^up$/, 20_000, 'raw peer up')
+  await until(() => slow >= 256, 20_000, 'the raw peer held back')
+  const cpu0 = process.cpuUsage()
+  const w0 = Date.now()
+  const honest = spawnFixture('stream-peer.mjs', [], {
+    NEXRES_CLUSTER: JSON.stringify(cluster),
+    NEXRES_ID: '3',
+    NEXRES_TO: '1',
+    NEXRES_MODE: 'honest',
+    NEXRES_MS: '3000',
+  })
+  t.teardown(() => honest.kill())
+  const [, sent] = await honest.waitLine(/^done (\d+)$/, 40_000, 'honest peer done')
+  await until(() => next >= Number(sent), 10_000, 'every honest message')
+  const cpu = process.cpuUsage(cpu0)
+  const cpuShare = (cpu.user + cpu.system) / 1000 / (Date.now() - w0)
+  t.equal(next, Number(sent), `all ${sent} honest messages arrived while ${slow} handlers of the raw peer are pending`)
+  t.equal(bad, 0, 'in order')
+  t.ok(slow <= 1024 + 256, `the held-back peer's pending handlers stay bounded (${slow})`)
+  t.ok(cpuShare < 0.8, `the receiver does not spin while the peer is held back (JS+io CPU ${(cpuShare * 100).toFixed(0)} % of wall time)`)
+})

@@ -676,7 +676,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     // (not while every waiting source is held back by pending handlers:
     // a settle() brings us back).
     eng = out_.live();
-    if (eng != nullptr && ((n > 0 && !fair_.empty()) || eng->has_deliveries())) eng->notify();
+    // Not when nothing was taken: producers wake us on new deliveries.
+    if (eng != nullptr && n > 0 && (!fair_.empty() || eng->has_deliveries())) eng->notify();
   }
 
   // onBatch returns how many runs it handled (from the first), or

@@ -606,7 +606,12 @@ bool inbound_session::flush_ready() {
       for (; pushed < ready_.size(); ++pushed) {
         ready_run& r = ready_[pushed];
         const std::uint32_t m = r.run.messages, len = r.run.length;
+        if (ps.rx_pending_runs >= max_pending_runs) {
+          ps.rx_runs_waiting = true;  // engine::release wakes us (on_miq_room)
+          break;
+        }
         if (!engine_.push_delivery(r.run)) break;
+        ++ps.rx_pending_runs;
         msgs += m;
         bytes += len;
         ps.rx_last_id = r.last_id;

@@ -362,10 +362,16 @@ void engine::wake_miq_waiters() {
 // with messages still queued for its handlers gets them again on restart.
 void engine::release(const delivery& d) {
   std::shared_ptr<inbound_session> notify;
+  std::shared_ptr<inbound_session> room;
   if (d.slot >= 0) {
     peer_slot& ps = *slots_[static_cast<std::size_t>(d.slot)];
     ps.rx_pending_bytes.fetch_sub(d.length, std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(ps.rx_mu);
+    if (ps.rx_pending_runs > 0) --ps.rx_pending_runs;
+    if (ps.rx_runs_waiting && ps.rx_pending_runs <= max_pending_runs / 2) {
+      ps.rx_runs_waiting = false;
+      room = ps.rx_session.lock();
+    }
     if (d.incarnation == ps.rx_incarnation && d.last_id > ps.rx_consumed_id) {
       ps.rx_consumed_id = d.last_id;
       if (!ps.ack_scheduled) {
@@ -376,6 +382,7 @@ void engine::release(const delivery& d) {
   }
   chunk_pool::unref(d.source);
   if (notify) notify->request_ack();
+  if (room) room->on_miq_room();
 }
 
 void engine::notify() {

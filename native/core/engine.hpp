@@ -152,6 +152,9 @@ struct segment {
 constexpr std::uint32_t broadcast_destination = 0xffffffffu;
 /// Data frames in one delivery from a replica connection, at most.
 constexpr std::uint32_t max_run_messages = 256;
+/// Deliveries from one peer handed to the consumer and not yet released, at
+/// most (peer_slot::rx_pending_runs).
+constexpr std::uint32_t max_pending_runs = 1024;
 /// Marks a client connection id where a replica id could stand: in
 /// delivery::peer and as an enqueue() destination.
 constexpr std::uint32_t client_flag = 0x80000000u;

@@ -25,6 +25,13 @@ struct peer_slot {
   std::weak_ptr<inbound_session> rx_session;  // the active one (rx_mu)
   std::uint64_t rx_consumed_id = 0;  // highest id the consumer is done with (rx_mu)
   bool ack_scheduled = false;        // an ACK request is posted (rx_mu)
+  /// Deliveries handed to the consumer and not released (rx_mu). At
+  /// max_pending_runs the session pushes no more and stops reading until the
+  /// consumer releases half of them (rx_runs_waiting): a peer whose messages
+  /// the consumer holds back (pending handlers) cannot fill the input queue
+  /// every peer shares.
+  std::uint32_t rx_pending_runs = 0;
+  bool rx_runs_waiting = false;
 
   std::atomic<std::uint64_t> msgs_in{0}, bytes_in{0}, duplicates{0}, rejects{0};
   /// Bytes read from the peer and handed to the consumer, not yet consumed.
