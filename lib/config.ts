@@ -81,7 +81,8 @@ export interface ReplicaOptions {
    * request is arriving (64 KiB chunks; an idle connection holds none); a
    * request bigger than a chunk is given room as its bytes arrive
    * (doubling), not by the length it declares, and such large requests
-   * together hold at most half of this. Must be at least twice `maxRequestBytes`.
+   * together hold at most half of this until they reach their full size.
+   * Must be at least 4 × (`maxRequestBytes` + 24).
    */
   maxClientReceiveBytes?: number
   /**
@@ -364,8 +365,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   }
   const maxRequestBytes = optionalInteger('maxRequestBytes', o.maxRequestBytes, 1, 1024 * MiB, 4 * MiB)
   const maxClientReceiveBytes = optionalInteger('maxClientReceiveBytes', o.maxClientReceiveBytes, MiB, 2 ** 40, 64 * MiB)
-  if (maxClientReceiveBytes < 2 * (maxRequestBytes + 24)) {
-    throw new ConfigError('maxClientReceiveBytes', `must be at least twice maxRequestBytes + 24 (${2 * (maxRequestBytes + 24)}): large requests may hold half of it`)
+  if (maxClientReceiveBytes < 4 * (maxRequestBytes + 24)) {
+    throw new ConfigError('maxClientReceiveBytes', `must be at least 4 × (maxRequestBytes + 24) (${4 * (maxRequestBytes + 24)}): a request that grows to its full size holds its last two buffers at once, and growing requests may hold half of it`)
   }
   return {
     id,

@@ -186,7 +186,7 @@ t.test('when client receive memory is full, the oldest request in progress gives
   const [p1, c1] = await freePorts(2)
   const cluster = { id: 'evict', replicas: [{ id: 1, host: HOST, port: p1!, clientPort: c1! }] }
   // 4 MiB of client receive memory: 64 chunks of 64 KiB.
-  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientReceiveBytes: 4 * MiB, maxRequestBytes: MiB, clientIdleTimeoutMs: 600_000 })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientReceiveBytes: 4 * MiB, maxRequestBytes: 512 * 1024, clientIdleTimeoutMs: 600_000 })
   t.teardown(() => r.close({ timeoutMs: 0 }))
   r.handle('echo', (req) => req)
   const held: Socket[] = []
@@ -221,7 +221,7 @@ t.test('a connection paused at maxClientInFlight holds no receive memory', async
   const [p1, c1] = await freePorts(2)
   const cluster = { id: 'paused-idle', replicas: [{ id: 1, host: HOST, port: p1!, clientPort: c1! }] }
   // 64 chunks of 64 KiB; each connection may have one request in flight.
-  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientReceiveBytes: 4 * MiB, maxRequestBytes: MiB, maxClientInFlight: 1 })
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, maxClientReceiveBytes: 4 * MiB, maxRequestBytes: 512 * 1024, maxClientInFlight: 1 })
   t.teardown(() => r.close({ timeoutMs: 0 }))
   const waiting: (() => void)[] = []
   r.handle('poll', () => new Promise<Uint8Array>((resolve) => waiting.push(() => resolve(new Uint8Array([1])))))
@@ -246,4 +246,25 @@ t.test('a connection paused at maxClientInFlight holds no receive memory', async
   for (const w of waiting.splice(0)) w()
   const answers = await Promise.all(polls)
   t.ok(answers.every((a) => a.length === 1 && a[0] === 1), 'every long poll answered')
+})
+
+t.test('concurrent requests of the largest size all arrive (default options)', async (t) => {
+  const { Replica } = await import('../lib/index.js')
+  const [p1, c1] = await freePorts(2)
+  const cluster = { id: 'big', replicas: [{ id: 1, host: HOST, port: p1!, clientPort: c1! }] }
+  const r = await Replica.start({ auth: 'none', id: 1, cluster })
+  t.teardown(() => r.close({ timeoutMs: 0 }))
+  r.handle('len', (req) => String(req.length))
+  // 16 clients each upload 4 MiB (maxRequestBytes) at once: 64 MiB in flight
+  // against 64 MiB of client receive memory. Each grows with what arrives;
+  // none may wait forever for memory the others hold.
+  const size = 4 * MiB
+  const clients = await Promise.all(
+    Array.from({ length: 16 }, () => Client.connect({ replicas: [{ host: HOST, port: c1! }], clusterId: 'big', connectTimeoutMs: 5000 })),
+  )
+  t.teardown(() => Promise.all(clients.map((c) => c.close())))
+  const body = new Uint8Array(size).fill(5)
+  const replies = await Promise.all(clients.map((c) => c.call('len', body, { timeoutMs: 30_000 })))
+  t.same(replies.map((b) => Buffer.from(b).toString()), Array(16).fill(String(size)), '16 concurrent 4 MiB requests answered')
+  t.ok(r.stats().clientReceiveBytesAllocated <= 64 * MiB, 'within maxClientReceiveBytes')
 })

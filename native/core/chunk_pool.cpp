@@ -19,7 +19,7 @@ chunk_pool::chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes, std
       id_stride_(id_stride == 0 ? 1 : id_stride),
       max_oversized_bytes_(max_oversized_bytes) {}
 
-chunk* chunk_pool::acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner) {
+chunk* chunk_pool::acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner, bool final_buffer) {
   std::lock_guard<std::mutex> lock(mu_);
   chunk* c = nullptr;
   if (min_capacity <= chunk_bytes_ && !free_.empty()) {
@@ -29,7 +29,7 @@ chunk* chunk_pool::acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> 
     const bool pooled = min_capacity <= chunk_bytes_;
     const std::size_t cap = pooled ? chunk_bytes_ : min_capacity;
     if (total_bytes_ + cap > max_total_bytes_) return nullptr;
-    if (!pooled && oversized_bytes_ + cap > max_oversized_bytes_) return nullptr;
+    if (!pooled && !final_buffer && oversized_bytes_ + cap > max_oversized_bytes_) return nullptr;
     auto* raw = static_cast<std::uint8_t*>(std::malloc(cap));
     if (raw == nullptr) return nullptr;
     auto fresh = std::make_unique<chunk>();

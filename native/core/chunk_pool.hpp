@@ -56,7 +56,10 @@ class chunk_pool {
 
   /// Any thread. A chunk of at least min_capacity with one reference held by
   /// the caller, or nullptr when the byte bound is reached.
-  chunk* acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner);
+  /// final_buffer: a frame's last buffer (its full size): held to the total
+  /// bound only, not to max_oversized_bytes, so that frames that have grown
+  /// up to the oversized bound can still complete (no deadlock among them).
+  chunk* acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner, bool final_buffer = false);
   /// Any thread. Drops one reference on a chunk of any pool; at zero the
   /// chunk goes back to its own pool and its owner is told.
   static void unref(chunk* c);

@@ -33,9 +33,14 @@ bool receive_buffer::ensure_space(const std::weak_ptr<chunk_owner>& owner) {
   }
   // Growing: room for what has arrived and as much again (at least a pooled
   // chunk), never more than the frame needs.
-  if (grow_with_arrival_) want = std::min(want, std::max(pool_.chunk_bytes(), 2 * partial));
+  bool final_buffer = false;
+  if (grow_with_arrival_) {
+    want = std::min(want, std::max(pool_.chunk_bytes(), 2 * partial));
+    // Half of the frame or more has arrived: this is its last buffer.
+    final_buffer = want >= need;
+  }
   if (inflight_.load(std::memory_order_acquire) >= static_cast<int>(max_chunks_)) return false;
-  chunk* fresh = pool_.acquire(want, owner);
+  chunk* fresh = pool_.acquire(want, owner, final_buffer);
   if (fresh == nullptr) return false;
   inflight_.fetch_add(1, std::memory_order_acq_rel);
   if (partial > 0) std::memcpy(fresh->data(), current->data() + parsed, partial);
