@@ -5,21 +5,29 @@
 // while another peer's messages keep arriving.
 import t from 'tap'
 
-import { Replica } from 'nexres-rpc'
+import { type ClusterConfig, Replica } from 'nexres-rpc'
 
 import { type Child, spawnFixture } from './child-helpers.js'
 import { loopbackCluster, until } from './helpers.js'
 
 const MiB = 1024 * 1024
 
-t.test('a message is acknowledged once its handler promise settles', async (t) => {
-  const cluster = await loopbackCluster(2, 'async-ack')
+type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
+
+/** Replicas 1 and 2 of `cluster`, connected, closed at teardown. */
+async function pair(t: Tap, cluster: ClusterConfig): Promise<[Replica, Replica]> {
   const [a, b] = await Promise.all([
     Replica.start({ auth: 'none', id: 1, cluster }),
     Replica.start({ auth: 'none', id: 2, cluster }),
   ])
   t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
   await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  return [a, b]
+}
+
+t.test('a message is acknowledged once its handler promise settles', async (t) => {
+  const cluster = await loopbackCluster(2, 'async-ack')
+  const [a, b] = await pair(t, cluster)
   const resolvers: (() => void)[] = []
   const seen: string[] = []
   b.on('slow', (msg) => {
@@ -54,12 +62,7 @@ t.test('a message is acknowledged once its handler promise settles', async (t) =
 
 t.test('a rejected handler promise also releases its message', async (t) => {
   const cluster = await loopbackCluster(2, 'async-reject')
-  const [a, b] = await Promise.all([
-    Replica.start({ auth: 'none', id: 1, cluster }),
-    Replica.start({ auth: 'none', id: 2, cluster }),
-  ])
-  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
-  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  const [a, b] = await pair(t, cluster)
   const errors: unknown[] = []
   b.events.on('error', (err) => errors.push(err))
   b.on('bad', async () => {
@@ -74,12 +77,7 @@ t.test('a rejected handler promise also releases its message', async (t) => {
 
 t.test('a thenable that is not a Promise settles its message once', async (t) => {
   const cluster = await loopbackCluster(2, 'async-thenable')
-  const [a, b] = await Promise.all([
-    Replica.start({ auth: 'none', id: 1, cluster }),
-    Replica.start({ auth: 'none', id: 2, cluster }),
-  ])
-  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
-  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  const [a, b] = await pair(t, cluster)
   const queued = (): number => a.stats().peers.find((p) => p.id === 2)!.queuedBytes
   const errors: unknown[] = []
   b.events.on('error', (err) => errors.push(err))

@@ -6,14 +6,13 @@
 // in order, a sender that connects during the attack is delivered too, a new
 // client's call succeeds, and the receiver's client-port memory stays within
 // maxClientReceiveBytes.
-import { execSync } from 'node:child_process'
 import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
 
 import { Client } from '../lib/index.js'
 import { type Child, lastCount, spawnFixture } from './child-helpers.js'
-import { freePorts, until } from './helpers.js'
+import { fdSoftLimit, freePorts, until } from './helpers.js'
 
 const HOST = '127.0.0.1'
 const HELLO_FIXED = 32
@@ -38,14 +37,6 @@ function requestHeader(length: number, id: number): Buffer {
   return h
 }
 
-function fdSoftLimit(): number {
-  try {
-    const v = execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }).trim()
-    return v === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(v)
-  } catch {
-    return 1024
-  }
-}
 
 /** A raw client connection that completes the handshake and then does what it is told. */
 function openHandshaken(port: number, held: Socket[]): Promise<Socket> {

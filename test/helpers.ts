@@ -1,3 +1,4 @@
+import { execSync } from 'node:child_process'
 import { createServer } from 'node:net'
 
 import type { ClusterConfig } from 'nexres-rpc'
@@ -34,5 +35,15 @@ export async function until(cond: () => boolean, ms = 10_000, what = 'condition'
   while (!cond()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+/** Soft RLIMIT_NOFILE of this process (children inherit it). */
+export function fdSoftLimit(): number {
+  try {
+    const v = execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }).trim()
+    return v === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(v)
+  } catch {
+    return 1024
   }
 }

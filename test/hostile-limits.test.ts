@@ -7,7 +7,6 @@
 // Cluster for every test: replicas 1, 2 and 3 in the configuration. Replica 1
 // streams to replica 2 the whole time; raw node:net sockets attack replica
 // 2's port from 127.0.0.1, the same address the honest replicas use.
-import { execSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readdirSync } from 'node:fs'
 import { type Socket, connect } from 'node:net'
@@ -17,7 +16,7 @@ import t from 'tap'
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import { routeId } from './byzantine-peer.js'
-import { loopbackCluster, until } from './helpers.js'
+import { fdSoftLimit, loopbackCluster, until } from './helpers.js'
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 
@@ -284,15 +283,6 @@ function openFds(): number {
   return readdirSync('/proc/self/fd').length
 }
 
-/** Soft RLIMIT_NOFILE of this process (children inherit it). */
-function fdSoftLimit(): number {
-  try {
-    const v = execSync('ulimit -n', { shell: '/bin/sh', encoding: 'utf8' }).trim()
-    return v === 'unlimited' ? Number.MAX_SAFE_INTEGER : Number(v)
-  } catch {
-    return 1024
-  }
-}
 
 // ---------------------------------------------------------------------- tests
 

@@ -408,15 +408,7 @@ void client_session::refuse(reject_code code, const std::string& detail) {
   if (!open_) return;
   engine_.count_reject(code, 0, remote_, "client: " + detail);
   open_ = false;
-  const std::string text = detail.substr(0, 512);
-  out_.assign(frame_header_bytes + 2 + text.size(), 0);
-  frame_header h{};
-  h.kind = frame_kind::reject;
-  h.sender = engine_.options().self_id;
-  h.length = static_cast<std::uint32_t>(2 + text.size());
-  encode_header(out_.data(), h);
-  store_u16(out_.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
-  std::memcpy(out_.data() + frame_header_bytes + 2, text.data(), text.size());
+  encode_reject(out_, code, engine_.options().self_id, detail);
   retry_.cancel();
   {
     std::lock_guard<std::mutex> lock(write_mu_);

@@ -681,15 +681,8 @@ void inbound_session::refuse(reject_code code, const std::string& detail) {
   if (!open_) return;
   engine_.count_reject(code, peer_id_ != 0 ? peer_id_ : 0, remote_, detail);
   open_ = false;  // stop reading; close once the reason frame is out
-  const std::string text = detail.substr(0, 512);
-  std::vector<std::uint8_t> buf(frame_header_bytes + 2 + text.size());
-  frame_header h{};
-  h.kind = frame_kind::reject;
-  h.sender = engine_.options().self_id;
-  h.length = static_cast<std::uint32_t>(2 + text.size());
-  encode_header(buf.data(), h);
-  store_u16(buf.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
-  std::memcpy(buf.data() + frame_header_bytes + 2, text.data(), text.size());
+  std::vector<std::uint8_t> buf;
+  encode_reject(buf, code, engine_.options().self_id, detail);
   // After the handshake (auth mac) the reason frame comes sealed like any other.
   if (tx_ && !seal_into(buf, 0)) buf.resize(buf.size() - auth::seal_frame_bytes);
   reject_buf_ = std::move(buf);

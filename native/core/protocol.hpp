@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <vector>
 
 namespace nexres {
 
@@ -195,6 +197,22 @@ inline hello_message decode_hello(const std::uint8_t* p, std::uint32_t& magic) n
   m.incarnation = load_u64(p + 16);
   m.body_length = load_u32(p + 24);
   return m;
+}
+
+/// Writes a REJECT frame (PROTOCOL.md §4) into `out`, resized to the frame
+/// plus `tail` spare bytes after it (room for a SEAL): the reason code and
+/// the first 512 bytes of `detail`.
+inline void encode_reject(std::vector<std::uint8_t>& out, reject_code code, std::uint32_t sender,
+                          const std::string& detail, std::size_t tail = 0) {
+  const std::size_t text = detail.size() < 512 ? detail.size() : 512;
+  out.assign(frame_header_bytes + 2 + text + tail, 0);
+  frame_header h{};
+  h.kind = frame_kind::reject;
+  h.sender = sender;
+  h.length = static_cast<std::uint32_t>(2 + text);
+  encode_header(out.data(), h);
+  store_u16(out.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
+  std::memcpy(out.data() + frame_header_bytes + 2, detail.data(), text);
 }
 
 }  // namespace nexres

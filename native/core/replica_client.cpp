@@ -487,15 +487,8 @@ void peer_link::refuse_welcome(reject_code code, const std::string& reason, cons
                                const std::uint8_t* eph_r) {
   auth::session_keys keys;
   if (auth::derive(*eph_, eph_r, t, keys)) {
-    const std::string text = reason.substr(0, 512);
-    std::vector<std::uint8_t> buf(frame_header_bytes + 2 + text.size() + auth::seal_frame_bytes);
-    frame_header h{};
-    h.kind = frame_kind::reject;
-    h.sender = engine_.options().self_id;
-    h.length = static_cast<std::uint32_t>(2 + text.size());
-    encode_header(buf.data(), h);
-    store_u16(buf.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
-    std::memcpy(buf.data() + frame_header_bytes + 2, text.data(), text.size());
+    std::vector<std::uint8_t> buf;
+    encode_reject(buf, code, engine_.options().self_id, reason, auth::seal_frame_bytes);
     auth::sealer tx(keys.initiator_to_responder);
     const std::size_t framed = buf.size() - auth::seal_frame_bytes;
     const crypto::byte_view v(buf.data(), framed);

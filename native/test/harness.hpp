@@ -7,8 +7,12 @@
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/read.hpp>
+#include <asio/write.hpp>
 
 #include <chrono>
+#include <cstring>
+#include <string>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -21,6 +25,27 @@ inline std::uint16_t free_port() {
   asio::io_context io;
   asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   return a.local_endpoint().port();
+}
+
+/// A raw replica connection (auth none) introduces itself as `sender` with
+/// HELLO on the test cluster and reads the WELCOME; returns the WELCOME bytes.
+inline std::vector<std::uint8_t> raw_hello(asio::ip::tcp::socket& s, std::uint32_t sender, std::uint64_t incarnation) {
+  using namespace nexres;
+  const std::string cid = "native-test";
+  std::vector<std::uint8_t> hello(hello_fixed_bytes + cid.size());
+  hello_message m{};
+  m.type = hello_type::hello;
+  m.sender = sender;
+  m.incarnation = incarnation;
+  m.version = protocol_version;
+  m.cluster_id_length = static_cast<std::uint8_t>(cid.size());
+  m.body_length = static_cast<std::uint32_t>(cid.size());
+  encode_hello(hello.data(), m);
+  std::memcpy(hello.data() + hello_fixed_bytes, cid.data(), cid.size());
+  asio::write(s, asio::buffer(hello));
+  std::vector<std::uint8_t> welcome(hello_fixed_bytes + cid.size());
+  asio::read(s, asio::buffer(welcome));
+  return welcome;
 }
 
 inline nexres::engine_options options_for(std::uint32_t self, const std::vector<std::uint16_t>& ports,

@@ -36,20 +36,7 @@ int main() {
   s.set_option(asio::socket_base::receive_buffer_size(4096));
   s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), ports[1]));
   s.set_option(asio::ip::tcp::no_delay(true));
-  const std::string cid = "native-test";
-  std::vector<std::uint8_t> hello(hello_fixed_bytes + cid.size());
-  hello_message m{};
-  m.type = hello_type::hello;
-  m.sender = 1;
-  m.incarnation = 77;
-  m.version = protocol_version;
-  m.cluster_id_length = static_cast<std::uint8_t>(cid.size());
-  m.body_length = static_cast<std::uint32_t>(cid.size());
-  encode_hello(hello.data(), m);
-  std::memcpy(hello.data() + hello_fixed_bytes, cid.data(), cid.size());
-  asio::write(s, asio::buffer(hello));
-  std::vector<std::uint8_t> welcome(hello_fixed_bytes + cid.size());
-  asio::read(s, asio::buffer(welcome));
+  const std::vector<std::uint8_t> welcome = nexres_test::raw_hello(s, 1, 77);
 
   // The engine's end of this connection gets a small send buffer (found by
   // its addresses among our descriptors: the engine runs in this process),

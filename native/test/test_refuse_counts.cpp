@@ -61,20 +61,7 @@ int main() {
   {
     asio::ip::tcp::socket s(io);
     s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), ports[1]));
-    const std::string cid = "native-test";
-    std::vector<std::uint8_t> hello(hello_fixed_bytes + cid.size());
-    hello_message m{};
-    m.type = hello_type::hello;
-    m.sender = 1;
-    m.incarnation = 5;
-    m.version = protocol_version;
-    m.cluster_id_length = static_cast<std::uint8_t>(cid.size());
-    m.body_length = static_cast<std::uint32_t>(cid.size());
-    encode_hello(hello.data(), m);
-    std::memcpy(hello.data() + hello_fixed_bytes, cid.data(), cid.size());
-    asio::write(s, asio::buffer(hello));
-    std::vector<std::uint8_t> welcome(hello_fixed_bytes + cid.size());
-    asio::read(s, asio::buffer(welcome));
+    const std::vector<std::uint8_t> welcome = nexres_test::raw_hello(s, 1, 5);
     std::vector<std::uint8_t> out;
     for (std::uint64_t id = 1; id <= 3; ++id) append_frame(out, frame_kind::data, 1, id, 16);
     append_frame(out, frame_kind::request, 1, 4, 0);  // not a DATA frame: BAD_FRAME
