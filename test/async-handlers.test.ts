@@ -8,7 +8,7 @@ import t from 'tap'
 import { type ClusterConfig, Replica } from 'nexres-rpc'
 
 import { type Child, spawnFixture } from './child-helpers.js'
-import { loopbackCluster, until } from './helpers.js'
+import { countHonest, loopbackCluster, until } from './helpers.js'
 
 const MiB = 1024 * 1024
 
@@ -146,15 +146,8 @@ t.test('flooding an async route keeps memory bounded and other peers served', as
     pending--
     handled++
   })
-  const lat: number[] = []
-  let next = 0
-  let bad = 0
-  receiver.on('honest', (msg) => {
-    const dv = new DataView(msg.payload.buffer, msg.payload.byteOffset, 16)
-    if (Number(dv.getBigUint64(0, true)) !== next) bad++
-    next++
-    lat.push(performance.timeOrigin + performance.now() - dv.getFloat64(8, true))
-  })
+  const honestSeen = countHonest(receiver)
+  const lat = honestSeen.lat
   const spawn = (id: number, mode: string): Child => {
     const c = spawnFixture('stream-peer.mjs', [], {
       NEXRES_CLUSTER: JSON.stringify(cluster),
@@ -180,15 +173,15 @@ t.test('flooding an async route keeps memory bounded and other peers served', as
     honest.waitLine(/^done (\d+)$/, FLOOD_MS + 40_000, 'honest done'),
   ])
   const honestSent = Number(honestDone[1])
-  await until(() => next >= honestSent, 10_000, 'every honest message')
+  await until(() => honestSeen.next >= honestSent, 10_000, 'every honest message')
   clearInterval(sampler)
   lat.sort((x, y) => x - y)
   const p99 = lat[Math.floor(lat.length * 0.99)] ?? 0
   const grew = (rssMax - rss0) / MiB
-  t.comment(`flood handled ${handled}, max pending handlers ${maxPending}, honest ${next} p99 ${p99.toFixed(1)} ms max ${lat[lat.length - 1]?.toFixed(1)} ms, RSS +${grew.toFixed(0)} MiB`)
+  t.comment(`flood handled ${handled}, max pending handlers ${maxPending}, honest ${honestSeen.next} p99 ${p99.toFixed(1)} ms max ${lat[lat.length - 1]?.toFixed(1)} ms, RSS +${grew.toFixed(0)} MiB`)
   t.ok(handled > 1000, `the flood was handled (${handled} messages)`)
   t.equal(corrupt, 0, 'every flood payload intact after its await')
-  t.equal(bad, 0, 'honest messages in order')
+  t.equal(honestSeen.bad, 0, 'honest messages in order')
   t.ok(grew < 256, `receiver RSS grew ${grew.toFixed(0)} MiB (< 256 MiB) during a ${FLOOD_MS / 1000} s flood`)
   t.ok(maxPending <= 1024 + 256, `pending handlers bounded by maxPendingHandlers plus one run of 256 (${maxPending})`)
   t.ok(p99 < 150, `honest p99 latency ${p99.toFixed(1)} ms (< 150 ms) during the flood`)
@@ -235,13 +228,7 @@ t.test('a peer held back by pending handlers cannot fill the shared input queue'
   t.teardown(() => {
     for (const r of never) r()
   })
-  let next = 0
-  let bad = 0
-  receiver.on('honest', (msg) => {
-    const dv = new DataView(msg.payload.buffer, msg.payload.byteOffset, 16)
-    if (Number(dv.getBigUint64(0, true)) !== next) bad++
-    next++
-  })
+  const honestSeen = countHonest(receiver)
   const raw = spawnFixture('tiny-writes-peer.mjs', [], {
     NEXRES_PORT: String(cluster.replicas[0]!.port),
     NEXRES_CLUSTER_ID: cluster.id,
@@ -263,11 +250,11 @@ t.test('a peer held back by pending handlers cannot fill the shared input queue'
   })
   t.teardown(() => honest.kill())
   const [, sent] = await honest.waitLine(/^done (\d+)$/, 40_000, 'honest peer done')
-  await until(() => next >= Number(sent), 10_000, 'every honest message')
+  await until(() => honestSeen.next >= Number(sent), 10_000, 'every honest message')
   const cpu = process.cpuUsage(cpu0)
   const cpuShare = (cpu.user + cpu.system) / 1000 / (Date.now() - w0)
-  t.equal(next, Number(sent), `all ${sent} honest messages arrived while ${slow} handlers of the raw peer are pending`)
-  t.equal(bad, 0, 'in order')
+  t.equal(honestSeen.next, Number(sent), `all ${sent} honest messages arrived while ${slow} handlers of the raw peer are pending`)
+  t.equal(honestSeen.bad, 0, 'in order')
   t.ok(slow <= 1024 + 256, `the held-back peer's pending handlers stay bounded (${slow})`)
   t.ok(cpuShare < 0.8, `the receiver does not spin while the peer is held back (JS+io CPU ${(cpuShare * 100).toFixed(0)} % of wall time)`)
 })

@@ -8,7 +8,7 @@ import t from 'tap'
 import { Replica } from 'nexres-rpc'
 
 import { type Child, spawnFixture } from './child-helpers.js'
-import { loopbackCluster, until } from './helpers.js'
+import { countHonest, loopbackCluster, until } from './helpers.js'
 
 t.test('a flooding peer does not starve an honest one', async (t) => {
   const cluster = await loopbackCluster(3, 'fairness')
@@ -16,19 +16,12 @@ t.test('a flooding peer does not starve an honest one', async (t) => {
   t.teardown(() => receiver.close({ timeoutMs: 0 }))
   let flood = 0
   let floodBytes = 0
-  const lat: number[] = []
-  let next = 0
-  let bad = 0
   receiver.on('flood', (msg) => {
     flood++
     floodBytes += msg.payload.length
   })
-  receiver.on('honest', (msg) => {
-    const dv = new DataView(msg.payload.buffer, msg.payload.byteOffset, 16)
-    if (Number(dv.getBigUint64(0, true)) !== next) bad++
-    next++
-    lat.push(performance.timeOrigin + performance.now() - dv.getFloat64(8, true))
-  })
+  const honestSeen = countHonest(receiver)
+  const lat = honestSeen.lat
   const spawn = (id: number, mode: string): Child => {
     const c = spawnFixture('stream-peer.mjs', [], {
       NEXRES_CLUSTER: JSON.stringify(cluster),
@@ -47,9 +40,9 @@ t.test('a flooding peer does not starve an honest one', async (t) => {
   const [, sentText] = await honest.waitLine(/^done (\d+)$/, 40_000, 'honest peer done')
   await flooder.waitLine(/^done \d+$/, 40_000, 'flooder done')
   const sent = Number(sentText)
-  await until(() => next >= sent, 10_000, 'every honest message')
-  t.equal(next, sent, `all ${sent} honest messages arrived`)
-  t.equal(bad, 0, 'in order, none twice')
+  await until(() => honestSeen.next >= sent, 10_000, 'every honest message')
+  t.equal(honestSeen.next, sent, `all ${sent} honest messages arrived`)
+  t.equal(honestSeen.bad, 0, 'in order, none twice')
   t.ok(floodBytes > 20 * 1024 * 1024, `the other peer really flooded (${(floodBytes / 2 ** 20).toFixed(0)} MiB)`)
   lat.sort((a, b) => a - b)
   const p99 = lat[Math.floor(lat.length * 0.99)]!

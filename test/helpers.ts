@@ -1,7 +1,7 @@
 import { execSync } from 'node:child_process'
 import { createServer } from 'node:net'
 
-import type { ClusterConfig } from 'nexres-rpc'
+import type { ClusterConfig, Replica } from 'nexres-rpc'
 
 /** Ports the OS handed out on 127.0.0.1 (bound then released). */
 export async function freePorts(n: number): Promise<number[]> {
@@ -46,4 +46,26 @@ export function fdSoftLimit(): number {
   } catch {
     return 1024
   }
+}
+
+/** What an 'honest' route has seen (stream-peer.mjs honest mode: u64 counter + f64 send time). */
+export interface HonestCount {
+  /** Messages seen (the next counter expected). */
+  next: number
+  /** Counters out of order or repeated. */
+  bad: number
+  /** Latency of each message in ms (send time to handler). */
+  lat: number[]
+}
+
+/** Registers the 'honest' route on `replica`, counting order and latency. */
+export function countHonest(replica: Replica): HonestCount {
+  const c: HonestCount = { next: 0, bad: 0, lat: [] }
+  replica.on('honest', (msg) => {
+    const dv = new DataView(msg.payload.buffer, msg.payload.byteOffset, 16)
+    if (Number(dv.getBigUint64(0, true)) !== c.next) c.bad++
+    c.next++
+    c.lat.push(performance.timeOrigin + performance.now() - dv.getFloat64(8, true))
+  })
+  return c
 }

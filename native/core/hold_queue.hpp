@@ -22,6 +22,7 @@ class hold_queue {
   /// unless earlier deliveries of its source are still held.
   template <typename Release>
   void done(const delivery& d, Release&& release) {
+    if (sources_.empty()) return release(d);  // the common case: nothing held
     auto it = sources_.find(d.peer);
     if (it == sources_.end() || it->second.runs.empty()) return release(d);
     it->second.runs.push_back(entry{d, 0, 0});
