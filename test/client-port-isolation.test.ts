@@ -164,8 +164,13 @@ t.test('client port attack does not stall replica links', async (t) => {
   const reply = await client.call('echo', new Uint8Array([1, 2, 3]), { timeoutMs: 5000 })
   t.same([...reply], [1, 2, 3], "a new client's call succeeds during the attack")
 
+  // The idle connections hold no memory and are all still open; a half-sent
+  // request is either still open or was refused to make room for others
+  // (its memory region full: TOO_MANY_CONNECTIONS).
   const after = await stats(receiver)
-  t.ok(after.clients >= IDLE + HALF, `the attacker still holds its connections (${after.clients} open)`)
+  const idleOpen = idle.filter((s) => !s.destroyed && s.readyState === 'open').length
+  t.equal(idleOpen, IDLE, `every idle connection is still open (${idleOpen})`)
+  t.ok(after.clients >= IDLE, `the attacker still holds its connections (${after.clients} open)`)
   t.ok(
     after.rss - base.rss < 256 * MiB,
     `receiver RSS grew ${((after.rss - base.rss) / MiB).toFixed(1)} MiB (< 256 MiB) with ${IDLE + HALF} hostile connections`,
@@ -192,7 +197,9 @@ t.test('when client receive memory is full, the oldest request in progress gives
     s.write(Buffer.alloc(10, 1))
     return s
   })
-  await until(() => r.stats().clientReceiveBytesAllocated >= 4 * MiB - 64 * 1024, 10_000, 'client receive memory full')
+  // Chunks of 64 KiB take at most half of the budget (the other half is for
+  // requests bigger than a chunk).
+  await until(() => r.stats().clientReceiveBytesAllocated >= 2 * MiB, 10_000, 'client receive memory for small requests full')
   t.ok(r.stats().clientReceiveBytesAllocated <= 4 * MiB, 'client receive memory stays within maxClientReceiveBytes')
   const closed = slow.map(() => false)
   slow.forEach((s, i) => s.on('close', () => (closed[i] = true)))
@@ -204,7 +211,7 @@ t.test('when client receive memory is full, the oldest request in progress gives
   t.same([...reply], [9, 8, 7], "a new client's call succeeds while half-sent requests fill the budget")
   await until(() => closed.some((c) => c), 5000, 'a half-sent request refused')
   t.ok((r.stats().rejectsByReason.TOO_MANY_CONNECTIONS ?? 0) >= 1, 'the refusal is counted as TOO_MANY_CONNECTIONS')
-  t.ok(closed.indexOf(true) < 64, `an old connection gave way (first refused: #${closed.indexOf(true)})`)
+  t.ok(closed.indexOf(true) < 32, `an old connection gave way (first refused: #${closed.indexOf(true)})`)
 })
 
 t.test('a connection paused at maxClientInFlight holds no receive memory', async (t) => {

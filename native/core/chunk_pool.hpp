@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -19,6 +20,11 @@ class chunk_owner {
   virtual ~chunk_owner() = default;
   /// Any thread (JS thread or an io thread); must not block.
   virtual void on_chunk_released() = 0;
+  /// Any thread; must not block. Memory came back to a pool that refused
+  /// this owner (chunk_pool::acquire with a waiter). False when the owner
+  /// no longer waits (or a wake-up is already on its way): the pool then
+  /// wakes the next waiter instead.
+  virtual bool on_pool_memory() { return false; }
 };
 
 class chunk_pool;
@@ -46,23 +52,39 @@ class chunk_pool {
  public:
   /// chunk_bytes: size of pooled chunks; max_total_bytes: bound on all chunks.
   /// Chunk ids are id_base + k * id_stride, so several pools feeding one
-  /// consumer never share an id. max_oversized_bytes bounds the chunks made
-  /// bigger than chunk_bytes (frames in progress that outgrow a chunk), so
-  /// that large frames can never take the memory small ones need.
+  /// consumer never share an id. max_oversized_bytes, when given, splits the
+  /// bound in two regions: pooled chunks take at most max_total_bytes -
+  /// max_oversized_bytes and the chunks made bigger than chunk_bytes (frames
+  /// that outgrow a chunk) at most max_oversized_bytes, so neither kind can
+  /// lock the other out (pooled chunks are kept once made: a consumer holds
+  /// their memory). Of the oversized region, final_reserve_bytes (the
+  /// largest final buffer) is kept for final buffers (acquire's
+  /// final_buffer), so a frame that has half arrived can always complete.
   chunk_pool(std::size_t chunk_bytes, std::size_t max_total_bytes, std::uint32_t id_base = 0,
-             std::uint32_t id_stride = 1, std::size_t max_oversized_bytes = static_cast<std::size_t>(-1));
+             std::uint32_t id_stride = 1, std::size_t max_oversized_bytes = static_cast<std::size_t>(-1),
+             std::size_t final_reserve_bytes = 0);
   chunk_pool(const chunk_pool&) = delete;
   chunk_pool& operator=(const chunk_pool&) = delete;
 
   /// Any thread. A chunk of at least min_capacity with one reference held by
   /// the caller, or nullptr when the byte bound is reached.
-  /// final_buffer: a frame's last buffer (its full size): held to the total
-  /// bound only, not to max_oversized_bytes, so that frames that have grown
-  /// up to the oversized bound can still complete (no deadlock among them).
-  chunk* acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner, bool final_buffer = false);
+  /// final_buffer: a frame's last buffer (its full size): may use the
+  /// oversized region's reserve (no deadlock among growing frames).
+  /// waiter: when nothing can be had, it is told once memory comes back
+  /// (on_pool_memory), decided under the pool's lock: no lost wake-up, no
+  /// polling.
+  chunk* acquire(std::size_t min_capacity, std::weak_ptr<chunk_owner> owner, bool final_buffer = false,
+                 const std::weak_ptr<chunk_owner>* waiter = nullptr);
+  /// Any thread: `waiter` is woken first by the next release (it made that
+  /// memory come back: it refused another owner to get it).
+  void wait_first(std::weak_ptr<chunk_owner> waiter);
   /// Any thread. Drops one reference on a chunk of any pool; at zero the
   /// chunk goes back to its own pool and its owner is told.
   static void unref(chunk* c);
+
+  /// Any thread: wakes up to n waiters (a woken waiter that went away
+  /// without using its wake-up passes it on with this).
+  void wake_waiters(std::size_t n);
 
   std::size_t chunk_bytes() const noexcept { return chunk_bytes_; }
   /// Bytes currently allocated to chunks (pooled or in use).
@@ -78,12 +100,16 @@ class chunk_pool {
   const std::uint32_t id_base_;
   const std::uint32_t id_stride_;
   const std::size_t max_oversized_bytes_;
+  const std::size_t max_pooled_bytes_;
+  const std::size_t final_reserve_bytes_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<chunk>> slots_;  // index == (id - id_base) / id_stride
   std::vector<chunk*> free_;                   // idle pooled chunks
   std::vector<std::uint32_t> free_ids_;        // empty slots
+  std::deque<std::weak_ptr<chunk_owner>> waiters_;  // refused, in order; woken as memory comes back
   std::size_t total_bytes_ = 0;
   std::size_t oversized_bytes_ = 0;
+  std::size_t pooled_bytes_ = 0;
 };
 
 }  // namespace nexres

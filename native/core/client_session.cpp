@@ -62,6 +62,11 @@ void client_session::evict_async() {
 // the first refused when client receive memory runs out).
 void client_session::track_partial() {
   const bool partial = open_ && rx_.partial() > 0;
+  if (partial && (partial_registration_ == 0 || frames_at_start_ != frames_read_)) {
+    // A new request began arriving: its age is what eviction looks at.
+    frames_at_start_ = frames_read_;
+    frame_started_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
+  }
   if (partial && partial_registration_ == 0) {
     partial_registration_ = engine_.client_partial_begin(weak_from_this());
   } else if (!partial && partial_registration_ != 0) {
@@ -70,14 +75,35 @@ void client_session::track_partial() {
   }
 }
 
-// io thread: no receive chunk could be had. When the client port's memory is
-// at its bound, the connection whose request has been arriving longest (1 s
-// or more) gives way; then try again shortly.
-void client_session::no_receive_memory() {
-  if (engine_.client_chunks().allocated_bytes() + engine_.client_chunks().chunk_bytes() >
-      engine_.client_chunks().max_bytes())
-    engine_.evict_oldest_client_partial(this, std::chrono::seconds(1));
-  pause_with_retry();
+// io thread: room for the next read, or false when the connection waits
+// for receive memory (paused; a release or the pool wakes it, no polling).
+// When the client port's memory is at its bound, the connection whose
+// request has been arriving longest (1 s or more) gives way.
+bool client_session::take_receive_memory() {
+  const std::weak_ptr<chunk_owner> me = weak_from_this();
+  if (rx_.ensure_space(me)) return true;
+  // Flag first, then one more try registered with the pool: a release that
+  // raced with the first try is seen by one side or the other.
+  waiting_chunk_.store(true, std::memory_order_seq_cst);
+  if (rx_.ensure_space(me, &me)) {
+    waiting_chunk_.store(false, std::memory_order_relaxed);
+    return true;
+  }
+  paused_ = true;
+  if (rx_.refused_by_pool()) {
+    const auto wait = engine_.evict_oldest_client_partial(this, std::chrono::seconds(1));
+    // The memory we freed comes to us, not to whoever waited first.
+    if (wait == std::chrono::steady_clock::duration::zero()) engine_.client_chunks().wait_first(me);
+    // Younger requests only: look again when the oldest turns 1 s.
+    if (wait != std::chrono::steady_clock::duration::zero() && wait != std::chrono::steady_clock::duration::max()) {
+      auto self = shared_from_this();
+      retry_.expires_after(wait + std::chrono::milliseconds(1));
+      retry_.async_wait([self](const std::error_code& ec) {
+        if (!ec) self->resume();
+      });
+    }
+  }
+  return false;
 }
 
 void client_session::start() {
@@ -159,15 +185,27 @@ void client_session::arm_idle_timer() {
 
 void client_session::on_chunk_released() {
   rx_.on_chunk_released();
+  wake_if_waiting();
+}
+
+bool client_session::on_pool_memory() { return wake_if_waiting(); }
+
+bool client_session::wake_if_waiting() {
+  if (!waiting_chunk_.load(std::memory_order_seq_cst)) return false;
+  if (wake_posted_.exchange(true, std::memory_order_acq_rel)) return false;
   std::weak_ptr<client_session> weak = weak_from_this();
   asio::post(socket_.get_executor(), [weak] {
     if (auto self = weak.lock()) self->resume();
   });
+  return true;
 }
 
 // io thread.
 void client_session::resume() {
+  wake_posted_.store(false, std::memory_order_release);
   if (!paused_ || !open_) return;
+  if (waiting_chunk_.exchange(false, std::memory_order_seq_cst) && partial_registration_ != 0)
+    frame_started_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   paused_ = false;
   if (flush_ready()) do_read();
   else pause_with_retry();
@@ -227,7 +265,7 @@ void client_session::do_read() {
       return;
     }
   }
-  if (!rx_.ensure_space(weak_from_this())) return no_receive_memory();
+  if (!take_receive_memory()) return;
   reading_ = true;
   socket_.async_read_some(asio::buffer(rx_.write_ptr(), rx_.write_room()),
                           [self](const std::error_code& ec, std::size_t n) {
@@ -240,7 +278,7 @@ void client_session::do_read() {
 // io thread: the socket is readable and no request is in progress.
 void client_session::read_ready() {
   if (!open_ || paused_) return;
-  if (!rx_.ensure_space(weak_from_this())) return no_receive_memory();
+  if (!take_receive_memory()) return;
   std::error_code ec;
   const std::size_t n = socket_.read_some(asio::buffer(rx_.write_ptr(), rx_.write_room()), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) return do_read();
@@ -274,6 +312,7 @@ bool client_session::parse() {
     ready_.push_back(delivery{rx_.current, static_cast<std::uint32_t>(start),
                               static_cast<std::uint32_t>(rx_.parsed - start), client_flag | id_, count, -1, 0, 0});
     inflight_.fetch_add(count, std::memory_order_acq_rel);
+    frames_read_ += count;
     requests_.fetch_add(count, std::memory_order_relaxed);
     bytes_in_.fetch_add(rx_.parsed - start, std::memory_order_relaxed);
     frames_since_tick_ += count;
@@ -454,6 +493,8 @@ void client_session::close() {
   ready_.clear();
   rx_.release();
   track_partial();
+  // Woken for memory that we will not use now: another waiter gets it.
+  if (wake_posted_.exchange(false, std::memory_order_acq_rel)) engine_.client_chunks().wake_waiters(1);
 }
 
 }  // namespace nexres

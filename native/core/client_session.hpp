@@ -36,6 +36,16 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void evict_async();
   /// Any thread (pool unref): a chunk came back; resume reading if paused.
   void on_chunk_released() override;
+  /// Any thread: the client pool has memory again after refusing us.
+  bool on_pool_memory() override;
+  /// Any thread: paused until receive memory comes back.
+  bool waiting_for_memory() const noexcept { return waiting_chunk_.load(std::memory_order_relaxed); }
+  /// Any thread: when the request now arriving began to arrive (time spent
+  /// waiting for receive memory does not count).
+  std::chrono::steady_clock::time_point frame_started() const noexcept {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(frame_started_.load(std::memory_order_relaxed)));
+  }
   /// Any thread: queues reply frames; `seg.messages` replies answer as many
   /// requests.
   void enqueue(const segment& seg);
@@ -56,7 +66,8 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   bool flush_ready();
   void resume();
   void pause_with_retry();
-  void no_receive_memory();
+  bool take_receive_memory();
+  bool wake_if_waiting();
   void track_partial();
   enum class write_state { done, wait, failed };
   write_state drain_locked();  // holds write_mu_
@@ -83,10 +94,17 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   receive_buffer rx_;
   // Registered with the engine while a request is arriving (0: not).
   std::uint64_t partial_registration_ = 0;
+  std::uint64_t frames_read_ = 0;     // complete requests parsed, ever
+  std::uint64_t frames_at_start_ = 0;  // frames_read_ when the current one began
+  std::atomic<std::chrono::steady_clock::rep> frame_started_{0};
   std::vector<delivery> ready_;
   // Requests delivered and not yet answered (replies arrive on any thread).
   std::atomic<std::int64_t> inflight_{0};
   std::atomic<bool> inflight_paused_{false};
+  // Paused for receive memory: only then do releases wake us (a post per
+  // release would cost every request an io-thread wake-up).
+  std::atomic<bool> waiting_chunk_{false};
+  std::atomic<bool> wake_posted_{false};  // a resume for it is on its way
   std::atomic<std::uint64_t> requests_{0}, bytes_in_{0}, replies_{0}, bytes_out_{0};
 
   // Writer. Replies are written by whichever thread brings them when the

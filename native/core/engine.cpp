@@ -47,7 +47,7 @@ engine::engine(engine_options options, std::function<void()> wake)
       wake_(std::move(wake)),
       chunks_(options_.chunk_bytes, options_.max_receive_bytes, 0, 2),
       client_chunks_(options_.client_chunk_bytes, options_.max_client_receive_bytes, 1, 2,
-                     options_.max_client_receive_bytes / 2),
+                     options_.max_client_receive_bytes / 2, options_.max_request_bytes + frame_header_bytes),
       miq_(options_.miq_capacity),
       client_miq_(options_.client_miq_capacity),
       rejects_by_code_(std::make_unique<std::atomic<std::uint64_t>[]>(reject_code_count)),
@@ -228,7 +228,7 @@ void engine::accept_client(asio::ip::tcp::socket socket) {
 std::uint64_t engine::client_partial_begin(const std::weak_ptr<client_session>& s) {
   std::lock_guard<std::mutex> lock(partial_mu_);
   const std::uint64_t id = next_partial_++;
-  client_partials_.emplace(id, partial_entry{s, std::chrono::steady_clock::now()});
+  client_partials_.emplace(id, s);
   return id;
 }
 
@@ -237,31 +237,47 @@ void engine::client_partial_end(std::uint64_t registration) {
   client_partials_.erase(registration);
 }
 
-bool engine::evict_oldest_client_partial(const client_session* who, std::chrono::steady_clock::duration min_age) {
+// Scans every request in progress (only when client memory is at its
+// bound): the age that counts is the current request's, not the
+// connection's, so a client that keeps completing requests is never the
+// one refused, and one that sends a first byte and stalls is.
+std::chrono::steady_clock::duration engine::evict_oldest_client_partial(const client_session* who,
+                                                                        std::chrono::steady_clock::duration min_age) {
+  using clock = std::chrono::steady_clock;
   std::shared_ptr<client_session> victim;
+  clock::duration wait = clock::duration::max();
   {
     std::lock_guard<std::mutex> lock(partial_mu_);
-    const auto now = std::chrono::steady_clock::now();
+    const auto now = clock::now();
+    clock::time_point oldest = clock::time_point::max();
+    std::map<std::uint64_t, std::weak_ptr<client_session>>::iterator pick = client_partials_.end();
     for (auto it = client_partials_.begin(); it != client_partials_.end();) {
-      if (now - it->second.since < min_age) break;  // the rest are younger
-      auto s = it->second.session.lock();
+      auto s = it->second.lock();
       if (!s) {
         it = client_partials_.erase(it);
         continue;
       }
-      if (s.get() == who) {
-        ++it;
-        continue;
+      // One waiting for memory is held back by us, not stalling.
+      const clock::time_point since = s->frame_started();
+      if (s.get() != who && !s->waiting_for_memory() && since < oldest) {
+        oldest = since;
+        pick = it;
       }
-      client_partials_.erase(it);
-      victim = std::move(s);
-      break;
+      ++it;
+    }
+    if (pick != client_partials_.end()) {
+      if (now - oldest >= min_age) {
+        victim = pick->second.lock();
+        client_partials_.erase(pick);
+      } else {
+        wait = min_age - (now - oldest);
+      }
     }
   }
-  if (!victim) return false;
+  if (!victim) return wait;
   // Unlocked: the session's last reference may drop here.
   victim->evict_async();
-  return true;
+  return clock::duration::zero();
 }
 
 void engine::forget_client(std::uint32_t id) {

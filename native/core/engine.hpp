@@ -322,15 +322,18 @@ class engine {
   void forget_client(std::uint32_t id);
   void accept_client(asio::ip::tcp::socket socket);
   void count_replies(std::uint64_t bytes) { reply_bytes_.fetch_add(bytes, std::memory_order_relaxed); }
-  /// Client connections holding receive memory for a request in progress,
-  /// oldest first (any thread). begin returns a registration id (never 0).
+  /// Client connections holding receive memory for a request in progress
+  /// (any thread). begin returns a registration id (never 0).
   std::uint64_t client_partial_begin(const std::weak_ptr<client_session>& s);
   void client_partial_end(std::uint64_t registration);
   /// The client port's receive memory is at its bound and `who` needs some:
-  /// the connection whose request has been arriving longest (at least
-  /// min_age) is refused (TOO_MANY_CONNECTIONS) so its memory comes back.
-  /// False when there is none to refuse.
-  bool evict_oldest_client_partial(const client_session* who, std::chrono::steady_clock::duration min_age);
+  /// the connection whose current request has been arriving longest (its
+  /// first byte at least min_age ago; client_session::frame_started) is
+  /// refused (TOO_MANY_CONNECTIONS) so its memory comes back. Returns zero
+  /// when one was refused, else how long until the oldest other request
+  /// reaches min_age (duration::max() when there is none).
+  std::chrono::steady_clock::duration evict_oldest_client_partial(const client_session* who,
+                                                                  std::chrono::steady_clock::duration min_age);
 
  private:
   engine_options options_;
@@ -384,12 +387,8 @@ class engine {
   std::uint32_t next_client_id_ = 1;  // clients_mu_
   std::atomic<std::uint64_t> clients_accepted_{0}, reply_bytes_{0}, replies_dropped_{0};
 
-  struct partial_entry {
-    std::weak_ptr<client_session> session;
-    std::chrono::steady_clock::time_point since;
-  };
   std::mutex partial_mu_;
-  std::map<std::uint64_t, partial_entry> client_partials_;  // by registration = begin order
+  std::map<std::uint64_t, std::weak_ptr<client_session>> client_partials_;
   std::uint64_t next_partial_ = 1;
 
   // Destroyed first (declared last): pending handlers may still touch the

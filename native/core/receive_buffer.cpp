@@ -13,7 +13,7 @@ namespace {
 constexpr std::size_t min_read_bytes = 64 * 1024;
 }  // namespace
 
-bool receive_buffer::ensure_space(const std::weak_ptr<chunk_owner>& owner) {
+bool receive_buffer::ensure_space(const std::weak_ptr<chunk_owner>& owner, const std::weak_ptr<chunk_owner>* waiter) {
   const std::size_t partial = filled - parsed;
   // Bytes the frame in progress needs from `parsed`: its total once the
   // header is in, a header until then (its length was checked by the parser).
@@ -32,16 +32,27 @@ bool receive_buffer::ensure_space(const std::weak_ptr<chunk_owner>& owner) {
     }
   }
   // Growing: room for what has arrived and as much again (at least a pooled
-  // chunk), never more than the frame needs.
+  // chunk). Once that comes within an eighth of the frame's size, the
+  // frame's own size (a 4 MiB request's header would otherwise make its
+  // 4 MiB buffer one short): its last buffer, held to the pool's final
+  // reserve so a frame that has about half arrived can always complete.
   bool final_buffer = false;
   if (grow_with_arrival_) {
-    want = std::min(want, std::max(pool_.chunk_bytes(), 2 * partial));
-    // Half of the frame or more has arrived: this is its last buffer.
-    final_buffer = want >= need;
+    const std::size_t next = std::max(pool_.chunk_bytes(), 2 * partial);
+    if (next >= need - need / 8) {
+      want = need;
+      final_buffer = need > pool_.chunk_bytes();
+    } else {
+      want = std::min(want, next);
+    }
   }
+  refused_by_pool_ = false;
   if (inflight_.load(std::memory_order_acquire) >= static_cast<int>(max_chunks_)) return false;
-  chunk* fresh = pool_.acquire(want, owner, final_buffer);
-  if (fresh == nullptr) return false;
+  chunk* fresh = pool_.acquire(want, owner, final_buffer, waiter);
+  if (fresh == nullptr) {
+    refused_by_pool_ = true;
+    return false;
+  }
   inflight_.fetch_add(1, std::memory_order_acq_rel);
   if (partial > 0) std::memcpy(fresh->data(), current->data() + parsed, partial);
   release();

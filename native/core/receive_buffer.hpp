@@ -28,8 +28,9 @@ class receive_buffer {
   /// Makes room for the next read, moving a frame in progress to a fresh
   /// chunk when needed (an oversized one for a frame bigger than a chunk).
   /// False when the connection holds its maximum of chunks or the pool is at
-  /// its bound: stop reading until one comes back (backpressure).
-  bool ensure_space(const std::weak_ptr<chunk_owner>& owner);
+  /// its bound: stop reading until one comes back (backpressure). waiter:
+  /// told when the pool has memory again (chunk_pool::acquire).
+  bool ensure_space(const std::weak_ptr<chunk_owner>& owner, const std::weak_ptr<chunk_owner>* waiter = nullptr);
   /// Drops our reference to the current chunk.
   void release();
   /// Drops the current chunk when no frame is in progress in it (what was
@@ -41,6 +42,9 @@ class receive_buffer {
       parsed = filled = 0;
     }
   }
+  /// The last ensure_space() failed because the pool was at its bound (not
+  /// because this connection holds its maximum of chunks).
+  bool refused_by_pool() const noexcept { return refused_by_pool_; }
   /// Bytes of a frame in progress (read, not yet a complete frame).
   std::size_t partial() const noexcept { return filled - parsed; }
   /// Any thread: one of our chunks came back from the consumer.
@@ -58,6 +62,7 @@ class receive_buffer {
   const std::size_t max_chunks_;
   const bool grow_with_arrival_;
   std::atomic<int> inflight_{0};
+  bool refused_by_pool_ = false;
 };
 
 }  // namespace nexres

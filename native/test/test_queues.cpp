@@ -3,6 +3,7 @@
 // destroyed (counted like rigtorp's SPSCQueueTest).
 #include "bounded_queue.hpp"
 #include "check.hpp"
+#include "chunk_pool.hpp"
 #include "fair_queue.hpp"
 #include "hold_queue.hpp"
 #include "mpsc_queue.hpp"
@@ -111,7 +112,81 @@ void hold_queue_checks() {
 }
 }  // namespace
 
+namespace {
+// chunk_pool: pooled chunks and oversized ones each have their region; a
+// refused waiter is woken when memory comes back, in order, one per chunk
+// freed, and wait_first puts an owner ahead of the others; a waiter that no
+// longer waits passes its wake-up on.
+struct waiter : nexres::chunk_owner {
+  std::atomic<int> woken{0};
+  bool waiting = true;
+  void on_chunk_released() override {}
+  bool on_pool_memory() override {
+    if (!waiting) return false;
+    woken.fetch_add(1);
+    return true;
+  }
+};
+
+void chunk_pool_checks() {
+  // 4 chunks of 1 KiB in all: 2 KiB for pooled chunks, 2 KiB oversized, of
+  // which 1 KiB is kept for final buffers.
+  nexres::chunk_pool pool(1024, 4096, 1, 2, 2048, 1024);
+  auto a = std::make_shared<waiter>(), b = std::make_shared<waiter>(), c = std::make_shared<waiter>();
+  std::weak_ptr<nexres::chunk_owner> wa = a, wb = b, wc = c;
+  nexres::chunk* p1 = pool.acquire(100, {});
+  nexres::chunk* p2 = pool.acquire(100, {});
+  CHECK(p1 != nullptr && p2 != nullptr && p1->id % 2 == 1);
+  CHECK(pool.acquire(100, {}, false, &wa) == nullptr);  // pooled region full
+  nexres::chunk* big = pool.acquire(1024 + 1, {});
+  CHECK(big == nullptr);  // growing: 2 KiB - 1 KiB reserve leaves 1 KiB
+  big = pool.acquire(1000 + 24, {});  // a pooled-size request never takes the oversized region
+  CHECK(big == nullptr);
+  nexres::chunk* fin = pool.acquire(2048, {}, true);  // a final buffer may use the reserve
+  CHECK(fin != nullptr);
+  CHECK(pool.acquire(100, {}, false, &wb) == nullptr);
+  CHECK(pool.acquire(100, {}, false, &wc) == nullptr);
+  // b left meanwhile: a's wake-up, then c's (b passes its turn on).
+  b->waiting = false;
+  nexres::chunk_pool::unref(p1);
+  CHECK(a->woken == 1 && b->woken == 0 && c->woken == 0);
+  pool.wait_first(wb);
+  b->waiting = true;
+  nexres::chunk_pool::unref(p2);
+  CHECK(b->woken == 1 && c->woken == 0);
+  nexres::chunk_pool::unref(fin);  // 2 KiB freed: up to two wake-ups; only c waits
+  CHECK(c->woken == 1);
+  CHECK(pool.allocated_bytes() == 2048);  // pooled chunks are kept; oversized freed
+
+  // Concurrent releases and refused acquires: every refusal registered while
+  // memory was short is followed by a wake-up (no lost wake-up).
+  nexres::chunk_pool small(64, 64 * 2, 1, 2);  // 2 chunks, 4 threads
+  std::vector<std::shared_ptr<waiter>> ws;
+  for (int i = 0; i < 4; ++i) ws.push_back(std::make_shared<waiter>());
+  std::vector<std::thread> ts;
+  std::atomic<long> taken{0};
+  for (int i = 0; i < 4; ++i)
+    ts.emplace_back([&, i] {
+      std::weak_ptr<nexres::chunk_owner> me = ws[i];
+      for (int k = 0; k < 20000; ++k) {
+        const int before = ws[i]->woken.load();
+        nexres::chunk* x = small.acquire(10, {}, false, &me);
+        if (x == nullptr) {
+          // Refused: another thread holds memory and will release it.
+          while (ws[i]->woken.load() == before) std::this_thread::yield();
+          continue;
+        }
+        taken.fetch_add(1);
+        nexres::chunk_pool::unref(x);
+      }
+    });
+  for (auto& t : ts) t.join();
+  CHECK(taken.load() >= 2 * 20000);  // some rounds were refused, none hung
+}
+}  // namespace
+
 int main() {
+  chunk_pool_checks();
   fair_queue_checks();
   hold_queue_checks();
   {
