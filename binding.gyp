@@ -14,6 +14,7 @@
         "native/core/engine.cpp",
         "native/core/gather_writer.cpp",
         "native/core/io_pool.cpp",
+        "native/core/outbound_batch.cpp",
         "native/core/receive_buffer.cpp",
         "native/core/replica_client.cpp",
         "native/core/sockets.cpp"

@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include "dispatcher.hpp"
+#include "outbound_batch.hpp"
 #include "engine.hpp"
 #include "fair_queue.hpp"
 #include "hold_queue.hpp"
@@ -119,10 +120,9 @@ struct shared_engine {
   std::vector<std::uint32_t> peer_ids;
   // Several producers (threads) share the links: message ids are given at
   // flush time, under this lock, in queue order.
-  bool stamp_ids = false;
-  std::mutex id_mu;
-  std::uint64_t last_id = 0;
+  nexres::id_sequence ids;
 
+  explicit shared_engine(bool stamp_ids) : ids(stamp_ids) {}
   ~shared_engine() {
     if (eng) eng->stop();  // joins io threads: nothing calls into disp after
     disp.reset();
@@ -190,78 +190,46 @@ class producer {
     Napi::Array externals;
     const bool has_ext = info.Length() > 4 && info[4].IsArray();
     if (has_ext) externals = info[4].As<Napi::Array>();
-    std::vector<std::shared_ptr<const void>> ext_owners;
-    std::vector<std::pair<std::uint32_t, segment>> segs;
-    segs.reserve(run_count);
+    // External payloads: one owner per payload, made on first use.
+    std::vector<nexres::external_payload> ext_payloads;
+    nexres::outbound_batch batch(block, block ? block->data : nullptr, length,
+                                 eng->identity().signer.get(), eng->options().cluster_id);
     const std::uint32_t* r = runs.Data();
     for (std::size_t i = 0; i < run_count; ++i, r += run_fields) {
-      const std::uint32_t dest = r[0], start = r[1], end = r[2], msgs = r[3];
-      const std::uint64_t last = (static_cast<std::uint64_t>(r[5]) << 32) | r[4];
-      std::uint32_t ext = r[6];
-      if ((ext & sign_run) != 0) {
-        // Signed broadcasts: each signed frame of the run gets its signature
-        // (its last 64 bytes) now, with this replica's key.
-        ext &= ~sign_run;
-        const auto* signer = eng->identity().signer.get();
-        if (signer == nullptr || ext != 0 || end < start || end > length)
-          throw Napi::Error::New(env, "flush: signed run without a key");
-        for (std::size_t p = start; p + nexres::frame_header_bytes <= end;) {
-          const nexres::frame_header fh = nexres::decode_header(block->data + p);
-          if (p + nexres::frame_header_bytes + fh.length > end) throw Napi::RangeError::New(env, "flush: signed run out of range");
-          if ((fh.flags & nexres::auth::flag_signed) != 0 &&
-              !nexres::auth::sign_frame(*signer, eng->options().cluster_id, block->data + p))
-            throw Napi::Error::New(env, "flush: signing failed");
-          p += nexres::frame_header_bytes + fh.length;
-        }
-      }
-      segment seg;
-      seg.messages = msgs;
-      seg.last_msg_id = last;
-      if (ext == 0) {
-        if (end < start || end > length) throw Napi::RangeError::New(env, "flush: run out of range");
-        seg.owner = block;
-        seg.data = block ? block->data + start : nullptr;
-        seg.length = end - start;
-      } else {
-        if (!has_ext || ext > externals.Length()) throw Napi::RangeError::New(env, "flush: bad external index");
-        if (ext_owners.size() < ext) ext_owners.resize(ext);
-        Napi::Uint8Array payload = externals.Get(ext - 1).As<Napi::Uint8Array>();
-        if (!ext_owners[ext - 1]) {
+      nexres::staged_run run;
+      run.dest = r[0];
+      run.start = r[1];
+      run.end = r[2];
+      run.messages = r[3];
+      run.last_msg_id = (static_cast<std::uint64_t>(r[5]) << 32) | r[4];
+      run.sign = (r[6] & sign_run) != 0;
+      run.external = r[6] & ~sign_run;
+      const nexres::external_payload* ext = nullptr;
+      if (run.external != 0 && has_ext && run.external <= externals.Length()) {
+        if (ext_payloads.size() < run.external) ext_payloads.resize(run.external);
+        nexres::external_payload& e = ext_payloads[run.external - 1];
+        if (!e.owner) {
+          Napi::Value v = externals.Get(run.external - 1);
+          if (!v.IsTypedArray()) throw Napi::RangeError::New(env, nexres::describe(nexres::outbound_error::bad_external));
+          Napi::Uint8Array payload = v.As<Napi::Uint8Array>();
           napi_ref ref = nullptr;
           napi_create_reference(env, payload, 1, &ref);
           std::shared_ptr<trash_bin> bin = trash_;
           // The deleter runs wherever the last segment is dropped (an io
           // thread after the ack): it only hands the reference to the trash.
-          ext_owners[ext - 1] = std::shared_ptr<const void>(static_cast<const void*>(payload.Data()),
-                                                            [bin, ref](const void*) { bin->put(ref); });
+          e.owner = std::shared_ptr<const void>(static_cast<const void*>(payload.Data()),
+                                                [bin, ref](const void*) { bin->put(ref); });
+          e.data = payload.Data();
+          e.length = payload.ByteLength();
         }
-        if (end < start || end > payload.ByteLength()) throw Napi::RangeError::New(env, "flush: bad external range");
-        seg.owner = ext_owners[ext - 1];
-        seg.framed = false;  // payload bytes only; its header is in the staged run
-        seg.data = payload.Data() + start;
-        seg.length = end - start;
+        ext = &e;
       }
-      if (seg.length == 0) continue;
-      segs.emplace_back(dest, std::move(seg));
+      const nexres::outbound_error err = batch.add(run, ext);
+      if (err == nexres::outbound_error::signed_without_key || err == nexres::outbound_error::signing_failed)
+        throw Napi::Error::New(env, nexres::describe(err));
+      if (err != nexres::outbound_error::none) throw Napi::RangeError::New(env, nexres::describe(err));
     }
-    if (!se_->stamp_ids) {
-      for (auto& ds : segs) eng->enqueue(ds.first, ds.second);
-    } else {
-      std::lock_guard<std::mutex> lock(se_->id_mu);
-      for (auto& ds : segs) {
-        const std::uint32_t dest = ds.first;
-        segment& seg = ds.second;
-        // Replies keep the client's request id; replica frames get the next ids.
-        const bool to_client = (dest & nexres::client_flag) != 0 && dest != nexres::broadcast_destination;
-        if (!to_client) {
-          if (seg.framed)
-            seg.last_msg_id = nexres::stamp_ids(const_cast<std::uint8_t*>(seg.data), seg.length, se_->last_id);
-          else
-            seg.last_msg_id = se_->last_id;  // its header was stamped just before
-        }
-        eng->enqueue(dest, seg);
-      }
-    }
+    se_->ids.stamp_and_enqueue(batch.segments(), [eng](std::uint32_t dest, const segment& seg) { eng->enqueue(dest, seg); });
     FillDepths();
     return env.Undefined();
   }
@@ -297,11 +265,7 @@ class producer {
 
   // The last message id given at flush (ids given natively); 0 before any.
   Napi::Value LastId(const Napi::CallbackInfo& info) {
-    std::uint64_t v = 0;
-    if (se_) {
-      std::lock_guard<std::mutex> lock(se_->id_mu);
-      v = se_->last_id;
-    }
+    const std::uint64_t v = se_ ? se_->ids.last() : 0;
     return Napi::Number::New(info.Env(), static_cast<double>(v));
   }
 
@@ -350,6 +314,20 @@ napi_value fill_batch(Napi::Env env, const std::vector<delivery>& batch, std::si
     m[3] = d.peer;
   }
   return fresh_count > 0 ? static_cast<napi_value>(fresh) : static_cast<napi_value>(env.Undefined());
+}
+
+// Calls a JS function without node-addon-api's error wrapping: while an
+// environment is going away (a worker thread being terminated) the call
+// fails, and building a Napi::Error for it aborts the process. False when
+// the call did not complete; any exception stays pending for JS.
+bool call_js(Napi::Env env, const Napi::FunctionReference& fn, std::initializer_list<napi_value> args,
+             napi_value* result = nullptr) {
+  napi_value f = nullptr, recv = nullptr, out = nullptr;
+  if (napi_get_reference_value(env, static_cast<napi_ref>(fn), &f) != napi_ok || f == nullptr) return false;
+  if (napi_get_undefined(env, &recv) != napi_ok) return false;
+  if (napi_call_function(env, recv, f, args.size(), args.begin(), &out) != napi_ok) return false;
+  if (result != nullptr) *result = out;
+  return true;
 }
 
 class JsEngine;
@@ -453,9 +431,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     meta_capacity_ = meta.ElementLength() / meta_fields;
     meta_ = Napi::Persistent(meta);
     meta_data_ = meta.Data();
-    auto se = std::make_shared<shared_engine>();
+    auto se = std::make_shared<shared_engine>(consumers_ > 0);
     se->peer_ids = std::move(peer_ids);
-    se->stamp_ids = consumers_ > 0;
     out_.bind(se, info[2].As<Napi::Float64Array>());
     on_batch_ = Napi::Persistent(info[3].As<Napi::Function>());
     on_events_ = Napi::Persistent(info[4].As<Napi::Function>());
@@ -644,14 +621,14 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     // Everything the MIQ holds goes into the fair queue (bounded: every run
     // holds a receive chunk); a batch is one round over its sources.
     delivery d;
-    while (fair_.size() < max_held && eng->pop_delivery(d)) fair_.push(d);
+    while (fair_.size() < nexres::max_fair_held_runs && eng->pop_delivery(d)) fair_.push(d);
     batch_.clear();
     // A peer is taken from up to its share of handler promises pending (plus
     // at most one run, max_run_messages); past it, it is passed over: its runs
     // stay queued, holding its receive chunks, and TCP slows it down.
     const std::size_t active = std::max<std::size_t>(1, held_.sources() + fair_.active_sources());
     const std::size_t share = std::max<std::size_t>(1, max_pending_ / active);
-    const std::size_t n = fair_.take(meta_capacity_, fair_quantum, batch_, [&](std::uint32_t peer) {
+    const std::size_t n = fair_.take(meta_capacity_, nexres::fair_quantum_bytes, batch_, [&](std::uint32_t peer) {
       if ((peer & nexres::client_flag) != 0) return static_cast<std::size_t>(-1);
       const std::size_t pending = held_.pending(peer);
       return pending >= share ? 0 : share - pending;
@@ -663,14 +640,12 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       return true;
     });
     if (n > 0) {
-      Napi::Value result;
-      try {
-        result = on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
-      } catch (...) {
+      napi_value result = nullptr;
+      if (!call_js(env, on_batch_, {Napi::Number::New(env, static_cast<double>(n)), fresh_value}, &result)) {
         ReleaseBatch(Napi::Value());
-        throw;
+        return;  // the exception, if any, is JS's
       }
-      ReleaseBatch(result);
+      ReleaseBatch(Napi::Value(env, result));
     }
     // More waiting: come back through the event loop rather than hog it
     // (not while every waiting source is held back by pending handlers:
@@ -757,7 +732,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
       arr.Set(static_cast<std::uint32_t>(i), item);
     }
     events_.clear();
-    on_events_.Call({arr});
+    call_js(env, on_events_, {arr});
   }
 
   engine_options options_;
@@ -783,8 +758,6 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   // Runs whose handlers' promises have not settled (see hold_queue.hpp).
   nexres::hold_queue held_;
   std::size_t max_pending_ = 1024;
-  static constexpr std::size_t fair_quantum = 1u << 20;  // bytes per source per batch
-  static constexpr std::size_t max_held = 1u << 16;      // runs held at most
 };
 
 // JS thread, through the thread-safe function: one call drains events and
@@ -937,10 +910,8 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
       bound_[c->id] = c->pooled ? 1 : 0;
       return true;
     });
-    Napi::Value held;
-    try {
-      held = on_batch_.Call({Napi::Number::New(env, static_cast<double>(n)), Napi::Value(env, fresh_value)});
-    } catch (...) {
+    napi_value result = nullptr;
+    if (!call_js(env, on_batch_, {Napi::Number::New(env, static_cast<double>(n)), fresh_value}, &result)) {
       // The batch did not run to its end (handlers catch their own errors,
       // so this is the thread going away): it is not done. Detached, this
       // consumer's batch goes to the other workers, in order.
@@ -948,8 +919,9 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
         attached_ = false;
         disp.detach(index_);
       }
-      throw;
+      return;
     }
+    Napi::Value held(env, result);
     // [handled, entry, token, messages, ...]: one triple per held run.
     if (!held.IsEmpty() && held.IsArray()) unsettled_ = (held.As<Napi::Array>().Length() - 1) / 3;
     if (unsettled_ > 0) return;  // done at the last settle()

@@ -4,6 +4,13 @@
 
 namespace nexres {
 
+namespace {
+// Bytes each source gives per take: small, because worker handlers are
+// typically the heavy ones (a quantum of 1 MiB of 1 KiB messages at 200 µs
+// each is 0.2 s that another peer's message would wait).
+constexpr std::size_t dispatch_quantum_bytes = 64u << 10;
+}  // namespace
+
 dispatcher::dispatcher(engine& eng, std::size_t consumers, bool ordered)
     : engine_(eng), consumers_(consumers), ordered_(ordered), state_(consumers) {}
 
@@ -11,6 +18,7 @@ dispatcher::~dispatcher() {
   // Runs never released still hold chunk references.
   for (auto& kv : sources_)
     for (auto& e : kv.second.entries) engine_.chunks().unref(e.d.source);
+  fair_.drain_all([](const delivery& d) { chunk_pool::unref(d.source); });
 }
 
 void dispatcher::attach(std::size_t c, std::function<void()> wake) {
@@ -110,18 +118,26 @@ std::size_t dispatcher::take(std::size_t c, std::vector<delivery>& out, std::siz
   if (!orphans_.empty()) return out.size();  // newer runs wait behind them
   // A fair share of what is waiting, so that idle consumers woken with us
   // find work too (a run is never split: it is one read of one source).
+  delivery d;
+  while (fair_.size() < max_fair_held_runs && engine_.pop_delivery(d)) fair_.push(d);
   std::size_t live = 0;
   for (const auto& s : state_) live += s.live ? 1 : 0;
   std::size_t quota = max;
-  if (live > 1) quota = std::min(max, std::max<std::size_t>(1, (engine_.pending_deliveries() + live - 1) / live));
+  if (live > 1) quota = std::min(max, std::max<std::size_t>(1, (fair_.size() + live - 1) / live));
   std::size_t popped = 0;
-  delivery d;
-  // Runs handed to their owner do not count against our share.
-  while (out.size() < quota && popped < max && engine_.pop_delivery(d)) {
-    ++popped;
-    source& src = sources_[d.peer];
-    src.entries.push_back(entry{d, false});
-    assign(c, taken{d.peer, src.next_ticket++}, out);
+  // One round robin over sources per take: at most a quantum (at least one
+  // run) of each, so a batch is short and a source's next run waits at most
+  // for the batches the consumers are on, not for a flood's backlog. Runs
+  // handed to their owner do not count against our share.
+  while (out.empty() && popped < max && !fair_.empty()) {
+    picked_.clear();
+    fair_.take(std::min(quota, max - popped), dispatch_quantum_bytes, picked_);
+    for (const delivery& p : picked_) {
+      ++popped;
+      source& src = sources_[p.peer];
+      src.entries.push_back(entry{p, false});
+      assign(c, taken{p.peer, src.next_ticket++}, out);
+    }
   }
   return out.size();
 }
@@ -150,7 +166,7 @@ void dispatcher::done(std::size_t c) {
     }
     st.in_hand.clear();
     if (!st.handoff.empty()) schedule_locked(c);
-    if (!orphans_.empty() || engine_.has_deliveries()) kick_locked();
+    if (!orphans_.empty() || !fair_.empty() || engine_.has_deliveries()) kick_locked();
   }
   // In read order per source; ACKs only ever move forward.
   for (const delivery& d : release) engine_.release(d);
@@ -158,7 +174,7 @@ void dispatcher::done(std::size_t c) {
 
 std::size_t dispatcher::parked() const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::size_t n = orphans_.size();
+  std::size_t n = orphans_.size() + fair_.size();
   for (const auto& st : state_) n += st.handoff.size();
   return n;
 }

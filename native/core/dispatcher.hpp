@@ -10,9 +10,15 @@
 //
 // A consumer that goes away (its thread ended) has what it held — taken and
 // not done, or handed to it — given to the others, in order.
+//
+// Runs are taken from the MIQ by deficit round robin over sources
+// (fair_queue), as the main thread's consumer does: a flooding peer gets its
+// share per take and no more, so another peer's runs do not wait behind its
+// backlog.
 #pragma once
 
 #include "engine.hpp"
+#include "fair_queue.hpp"
 
 #include <cstdint>
 #include <deque>
@@ -90,6 +96,8 @@ class dispatcher {
   std::unordered_map<std::uint32_t, source> sources_;
   std::vector<consumer_state> state_;
   std::deque<taken> orphans_;  // from a consumer that went away, oldest first
+  fair_queue fair_;            // pulled from the MIQ, not yet taken
+  std::vector<delivery> picked_;
   std::size_t next_kick_ = 0;
 };
 

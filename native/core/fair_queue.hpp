@@ -16,6 +16,13 @@
 
 namespace nexres {
 
+/// Bytes each source may give per round (fair_queue::take's quantum), as
+/// used by both consumers: the main thread's and the dispatcher's.
+constexpr std::size_t fair_quantum_bytes = 1u << 20;
+/// Runs a consumer pulls from the MIQ into its fair queue, at most (each
+/// holds a receive chunk, so the receive budget bounds them anyway).
+constexpr std::size_t max_fair_held_runs = 1u << 16;
+
 class fair_queue {
  public:
   void push(const delivery& d) {
