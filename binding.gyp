@@ -4,6 +4,13 @@
       "target_name": "nexres",
       "sources": [
         "native/addon/addon.cpp",
+        "native/addon/common.cpp",
+        "native/addon/js_consumer.cpp",
+        "native/addon/js_engine.cpp",
+        "native/addon/options.cpp",
+        "native/addon/producer.cpp",
+        "native/addon/shared_engine.cpp",
+        "native/addon/stats.cpp",
         "native/core/acceptor.cpp",
         "native/core/auth.cpp",
         "native/core/chunk_pool.cpp",

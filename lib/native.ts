@@ -32,20 +32,20 @@ export interface EngineOptions {
   heartbeatIntervalMs: number
   heartbeatTimeoutMs: number
   peerDownDeadlineMs: number
-  maxReplicaConnections?: number
-  maxConnectionsPerAddress?: number
-  frameReadTimeoutMs?: number
-  maxPingsPerSecond?: number
+  maxReplicaConnections: number
+  maxConnectionsPerAddress: number
+  frameReadTimeoutMs: number
+  maxPingsPerSecond: number
   incarnationLo: number
   incarnationHi: number
   /** Replica connections: 'mac' needs privateKey (32-byte seed) and every peer's public key. */
-  auth?: 'mac' | 'none'
+  auth: 'mac' | 'none'
   privateKey?: Uint8Array
   publicKeys?: { id: number; key: Uint8Array }[]
   /** Worker consumers taking deliveries instead of onBatch (0: none). */
-  consumers?: number
-  /** With consumers: one consumer at a time per peer / client connection (default true). */
-  ordered?: boolean
+  consumers: number
+  /** With consumers: one consumer at a time per peer / client connection. */
+  ordered: boolean
 }
 
 /** [chunkId, ArrayBuffer, pooled] triples for chunks JS has not seen yet. */
@@ -149,6 +149,8 @@ export interface NativeEngineConstructor {
 export interface NativeAddon {
   Engine: NativeEngineConstructor
   Consumer: NativeConsumerConstructor
+  /** Every key of EngineOptions, as the addon's one option table knows them: it refuses any other and a missing required one. */
+  engineOptionKeys: string[]
   frameHeaderBytes: number
   protocolVersion: number
 }

@@ -38,9 +38,13 @@ class fair_queue {
     source& s = sources_[i];
     s.runs.push_back(d);
     ++size_;
+    // A source that had nothing waiting goes first in the next round (as
+    // FQ-CoDel serves new flows first): a peer that sends a little now and
+    // then is not queued behind the heavy ones' turns, and a heavy one that
+    // stays busy never has an empty queue, so it cannot jump ahead this way.
     if (!s.active) {
       s.active = true;
-      ring_.push_back(i);
+      ring_.push_front(i);
     }
   }
 

@@ -43,13 +43,15 @@ void fair_queue_checks() {
   q.push(run(2, 50, 1));                                            // an honest one
   q.push(run(3, 1000, 1));                                          // one run above the quantum
   std::vector<nexres::delivery> out;
+  // Sources that become active go first (the newest first), then the ring.
   CHECK(q.take(100, 250, out) == 4);
-  CHECK(out[0].peer == 1 && out[0].last_id == 1 && out[1].peer == 1 && out[1].last_id == 2);
-  CHECK(out[2].peer == 2 && out[3].peer == 3);  // a run above the quantum still goes
+  CHECK(out[0].peer == 3);  // a run above the quantum still goes
+  CHECK(out[1].peer == 2);
+  CHECK(out[2].peer == 1 && out[2].last_id == 1 && out[3].peer == 1 && out[3].last_id == 2);
   out.clear();
   q.push(run(2, 50, 2));
-  CHECK(q.take(100, 250, out) == 3);  // source 1 first (ring order), then 2
-  CHECK(out[0].peer == 1 && out[0].last_id == 3 && out[1].last_id == 4 && out[2].peer == 2 && out[2].last_id == 2);
+  CHECK(q.take(100, 250, out) == 3);  // source 2 had nothing waiting: it goes before the busy source 1
+  CHECK(out[0].peer == 2 && out[0].last_id == 2 && out[1].peer == 1 && out[1].last_id == 3 && out[2].last_id == 4);
   out.clear();
   CHECK(q.take(1, 250, out) == 1 && out[0].last_id == 5);  // max bounds a take
   out.clear();
