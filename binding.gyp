@@ -17,13 +17,13 @@
         "native/core/client_session.cpp",
         "native/core/crypto.cpp",
         "native/core/dispatcher.cpp",
-        "native/core/connection.cpp",
+        "native/core/inbound_session.cpp",
         "native/core/engine.cpp",
         "native/core/gather_writer.cpp",
         "native/core/io_pool.cpp",
         "native/core/outbound_batch.cpp",
         "native/core/receive_buffer.cpp",
-        "native/core/replica_client.cpp",
+        "native/core/peer_link.cpp",
         "native/core/sockets.cpp"
       ],
       "include_dirs": [

@@ -40,10 +40,11 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 
+import { HEADER_BYTES } from 'nexres-rpc/wire'
+
 const SCRIPT = fileURLToPath(import.meta.url)
 const HOST = '127.0.0.1'
 const MiB = 1024 * 1024
-const HEADER_BYTES = 24
 
 const ROUTE_MSG = 'demo.msg'
 const ROUTE_ECHO = 'echo'

@@ -1,3 +1,4 @@
+import type { CallOptions } from './call-options.js'
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
 
@@ -26,6 +27,10 @@ import {
   KIND_REPLY,
   KIND_REQUEST,
   MAX_REJECT_BODY,
+  OFFSET_KIND,
+  OFFSET_MSG_ID,
+  OFFSET_ROUTE,
+  OFFSET_SENDER,
   PROTOCOL_VERSION,
   REJECT_BAD_FRAME,
   WELCOME_CLIENT,
@@ -37,6 +42,8 @@ export interface Endpoint {
   host: string
   port: number
 }
+
+export type { CallOptions } from './call-options.js'
 
 export interface ClientOptions {
   /** One replica's client address... */
@@ -79,12 +86,6 @@ export interface ClientOptions {
   reconnect?: { minMs?: number; maxMs?: number }
 }
 
-export interface CallOptions {
-  /** Rejects with `TIMEOUT` after this many ms (default: the client's `timeoutMs`). */
-  timeoutMs?: number
-  /** Rejects with `ABORTED` when it fires; the reply, if it comes, is dropped. */
-  signal?: AbortSignal
-}
 
 /**
  * Every key `Client.connect` takes (any other is CONFIG_INVALID naming it).
@@ -416,11 +417,11 @@ export class Client {
     const b = this.stage
     const p = this.pos
     b.writeUInt32LE(len, p)
-    b.writeUInt32LE(route, p + 4)
-    b.writeUInt32LE(0, p + 8)
-    b.writeUInt32LE(KIND_REQUEST, p + 12)
-    b.writeUInt32LE(id, p + 16)
-    b.writeUInt32LE(0, p + 20)
+    b.writeUInt32LE(route, p + OFFSET_ROUTE)
+    b.writeUInt32LE(0, p + OFFSET_SENDER)
+    b.writeUInt32LE(KIND_REQUEST, p + OFFSET_KIND)
+    b.writeUInt32LE(id, p + OFFSET_MSG_ID)
+    b.writeUInt32LE(0, p + OFFSET_MSG_ID + 4)
     if (small) b.set(body, p + HEADER_BYTES)
     this.pos = p + need
     if (!small) {
@@ -532,9 +533,9 @@ export class Client {
 
   // One whole frame at buf[p..]; false when it ended the connection.
   private onFrame(buf: Buffer, p: number, len: number): boolean {
-    const kind = buf[p + 12]!
+    const kind = buf[p + OFFSET_KIND]!
     if (kind === KIND_REPLY || kind === KIND_ERROR) {
-      const id = buf.readUInt32LE(p + 16)
+      const id = buf.readUInt32LE(p + OFFSET_MSG_ID)
       const entry = this.pending.get(id)
       if (entry === undefined) return true // timed out or aborted meanwhile
       this.settle(id, entry)

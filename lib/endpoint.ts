@@ -10,7 +10,7 @@ import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
 import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
 import { routeId, routeName } from './route.js'
 import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, checkServiceDefinition, methodRoute } from './service.js'
-import { KIND_ERROR, encodeErrorBody } from './wire.js'
+import { FLAG_SIGNED, KIND_ERROR, OFFSET_FLAGS, OFFSET_MSG_ID, OFFSET_ROUTE, SIGNATURE_BYTES, encodeErrorBody } from './wire.js'
 
 /** Known keys of the per-call options objects (CONFIG_INVALID names any other). */
 const SEND_ASYNC_OPTION_KEYS: Record<keyof SendAsyncOptions, true> = { signal: true }
@@ -70,8 +70,7 @@ export interface EndpointLimits {
 }
 
 /** Frame flag: the body ends with the sender's Ed25519 signature (PROTOCOL.md §3). */
-export const FLAG_SIGNED = 0x01
-const SIGNATURE_BYTES = 64
+export { FLAG_SIGNED } from './wire.js'
 /** Signed payloads are copied into the staging buffer: at most this big. */
 const MAX_SIGNED_BYTES = 1024 * 1024 - 1024
 
@@ -498,14 +497,14 @@ export abstract class Endpoint implements ReplySink {
       let p = off
       while (p < end) {
         const len = dv.getUint32(p, true)
-        const route = dv.getUint32(p + 4, true)
+        const route = dv.getUint32(p + OFFSET_ROUTE, true)
         if (route !== lastRoute) {
           lastRoute = route
           lastEntry = routes.get(route)
         }
         if (lastEntry !== undefined) {
           // A signed frame ends with its 64-byte signature (checked natively).
-          const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + 13) & FLAG_SIGNED) === 0 ? len : len - 64)
+          const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? len : len - SIGNATURE_BYTES)
           try {
             const r = lastEntry.fn(msg)
             if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {
@@ -583,9 +582,9 @@ export abstract class Endpoint implements ReplySink {
     let p = off
     while (p < end) {
       const len = dv.getUint32(p, true)
-      const route = dv.getUint32(p + 4, true)
-      const lo = dv.getUint32(p + 16, true)
-      const hi = dv.getUint32(p + 20, true)
+      const route = dv.getUint32(p + OFFSET_ROUTE, true)
+      const lo = dv.getUint32(p + OFFSET_MSG_ID, true)
+      const hi = dv.getUint32(p + OFFSET_MSG_ID + 4, true)
       const entry = this.requestRoutes.get(route)
       if (entry === undefined) {
         this.unroutedCount++

@@ -1,3 +1,5 @@
+import { FLAG_SIGNED, HEADER_BYTES, OFFSET_FLAGS, OFFSET_MSG_ID, SIGNATURE_BYTES } from './wire.js'
+
 /**
  * A message delivered to a route handler. `payload` is a zero-copy view into
  * the receive buffer: it is valid only during the handler call (the memory is
@@ -17,7 +19,7 @@ export class Message {
 
   /** The body, as a view valid during the handler call. */
   get payload(): Uint8Array {
-    return new Uint8Array(this.buffer, this.offset + 24, this.length)
+    return new Uint8Array(this.buffer, this.offset + HEADER_BYTES, this.length)
   }
 
   /**
@@ -28,9 +30,9 @@ export class Message {
    * for unsigned messages.
    */
   get signature(): Uint8Array | undefined {
-    const flags = new Uint8Array(this.buffer, this.offset + 13, 1)[0]!
-    if ((flags & 0x01) === 0) return undefined
-    return new Uint8Array(this.buffer, this.offset + 24 + this.length, 64)
+    const flags = new Uint8Array(this.buffer, this.offset + OFFSET_FLAGS, 1)[0]!
+    if ((flags & FLAG_SIGNED) === 0) return undefined
+    return new Uint8Array(this.buffer, this.offset + HEADER_BYTES + this.length, SIGNATURE_BYTES)
   }
 
   /** The route id (FNV-1a of the route name) as it was signed. */
@@ -45,17 +47,17 @@ export class Message {
 
   /** The sender's message id (increasing per sender). */
   get id(): number {
-    const view = new DataView(this.buffer, this.offset + 16, 8)
+    const view = new DataView(this.buffer, this.offset + OFFSET_MSG_ID, 8)
     return view.getUint32(0, true) + view.getUint32(4, true) * 2 ** 32
   }
 
   /** A copy of the payload that stays valid after the call. */
   copy(): Uint8Array {
-    return new Uint8Array(this.buffer.slice(this.offset + 24, this.offset + 24 + this.length))
+    return new Uint8Array(this.buffer.slice(this.offset + HEADER_BYTES, this.offset + HEADER_BYTES + this.length))
   }
 
   /** The payload decoded as UTF-8. */
   text(): string {
-    return Buffer.from(this.buffer, this.offset + 24, this.length).toString('utf8')
+    return Buffer.from(this.buffer, this.offset + HEADER_BYTES, this.length).toString('utf8')
   }
 }

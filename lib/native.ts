@@ -3,7 +3,8 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-import type { ClientConnectionStats } from './replica.js'
+import type { ClientConnectionStats, PeerStats } from './stats.js'
+import * as wire from './wire.js'
 
 export interface EngineOptions {
   selfId: number
@@ -54,23 +55,8 @@ export type FreshChunks = (number | ArrayBuffer | boolean)[]
 /** [type, peer, code, reason, remote, messages, bytes, firstId, lastId] */
 export type RawEvent = [number, number, string, string, string, number, number, number, number]
 
-export interface NativePeerStats {
-  id: number
-  connected: boolean
-  msgsIn: number
-  bytesIn: number
-  msgsOut: number
-  bytesOut: number
-  queuedBytes: number
-  queuedMsgs: number
-  unackedBytes: number
-  reconnects: number
-  rejects: number
-  duplicates: number
-  heartbeatRttUs: number
-  receivePendingBytes: number
-}
-
+/** Peer statistics as the addon reports them (stats.ts). */
+export type NativePeerStats = PeerStats
 
 export interface NativeStats {
   peers?: NativePeerStats[]
@@ -153,6 +139,8 @@ export interface NativeAddon {
   engineOptionKeys: string[]
   frameHeaderBytes: number
   protocolVersion: number
+  /** The core's wire constants, by the names lib/wire.ts gives them. */
+  wire: Record<string, number>
 }
 
 const require = createRequire(import.meta.url)
@@ -160,6 +148,14 @@ const load = require('node-gyp-build') as (dir: string) => unknown
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
 export const addon = load(root) as NativeAddon
+
+// One wire description: lib/wire.ts must say what the core does.
+for (const [name, value] of Object.entries(addon.wire)) {
+  const mine = (wire as Record<string, unknown>)[name]
+  if (mine !== value) {
+    throw new Error(`nexres-rpc: lib/wire.ts ${name} is ${String(mine)}, the native addon's is ${value}: the addon and the JS build do not match (rebuild both)`)
+  }
+}
 
 /** Event type numbers of RawEvent[0] (engine.hpp event_type). */
 export const EVENT_PEER_UP = 1

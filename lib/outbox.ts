@@ -7,7 +7,7 @@ import type { NativeSender } from './native.js'
 
 /** Fields per run: dest, start, end, messages, lastIdLo, lastIdHi, external index + 1. */
 export const RUN_FIELDS = 7
-import { HEADER_BYTES, KIND_DATA } from './wire.js'
+import { FLAG_SIGNED, HEADER_BYTES, KIND_DATA, OFFSET_KIND, OFFSET_LENGTH, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER, SIGNATURE_BYTES } from './wire.js'
 
 export { HEADER_BYTES }
 /** Wildcard destination of a broadcast run (docs/PROTOCOL.md §3 is per connection; this is local). */
@@ -65,12 +65,12 @@ export class Outbox {
     if (this.pos + need > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
     const p = this.pos
     const dv = this.dv
-    dv.setUint32(p, len, true)
-    dv.setUint32(p + 4, route, true)
-    dv.setUint32(p + 8, this.sender, true)
-    dv.setUint32(p + 12, kind, true)
-    dv.setUint32(p + 16, lo, true)
-    dv.setUint32(p + 20, hi, true)
+    dv.setUint32(p + OFFSET_LENGTH, len, true)
+    dv.setUint32(p + OFFSET_ROUTE, route, true)
+    dv.setUint32(p + OFFSET_SENDER, this.sender, true)
+    dv.setUint32(p + OFFSET_KIND, kind, true)
+    dv.setUint32(p + OFFSET_MSG_ID, lo, true)
+    dv.setUint32(p + OFFSET_MSG_ID + 4, hi, true)
     if (!external && len > 0) this.buf.set(payload, p + HEADER_BYTES)
     const end = p + need
     this.pos = end
@@ -109,17 +109,17 @@ export class Outbox {
    * are walked for frames to sign.
    */
   stageSigned(dest: number, route: number, lo: number, hi: number, payload: Uint8Array): void {
-    const len = payload.length + 64
+    const len = payload.length + SIGNATURE_BYTES
     if (this.pos + HEADER_BYTES + len > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
     if (this.runDest !== -1) this.closeRun()
     const p = this.pos
     const dv = this.dv
-    dv.setUint32(p, len, true)
-    dv.setUint32(p + 4, route, true)
-    dv.setUint32(p + 8, this.sender, true)
-    dv.setUint32(p + 12, KIND_DATA_WORD | (0x01 << 8), true)
-    dv.setUint32(p + 16, lo, true)
-    dv.setUint32(p + 20, hi, true)
+    dv.setUint32(p + OFFSET_LENGTH, len, true)
+    dv.setUint32(p + OFFSET_ROUTE, route, true)
+    dv.setUint32(p + OFFSET_SENDER, this.sender, true)
+    dv.setUint32(p + OFFSET_KIND, KIND_DATA_WORD | (FLAG_SIGNED << 8), true)
+    dv.setUint32(p + OFFSET_MSG_ID, lo, true)
+    dv.setUint32(p + OFFSET_MSG_ID + 4, hi, true)
     this.buf.set(payload, p + HEADER_BYTES)
     this.buf.fill(0, p + HEADER_BYTES + payload.length, p + HEADER_BYTES + len)
     this.pos = p + HEADER_BYTES + len

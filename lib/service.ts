@@ -1,5 +1,5 @@
 import type { Codec } from './codec.js'
-import type { CallOptions } from './client.js'
+import type { CallOptions } from './call-options.js'
 import { InvalidArgumentError } from './errors.js'
 import type { RequestContext } from './request.js'
 

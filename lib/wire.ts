@@ -1,8 +1,19 @@
-// Wire constants shared by the replica's outbox and the client
-// (docs/PROTOCOL.md; native/core/protocol.hpp is the source of truth).
+// The wire, as lib/ and bin/ read and write it (docs/PROTOCOL.md). The
+// addon exports the core's own constants (native/core/protocol.hpp) and
+// native.ts checks every one here against them when it loads.
 
 /** Frame header size (§3). */
 export const HEADER_BYTES = 24
+/** Where each header field starts (§3). */
+export const OFFSET_LENGTH = 0
+export const OFFSET_ROUTE = 4
+export const OFFSET_SENDER = 8
+export const OFFSET_KIND = 12
+export const OFFSET_FLAGS = 13
+export const OFFSET_MSG_ID = 16
+/** Frame flag: the body ends with the sender's Ed25519 signature (§3). */
+export const FLAG_SIGNED = 0x01
+export const SIGNATURE_BYTES = 64
 /** Fixed part of HELLO/WELCOME (§2). */
 export const HELLO_FIXED_BYTES = 32
 /** "NXRP" as a little-endian u32 (§2). */

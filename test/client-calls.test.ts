@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url'
 
 import t from 'tap'
 
+import * as wire from '../lib/wire.js'
+
 import {
   Client,
   type ClientOptions,
@@ -130,16 +132,16 @@ function observed<T>(p: Promise<T>): Promise<T> {
 
 // ------------------------------------------------------ raw client sockets
 
-const HELLO_FIXED = 32
-const FRAME_HEADER = 24
-const HELLO_MAGIC = 0x5052584e
+const HELLO_FIXED = wire.HELLO_FIXED_BYTES
+const FRAME_HEADER = wire.HEADER_BYTES
+const HELLO_MAGIC = wire.HELLO_MAGIC
 const TYPE_HELLO = 1
 const TYPE_CLIENT_HELLO = 3
 const TYPE_CLIENT_WELCOME = 4
-const KIND_DATA = 1
-const KIND_REJECT = 3
-const KIND_REQUEST = 6
-const KIND_REPLY = 7
+const KIND_DATA = wire.KIND_DATA
+const KIND_REJECT = wire.KIND_REJECT
+const KIND_REQUEST = wire.KIND_REQUEST
+const KIND_REPLY = wire.KIND_REPLY
 const REJECT = { BAD_MAGIC: 1, BAD_FRAME: 6, HANDSHAKE_TIMEOUT: 8, REQUEST_TOO_LARGE: 11, IDLE_TIMEOUT: 12 } as const
 
 function clientHello(type = TYPE_CLIENT_HELLO): Buffer {

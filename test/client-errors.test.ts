@@ -10,6 +10,8 @@ import { type Server, Socket, createServer } from 'node:net'
 
 import t from 'tap'
 
+import * as wire from '../lib/wire.js'
+
 import {
   Client,
   type ClientOptions,
@@ -32,12 +34,12 @@ type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 type CodedError = Error & ConnectionFailure & { code?: string; remoteCode?: string; route?: string }
 
 const HOST = '127.0.0.1'
-const HELLO_FIXED = 32
-const FRAME_HEADER = 24
-const HELLO_MAGIC = 0x5052584e
-const KIND_REQUEST = 6
-const KIND_REPLY = 7
-const KIND_ERROR = 8
+const HELLO_FIXED = wire.HELLO_FIXED_BYTES
+const FRAME_HEADER = wire.HEADER_BYTES
+const HELLO_MAGIC = wire.HELLO_MAGIC
+const KIND_REQUEST = wire.KIND_REQUEST
+const KIND_REPLY = wire.KIND_REPLY
+const KIND_ERROR = wire.KIND_ERROR
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
 

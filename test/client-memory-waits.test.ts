@@ -10,13 +10,15 @@ import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
 
+import * as wire from '../lib/wire.js'
+
 import { Client, Replica } from '../lib/index.js'
 import { freePorts, until } from './helpers.js'
 
 const HOST = '127.0.0.1'
-const HELLO_FIXED = 32
-const FRAME_HEADER = 24
-const KIND_REQUEST = 6
+const HELLO_FIXED = wire.HELLO_FIXED_BYTES
+const FRAME_HEADER = wire.HEADER_BYTES
+const KIND_REQUEST = wire.KIND_REQUEST
 const MiB = 1024 * 1024
 
 function clientHello(): Buffer {

@@ -65,3 +65,10 @@ t.test('a value of the wrong type is refused by name', async (t) => {
   t.throws(() => make({ ...valid(), privateKey: new Uint8Array(32) }), { message: /privateKey/ }, "keys without auth 'mac'")
   t.throws(() => make({ ...valid(), auth: 'mac', privateKey: new Uint8Array(31), publicKeys: [] }), { message: /privateKey: expected 32 bytes/ })
 })
+
+t.test('lib/wire.ts says what the core does (checked at load too)', async (t) => {
+  const wire = (await import('../lib/wire.js')) as unknown as Record<string, unknown>
+  const names = Object.keys(addon.wire)
+  t.ok(names.length >= 19, `the addon exports its wire constants (${names.length})`)
+  for (const name of names) t.equal(wire[name], addon.wire[name], name)
+})

@@ -13,6 +13,8 @@ import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
 
+import * as wire from '../lib/wire.js'
+
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import { routeId } from './byzantine-peer.js'
@@ -22,10 +24,10 @@ type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 
 // ---------------------------------------------------------------- wire format
 
-const HELLO_FIXED = 32
-const FRAME_HEADER = 24
-const KIND_DATA = 1
-const KIND_REJECT = 3
+const HELLO_FIXED = wire.HELLO_FIXED_BYTES
+const FRAME_HEADER = wire.HEADER_BYTES
+const KIND_DATA = wire.KIND_DATA
+const KIND_REJECT = wire.KIND_REJECT
 const KIND_PING = 4
 const KIND_PONG = 5
 const TYPE_WELCOME = 2

@@ -12,6 +12,8 @@ import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
 
+import * as wire from '../lib/wire.js'
+
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import { loopbackCluster, until } from './helpers.js'
@@ -22,11 +24,11 @@ type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 // ---------------------------------------------------------------- wire format
 
 const MAGIC = Buffer.from('NXRP', 'latin1')
-const HELLO_FIXED = 32
-const FRAME_HEADER = 24
-const KIND_DATA = 1
+const HELLO_FIXED = wire.HELLO_FIXED_BYTES
+const FRAME_HEADER = wire.HEADER_BYTES
+const KIND_DATA = wire.KIND_DATA
 const KIND_ACK = 2
-const KIND_REJECT = 3
+const KIND_REJECT = wire.KIND_REJECT
 const TYPE_HELLO = 1
 const TYPE_WELCOME = 2
 

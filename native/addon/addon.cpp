@@ -14,6 +14,7 @@
 #include "js_consumer.hpp"
 #include "js_engine.hpp"
 #include "options.hpp"
+#include "auth.hpp"
 #include "protocol.hpp"
 
 namespace {
@@ -24,6 +25,33 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("engineOptionKeys", nexres::addon::engine_option_keys(env));
   exports.Set("frameHeaderBytes", Napi::Number::New(env, nexres::frame_header_bytes));
   exports.Set("protocolVersion", Napi::Number::New(env, nexres::protocol_version));
+  // The wire as the core knows it: lib/wire.ts is checked against it at load.
+  Napi::Object wire = Napi::Object::New(env);
+  namespace off = nexres::frame_offset;
+  using kind = nexres::frame_kind;
+  const std::pair<const char*, double> fields[] = {
+      {"HEADER_BYTES", nexres::frame_header_bytes},
+      {"OFFSET_LENGTH", off::length},
+      {"OFFSET_ROUTE", off::route},
+      {"OFFSET_SENDER", off::sender},
+      {"OFFSET_KIND", off::kind},
+      {"OFFSET_FLAGS", off::flags},
+      {"OFFSET_MSG_ID", off::msg_id},
+      {"HELLO_FIXED_BYTES", nexres::hello_fixed_bytes},
+      {"HELLO_MAGIC", nexres::hello_magic},
+      {"PROTOCOL_VERSION", nexres::protocol_version},
+      {"HELLO_CLIENT", static_cast<double>(nexres::hello_type::client_hello)},
+      {"WELCOME_CLIENT", static_cast<double>(nexres::hello_type::client_welcome)},
+      {"KIND_DATA", static_cast<double>(kind::data)},
+      {"KIND_REJECT", static_cast<double>(kind::reject)},
+      {"KIND_REQUEST", static_cast<double>(kind::request)},
+      {"KIND_REPLY", static_cast<double>(kind::reply)},
+      {"KIND_ERROR", static_cast<double>(kind::error)},
+      {"FLAG_SIGNED", nexres::auth::flag_signed},
+      {"SIGNATURE_BYTES", nexres::auth::sig_bytes},
+  };
+  for (const auto& f : fields) wire.Set(f.first, Napi::Number::New(env, f.second));
+  exports.Set("wire", wire);
   return exports;
 }
 

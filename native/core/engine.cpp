@@ -2,9 +2,9 @@
 
 #include "acceptor.hpp"
 #include "client_session.hpp"
-#include "connection.hpp"
+#include "inbound_session.hpp"
 #include "peer_slot.hpp"
-#include "replica_client.hpp"
+#include "peer_link.hpp"
 #include "sockets.hpp"
 
 #include <chrono>

@@ -31,6 +31,16 @@ enum class hello_type : std::uint16_t { hello = 1, welcome = 2, client_hello = 3
 
 // PROTOCOL.md §3 "Frames": fixed little-endian header before every body.
 constexpr std::size_t frame_header_bytes = 24;
+// Where each header field starts (lib/wire.ts holds the same, checked at load).
+namespace frame_offset {
+constexpr std::size_t length = 0;    // u32 body bytes
+constexpr std::size_t route = 4;     // u32
+constexpr std::size_t sender = 8;    // u32
+constexpr std::size_t kind = 12;     // u8 frame_kind
+constexpr std::size_t flags = 13;    // u8
+constexpr std::size_t reserved = 14; // u16
+constexpr std::size_t msg_id = 16;   // u64
+}  // namespace frame_offset
 
 // PROTOCOL.md §3: frame kinds.
 enum class frame_kind : std::uint8_t {
@@ -149,24 +159,24 @@ inline void store_u64(std::uint8_t* p, std::uint64_t v) noexcept {
 // u8 flags | u16 reserved | u64 msg_id.
 inline frame_header decode_header(const std::uint8_t* p) noexcept {
   frame_header h;
-  h.length = load_u32(p);
-  h.route = load_u32(p + 4);
-  h.sender = load_u32(p + 8);
-  h.kind = static_cast<frame_kind>(p[12]);
-  h.flags = p[13];
-  h.reserved = load_u16(p + 14);
-  h.msg_id = load_u64(p + 16);
+  h.length = load_u32(p + frame_offset::length);
+  h.route = load_u32(p + frame_offset::route);
+  h.sender = load_u32(p + frame_offset::sender);
+  h.kind = static_cast<frame_kind>(p[frame_offset::kind]);
+  h.flags = p[frame_offset::flags];
+  h.reserved = load_u16(p + frame_offset::reserved);
+  h.msg_id = load_u64(p + frame_offset::msg_id);
   return h;
 }
 
 inline void encode_header(std::uint8_t* p, const frame_header& h) noexcept {
-  store_u32(p, h.length);
-  store_u32(p + 4, h.route);
-  store_u32(p + 8, h.sender);
-  p[12] = static_cast<std::uint8_t>(h.kind);
-  p[13] = h.flags;
-  store_u16(p + 14, h.reserved);
-  store_u64(p + 16, h.msg_id);
+  store_u32(p + frame_offset::length, h.length);
+  store_u32(p + frame_offset::route, h.route);
+  store_u32(p + frame_offset::sender, h.sender);
+  p[frame_offset::kind] = static_cast<std::uint8_t>(h.kind);
+  p[frame_offset::flags] = h.flags;
+  store_u16(p + frame_offset::reserved, h.reserved);
+  store_u64(p + frame_offset::msg_id, h.msg_id);
 }
 
 // Layout (PROTOCOL.md §2): u32 magic | u16 version | u16 type | u16 auth |

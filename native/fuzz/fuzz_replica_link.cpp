@@ -1,5 +1,5 @@
 // libFuzzer target over the INITIATING side of a replica link
-// (native/core/replica_client.cpp, peer_link; PROTOCOL.md §2, §2a, §3, §4).
+// (native/core/peer_link.cpp; PROTOCOL.md §2, §2a, §3, §4).
 // The harness is a fake replica 2: a listening socket on 127.0.0.1 that the
 // engine's link to replica 2 dials. Two engines live across inputs, each
 // replica 1 of a 2-replica cluster ("fuzz-cluster") whose replica 2 address

@@ -1,5 +1,5 @@
 // libFuzzer target over the real inbound replica session in auth mode `mac`
-// (PROTOCOL.md §2a; native/core/connection.cpp start_auth, on_auth_frame,
+// (PROTOCOL.md §2a; native/core/inbound_session.cpp start_auth, on_auth_frame,
 // parse() with SEAL frames and signed DATA frames). One engine lives across
 // inputs: replica 1 of a 3-replica cluster ("fuzz-cluster"), auth mac, fixed
 // test keys (seeds derived from labels), the small limits of fuzz_net.hpp.

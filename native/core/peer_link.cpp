@@ -1,4 +1,4 @@
-#include "replica_client.hpp"
+#include "peer_link.hpp"
 
 #include "gather_writer.hpp"
 #include "sockets.hpp"

@@ -1,4 +1,4 @@
-#include "connection.hpp"
+#include "inbound_session.hpp"
 
 #include "engine.hpp"
 #include "peer_slot.hpp"

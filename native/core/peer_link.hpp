@@ -1,4 +1,4 @@
-// ReplicaClient: the outbound link to one peer. It owns the peer's MOQ,
+// peer_link: the outbound link to one peer. It owns the peer's MOQ,
 // connects (and reconnects with backoff), performs the handshake and runs a
 // writer that drains everything queued into one gather write. Frames stay
 // queued until the peer acknowledges them, so nothing is lost across a
