@@ -3,7 +3,7 @@
 // trip through it: the prebuilt binary (prebuildify --napi --strip
 // --tag-libc, loaded by node-gyp-build) must be what makes it work.
 import { execFileSync, spawnSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -17,7 +17,17 @@ t.test('npm install of the packed tarball uses the prebuilt binary, no compiler 
   t.teardown(() => rmSync(work, { recursive: true, force: true }))
 
   const prebuilt = join(root, 'prebuilds', `${process.platform}-${process.arch}`)
-  if (!existsSync(prebuilt) || readdirSync(prebuilt).length === 0) {
+  // Built again when any native source is newer than it: a stale binary
+  // would be packed otherwise.
+  const newest = (dir: string): number =>
+    Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(join(dir, e.name)) : statSync(join(dir, e.name)).mtimeMs)))
+  const stale = (): boolean => {
+    const bins = existsSync(prebuilt) ? readdirSync(prebuilt).filter((f) => f.endsWith('.node')) : []
+    if (bins.length === 0) return true
+    const built = Math.min(...bins.map((f) => statSync(join(prebuilt, f)).mtimeMs))
+    return newest(join(root, 'native', 'core')) > built || newest(join(root, 'native', 'addon')) > built
+  }
+  if (stale()) {
     execFileSync('npm', ['run', 'prebuild', '--silent'], { cwd: root, stdio: 'ignore', timeout: 300_000 })
   }
   t.ok(readdirSync(prebuilt).some((f) => f.endsWith('.node')), 'a prebuilt binary exists')
