@@ -121,3 +121,25 @@ export function lastCount(child: Child): { count: number; bad: number; last: num
   }
   return { count: 0, bad: 0, last: -1 }
 }
+
+/**
+ * fixtures/stream-peer.mjs as replica `id` of `cluster`, streaming to `to`
+ * for 2.5 s in `mode` ('flood' or 'honest'); killed at the test's end.
+ */
+export function spawnStreamPeer(
+  t: { teardown(fn: () => unknown): void },
+  cluster: { id: string },
+  id: number,
+  to: number,
+  mode: 'flood' | 'honest',
+): Child {
+  const c = spawnFixture('stream-peer.mjs', [], {
+    NEXRES_CLUSTER: JSON.stringify(cluster),
+    NEXRES_ID: String(id),
+    NEXRES_TO: String(to),
+    NEXRES_MODE: mode,
+    NEXRES_MS: '2500',
+  })
+  t.teardown(() => c.kill())
+  return c
+}

@@ -13,30 +13,12 @@ import t from 'tap'
 import * as wire from '../lib/wire.js'
 
 import { Client, Replica } from '../lib/index.js'
-import { freePorts, until } from './helpers.js'
+import { clientHello, freePorts, requestHeader, until } from './helpers.js'
 
 const HOST = '127.0.0.1'
 const HELLO_FIXED = wire.HELLO_FIXED_BYTES
 const FRAME_HEADER = wire.HEADER_BYTES
-const KIND_REQUEST = wire.KIND_REQUEST
 const MiB = 1024 * 1024
-
-function clientHello(): Buffer {
-  const h = Buffer.alloc(HELLO_FIXED)
-  h.writeUInt32LE(0x5052584e, 0)
-  h.writeUInt16LE(1, 4)
-  h.writeUInt16LE(3, 6) // CLIENT_HELLO
-  return h
-}
-
-function requestHeader(length: number, id: number): Buffer {
-  const h = Buffer.alloc(FRAME_HEADER)
-  h.writeUInt32LE(length, 0)
-  h.writeUInt32LE(0x12345678, 4)
-  h[12] = KIND_REQUEST
-  h.writeUInt32LE(id, 16)
-  return h
-}
 
 /** A raw client connection that begins a request of `declared` bytes, sends `sent` of them and stalls. */
 function stalledRequest(port: number, held: Socket[], declared: number, sent: number): Promise<Socket> {

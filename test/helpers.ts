@@ -3,6 +3,8 @@ import { createServer } from 'node:net'
 
 import type { ClusterConfig, Replica } from 'nexres-rpc'
 
+import * as wire from '../lib/wire.js'
+
 /** Ports the OS handed out on 127.0.0.1 (bound then released). */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
@@ -68,4 +70,23 @@ export function countHonest(replica: Replica): HonestCount {
     c.lat.push(performance.timeOrigin + performance.now() - dv.getFloat64(8, true))
   })
   return c
+}
+
+/** A CLIENT_HELLO without a cluster id (docs/PROTOCOL.md §6). */
+export function clientHello(): Buffer {
+  const h = Buffer.alloc(wire.HELLO_FIXED_BYTES)
+  h.writeUInt32LE(wire.HELLO_MAGIC, 0)
+  h.writeUInt16LE(wire.PROTOCOL_VERSION, 4)
+  h.writeUInt16LE(wire.HELLO_CLIENT, 6)
+  return h
+}
+
+/** A REQUEST frame header declaring `length` body bytes, request id `id`, route 0x12345678. */
+export function requestHeader(length: number, id: number): Buffer {
+  const h = Buffer.alloc(wire.HEADER_BYTES)
+  h.writeUInt32LE(length, wire.OFFSET_LENGTH)
+  h.writeUInt32LE(0x12345678, wire.OFFSET_ROUTE)
+  h[wire.OFFSET_KIND] = wire.KIND_REQUEST
+  h.writeUInt32LE(id, wire.OFFSET_MSG_ID)
+  return h
 }

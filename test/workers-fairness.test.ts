@@ -10,7 +10,7 @@ import t from 'tap'
 
 import { Replica } from 'nexres-rpc'
 
-import { type Child, spawnFixture } from './child-helpers.js'
+import { spawnFixture, spawnStreamPeer } from './child-helpers.js'
 import { loopbackCluster, until } from './helpers.js'
 
 const handlers = new URL('./fixtures/worker-fairness.mjs', import.meta.url)
@@ -24,17 +24,6 @@ t.test('with workers, a flooding peer does not starve an honest one', async (t) 
   const lat = new Float64Array(shared, 64)
   const receiver = await Replica.start({ auth: 'none', id: 4, cluster, workers: 2, handlers, workerData: { shared } })
   t.teardown(() => receiver.close({ timeoutMs: 0 }))
-  const spawn = (id: number, mode: string): Child => {
-    const c = spawnFixture('stream-peer.mjs', [], {
-      NEXRES_CLUSTER: JSON.stringify(cluster),
-      NEXRES_ID: String(id),
-      NEXRES_TO: '4',
-      NEXRES_MODE: mode,
-      NEXRES_MS: '2500',
-    })
-    t.teardown(() => c.kill())
-    return c
-  }
   // Raw peers flood 1 KiB messages back to back, never waiting for ACKs:
   // only the receiver's bounds hold them back.
   for (const sender of ['1', '2']) {
@@ -52,7 +41,7 @@ t.test('with workers, a flooding peer does not starve an honest one', async (t) 
   }
   // A backlog builds up: the flood is sent far faster than it is handled.
   await until(() => Atomics.load(i32, 2) > 2000, 20_000, 'the flood to be handled')
-  const honest = spawn(3, 'honest')
+  const honest = spawnStreamPeer(t, cluster, 3, 4, 'honest')
   const [, sentText] = await honest.waitLine(/^done (\d+)$/, 60_000, 'honest peer done')
   const sent = Number(sentText)
   await until(() => Atomics.load(i32, 0) >= sent, 30_000, 'every honest message')

@@ -1,58 +1,86 @@
 #include "stats.hpp"
 
+#include <cstdint>
+
 namespace nexres::addon {
+
+namespace {
+
+// Each statistic is named once: its JS key and where the core keeps it
+// (lib/stats.ts and lib/native.ts NativeStats give the same keys).
+template <typename S>
+struct counter {
+  const char* key;
+  std::uint64_t S::*member;
+};
+
+const counter<nexres::peer_stats> peer_counters[] = {
+    {"msgsIn", &nexres::peer_stats::msgs_in},
+    {"bytesIn", &nexres::peer_stats::bytes_in},
+    {"msgsOut", &nexres::peer_stats::msgs_out},
+    {"bytesOut", &nexres::peer_stats::bytes_out},
+    {"queuedBytes", &nexres::peer_stats::queued_bytes},
+    {"queuedMsgs", &nexres::peer_stats::queued_msgs},
+    {"unackedBytes", &nexres::peer_stats::unacked_bytes},
+    {"reconnects", &nexres::peer_stats::reconnects},
+    {"rejects", &nexres::peer_stats::rejects},
+    {"duplicates", &nexres::peer_stats::duplicates},
+    {"heartbeatRttUs", &nexres::peer_stats::heartbeat_rtt_us},
+    {"receivePendingBytes", &nexres::peer_stats::receive_pending_bytes},
+};
+
+const counter<nexres::client_stats> client_counters[] = {
+    {"requests", &nexres::client_stats::requests},
+    {"bytesIn", &nexres::client_stats::bytes_in},
+    {"replies", &nexres::client_stats::replies},
+    {"bytesOut", &nexres::client_stats::bytes_out},
+    {"inFlight", &nexres::client_stats::in_flight},
+    {"replyBacklogBytes", &nexres::client_stats::reply_backlog_bytes},
+};
+
+const counter<nexres::engine_stats> engine_counters[] = {
+    {"rejects", &nexres::engine_stats::rejects_total},
+    {"miqDepth", &nexres::engine_stats::miq_depth},
+    {"receiveBytesAllocated", &nexres::engine_stats::receive_bytes_allocated},
+    {"clientReceiveBytesAllocated", &nexres::engine_stats::client_receive_bytes_allocated},
+    {"clientsOpen", &nexres::engine_stats::clients_open},
+    {"clientsAccepted", &nexres::engine_stats::clients_accepted},
+    {"replyBytes", &nexres::engine_stats::reply_bytes},
+    {"repliesDropped", &nexres::engine_stats::replies_dropped},
+};
+
+template <typename S, std::size_t N>
+void set_counters(Napi::Object o, const S& s, const counter<S> (&table)[N]) {
+  for (const auto& c : table) o.Set(c.key, static_cast<double>(s.*(c.member)));
+}
+
+}  // namespace
 
 Napi::Object stats_to_js(Napi::Env env, const nexres::engine_stats& st) {
   Napi::Object out = Napi::Object::New(env);
   Napi::Array peers = Napi::Array::New(env, st.peers.size());
   for (std::size_t i = 0; i < st.peers.size(); ++i) {
-    const auto& p = st.peers[i];
     Napi::Object o = Napi::Object::New(env);
-    o.Set("id", p.id);
-    o.Set("connected", p.connected);
-    o.Set("msgsIn", static_cast<double>(p.msgs_in));
-    o.Set("bytesIn", static_cast<double>(p.bytes_in));
-    o.Set("msgsOut", static_cast<double>(p.msgs_out));
-    o.Set("bytesOut", static_cast<double>(p.bytes_out));
-    o.Set("queuedBytes", static_cast<double>(p.queued_bytes));
-    o.Set("queuedMsgs", static_cast<double>(p.queued_msgs));
-    o.Set("unackedBytes", static_cast<double>(p.unacked_bytes));
-    o.Set("reconnects", static_cast<double>(p.reconnects));
-    o.Set("rejects", static_cast<double>(p.rejects));
-    o.Set("duplicates", static_cast<double>(p.duplicates));
-    o.Set("heartbeatRttUs", static_cast<double>(p.heartbeat_rtt_us));
-    o.Set("receivePendingBytes", static_cast<double>(p.receive_pending_bytes));
+    o.Set("id", st.peers[i].id);
+    o.Set("connected", st.peers[i].connected);
+    set_counters(o, st.peers[i], peer_counters);
     peers.Set(static_cast<std::uint32_t>(i), o);
   }
   out.Set("peers", peers);
   Napi::Object by = Napi::Object::New(env);
   for (std::size_t c = 1; c < st.rejects_by_code.size(); ++c) {
     if (st.rejects_by_code[c] == 0) continue;
-    by.Set(nexres::reject_code_name(static_cast<nexres::reject_code>(c)),
-           static_cast<double>(st.rejects_by_code[c]));
+    by.Set(nexres::reject_code_name(static_cast<nexres::reject_code>(c)), static_cast<double>(st.rejects_by_code[c]));
   }
-  out.Set("rejects", static_cast<double>(st.rejects_total));
   out.Set("rejectsByReason", by);
-  out.Set("miqDepth", static_cast<double>(st.miq_depth));
-  out.Set("receiveBytesAllocated", static_cast<double>(st.receive_bytes_allocated));
-  out.Set("clientReceiveBytesAllocated", static_cast<double>(st.client_receive_bytes_allocated));
-  out.Set("clientsOpen", static_cast<double>(st.clients_open));
-  out.Set("clientsAccepted", static_cast<double>(st.clients_accepted));
-  out.Set("replyBytes", static_cast<double>(st.reply_bytes));
-  out.Set("repliesDropped", static_cast<double>(st.replies_dropped));
+  set_counters(out, st, engine_counters);
   Napi::Array clients = Napi::Array::New(env, st.clients.size());
   for (std::size_t i = 0; i < st.clients.size(); ++i) {
-    const auto& c = st.clients[i];
     Napi::Object o = Napi::Object::New(env);
-    o.Set("connectionId", c.id);
-    o.Set("address", c.remote);
-    o.Set("requests", static_cast<double>(c.requests));
-    o.Set("bytesIn", static_cast<double>(c.bytes_in));
-    o.Set("replies", static_cast<double>(c.replies));
-    o.Set("bytesOut", static_cast<double>(c.bytes_out));
-    o.Set("inFlight", static_cast<double>(c.in_flight));
-    o.Set("replyBacklogBytes", static_cast<double>(c.reply_backlog_bytes));
-    o.Set("paused", c.paused);
+    o.Set("connectionId", st.clients[i].id);
+    o.Set("address", st.clients[i].remote);
+    set_counters(o, st.clients[i], client_counters);
+    o.Set("paused", st.clients[i].paused);
     clients.Set(static_cast<std::uint32_t>(i), o);
   }
   out.Set("clients", clients);
