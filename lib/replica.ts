@@ -13,7 +13,7 @@ import {
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-import { Endpoint, type Handler, type UnroutedInfo } from './endpoint.js'
+import { ReplicaBase, type Handler, type UnroutedInfo } from './replica-base.js'
 import type { RequestHandler } from './request.js'
 import {
   EVENT_DRAIN,
@@ -123,7 +123,7 @@ export interface CloseResult {
  * r.on('prepare', (msg) => console.log(msg.from, msg.payload.length))
  * r.broadcast('prepare', new Uint8Array([1, 2, 3]))
  */
-export class Replica extends Endpoint {
+export class Replica extends ReplicaBase {
   /** Connection events; see ReplicaEvents. */
   readonly events = new EventEmitter<ReplicaEvents>()
   /** The bound replica port. */
@@ -350,7 +350,7 @@ export class Replica extends Endpoint {
     return super.on(route, handler)
   }
 
-  /** Registers a request handler (see `Endpoint.handle`). With `workers`, register in the handlers module instead. */
+  /** Registers a request handler (see `ReplicaBase.handle`). With `workers`, register in the handlers module instead. */
   override handle(route: string, handler: RequestHandler): this {
     return super.handle(route, handler)
   }

@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events'
 import { parentPort } from 'node:worker_threads'
 
-import { Endpoint, type EndpointLimits, type UnroutedInfo } from './endpoint.js'
+import { ReplicaBase, type ReplicaLimits, type UnroutedInfo } from './replica-base.js'
 import { type NativeConsumer, addon } from './native.js'
 import type { WorkerReport } from './workers.js'
 
@@ -28,7 +28,7 @@ const DRAIN_POLL_MS = 2
  *   replica.handle('sha', (req) => createHash('sha256').update(req).digest())
  * }
  */
-export class WorkerReplica extends Endpoint {
+export class WorkerReplica extends ReplicaBase {
   readonly events = new EventEmitter<WorkerReplicaEvents>()
   /** This worker's index, 0 .. workers - 1. */
   readonly workerIndex: number
@@ -37,7 +37,7 @@ export class WorkerReplica extends Endpoint {
   private readonly consumer: NativeConsumer
 
   /** @internal */
-  constructor(limits: EndpointLimits, key: number, index: number, data: unknown) {
+  constructor(limits: ReplicaLimits, key: number, index: number, data: unknown) {
     super(limits)
     this.workerIndex = index
     this.workerData = data

@@ -6,14 +6,14 @@ import { Worker } from 'node:worker_threads'
 
 import type { ResolvedOptions } from './config.js'
 import { ConfigError, TimeoutError } from './errors.js'
-import type { EndpointLimits, UnroutedInfo } from './endpoint.js'
+import type { ReplicaLimits, UnroutedInfo } from './replica-base.js'
 
 /** @internal what a worker thread is started with. */
 export interface WorkerBoot {
   key: number
   index: number
   handlers: string
-  limits: EndpointLimits
+  limits: ReplicaLimits
   data: unknown
 }
 

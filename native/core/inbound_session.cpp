@@ -204,8 +204,7 @@ void inbound_session::on_auth_header(std::uint32_t claimed, int slot) {
                      });
     return;
   }
-  if (h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body && h.sender == claimed &&
-      h.flags == 0 && h.reserved == 0) {
+  if (is_reject_header(h) && h.sender == claimed && h.flags == 0 && h.reserved == 0) {
     peer_reject_.resize(h.length + auth::seal_frame_bytes);
     asio::async_read(socket_, asio::buffer(peer_reject_), [self, claimed](const std::error_code& ec, std::size_t) {
       if (ec || !self->open_) return self->close();
@@ -240,9 +239,8 @@ void inbound_session::on_peer_reject(std::uint32_t claimed) {
       !rx_mac_->update(auth_in_.data(), frame_header_bytes) || !rx_mac_->update(peer_reject_.data(), body) ||
       !rx_mac_->open(sh, seal + frame_header_bytes))
     return refuse(reject_code::bad_auth, "replica " + std::to_string(claimed) + " could not prove its identity");
-  const auto code = static_cast<reject_code>(load_u16(peer_reject_.data()));
-  const std::string text(reinterpret_cast<const char*>(peer_reject_.data()) + 2, body - 2);
-  engine_.count_reject(code, claimed, remote_, "refused by replica " + std::to_string(claimed) + ": " + text);
+  const reject_body r = decode_reject_body(peer_reject_.data(), body);
+  engine_.count_reject(r.code, claimed, remote_, "refused by replica " + std::to_string(claimed) + ": " + r.text);
   close();
 }
 

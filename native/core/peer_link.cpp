@@ -176,15 +176,13 @@ void peer_link::on_welcome_header() {
   auto self = shared_from_this();
   if (load_u32(hello_in_.data()) != hello_magic) {
     const frame_header h = decode_header(hello_in_.data());
-    if (h.kind != frame_kind::reject || h.length < 2 || h.length > max_reject_body)
-      return fail(reject_code::bad_frame, "peer answered the handshake with garbage");
+    if (!is_reject_header(h)) return fail(reject_code::bad_frame, "peer answered the handshake with garbage");
     body_in_.resize(h.length);
     asio::async_read(socket_, asio::buffer(body_in_), [self](const std::error_code& ec, std::size_t) {
       if (self->state_ != state::handshaking) return;
       if (ec) return self->fail(reject_code::shutting_down, "connection closed during handshake");
-      const auto code = static_cast<reject_code>(load_u16(self->body_in_.data()));
-      std::string text(reinterpret_cast<const char*>(self->body_in_.data()) + 2, self->body_in_.size() - 2);
-      self->fail(code, std::string("refused by peer: ") + text);
+      const reject_body r = decode_reject_body(self->body_in_.data(), self->body_in_.size());
+      self->fail(r.code, "refused by peer: " + r.text);
     });
     return;
   }
@@ -345,7 +343,7 @@ void peer_link::on_control() {
   const frame_header h = decode_header(ctrl_.data());
   if (mac_ && h.kind != frame_kind::seal) {
     // Every control frame comes sealed: nothing is acted on before its tag checks.
-    if (h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body) {
+    if (is_reject_header(h)) {
       body_in_.resize(h.length + auth::seal_frame_bytes);
     } else if ((h.kind == frame_kind::ack || h.kind == frame_kind::pong) && h.length == 0) {
       body_in_.resize(auth::seal_frame_bytes);
@@ -367,24 +365,18 @@ void peer_link::on_control() {
     return read_control();
   }
   if (h.kind == frame_kind::pong && h.length == 0 && h.sender == peer_.id) {
-    if (h.msg_id != 0) {  // our PING's send time; 0 marks a keepalive
-      const auto now_us = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                                          last_heard_.time_since_epoch())
-                                                          .count());
-      if (now_us >= h.msg_id) rtt_us_.store(now_us - h.msg_id, std::memory_order_relaxed);
-    }
+    on_pong(h.msg_id);
     return read_control();
   }
-  if (h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body) {
+  if (is_reject_header(h)) {
     body_in_.resize(h.length);
     auto self = shared_from_this();
     const std::uint64_t epoch = epoch_;
     asio::async_read(socket_, asio::buffer(body_in_), [self, epoch](const std::error_code& ec, std::size_t) {
       if (epoch != self->epoch_ || self->state_ != state::up) return;
       if (ec) return self->fail(reject_code::shutting_down, "connection lost");
-      const auto code = static_cast<reject_code>(load_u16(self->body_in_.data()));
-      std::string text(reinterpret_cast<const char*>(self->body_in_.data()) + 2, self->body_in_.size() - 2);
-      self->fail(code, "refused by peer: " + text);
+      const reject_body r = decode_reject_body(self->body_in_.data(), self->body_in_.size());
+      self->fail(r.code, "refused by peer: " + r.text);
     });
     return;
   }
@@ -409,16 +401,20 @@ void peer_link::on_sealed_control(const frame_header& h) {
     return read_control();
   }
   if (h.kind == frame_kind::pong) {
-    if (h.msg_id != 0) {
-      const auto now_us = static_cast<std::uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(last_heard_.time_since_epoch()).count());
-      if (now_us >= h.msg_id) rtt_us_.store(now_us - h.msg_id, std::memory_order_relaxed);
-    }
+    on_pong(h.msg_id);
     return read_control();
   }
-  const auto code = static_cast<reject_code>(load_u16(body_in_.data()));
-  std::string text(reinterpret_cast<const char*>(body_in_.data()) + 2, body - 2);
-  fail(code, "refused by peer: " + text);
+  const reject_body r = decode_reject_body(body_in_.data(), body);
+  fail(r.code, "refused by peer: " + r.text);
+}
+
+// io thread: a PONG answered our PING; its id is the PING's send time in
+// µs on the steady clock (0 marks a keepalive).
+void peer_link::on_pong(std::uint64_t sent_us) {
+  if (sent_us == 0) return;
+  const auto now_us = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(last_heard_.time_since_epoch()).count());
+  if (now_us >= sent_us) rtt_us_.store(now_us - sent_us, std::memory_order_relaxed);
 }
 
 // io thread, auth mac: checks the WELCOME's signature (the peer proves it is

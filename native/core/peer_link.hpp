@@ -69,6 +69,7 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   std::size_t split_run(std::size_t j, std::size_t room, bool at_least_one);
   bool boundary_after(const segment& s) const;
   void on_sealed_control(const frame_header& h);
+  void on_pong(std::uint64_t sent_us);
 
   engine& engine_;
   asio::io_context& io_;

@@ -169,6 +169,21 @@ inline frame_header decode_header(const std::uint8_t* p) noexcept {
   return h;
 }
 
+/// A REJECT frame's header as peers may send it: a code and at most
+/// max_reject_body bytes.
+inline bool is_reject_header(const frame_header& h) noexcept {
+  return h.kind == frame_kind::reject && h.length >= 2 && h.length <= max_reject_body;
+}
+
+/// A REJECT's body (n >= 2 bytes, checked by is_reject_header): its code and text.
+struct reject_body {
+  reject_code code;
+  std::string text;
+};
+inline reject_body decode_reject_body(const std::uint8_t* p, std::size_t n) {
+  return {static_cast<reject_code>(load_u16(p)), std::string(reinterpret_cast<const char*>(p) + 2, n - 2)};
+}
+
 inline void encode_header(std::uint8_t* p, const frame_header& h) noexcept {
   store_u32(p + frame_offset::length, h.length);
   store_u32(p + frame_offset::route, h.route);

@@ -59,7 +59,7 @@ function unroutedInfo(from: number, route: number, size: number): UnroutedInfo {
 }
 
 /** @internal the limits the send side checks. */
-export interface EndpointLimits {
+export interface ReplicaLimits {
   id: number
   peers: readonly number[]
   maxFrameBytes: number
@@ -107,13 +107,13 @@ function register<F>(table: Map<number, { name: string; fn: F }>, route: string,
 }
 
 /** @internal */
-export abstract class Endpoint implements ReplySink {
+export abstract class ReplicaBase implements ReplySink {
   /** This replica's id. */
   readonly id: number
   /** Ids of the other replicas. */
   readonly peers: readonly number[]
 
-  protected readonly limits: EndpointLimits
+  protected readonly limits: ReplicaLimits
   protected native!: NativeSender
   protected outbox!: Outbox
   protected readonly meta = new Uint32Array(META_ENTRIES * 4)
@@ -144,7 +144,7 @@ export abstract class Endpoint implements ReplySink {
   protected unroutedCount = 0
   protected handlerErrors = 0
 
-  protected constructor(limits: EndpointLimits) {
+  protected constructor(limits: ReplicaLimits) {
     this.limits = limits
     this.id = limits.id
     this.peers = limits.peers
