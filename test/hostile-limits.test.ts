@@ -7,202 +7,30 @@
 // Cluster for every test: replicas 1, 2 and 3 in the configuration. Replica 1
 // streams to replica 2 the whole time; raw node:net sockets attack replica
 // 2's port from 127.0.0.1, the same address the honest replicas use.
-import { randomBytes } from 'node:crypto'
 import { readdirSync } from 'node:fs'
-import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
 
-import * as wire from '../lib/wire.js'
 
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import { routeId } from './byzantine-peer.js'
 import { fdSoftLimit, loopbackCluster, until } from './helpers.js'
+import { DEADLINE, HonestStream, KIND_DATA, KIND_PING, KIND_PONG, RawPeer, frameHeader, hello } from './wire-peer.js'
 
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 
 // ---------------------------------------------------------------- wire format
 
-const HELLO_FIXED = wire.HELLO_FIXED_BYTES
-const FRAME_HEADER = wire.HEADER_BYTES
-const KIND_DATA = wire.KIND_DATA
-const KIND_REJECT = wire.KIND_REJECT
-const KIND_PING = 4
-const KIND_PONG = 5
-const TYPE_WELCOME = 2
-
 const CODE = { TOO_MANY_CONNECTIONS: 13, READ_TIMEOUT: 15, TOO_MANY_PINGS: 16 } as const
 type CodeName = keyof typeof CODE
 
-/** A valid HELLO (PROTOCOL.md §2), auth none. */
-function hello(clusterId: string, sender: number): Buffer {
-  const cid = Buffer.from(clusterId, 'utf8')
-  const b = Buffer.alloc(HELLO_FIXED)
-  b.write('NXRP', 0, 'latin1')
-  b.writeUInt16LE(1, 4)
-  b.writeUInt16LE(1, 6)
-  b.writeUInt16LE(0, 8)
-  b.writeUInt8(cid.length, 10)
-  b.writeUInt32LE(sender, 12)
-  b.writeBigUInt64LE(randomBytes(8).readBigUInt64LE(0), 16)
-  b.writeUInt32LE(cid.length, 24)
-  return Buffer.concat([b, cid])
-}
-
+/** A frame of `kind` with `body` (PROTOCOL.md §3). */
 function frame(kind: number, sender: number, msgId: bigint, route = 0, body: Buffer = Buffer.alloc(0)): Buffer {
-  const b = Buffer.alloc(FRAME_HEADER)
-  b.writeUInt32LE(body.length, 0)
-  b.writeUInt32LE(route >>> 0, 4)
-  b.writeUInt32LE(sender, 8)
-  b.writeUInt8(kind, 12)
-  b.writeBigUInt64LE(msgId, 16)
-  return Buffer.concat([b, body])
-}
-
-interface Frame {
-  kind: number
-  msgId: bigint
-  body: Buffer
-}
-
-// ------------------------------------------------------------ raw connection
-
-const DEADLINE = 10_000
-
-class RawPeer {
-  readonly sock: Socket
-  rx = Buffer.alloc(0)
-  pos = 0
-  connected = false
-  serverClosed = false
-  closed = false
-  localPort = -1
-  /** When the server closed the connection (Date.now()). */
-  closedAt = 0
-
-  constructor(port: number) {
-    this.sock = connect({ port, host: '127.0.0.1', noDelay: true })
-    this.sock.on('connect', () => {
-      this.connected = true
-      this.localPort = this.sock.localPort ?? -1
-    })
-    this.sock.on('data', (d: Buffer) => (this.rx = Buffer.concat([this.rx, d])))
-    const gone = (): void => {
-      if (!this.serverClosed) this.closedAt = Date.now()
-      this.serverClosed = true
-    }
-    this.sock.on('end', gone)
-    this.sock.on('error', gone)
-    this.sock.on('close', () => {
-      gone()
-      this.closed = true
-    })
-  }
-
-  async ready(): Promise<void> {
-    await until(() => this.connected || this.closed, DEADLINE, 'raw socket connect')
-    if (!this.connected) throw new Error('raw socket did not connect')
-  }
-
-  write(b: Uint8Array): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.sock.destroyed) return resolve()
-      this.sock.write(b, () => resolve())
-    })
-  }
-
-  /** Frames the server wrote so far (from the read position), not consumed. */
-  frames(): Frame[] {
-    const out: Frame[] = []
-    let at = this.pos
-    while (this.rx.length - at >= FRAME_HEADER) {
-      const length = this.rx.readUInt32LE(at)
-      if (this.rx.length - at - FRAME_HEADER < length) break
-      out.push({
-        kind: this.rx.readUInt8(at + 12),
-        msgId: this.rx.readBigUInt64LE(at + 16),
-        body: this.rx.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length),
-      })
-      at += FRAME_HEADER + length
-    }
-    return out
-  }
-
-  /** The REJECT code the server sent (ACK and PONG frames skipped), if any. */
-  rejectCode(): number | undefined {
-    const r = this.frames().find((f) => f.kind === KIND_REJECT)
-    return r === undefined ? undefined : r.body.readUInt16LE(0)
-  }
-
-  /** Sends a HELLO as `sender` and consumes the WELCOME. */
-  async handshake(clusterId: string, sender: number): Promise<void> {
-    await this.write(hello(clusterId, sender))
-    await until(() => this.rx.length >= HELLO_FIXED || this.serverClosed, DEADLINE, 'WELCOME')
-    if (this.rx.length < HELLO_FIXED || this.rx.readUInt16LE(6) !== TYPE_WELCOME) {
-      throw new Error(`no WELCOME: ${this.rx.toString('hex')}`)
-    }
-    const n = HELLO_FIXED + this.rx.readUInt32LE(24)
-    await until(() => this.rx.length >= n, DEADLINE, 'WELCOME body')
-    this.pos = n
-  }
-
-  /** Writes `bytes` one at a time, `gapMs` apart, until done or the server closes. Returns when the first byte went out. */
-  trickle(bytes: Buffer, gapMs: number): { firstByteAt: Promise<number>; done: Promise<void> } {
-    let first!: (at: number) => void
-    const firstByteAt = new Promise<number>((r) => (first = r))
-    const done = (async () => {
-      for (let i = 0; i < bytes.length && !this.serverClosed; i++) {
-        await this.write(bytes.subarray(i, i + 1))
-        if (i === 0) first(Date.now())
-        await new Promise((r) => setTimeout(r, gapMs))
-      }
-    })()
-    return { firstByteAt, done }
-  }
-
-  async waitClosed(what: string, ms = DEADLINE): Promise<void> {
-    await until(() => this.serverClosed, ms, what)
-  }
-
-  destroy(): void {
-    this.sock.destroy()
-  }
+  return Buffer.concat([frameHeader({ length: body.length, route, sender, kind, msgId }), body])
 }
 
 // -------------------------------------------------------------------- cluster
-
-/** Numbered 8-byte messages to replica 2 on 'seq'; the sender may be swapped (restart). */
-class HonestStream {
-  sent = 0
-  received = 0
-  outOfOrder: string[] = []
-  private timer: NodeJS.Timeout | undefined
-
-  constructor(public sender: Replica) {}
-
-  onMessage(payload: Uint8Array): void {
-    const v = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).readBigUInt64LE(0)
-    if (v !== BigInt(this.received) && this.outOfOrder.length < 20) this.outOfOrder.push(`expected ${this.received}, got ${v}`)
-    this.received++
-  }
-
-  start(): void {
-    const buf = Buffer.alloc(8)
-    this.timer = setInterval(() => {
-      for (let i = 0; i < 4; i++) {
-        buf.writeBigUInt64LE(BigInt(this.sent), 0)
-        this.sender.send(2, 'seq', buf)
-        this.sent++
-      }
-    }, 1)
-  }
-
-  stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer)
-    this.timer = undefined
-  }
-}
 
 interface Setup {
   cluster: ClusterConfig
@@ -242,7 +70,7 @@ async function setup(t: Tap, opts2: Partial<ReplicaOptions> = {}): Promise<Setup
     rejects2: [],
     downs1: [],
     others: [],
-    stream: (stream = new HonestStream(r1)),
+    stream: (stream = new HonestStream(r1, 4, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)),
     started,
     sockets,
     raw: async () => {
@@ -396,7 +224,7 @@ t.test('slowloris: a frame or handshake trickled a byte at a time -> READ_TIMEOU
   const s = await setup(t, { frameReadTimeoutMs: timeoutMs })
 
   const expectTimeout = async (p: RawPeer, firstByteAt: Promise<number>, what: string): Promise<void> => {
-    await p.waitClosed(what)
+    await p.waitServerClose(what)
     const elapsed = p.closedAt - (await firstByteAt)
     t.equal(p.rejectCode(), CODE.READ_TIMEOUT, `${what}: REJECT READ_TIMEOUT`)
     t.ok(elapsed >= timeoutMs - 20 && elapsed < timeoutMs + 700, `${what}: refused ${elapsed} ms after its first byte (deadline ${timeoutMs} ms)`)
@@ -410,7 +238,7 @@ t.test('slowloris: a frame or handshake trickled a byte at a time -> READ_TIMEOU
 
   // A HELLO, one byte every 40 ms: 36 bytes would take 1.4 s.
   const a = await s.raw()
-  const ta = a.trickle(hello(s.cluster.id, 3), 40)
+  const ta = a.trickle(hello({ clusterId: s.cluster.id, sender: 3 }), 40)
   await expectTimeout(a, ta.firstByteAt, 'trickled HELLO')
   await ta.done
 
@@ -459,7 +287,7 @@ t.test('PING flood -> TOO_MANY_PINGS; a moderate PING rate is answered', async (
   await flood.handshake(s.cluster.id, 3)
   const pings = Buffer.concat(Array.from({ length: 1000 }, (_, i) => frame(KIND_PING, 3, BigInt(i + 1))))
   await flood.write(pings)
-  await flood.waitClosed('server to close the flooding connection')
+  await flood.waitServerClose('server to close the flooding connection')
   t.equal(flood.rejectCode(), CODE.TOO_MANY_PINGS, 'REJECT TOO_MANY_PINGS')
   const pongs = flood.frames().filter((f) => f.kind === KIND_PONG).length
   t.ok(pongs <= 100, `at most maxPingsPerSecond PINGs answered (${pongs})`)
@@ -475,7 +303,7 @@ t.test('many half-open handshakes from one address -> maxConnectionsPerAddress r
   const n = 50
   const half = await Promise.all(Array.from({ length: n }, () => s.raw()))
   // Each sends the first 10 bytes of a HELLO and stops.
-  for (const p of half) await p.write(hello(s.cluster.id, 3).subarray(0, 10))
+  for (const p of half) await p.write(hello({ clusterId: s.cluster.id, sender: 3 }).subarray(0, 10))
   await until(() => half.filter((p) => p.serverClosed).length >= n - perAddress, DEADLINE, `${n - perAddress} refusals`)
   await new Promise((r) => setTimeout(r, 100))
   t.equal(half.filter((p) => p.serverClosed).length, n - perAddress, `${n - perAddress} refused, ${perAddress} kept`)

@@ -8,29 +8,18 @@
 // port. When it claims to be replica 3 (a real member id whose process is not
 // running) it disturbs no real session.
 import { randomBytes } from 'node:crypto'
-import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
-
-import * as wire from '../lib/wire.js'
 
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import { loopbackCluster, until } from './helpers.js'
+import { DEADLINE, type FrameFields, HELLO_FIXED, HonestStream, KIND_ACK, KIND_REJECT, MAGIC, RawPeer, TYPE_WELCOME, dataFrame, frameHeader, hello, parseFrame, routeId } from './wire-peer.js'
 
 /** A tap test object, as handed to t.test callbacks. */
 type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 
 // ---------------------------------------------------------------- wire format
-
-const MAGIC = Buffer.from('NXRP', 'latin1')
-const HELLO_FIXED = wire.HELLO_FIXED_BYTES
-const FRAME_HEADER = wire.HEADER_BYTES
-const KIND_DATA = wire.KIND_DATA
-const KIND_ACK = 2
-const KIND_REJECT = wire.KIND_REJECT
-const TYPE_HELLO = 1
-const TYPE_WELCOME = 2
 
 const CODE = {
   BAD_MAGIC: 1,
@@ -44,209 +33,6 @@ const CODE = {
   BAD_AUTH: 10,
 } as const
 type CodeName = keyof typeof CODE
-
-/** FNV-1a 32 of the route name's UTF-8 bytes (PROTOCOL.md §3). */
-function routeId(name: string): number {
-  let h = 0x811c9dc5
-  for (const b of Buffer.from(name, 'utf8')) {
-    h ^= b
-    h = Math.imul(h, 0x01000193) >>> 0
-  }
-  return h >>> 0
-}
-
-interface HelloFields {
-  clusterId: string
-  sender: number
-  magic?: Buffer
-  version?: number
-  type?: number
-  auth?: number
-  incarnation?: bigint
-  /** Defaults to the cluster id's byte length. */
-  clusterIdLength?: number
-  /** Defaults to the cluster id's byte length. */
-  bodyLength?: number
-}
-
-/** HELLO: 32-byte fixed part (PROTOCOL.md §2) then the cluster id bytes. */
-function hello(f: HelloFields): Buffer {
-  const cid = Buffer.from(f.clusterId, 'utf8')
-  const b = Buffer.alloc(HELLO_FIXED)
-  ;(f.magic ?? MAGIC).copy(b, 0, 0, 4)
-  b.writeUInt16LE(f.version ?? 1, 4)
-  b.writeUInt16LE(f.type ?? TYPE_HELLO, 6)
-  b.writeUInt16LE(f.auth ?? 0, 8)
-  b.writeUInt8(f.clusterIdLength ?? cid.length, 10)
-  b.writeUInt8(0, 11)
-  b.writeUInt32LE(f.sender >>> 0, 12)
-  b.writeBigUInt64LE(f.incarnation ?? randomBytes(8).readBigUInt64LE(0), 16)
-  b.writeUInt32LE(f.bodyLength ?? cid.length, 24)
-  b.writeUInt32LE(0, 28)
-  return Buffer.concat([b, cid])
-}
-
-interface FrameFields {
-  length: number
-  route?: number
-  sender: number
-  kind?: number
-  flags?: number
-  reserved?: number
-  msgId: bigint
-}
-
-/** Frame header (PROTOCOL.md §3), 24 bytes. */
-function frameHeader(f: FrameFields): Buffer {
-  const b = Buffer.alloc(FRAME_HEADER)
-  b.writeUInt32LE(f.length >>> 0, 0)
-  b.writeUInt32LE((f.route ?? 0) >>> 0, 4)
-  b.writeUInt32LE(f.sender >>> 0, 8)
-  b.writeUInt8(f.kind ?? KIND_DATA, 12)
-  b.writeUInt8(f.flags ?? 0, 13)
-  b.writeUInt16LE(f.reserved ?? 0, 14)
-  b.writeBigUInt64LE(f.msgId, 16)
-  return b
-}
-
-/** A whole DATA frame. */
-function dataFrame(sender: number, route: string, msgId: bigint, body: Uint8Array = new Uint8Array(0)): Buffer {
-  return Buffer.concat([frameHeader({ length: body.byteLength, route: routeId(route), sender, msgId }), body])
-}
-
-interface Frame {
-  length: number
-  route: number
-  sender: number
-  kind: number
-  flags: number
-  reserved: number
-  msgId: bigint
-  body: Buffer
-}
-
-function parseFrame(buf: Buffer, at: number): Frame | undefined {
-  if (buf.length - at < FRAME_HEADER) return undefined
-  const length = buf.readUInt32LE(at)
-  if (buf.length - at - FRAME_HEADER < length) return undefined
-  return {
-    length,
-    route: buf.readUInt32LE(at + 4),
-    sender: buf.readUInt32LE(at + 8),
-    kind: buf.readUInt8(at + 12),
-    flags: buf.readUInt8(at + 13),
-    reserved: buf.readUInt16LE(at + 14),
-    msgId: buf.readBigUInt64LE(at + 16),
-    body: buf.subarray(at + FRAME_HEADER, at + FRAME_HEADER + length),
-  }
-}
-
-// ------------------------------------------------------------ raw connection
-
-const DEADLINE = 8000
-
-/** A raw TCP connection to a replica port; collects what the server writes. */
-class RawPeer {
-  readonly sock: Socket
-  rx = Buffer.alloc(0)
-  /** Read position: bytes before it have been consumed by a read* call. */
-  pos = 0
-  /** The server ended or reset the connection (we never end it first unless told). */
-  serverClosed = false
-  closed = false
-  error: Error | undefined
-  private connected = false
-  /** Our local port, kept after the socket is destroyed (names us in 'reject' events). */
-  localPort = -1
-
-  constructor(port: number) {
-    this.sock = connect({ port, host: '127.0.0.1', noDelay: true })
-    this.sock.on('connect', () => {
-      this.connected = true
-      this.localPort = this.sock.localPort ?? -1
-    })
-    this.sock.on('data', (d: Buffer) => (this.rx = Buffer.concat([this.rx, d])))
-    this.sock.on('end', () => (this.serverClosed = true))
-    this.sock.on('error', (e) => {
-      this.error = e
-      this.serverClosed = true
-    })
-    this.sock.on('close', () => {
-      this.closed = true
-      this.serverClosed = true
-    })
-  }
-
-  async ready(): Promise<void> {
-    await until(() => this.connected || this.closed, DEADLINE, 'raw socket connect')
-    if (!this.connected) throw new Error(`raw socket did not connect: ${String(this.error)}`)
-  }
-
-  write(b: Uint8Array): Promise<void> {
-    return new Promise((resolve) => {
-      // Errors (EPIPE/ECONNRESET after a refusal) show up on 'error'.
-      this.sock.write(b, () => resolve())
-    })
-  }
-
-  /** Waits for `n` unread bytes (or the close); returns them, consumed. */
-  async readExactly(n: number, what: string, ms = DEADLINE): Promise<Buffer> {
-    await until(() => this.rx.length - this.pos >= n || this.serverClosed, ms, what)
-    // Data may race with the close notification; give it a moment.
-    if (this.rx.length - this.pos < n) await new Promise((r) => setTimeout(r, 20))
-    if (this.rx.length - this.pos < n) {
-      throw new Error(`${what}: connection closed after ${this.rx.length - this.pos} of ${n} bytes`)
-    }
-    const out = this.rx.subarray(this.pos, this.pos + n)
-    this.pos += n
-    return out
-  }
-
-  /** Next complete frame, consumed. */
-  async readFrame(what: string, ms = DEADLINE): Promise<Frame> {
-    const head = await this.readExactly(FRAME_HEADER, `${what} (header)`, ms)
-    const length = head.readUInt32LE(0)
-    if (length > 1 << 20) throw new Error(`${what}: implausible frame length ${length}`)
-    const body = await this.readExactly(length, `${what} (body)`, ms)
-    return parseFrame(Buffer.concat([head, body]), 0)!
-  }
-
-  /** Skips ACK frames; returns the first other frame. */
-  async readNonAck(what: string, ms = DEADLINE): Promise<{ frame: Frame; acks: bigint[] }> {
-    const acks: bigint[] = []
-    const end = Date.now() + ms
-    for (;;) {
-      const f = await this.readFrame(what, Math.max(1, end - Date.now()))
-      if (f.kind !== KIND_ACK) return { frame: f, acks }
-      acks.push(f.msgId)
-    }
-  }
-
-  /** Sends HELLO as `sender` and reads the WELCOME; returns it. */
-  async handshake(clusterId: string, sender: number, expectReplica: number): Promise<Buffer> {
-    await this.write(hello({ clusterId, sender }))
-    const fixed = await this.readExactly(HELLO_FIXED, 'WELCOME')
-    if (!fixed.subarray(0, 4).equals(MAGIC)) throw new Error(`WELCOME has bad magic ${fixed.toString('hex')}`)
-    if (fixed.readUInt16LE(6) !== TYPE_WELCOME) {
-      throw new Error(`expected WELCOME, got type ${fixed.readUInt16LE(6)}: ${fixed.toString('hex')}`)
-    }
-    if (fixed.readUInt16LE(4) !== 1) throw new Error(`WELCOME version ${fixed.readUInt16LE(4)}`)
-    if (fixed.readUInt32LE(12) !== expectReplica) throw new Error(`WELCOME from ${fixed.readUInt32LE(12)}`)
-    const body = await this.readExactly(fixed.readUInt32LE(24), 'WELCOME body')
-    const cid = body.subarray(0, fixed.readUInt8(10)).toString('utf8')
-    if (cid !== clusterId) throw new Error(`WELCOME names cluster ${JSON.stringify(cid)}`)
-    return Buffer.concat([fixed, body])
-  }
-
-  /** Waits until the server has closed the connection. */
-  async waitServerClose(what: string, ms = DEADLINE): Promise<void> {
-    await until(() => this.serverClosed, ms, what)
-  }
-
-  destroy(): void {
-    this.sock.destroy()
-  }
-}
 
 // -------------------------------------------------------------------- cluster
 
@@ -275,56 +61,6 @@ interface Setup {
   stream: HonestStream
   /** Opens a raw socket to replica 2's port, destroyed at teardown. */
   raw(): Promise<RawPeer>
-}
-
-/**
- * Replica 1 sends 8-byte counters (u64 LE) on route 'seq' to replica 2, a few
- * per millisecond, until stopped, `maxCount` sent or `maxMs` elapsed. Replica
- * 2's handler checks order and origin.
- */
-class HonestStream {
-  sent = 0
-  received = 0
-  outOfOrder: string[] = []
-  private timer: NodeJS.Timeout | undefined
-  private startedAt = 0
-
-  constructor(
-    private readonly r1: Replica,
-    private readonly maxCount = 200_000,
-    private readonly maxMs = 60_000,
-  ) {}
-
-  /** Replica 2's 'seq' handler, for messages from replica 1. */
-  onMessage(payload: Uint8Array): void {
-    if (payload.byteLength !== 8) {
-      this.outOfOrder.push(`message ${this.received} has ${payload.byteLength} bytes`)
-    } else {
-      const v = Buffer.from(payload.buffer, payload.byteOffset, 8).readBigUInt64LE(0)
-      if (v !== BigInt(this.received) && this.outOfOrder.length < 20) {
-        this.outOfOrder.push(`expected ${this.received}, got ${v}`)
-      }
-    }
-    this.received++
-  }
-
-  start(): void {
-    this.startedAt = Date.now()
-    const buf = Buffer.alloc(8)
-    this.timer = setInterval(() => {
-      if (this.sent >= this.maxCount || Date.now() - this.startedAt > this.maxMs) return this.stop()
-      for (let i = 0; i < 8 && this.sent < this.maxCount; i++) {
-        buf.writeBigUInt64LE(BigInt(this.sent), 0)
-        this.r1.send(2, 'seq', buf)
-        this.sent++
-      }
-    }, 1)
-  }
-
-  stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer)
-    this.timer = undefined
-  }
 }
 
 async function setup(t: Tap, opts2: Partial<ReplicaOptions> = {}): Promise<Setup> {
