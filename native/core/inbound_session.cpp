@@ -38,8 +38,7 @@ inbound_session::~inbound_session() {
   engine_.leave_pending(pending_id_);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();
-  for (auto& r : unsealed_) engine_.chunks().unref(r.run.source);
-  unsealed_.clear();
+  if (sealed_rx_) sealed_rx_->drop([&](const ready_run& r) { engine_.chunks().unref(r.run.source); });
   rx_.release();
 }
 
@@ -179,7 +178,9 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
     return refuse(reject_code::bad_auth, "bad ephemeral key");
   eph_.reset();
   tx_ = std::make_unique<auth::sealer>(keys.responder_to_initiator);
-  rx_mac_ = std::make_unique<auth::opener>(keys.initiator_to_responder);
+  // An honest sender seals every auth::seal_batch_bytes at a frame boundary.
+  const std::size_t max_batch = static_cast<std::size_t>(engine_.options().max_frame_bytes) + 2 * auth::seal_batch_bytes + (1u << 20);
+  sealed_rx_ = std::make_unique<sealed_receiver<ready_run>>(keys.initiator_to_responder, claimed, max_batch);
   auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(welcome_buf_), [self, claimed, slot](const std::error_code& ec, std::size_t) {
     if (ec || !self->open_) return self->close();
@@ -236,8 +237,8 @@ void inbound_session::on_peer_reject(std::uint32_t claimed) {
   const std::uint8_t* seal = peer_reject_.data() + body;
   const frame_header sh = decode_header(seal);
   if (sh.kind != frame_kind::seal || sh.length != auth::tag_bytes || sh.sender != claimed ||
-      !rx_mac_->update(auth_in_.data(), frame_header_bytes) || !rx_mac_->update(peer_reject_.data(), body) ||
-      !rx_mac_->open(sh, seal + frame_header_bytes))
+      !sealed_rx_->opener().update(auth_in_.data(), frame_header_bytes) ||
+      !sealed_rx_->opener().update(peer_reject_.data(), body) || !sealed_rx_->opener().open(sh, seal + frame_header_bytes))
     return refuse(reject_code::bad_auth, "replica " + std::to_string(claimed) + " could not prove its identity");
   const reject_body r = decode_reject_body(peer_reject_.data(), body);
   engine_.count_reject(r.code, claimed, remote_, "refused by replica " + std::to_string(claimed) + ": " + r.text);
@@ -379,7 +380,7 @@ void inbound_session::do_read() {
     // the consumer holds nothing of this peer's: no chunk will come back, the
     // SEAL can never be read. A sender that batches more than we can hold
     // (or is Byzantine) is refused rather than left stalled.
-    if (mac_ && !unsealed_.empty() && slot_ >= 0 &&
+    if (mac_ && sealed_rx_ && sealed_rx_->holding() && slot_ >= 0 &&
         engine_.slot(slot_).rx_pending_bytes.load(std::memory_order_acquire) == 0 && ready_.empty()) {
       refuse(reject_code::bad_mac, "a batch bigger than this replica's receive buffers (maxChunksPerConnection x receiveChunkBytes)");
       return;
@@ -470,7 +471,8 @@ bool inbound_session::parse() {
       delivery d{rx_.current, static_cast<std::uint32_t>(run_start), static_cast<std::uint32_t>(end - run_start),
                  peer_id_, run_msgs, slot_, incarnation_, run_last};
       // auth mac: held until the SEAL after them checks.
-      (mac_ ? unsealed_ : ready_).push_back(ready_run{d, run_last});
+      if (mac_) sealed_rx_->hold(ready_run{d, run_last});
+      else ready_.push_back(ready_run{d, run_last});
     }
     run_msgs = 0;
   };
@@ -495,9 +497,7 @@ bool inbound_session::parse() {
       rx_.parsed += frame_header_bytes;
       run_start = rx_.parsed;
       if (mac_) {
-        // Answered once the batch it came in checks.
-        pong_after_seal_ = true;
-        pong_after_seal_id_ = h.msg_id;
+        sealed_rx_->defer_pong(h.msg_id);  // answered once its batch checks
         continue;
       }
       pong_id_ = h.msg_id;
@@ -513,21 +513,18 @@ bool inbound_session::parse() {
       }
       if (rx_.filled - rx_.parsed < auth::seal_frame_bytes) break;  // the tag is on its way
       cut(rx_.parsed);
-      if (!rx_mac_->update(base + mac_from, rx_.parsed - mac_from) ||
-          !rx_mac_->open(h, base + rx_.parsed + frame_header_bytes) || h.sender != peer_id_) {
+      std::optional<std::uint64_t> pong;
+      // The batch is authentic, or nothing it carried goes on.
+      if (sealed_rx_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<ready_run>::fed::ok ||
+          !sealed_rx_->open(h, base + rx_.parsed + frame_header_bytes, ready_, pong)) {
         refuse(reject_code::bad_mac, "a batch failed its MAC check (forged, altered, replayed or reordered frames)");
         return false;
       }
       rx_.parsed += auth::seal_frame_bytes;
       mac_from = rx_.parsed;
       run_start = rx_.parsed;
-      // The batch is authentic: its runs go on, its PING is answered.
-      for (auto& r : unsealed_) ready_.push_back(r);
-      unsealed_.clear();
-      unsealed_bytes_ = 0;
-      if (pong_after_seal_) {
-        pong_after_seal_ = false;
-        pong_id_ = pong_after_seal_id_;
+      if (pong) {
+        pong_id_ = *pong;
         pong_pending_ = true;
         send_ack();
       }
@@ -576,14 +573,9 @@ bool inbound_session::parse() {
     }
   }
   cut(rx_.parsed);
-  if (mac_ && rx_.parsed > mac_from) {
-    unsealed_bytes_ += rx_.parsed - mac_from;
-    rx_mac_->update(base + mac_from, rx_.parsed - mac_from);
-    // An honest sender seals every auth::seal_batch_bytes at a frame boundary.
-    if (unsealed_bytes_ > static_cast<std::size_t>(opt.max_frame_bytes) + 2 * auth::seal_batch_bytes + (1u << 20)) {
-      refuse(reject_code::bad_mac, "too much data without a SEAL");
-      return false;
-    }
+  if (mac_ && sealed_rx_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<ready_run>::fed::ok) {
+    refuse(reject_code::bad_mac, "too much data without a SEAL");
+    return false;
   }
   return true;
 }
@@ -726,8 +718,7 @@ void inbound_session::close() {
   socket_.close(ignored);
   for (auto& r : ready_) engine_.chunks().unref(r.run.source);
   ready_.clear();
-  for (auto& r : unsealed_) engine_.chunks().unref(r.run.source);
-  unsealed_.clear();
+  if (sealed_rx_) sealed_rx_->drop([&](const ready_run& r) { engine_.chunks().unref(r.run.source); });
   rx_.release();
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "auth.hpp"
+#include "sealed_stream.hpp"
 #include "chunk_pool.hpp"
 #include "receive_buffer.hpp"
 #include "engine.hpp"
@@ -166,11 +167,8 @@ class inbound_session : public chunk_owner,
   std::array<std::uint8_t, auth::auth_frame_bytes> auth_in_{};
   std::vector<std::uint8_t> peer_reject_;  // a REJECT (and its SEAL) in place of the AUTH frame
   std::unique_ptr<auth::sealer> tx_;
-  std::unique_ptr<auth::opener> rx_mac_;
-  std::vector<ready_run> unsealed_;  // parsed runs waiting for their SEAL
-  std::size_t unsealed_bytes_ = 0;
-  bool pong_after_seal_ = false;
-  std::uint64_t pong_after_seal_id_ = 0;
+  // Parsed runs (and a PING's answer) wait here for their batch's SEAL.
+  std::unique_ptr<sealed_receiver<ready_run>> sealed_rx_;
 };
 
 }  // namespace nexres
