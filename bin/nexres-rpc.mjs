@@ -35,6 +35,7 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
@@ -83,6 +84,8 @@ const USAGE_TOP = `Usage: nexres-rpc <command> [options]
 Commands:
   demo             start a local cluster, drive traffic through it, print a summary
   keygen           print Ed25519 key pairs for replicas (auth: 'mac')
+
+  -v, --version    print the version of nexres-rpc
 
 Run "nexres-rpc <command> --help" for a command's options (below).
 `
@@ -149,6 +152,7 @@ function parseCommandLine(argv) {
   const [command, ...rest] = argv
   if (command === undefined) throw new UsageError(`missing command (${COMMANDS})`)
   if (command === '-h' || command === '--help' || command === 'help') return { command: 'help', usage: `${USAGE_TOP}\n${DEMO_USAGE}\n${KEYGEN_USAGE}` }
+  if (command === '-v' || command === '--version') return { command: 'version' }
   if (command === 'replica') return { command: 'replica' }
   if (command === 'demo') return parseDemo(rest)
   if (command === 'keygen') return parseKeygen(rest)
@@ -1001,6 +1005,11 @@ async function main() {
   }
   if (cmd.command === 'help') {
     process.stdout.write(cmd.usage)
+    return 0
+  }
+  if (cmd.command === 'version') {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+    process.stdout.write(`${pkg.version}\n`)
     return 0
   }
   if (cmd.command === 'replica') return replicaRole()

@@ -6,6 +6,7 @@
 // keygen's keys must start real replicas; bad options must fail fast with a
 // message naming the option.
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -167,6 +168,15 @@ t.test('--help prints the options and exits 0', async (t) => {
   const r = await run(['demo', '--help'], 20_000)
   t.match(r.stdout, /"mac" \(default/, 'demo --help gives mac as the default auth')
   t.notMatch(r.stdout, /only mode for now/, 'no "only none for now" left')
+})
+
+t.test('--version prints the package version and exits 0', async (t) => {
+  const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }
+  for (const flag of ['--version', '-v']) {
+    const r = await run([flag], 20_000)
+    t.equal(r.code, 0, `${flag}: exit code 0`)
+    t.equal(r.stdout, `${version}\n`, `${flag}: prints ${version}`)
+  }
 })
 
 const B64URL_KEY = /^[A-Za-z0-9_-]{43}$/
