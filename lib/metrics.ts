@@ -146,6 +146,9 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
   replicaGauge('client_connections_paused', 'Client connections whose socket is not read (in-flight bound or reply backlog).', (s) =>
     s.clients.filter((c) => c.paused).length,
   )
+  replicaGauge('client_connections_waiting_for_memory', 'Client connections with a request to read and no client receive memory for it yet.', (s) =>
+    s.clients.filter((c) => c.waitingForMemory).length,
+  )
   replicaGauge('receive_buffer_bytes', 'Bytes of replica-port receive buffers allocated.', (s) => s.receiveBytesAllocated)
   replicaGauge('client_receive_buffer_bytes', 'Bytes of client-port receive buffers allocated.', (s) => s.clientReceiveBytesAllocated)
 }

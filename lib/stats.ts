@@ -40,4 +40,6 @@ export interface ClientConnectionStats {
   replyBacklogBytes: number
   /** True while its socket is not read (in-flight cap or reply backlog). */
   paused: boolean
+  /** True while it has bytes to read and waits for client receive memory (`maxClientReceiveBytes` is taken). */
+  waitingForMemory: boolean
 }

@@ -31,11 +31,11 @@ export async function loopbackCluster(n: number, id = 'test'): Promise<ClusterCo
   return { id, replicas: ports.map((port, i) => ({ id: i + 1, host: '127.0.0.1', port })) }
 }
 
-/** Resolves when `cond()` holds, polling; rejects after `ms`. */
-export async function until(cond: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
+/** Resolves when `cond()` holds, polling; rejects after `ms` (`what` may be a function, read at the time out, to report state). */
+export async function until(cond: () => boolean, ms = 10_000, what: string | (() => string) = 'condition'): Promise<void> {
   const end = Date.now() + ms
   while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    if (Date.now() > end) throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`)
     await new Promise((r) => setTimeout(r, 5))
   }
 }

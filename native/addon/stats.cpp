@@ -81,6 +81,7 @@ Napi::Object stats_to_js(Napi::Env env, const nexres::engine_stats& st) {
     o.Set("address", st.clients[i].remote);
     set_counters(o, st.clients[i], client_counters);
     o.Set("paused", st.clients[i].paused);
+    o.Set("waitingForMemory", st.clients[i].waiting_for_memory);
     clients.Set(static_cast<std::uint32_t>(i), o);
   }
   out.Set("clients", clients);

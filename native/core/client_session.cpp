@@ -91,11 +91,18 @@ bool client_session::take_receive_memory() {
   }
   paused_ = true;
   if (rx_.refused_by_pool()) {
-    const auto wait = engine_.evict_oldest_client_partial(this, std::chrono::seconds(1));
+    constexpr std::chrono::steady_clock::duration min_age = std::chrono::seconds(1);
+    auto wait = engine_.evict_oldest_client_partial(this, min_age);
     // The memory we freed comes to us, not to whoever waited first.
     if (wait == std::chrono::steady_clock::duration::zero()) engine_.client_chunks().wait_first(me);
+    // No request in progress to give way (the memory is held by connections
+    // woken a moment ago that have not read yet, or by requests being
+    // handed on): one that registers now may give way in 1 s at the
+    // earliest. Without this look, a connection that found none waited
+    // behind stalled requests for good (they never release).
+    if (wait == std::chrono::steady_clock::duration::max()) wait = min_age;
     // Younger requests only: look again when the oldest turns 1 s.
-    if (wait != std::chrono::steady_clock::duration::zero() && wait != std::chrono::steady_clock::duration::max()) {
+    if (wait != std::chrono::steady_clock::duration::zero()) {
       auto self = shared_from_this();
       retry_.expires_after(wait + std::chrono::milliseconds(1));
       retry_.async_wait([self](const std::error_code& ec) {
@@ -367,6 +374,7 @@ void client_session::fill_stats(client_stats& out) {
   const std::int64_t inflight = inflight_.load(std::memory_order_relaxed);
   out.in_flight = inflight > 0 ? static_cast<std::uint64_t>(inflight) : 0;
   out.paused = inflight_paused_.load(std::memory_order_relaxed) || reply_backlog_.load(std::memory_order_relaxed);
+  out.waiting_for_memory = waiting_chunk_.load(std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(write_mu_);
   out.reply_backlog_bytes = pending_bytes_;
 }

@@ -177,6 +177,7 @@ struct client_stats {
   std::uint64_t replies = 0, bytes_out = 0;    // replies queued to it
   std::uint64_t in_flight = 0;                 // requests not answered yet
   std::uint64_t reply_backlog_bytes = 0;       // replies not yet written to its socket
+  bool waiting_for_memory = false;             // a request arriving, no receive memory for it yet
   bool paused = false;  // its socket is not read (in-flight cap or reply backlog)
 };
 
