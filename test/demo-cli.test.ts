@@ -1,4 +1,4 @@
-// The `nexres-rpc demo` and `nexres-rpc keygen` commands (bin/nexres-rpc.mjs),
+// The `nexres-rpc demo` and `nexres-rpc keygen` commands (lib/cli/, run through the bin/nexres-rpc.mjs shim),
 // run as a user would: a child process with piped (non-TTY) output. A short
 // demo run must start a cluster (authenticated with fresh keys by default,
 // or with --auth none), move messages, signed broadcasts and requests, print

@@ -1,0 +1,84 @@
+// What the demo's parent and its replica children tell each other over IPC,
+// and the constants both sides use.
+//
+// Phases (parent -> children, children answer):
+//   start        child: Replica.start()           -> 'ready' { clientPort }
+//                child: waitForPeers()             -> 'up'
+//   'go'         child: broadcast loop, 'stats' every REPORT_MS
+//   'stop'       child: stops sending, waits until its queues are
+//                acknowledged                      -> 'stopped' { s, drained }
+//   'close'      child: final stats, replica.close() -> 'closed' { s, undelivered },
+//                then disconnects IPC and exits by itself (the parent waits
+//                with a timeout and kills stragglers).
+import type { ClusterConfig } from '../index.js'
+import type { AuthMode } from './args.js'
+
+export const ROUTE_MSG = 'demo.msg'
+export const ROUTE_ECHO = 'echo'
+
+/** Children report their counters this often. */
+export const REPORT_MS = 100
+/** Every link up within this. */
+export const PEERS_TIMEOUT_MS = 15_000
+/** After 'stop', a replica waits this long at most for its queues to be acknowledged. */
+export const DRAIN_TIMEOUT_MS = 5_000
+
+/** The child's configuration (JSON in NEXRES_DEMO_REPLICA). */
+export interface ChildConfig {
+  id: number
+  cluster: ClusterConfig
+  size: number
+  highWaterMark: number
+  maxQueueBytes: number
+  ioThreads: number
+  auth: AuthMode
+  privateKey?: string | undefined
+}
+
+/** A child's counters: its replica's stats summed over peers, and what its loops counted. */
+export interface ChildStats {
+  handled: number
+  handledBytes: number
+  broadcasts: number
+  drainWaits: number
+  drainStalls: number
+  queueFull: number
+  peerDowns: number
+  startReconnects: number
+  signedSent: number
+  signedIn: number
+  proofsChecked: number
+  proofsFailed: number
+  msgsIn: number
+  bytesIn: number
+  msgsOut: number
+  bytesOut: number
+  queuedBytes: number
+  reconnects: number
+  duplicates: number
+  up: number
+  rejects: number
+  handlerErrors: number
+  unrouted: number
+}
+
+export type ParentMessage = { t: 'go' } | { t: 'stop' } | { t: 'close' }
+
+export type ChildMessage =
+  | { t: 'ready'; clientPort: number; highWaterMark: number }
+  | { t: 'up' }
+  | { t: 'stats'; s: ChildStats; touched: number }
+  | { t: 'stopped'; s: ChildStats; drained: boolean }
+  | { t: 'closed'; s: ChildStats; undelivered: Record<string, number> }
+  | { t: 'fatal'; message: string; code?: string | undefined }
+
+/** The `code` of an error, if it has a string one. */
+export function errorCode(err: unknown): string | undefined {
+  if (typeof err !== 'object' || err === null) return undefined
+  const c = (err as { code?: unknown }).code
+  return typeof c === 'string' ? c : undefined
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
+}
