@@ -23,10 +23,7 @@ import {
   verifySigned,
 } from 'nexres-rpc'
 
-import { loopbackCluster, until } from './helpers.js'
-
-/** A tap test object, as handed to t.test callbacks. */
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
+import { type Tap, loopbackCluster, until } from './helpers.js'
 
 // Calls below pass what the types forbid, as plain JavaScript would.
 type Loose = any

@@ -8,11 +8,9 @@ import t from 'tap'
 import { type ClusterConfig, Replica } from 'nexres-rpc'
 
 import { type Child, spawnFixture } from './child-helpers.js'
-import { countHonest, loopbackCluster, until } from './helpers.js'
+import { type Tap, countHonest, loopbackCluster, until } from './helpers.js'
 
 const MiB = 1024 * 1024
-
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 
 /** Replicas 1 and 2 of `cluster`, connected, closed at teardown. */
 async function pair(t: Tap, cluster: ClusterConfig): Promise<[Replica, Replica]> {

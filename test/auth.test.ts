@@ -17,9 +17,8 @@ import {
   hello,
   readReject,
 } from './byzantine-peer.js'
-import { freePorts, until } from './helpers.js'
+import { type Tap, freePorts, until } from './helpers.js'
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 const HOST = '127.0.0.1'
 const REJECT = { UNKNOWN_PEER: 4, BAD_AUTH: 10, BAD_SENDER: 7, BAD_SIGNATURE: 17, BAD_MAC: 18 } as const
 

@@ -28,9 +28,8 @@ import {
 } from 'nexres-rpc'
 
 import { spawnFixture } from './child-helpers.js'
-import { freePorts, until } from './helpers.js'
+import { type Tap, freePorts, until } from './helpers.js'
 
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 type CodedError = Error & ConnectionFailure & { code?: string; remoteCode?: string; route?: string }
 
 const HOST = '127.0.0.1'

@@ -18,7 +18,6 @@ import { clientHello, fdSoftLimit, freePorts, requestHeader, until } from './hel
 
 const HOST = '127.0.0.1'
 const HELLO_FIXED = wire.HELLO_FIXED_BYTES
-const FRAME_HEADER = wire.HEADER_BYTES
 const MiB = 1024 * 1024
 
 /** A raw client connection that completes the handshake and then does what it is told. */

@@ -6,9 +6,9 @@ import t from 'tap'
 
 import { Client, Replica, RemoteError, TimeoutError } from 'nexres-rpc'
 
-import { loopbackCluster } from './helpers.js'
+import { type Tap, loopbackCluster } from './helpers.js'
 
-async function server(t: Parameters<Parameters<typeof t.test>[0]>[0], name: string): Promise<{ r: Replica; port: number }> {
+async function server(t: Tap, name: string): Promise<{ r: Replica; port: number }> {
   const cluster = await loopbackCluster(1, name)
   cluster.replicas[0]!.clientPort = 0
   const r = await Replica.start({ auth: 'none', id: 1, cluster })

@@ -14,7 +14,7 @@ import t from 'tap'
 
 import { type ClusterConfig, Replica, verifySigned } from 'nexres-rpc'
 
-import { freePorts, until } from './helpers.js'
+import { type Tap, freePorts, until } from './helpers.js'
 
 const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'nexres-rpc.mjs')
 
@@ -180,8 +180,6 @@ t.test('--version prints the package version and exits 0', async (t) => {
 })
 
 const B64URL_KEY = /^[A-Za-z0-9_-]{43}$/
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
-
 /** Starts one replica per key pair on 127.0.0.1 with auth 'mac'; closed at teardown. */
 async function startKeyed(t: Tap, pairs: { publicKey: string; privateKey: string }[], id: string): Promise<{ cluster: ClusterConfig; replicas: Replica[] }> {
   const ports = await freePorts(pairs.length)

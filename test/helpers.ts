@@ -2,8 +2,12 @@ import { execSync } from 'node:child_process'
 import { createServer } from 'node:net'
 
 import type { ClusterConfig, Replica } from 'nexres-rpc'
+import type tap from 'tap'
 
 import * as wire from '../lib/wire.js'
+
+/** A tap test object, as handed to t.test callbacks. */
+export type Tap = Parameters<Parameters<typeof tap.test>[0]>[0]
 
 /** Ports the OS handed out on 127.0.0.1 (bound then released). */
 export async function freePorts(n: number): Promise<number[]> {

@@ -15,10 +15,8 @@ import t from 'tap'
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import { routeId } from './byzantine-peer.js'
-import { fdSoftLimit, loopbackCluster, until } from './helpers.js'
+import { type Tap, fdSoftLimit, loopbackCluster, until } from './helpers.js'
 import { DEADLINE, HonestStream, KIND_DATA, KIND_PING, KIND_PONG, RawPeer, frameHeader, hello } from './wire-peer.js'
-
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 
 // ---------------------------------------------------------------- wire format
 

@@ -13,11 +13,8 @@ import t from 'tap'
 
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
-import { loopbackCluster, until } from './helpers.js'
+import { type Tap, loopbackCluster, until } from './helpers.js'
 import { DEADLINE, type FrameFields, HELLO_FIXED, HonestStream, KIND_ACK, KIND_REJECT, MAGIC, RawPeer, TYPE_WELCOME, dataFrame, frameHeader, hello, parseFrame, routeId } from './wire-peer.js'
-
-/** A tap test object, as handed to t.test callbacks. */
-type Tap = Parameters<Parameters<typeof t.test>[0]>[0]
 
 // ---------------------------------------------------------------- wire format
 

@@ -10,12 +10,12 @@ import * as wire from '../lib/wire.js'
 import { type ClusterConfig, ConfigError, QueueFullError, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import { type Child, lastCount, spawnFixture } from './child-helpers.js'
-import { freePorts, loopbackCluster, until } from './helpers.js'
+import { type Tap, freePorts, loopbackCluster, until } from './helpers.js'
 
 const HEADER = wire.HEADER_BYTES
 
 /** The type of a subtest's `t`. */
-type TapTest = Parameters<Parameters<typeof t.test>[0]>[0]
+type TapTest = Tap
 
 interface Counts {
   threads: number

@@ -9,7 +9,7 @@ import t from 'tap'
 
 import { Client, type ClusterConfig, ConfigError, RemoteError, Replica, type ReplicaOptions } from 'nexres-rpc'
 
-import { loopbackCluster, until } from './helpers.js'
+import { type Tap, loopbackCluster, until } from './helpers.js'
 
 const handlers = new URL('./fixtures/worker-handlers.mjs', import.meta.url)
 const broken = new URL('./fixtures/worker-broken.mjs', import.meta.url)
@@ -22,7 +22,7 @@ function counters(): { shared: SharedArrayBuffer; view: Int32Array } {
 
 /** Replica 1 with workers, replica 2 plain; both connected. */
 async function pair(
-  t: Parameters<Parameters<typeof t.test>[0]>[0],
+  t: Tap,
   name: string,
   extra: Partial<ReplicaOptions>,
 ): Promise<{ a: Replica; b: Replica; cluster: ClusterConfig }> {
