@@ -9,15 +9,9 @@ import t from 'tap'
 
 import { type ClusterConfig, ConfigError, Replica, type ReplicaOptions, generateKeyPair, verifySigned } from 'nexres-rpc'
 
-import {
-  KIND,
-  connectAuthenticated,
-  dataFrame,
-  header,
-  hello,
-  readReject,
-} from './byzantine-peer.js'
+import { connectAuthenticated, readReject } from './byzantine-peer.js'
 import { type Tap, freePorts, until } from './helpers.js'
+import { dataFrame, hello } from './wire-peer.js'
 
 const HOST = '127.0.0.1'
 const REJECT = { UNKNOWN_PEER: 4, BAD_AUTH: 10, BAD_SENDER: 7, BAD_SIGNATURE: 17, BAD_MAC: 18 } as const
@@ -326,8 +320,6 @@ t.test('man in the middle: dropping bytes (reordering the stream) is detected', 
   })
 })
 
-void header
-void KIND
 
 t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a bad signature closes the connection', async (t) => {
   const k = await keyedCluster(3, 'auth-signed')

@@ -15,54 +15,10 @@ import {
 } from 'node:crypto'
 import { type Socket, connect } from 'node:net'
 
-const MAGIC = 0x5052584e
+import * as wire from '../lib/wire.js'
+import { KIND_AUTH, KIND_REJECT, KIND_SEAL, frameHeader, hello } from './wire-peer.js'
+
 const PKCS8_ED25519 = Buffer.from('302e020100300506032b657004220420', 'hex')
-export const KIND = { data: 1, ack: 2, reject: 3, ping: 4, pong: 5, seal: 9, auth: 10 } as const
-
-export interface FrameFields {
-  length?: number
-  route?: number
-  sender: number
-  kind: number
-  flags?: number
-  msgId: bigint | number
-}
-
-export function header(f: FrameFields): Buffer {
-  const b = Buffer.alloc(24)
-  b.writeUInt32LE(f.length ?? 0, 0)
-  b.writeUInt32LE(f.route ?? 0, 4)
-  b.writeUInt32LE(f.sender, 8)
-  b[12] = f.kind
-  b[13] = f.flags ?? 0
-  b.writeBigUInt64LE(BigInt(f.msgId), 16)
-  return b
-}
-
-export function routeId(name: string): number {
-  let h = 0x811c9dc5
-  for (const c of Buffer.from(name, 'utf8')) h = Math.imul(h ^ c, 0x01000193) >>> 0
-  return h
-}
-
-export function dataFrame(sender: number, route: string, id: number, payload: Buffer): Buffer {
-  return Buffer.concat([header({ length: payload.length, route: routeId(route), sender, kind: KIND.data, msgId: id }), payload])
-}
-
-export function hello(opts: { sender: number; clusterId: string; auth: number; ext?: Buffer; incarnation?: bigint }): Buffer {
-  const cid = Buffer.from(opts.clusterId, 'utf8')
-  const ext = opts.ext ?? Buffer.alloc(0)
-  const b = Buffer.alloc(32)
-  b.writeUInt32LE(MAGIC, 0)
-  b.writeUInt16LE(1, 4) // version
-  b.writeUInt16LE(1, 6) // HELLO
-  b.writeUInt16LE(opts.auth, 8)
-  b[10] = cid.length
-  b.writeUInt32LE(opts.sender, 12)
-  b.writeBigUInt64LE(opts.incarnation ?? BigInt('0x' + randomBytes(8).toString('hex')), 16)
-  b.writeUInt32LE(cid.length + ext.length, 24)
-  return Buffer.concat([b, cid, ext])
-}
 
 // One buffered reader per socket: bytes not yet asked for stay here.
 const readers = new WeakMap<Socket, { buf: Buffer; ended: boolean; wake: (() => void)[] }>()
@@ -115,7 +71,7 @@ export async function readReject(sock: Socket, ms = 5000): Promise<{ code: numbe
     const h = await readExactly(sock, 24, ms)
     const len = h.readUInt32LE(0)
     const body = len > 0 ? await readExactly(sock, len, ms) : Buffer.alloc(0)
-    if (h[12] === KIND.reject) return { code: body.readUInt16LE(0), text: body.subarray(2).toString() }
+    if (h[12] === KIND_REJECT) return { code: body.readUInt16LE(0), text: body.subarray(2).toString() }
   }
 }
 
@@ -172,7 +128,7 @@ export async function connectAuthenticated(opts: {
   const incI = BigInt('0x' + randomBytes(8).toString('hex'))
   sock.write(hello({ sender: opts.sender, clusterId: opts.clusterId, auth: 1, ext: Buffer.concat([nonceI, ephPub]), incarnation: incI }))
   const fixed = await readExactly(sock, 32)
-  if (fixed.readUInt32LE(0) !== MAGIC) throw new Error('no WELCOME')
+  if (fixed.readUInt32LE(0) !== wire.HELLO_MAGIC) throw new Error('no WELCOME')
   const incR = fixed.readBigUInt64LE(16)
   const body = await readExactly(sock, fixed.readUInt32LE(24))
   const x = body.subarray(cid.length)
@@ -187,7 +143,7 @@ export async function connectAuthenticated(opts: {
   ids.writeBigUInt64LE(incR, 16)
   const t = Buffer.concat([Buffer.from('nexres-rpc/1 handshake'), v, Buffer.from([cid.length]), cid, ids, nonceI, ephPub, nonceR, ephR])
   const sig = sign(null, Buffer.concat([Buffer.from('I'), t]), ed25519Key(seedOf(opts.privateKey)))
-  sock.write(Buffer.concat([header({ length: 64, sender: opts.sender, kind: KIND.auth, msgId: 0 }), sig]))
+  sock.write(Buffer.concat([frameHeader({ length: 64, sender: opts.sender, kind: KIND_AUTH, msgId: 0 }), sig]))
   const peerEph = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(ephR).toString('base64url') }, format: 'jwk' })
   const shared = diffieHellman({ privateKey: eph.privateKey, publicKey: peerEph })
   const okm = Buffer.from(
@@ -203,7 +159,7 @@ export async function connectAuthenticated(opts: {
         sock.write(batch)
         return batch
       }
-      const seal = Buffer.concat([header({ length: 16, sender: opts.sender, kind: KIND.seal, msgId: peer.seq }), gmac(i2r, peer.seq, batch)])
+      const seal = Buffer.concat([frameHeader({ length: 16, sender: opts.sender, kind: KIND_SEAL, msgId: peer.seq }), gmac(i2r, peer.seq, batch)])
       peer.seq++
       const out = Buffer.concat([batch, seal])
       sock.write(out)

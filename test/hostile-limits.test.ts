@@ -14,9 +14,8 @@ import t from 'tap'
 
 import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
-import { routeId } from './byzantine-peer.js'
 import { type Tap, fdSoftLimit, loopbackCluster, until } from './helpers.js'
-import { DEADLINE, HonestStream, KIND_DATA, KIND_PING, KIND_PONG, RawPeer, frameHeader, hello } from './wire-peer.js'
+import { DEADLINE, HonestStream, KIND_DATA, KIND_PING, KIND_PONG, RawPeer, frameHeader, hello, routeId } from './wire-peer.js'
 
 // ---------------------------------------------------------------- wire format
 

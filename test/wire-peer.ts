@@ -1,5 +1,6 @@
 // One raw-peer harness for the tests that play a hostile or broken replica
-// against a replica's port (hostile-peers, hostile-limits): frame and HELLO
+// against a replica's port (hostile-peers, hostile-limits; byzantine-peer.ts
+// adds the 'mac' handshake on top, client-support.ts the client port): frame and HELLO
 // builders, a frame parser, a raw node:net connection that collects what the
 // server writes, and the honest stream that must keep arriving meanwhile.
 import { randomBytes } from 'node:crypto'
@@ -18,6 +19,8 @@ export const KIND_ACK = 2
 export const KIND_REJECT = wire.KIND_REJECT
 export const KIND_PING = 4
 export const KIND_PONG = 5
+export const KIND_SEAL = 9
+export const KIND_AUTH = 10
 export const TYPE_HELLO = 1
 export const TYPE_WELCOME = 2
 
@@ -44,13 +47,16 @@ export interface HelloFields {
   incarnation?: bigint
   /** Defaults to the cluster id's byte length. */
   clusterIdLength?: number
-  /** Defaults to the cluster id's byte length. */
+  /** Defaults to the body's byte length (cluster id and `ext`). */
   bodyLength?: number
+  /** Bytes after the cluster id (the auth modes' handshake extension). */
+  ext?: Buffer
 }
 
-/** HELLO: 32-byte fixed part (PROTOCOL.md §2) then the cluster id bytes. */
+/** HELLO: 32-byte fixed part (PROTOCOL.md §2) then the cluster id bytes (and `ext`). */
 export function hello(f: HelloFields): Buffer {
   const cid = Buffer.from(f.clusterId, 'utf8')
+  const ext = f.ext ?? Buffer.alloc(0)
   const b = Buffer.alloc(HELLO_FIXED)
   ;(f.magic ?? MAGIC).copy(b, 0, 0, 4)
   b.writeUInt16LE(f.version ?? 1, 4)
@@ -60,9 +66,9 @@ export function hello(f: HelloFields): Buffer {
   b.writeUInt8(0, 11)
   b.writeUInt32LE(f.sender >>> 0, 12)
   b.writeBigUInt64LE(f.incarnation ?? randomBytes(8).readBigUInt64LE(0), 16)
-  b.writeUInt32LE(f.bodyLength ?? cid.length, 24)
+  b.writeUInt32LE(f.bodyLength ?? cid.length + ext.length, 24)
   b.writeUInt32LE(0, 28)
-  return Buffer.concat([b, cid])
+  return Buffer.concat([b, cid, ext])
 }
 
 export interface FrameFields {
@@ -72,7 +78,7 @@ export interface FrameFields {
   kind?: number
   flags?: number
   reserved?: number
-  msgId: bigint
+  msgId: bigint | number
 }
 
 /** Frame header (PROTOCOL.md §3), 24 bytes. */
@@ -84,12 +90,12 @@ export function frameHeader(f: FrameFields): Buffer {
   b.writeUInt8(f.kind ?? KIND_DATA, 12)
   b.writeUInt8(f.flags ?? 0, 13)
   b.writeUInt16LE(f.reserved ?? 0, 14)
-  b.writeBigUInt64LE(f.msgId, 16)
+  b.writeBigUInt64LE(BigInt(f.msgId), 16)
   return b
 }
 
 /** A whole DATA frame. */
-export function dataFrame(sender: number, route: string, msgId: bigint, body: Uint8Array = new Uint8Array(0)): Buffer {
+export function dataFrame(sender: number, route: string, msgId: bigint | number, body: Uint8Array = new Uint8Array(0)): Buffer {
   return Buffer.concat([frameHeader({ length: body.byteLength, route: routeId(route), sender, msgId }), body])
 }
 
