@@ -3,81 +3,22 @@
 // 127.0.0.1; in every test an honest replica sends numbered messages
 // throughout and all of them must arrive, in order, exactly once.
 import { readdirSync } from 'node:fs'
-import { type Server, type Socket, connect, createServer } from 'node:net'
+import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
 
 import { type ClusterConfig, ConfigError, Replica, type ReplicaOptions, generateKeyPair, verifySigned } from 'nexres-rpc'
 
 import { connectAuthenticated, readReject } from './byzantine-peer.js'
-import { type Tap, freePorts, until } from './helpers.js'
+import { type Keyed, type Tap, freePorts, honestStream, keyedCluster, until } from './helpers.js'
+import { FaultProxy } from './fault-proxy.js'
 import { dataFrame, hello } from './wire-peer.js'
 
 const HOST = '127.0.0.1'
 const REJECT = { UNKNOWN_PEER: 4, BAD_AUTH: 10, BAD_SENDER: 7, BAD_SIGNATURE: 17, BAD_MAC: 18 } as const
 
-interface Keyed {
-  cluster: ClusterConfig
-  keys: { publicKey: string; privateKey: string }[]
-}
-
-async function keyedCluster(n: number, name: string): Promise<Keyed> {
-  const ports = await freePorts(n)
-  const keys = ports.map(() => generateKeyPair())
-  return {
-    keys,
-    cluster: { id: name, replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, publicKey: keys[i]!.publicKey })) },
-  }
-}
-
 function openFds(): number {
   return readdirSync('/proc/self/fd').length
-}
-
-/**
- * Replica 2 sends replica 1 numbered messages (4-byte LE counter) until
- * stopped; replica 1 checks order. `finish()` stops sending and waits for
- * every message to arrive.
- */
-function honestStream(t: Tap, sender: Replica, receiver: Replica, route = 'n') {
-  let sent = 0
-  let got = 0
-  let outOfOrder = 0
-  let stopped = false
-  receiver.on(route, (m) => {
-    const v = new DataView(m.payload.buffer, m.payload.byteOffset, 4).getUint32(0, true)
-    if (v !== got + 1) outOfOrder++
-    got = v
-  })
-  const body = Buffer.alloc(64)
-  const timer = setInterval(() => {
-    if (stopped) return
-    for (let i = 0; i < 50; i++) {
-      body.writeUInt32LE(sent + 1, 0)
-      try {
-        sender.send(receiver.id, route, body)
-      } catch {
-        stopped = true // the replica closed (test teardown)
-        return
-      }
-      sent++
-    }
-  }, 2)
-  t.teardown(() => {
-    stopped = true
-    clearInterval(timer)
-  })
-  return {
-    get got() {
-      return got
-    },
-    async finish(): Promise<void> {
-      stopped = true
-      clearInterval(timer)
-      await until(() => got === sent, 15_000, `all ${sent} honest messages (have ${got})`)
-      t.equal(outOfOrder, 0, `all ${sent} honest messages arrived in order, exactly once`)
-    },
-  }
 }
 
 async function startPair(t: Tap, k: Keyed, extra: Partial<ReplicaOptions> = {}): Promise<[Replica, Replica]> {
@@ -234,40 +175,14 @@ t.test('a Byzantine member (real key): forged sender id, unsealed frames, a bad 
   t.same(seen, ['hello from 3'], 'nothing else from the Byzantine member was delivered')
 })
 
-/**
- * A man in the middle between replica 2 (which dials the proxy) and replica
- * 1: passes bytes through, except that `tamper` may change the stream from
- * 2 to 1 of the first connection after `afterBytes` bytes.
- */
-async function proxy(t: Tap, target: number, port: number, tamper: (chunk: Buffer, sent: number, sock: Socket) => Buffer | null): Promise<Server> {
-  let conn = 0
-  const server = createServer((client) => {
-    const n = ++conn
-    const up = connect(target, HOST)
-    let sent = 0
-    client.on('error', () => up.destroy())
-    up.on('error', () => client.destroy())
-    up.on('data', (d) => client.write(d))
-    client.on('data', (d: Buffer) => {
-      const out = n === 1 ? tamper(d, sent, up) : d
-      sent += d.length
-      if (out !== null) up.write(out)
-    })
-    client.on('close', () => up.destroy())
-    up.on('close', () => client.destroy())
-  })
-  await new Promise<void>((r) => server.listen(port, HOST, () => r()))
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
-  return server
-}
-
 async function mitmCase(t: Tap, name: string, tamper: (chunk: Buffer, sent: number, up: Socket) => Buffer | null): Promise<void> {
   const k = await keyedCluster(2, `auth-mitm-${name}`)
   const [p1, p2] = [k.cluster.replicas[0]!.port, k.cluster.replicas[1]!.port]
-  const proxyPort = (await freePorts(1))[0]!
+  // A man in the middle between replica 2 (which dials the proxy) and
+  // replica 1: `tamper` changes the first connection's stream from 2 to 1.
+  const mitm = await FaultProxy.open(t, p1, (chunk, sent, n, up) => (n === 1 ? tamper(chunk, sent, up) : chunk))
   // Replica 2 sees replica 1 at the proxy's address.
-  const viewOf2: ClusterConfig = { ...k.cluster, replicas: [{ ...k.cluster.replicas[0]!, port: proxyPort }, k.cluster.replicas[1]!] }
-  await proxy(t, p1, proxyPort, tamper)
+  const viewOf2: ClusterConfig = { ...k.cluster, replicas: [{ ...k.cluster.replicas[0]!, port: mitm.port }, k.cluster.replicas[1]!] }
   const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey })
   t.teardown(() => a.close({ timeoutMs: 0 }))
   const b = await Replica.start({ id: 2, cluster: viewOf2, privateKey: k.keys[1]!.privateKey, reconnect: { minMs: 10, maxMs: 50 } })

@@ -1,7 +1,7 @@
 import { execSync } from 'node:child_process'
 import { createServer } from 'node:net'
 
-import type { ClusterConfig, Replica } from 'nexres-rpc'
+import { type ClusterConfig, type Replica, generateKeyPair } from 'nexres-rpc'
 import type tap from 'tap'
 
 import * as wire from '../lib/wire.js'
@@ -94,3 +94,65 @@ export function requestHeader(length: number, id: number): Buffer {
   h.writeUInt32LE(id, wire.OFFSET_MSG_ID)
   return h
 }
+
+export interface Keyed {
+  cluster: ClusterConfig
+  keys: { publicKey: string; privateKey: string }[]
+}
+
+/** A loopback cluster of `n` replicas with fresh Ed25519 keys (auth 'mac'). */
+export async function keyedCluster(n: number, name: string): Promise<Keyed> {
+  const ports = await freePorts(n)
+  const keys = ports.map(() => generateKeyPair())
+  return {
+    keys,
+    cluster: { id: name, replicas: ports.map((port, i) => ({ id: i + 1, host: '127.0.0.1', port, publicKey: keys[i]!.publicKey })) },
+  }
+}
+
+/**
+ * `sender` sends `receiver` numbered messages (4-byte LE counter) until
+ * stopped; the receiver checks order. `finish()` stops sending and waits for
+ * every message to arrive.
+ */
+export function honestStream(t: Tap, sender: Replica, receiver: Replica, route = 'n') {
+  let sent = 0
+  let got = 0
+  let outOfOrder = 0
+  let stopped = false
+  receiver.on(route, (m) => {
+    const v = new DataView(m.payload.buffer, m.payload.byteOffset, 4).getUint32(0, true)
+    if (v !== got + 1) outOfOrder++
+    got = v
+  })
+  const body = Buffer.alloc(64)
+  const timer = setInterval(() => {
+    if (stopped) return
+    for (let i = 0; i < 50; i++) {
+      body.writeUInt32LE(sent + 1, 0)
+      try {
+        sender.send(receiver.id, route, body)
+      } catch {
+        stopped = true // the replica closed (test teardown)
+        return
+      }
+      sent++
+    }
+  }, 2)
+  t.teardown(() => {
+    stopped = true
+    clearInterval(timer)
+  })
+  return {
+    get got() {
+      return got
+    },
+    async finish(): Promise<void> {
+      stopped = true
+      clearInterval(timer)
+      await until(() => got === sent, 15_000, `all ${sent} honest messages (have ${got})`)
+      t.equal(outOfOrder, 0, `all ${sent} honest messages arrived in order, exactly once`)
+    },
+  }
+}
+
