@@ -9,23 +9,48 @@ import * as wire from '../lib/wire.js'
 /** A tap test object, as handed to t.test callbacks. */
 export type Tap = Parameters<Parameters<typeof tap.test>[0]>[0]
 
-/** Ports the OS handed out on 127.0.0.1 (bound then released). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: n }, () =>
-      new Promise<import('node:net').Server>((resolve, reject) => {
-        const s = createServer()
-        s.once('error', reject)
-        s.listen(0, '127.0.0.1', () => resolve(s))
-      }),
-    ),
-  )
-  const ports = servers.map((s) => {
-    const a = s.address()
-    if (a === null || typeof a === 'string') throw new Error('no port')
-    return a.port
+/**
+ * The one factor by which the tests' upper time bounds are scaled
+ * (NEXRES_TEST_TIME_SCALE, default 1): raise it on a machine much slower or
+ * busier than 2 vCPUs (valgrind, emulation). Lower bounds ("not before the
+ * deadline") are orderings and are never scaled.
+ */
+export const TIME_SCALE = Math.max(1, Number(process.env.NEXRES_TEST_TIME_SCALE ?? '1') || 1)
+
+/** An upper bound of `ms` milliseconds on this machine (see TIME_SCALE). */
+export function timeBound(ms: number): number {
+  return ms * TIME_SCALE
+}
+
+// Replica ports must be known before any replica of a cluster starts (every
+// replica gets the whole config), so they cannot all be port 0. Ports the OS
+// hands out for port 0 come from the ephemeral range, where a released one
+// may be taken meanwhile as the source port of any outgoing connection
+// (this test's own clients and links): a race. Ports here come from below
+// the ephemeral range (Linux: 32768-60999), which the OS never hands out by
+// itself, in a block of this process's own (by pid), each checked bindable.
+const PORT_BASE = 20_000
+const PORT_BLOCK = 256
+const PORT_BLOCKS = 48 // 20000 .. 32287
+let nextPort = 0
+
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer()
+    s.once('error', () => resolve(false))
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
   })
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+}
+
+/** `n` ports on 127.0.0.1 that nothing listens on, from outside the ephemeral range. */
+export async function freePorts(n: number): Promise<number[]> {
+  const base = PORT_BASE + (process.pid % PORT_BLOCKS) * PORT_BLOCK
+  const ports: number[] = []
+  for (let tries = 0; ports.length < n; tries++) {
+    if (tries > PORT_BLOCK) throw new Error(`no free port in ${base}..${base + PORT_BLOCK - 1}`)
+    const port = base + (nextPort++ % PORT_BLOCK)
+    if (await bindable(port)) ports.push(port)
+  }
   return ports
 }
 
