@@ -12,10 +12,10 @@ import { readdirSync } from 'node:fs'
 import t from 'tap'
 
 
-import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
+import { Replica } from 'nexres-rpc'
 
-import { type Tap, fdSoftLimit, loopbackCluster, until, timeBound } from './helpers.js'
-import { DEADLINE, HonestStream, KIND_DATA, KIND_PING, KIND_PONG, RawPeer, frameHeader, hello, routeId } from './wire-peer.js'
+import { type Tap, fdSoftLimit, until, timeBound } from './helpers.js'
+import { type HostileSetup, hostileSetup, DEADLINE, HonestStream, KIND_DATA, KIND_PING, KIND_PONG, RawPeer, frameHeader, hello, routeId } from './wire-peer.js'
 
 // ---------------------------------------------------------------- wire format
 
@@ -29,64 +29,11 @@ function frame(kind: number, sender: number, msgId: bigint, route = 0, body: Buf
 
 // -------------------------------------------------------------------- cluster
 
-interface Setup {
-  cluster: ClusterConfig
-  r1: Replica
-  r2: Replica
-  port2: number
-  rejects2: RejectInfo[]
-  downs1: string[]
-  others: string[]
-  stream: HonestStream
-  started: Replica[]
-  raw(): Promise<RawPeer>
-  /** Raw sockets opened so far (destroyed at teardown). */
-  sockets: RawPeer[]
-}
+type Setup = HostileSetup
 
-async function setup(t: Tap, opts2: Partial<ReplicaOptions> = {}): Promise<Setup> {
-  const cluster = await loopbackCluster(3, 'limits')
-  const sockets: RawPeer[] = []
-  const started: Replica[] = []
-  let stream: HonestStream | undefined
-  t.teardown(async () => {
-    stream?.stop()
-    for (const s of sockets) s.destroy()
-    await Promise.all(started.map((r) => r.close({ timeoutMs: 0 })))
-  })
-  const r1 = await Replica.start({ auth: 'none', id: 1, cluster })
-  started.push(r1)
-  const r2 = await Replica.start({ auth: 'none', id: 2, cluster, ...opts2 })
-  started.push(r2)
-  await Promise.all([r1.waitForPeers([2]), r2.waitForPeers([1])])
-  const s: Setup = {
-    cluster,
-    r1,
-    r2,
-    port2: cluster.replicas[1]!.port,
-    rejects2: [],
-    downs1: [],
-    others: [],
-    stream: (stream = new HonestStream(r1, 4, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)),
-    started,
-    sockets,
-    raw: async () => {
-      const p = new RawPeer(cluster.replicas[1]!.port)
-      sockets.push(p)
-      await p.ready()
-      return p
-    },
-  }
-  r2.events.on('reject', (info) => s.rejects2.push(info))
-  r1.events.on('peer-down', (peer, info) => s.downs1.push(`${peer}: ${info.code}`))
-  r2.on('seq', (msg) => {
-    if (msg.from === 1) stream.onMessage(msg.payload)
-    else s.others.push(`${msg.from} on seq`)
-  })
-  r2.on('empty', (msg) => s.others.push(`${msg.from} on empty`))
-  stream.start()
-  await until(() => stream.received >= 100, DEADLINE, 'honest stream to start')
-  return s
+/** The shared hostile-test cluster; replica 1's stream never ends by itself here. */
+function setup(t: Tap, opts2: Parameters<typeof hostileSetup>[2] = {}): Promise<Setup> {
+  return hostileSetup(t, 'limits', opts2, (r1) => new HonestStream(r1, 4, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER))
 }
 
 /** The honest stream goes on, then every message arrived once and in order. */

@@ -11,10 +11,9 @@ import { randomBytes } from 'node:crypto'
 
 import t from 'tap'
 
-import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
-import { type Tap, loopbackCluster, until } from './helpers.js'
-import { DEADLINE, type FrameFields, HELLO_FIXED, HonestStream, KIND_ACK, KIND_REJECT, MAGIC, RawPeer, TYPE_WELCOME, dataFrame, frameHeader, hello, parseFrame, routeId } from './wire-peer.js'
+import { type Tap, until } from './helpers.js'
+import { type HostileSetup, hostileSetup, DEADLINE, type FrameFields, HELLO_FIXED, KIND_ACK, KIND_REJECT, MAGIC, RawPeer, TYPE_WELCOME, dataFrame, frameHeader, hello, parseFrame, routeId } from './wire-peer.js'
 
 // ---------------------------------------------------------------- wire format
 
@@ -31,84 +30,11 @@ const CODE = {
 } as const
 type CodeName = keyof typeof CODE
 
-// -------------------------------------------------------------------- cluster
+type Setup = HostileSetup
 
-interface Delivery {
-  from: number
-  route: string
-  size: number
-}
-
-interface Setup {
-  cluster: ClusterConfig
-  r1: Replica
-  r2: Replica
-  port2: number
-  /** Every reject event replica 2 emitted. */
-  rejects2: RejectInfo[]
-  /** Every reject event replica 1 emitted (expected: none). */
-  rejects1: RejectInfo[]
-  /** Replica 1's link to 2 went down (expected: never). */
-  downs1: { peer: number; code: string }[]
-  /** Deliveries at replica 2 that did not come from replica 1 on 'seq'. */
-  others: Delivery[]
-  /** Deliveries at replica 2 on route 'empty'. */
-  empties: Delivery[]
-  /** Honest stream state. */
-  stream: HonestStream
-  /** Opens a raw socket to replica 2's port, destroyed at teardown. */
-  raw(): Promise<RawPeer>
-}
-
-async function setup(t: Tap, opts2: Partial<ReplicaOptions> = {}): Promise<Setup> {
-  const cluster = await loopbackCluster(3)
-  const sockets: RawPeer[] = []
-  const started: Replica[] = []
-  let stream: HonestStream | undefined
-  t.teardown(async () => {
-    stream?.stop()
-    for (const s of sockets) s.destroy()
-    await Promise.all(started.map((r) => r.close({ timeoutMs: 0 })))
-  })
-  const r1 = await Replica.start({ auth: 'none', id: 1, cluster })
-  started.push(r1)
-  const r2 = await Replica.start({ auth: 'none', id: 2, cluster, ...opts2 })
-  started.push(r2)
-  await Promise.all([r1.waitForPeers([2]), r2.waitForPeers([1])])
-
-  const s: Setup = {
-    cluster,
-    r1,
-    r2,
-    port2: cluster.replicas[1]!.port,
-    rejects2: [],
-    rejects1: [],
-    downs1: [],
-    others: [],
-    empties: [],
-    stream: (stream = new HonestStream(r1)),
-    raw: async () => {
-      const p = new RawPeer(cluster.replicas[1]!.port)
-      sockets.push(p)
-      await p.ready()
-      return p
-    },
-  }
-  t.equal(r2.port, s.port2, 'replica 2 listens on its configured port')
-  r2.events.on('reject', (info) => s.rejects2.push(info))
-  r1.events.on('reject', (info) => s.rejects1.push(info))
-  r1.events.on('peer-down', (peer, info) => s.downs1.push({ peer, code: info.code }))
-  r2.on('seq', (msg) => {
-    if (msg.from === 1) stream.onMessage(msg.payload)
-    else s.others.push({ from: msg.from, route: msg.route, size: msg.size })
-  })
-  r2.on('empty', (msg) => {
-    s.empties.push({ from: msg.from, route: msg.route, size: msg.size })
-  })
-  r2.events.on('unrouted', (info) => s.others.push({ from: info.from, route: `#${info.route}`, size: info.size }))
-  // Honest traffic is flowing before the hostile side shows up.
-  stream.start()
-  await until(() => stream.received >= 100, DEADLINE, 'honest stream to start')
+async function setup(t: Tap, opts2: Parameters<typeof hostileSetup>[2] = {}): Promise<Setup> {
+  const s = await hostileSetup(t, 'test', opts2)
+  t.equal(s.r2.port, s.port2, 'replica 2 listens on its configured port')
   return s
 }
 
@@ -160,7 +86,7 @@ async function expectReject(
 }
 
 function nothingFrom3(t: Tap, s: Setup, exceptEmpty = false): void {
-  t.same(s.others, [], 'nothing delivered except the honest stream')
+  t.same([...s.others, ...s.unrouted], [], 'nothing delivered except the honest stream')
   if (!exceptEmpty) t.same(s.empties, [], "nothing delivered on 'empty'")
   if (!exceptEmpty) t.equal(s.r2.stats().peers.find((p) => p.id === 3)?.msgsIn, 0, 'replica 2 counted no message from replica 3')
 }

@@ -6,10 +6,10 @@
 import { randomBytes } from 'node:crypto'
 import { type Socket, connect } from 'node:net'
 
-import type { Replica } from 'nexres-rpc'
+import { type ClusterConfig, type RejectInfo, Replica, type ReplicaOptions } from 'nexres-rpc'
 
 import * as wire from '../lib/wire.js'
-import { until } from './helpers.js'
+import { type Tap, loopbackCluster, until } from './helpers.js'
 
 export const MAGIC = Buffer.from('NXRP', 'latin1')
 export const HELLO_FIXED = wire.HELLO_FIXED_BYTES
@@ -314,4 +314,97 @@ export class HonestStream {
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
   }
+}
+
+// ------------------------------------------------------ hostile-test cluster
+
+export interface Delivery {
+  from: number
+  route: string
+  size: number
+}
+
+/**
+ * Replicas 1, 2 and 3 in the configuration, only 1 and 2 running; replica 1
+ * streams numbered messages to replica 2 on 'seq' the whole time, and raw
+ * sockets (`raw()`) play the hostile side against replica 2's port. Claiming
+ * to be replica 3 (a member whose process is not running) disturbs no real
+ * session. What replica 2 delivers or refuses is recorded.
+ */
+export interface HostileSetup {
+  cluster: ClusterConfig
+  r1: Replica
+  r2: Replica
+  port2: number
+  /** Every reject event replica 2 emitted. */
+  rejects2: RejectInfo[]
+  /** Every reject event replica 1 emitted (expected: none). */
+  rejects1: RejectInfo[]
+  /** Replica 1's link to 2 went down (expected: never). */
+  downs1: { peer: number; code: string }[]
+  /** Deliveries at replica 2 on 'seq' that did not come from replica 1. */
+  others: Delivery[]
+  /** Deliveries at replica 2 on route 'empty'. */
+  empties: Delivery[]
+  /** Frames replica 2 had no route for. */
+  unrouted: Delivery[]
+  stream: HonestStream
+  /** Replicas started (closed at teardown); a test may add its own. */
+  started: Replica[]
+  /** Opens a raw socket to replica 2's port, destroyed at teardown. */
+  raw(): Promise<RawPeer>
+}
+
+export async function hostileSetup(t: Tap, name: string, opts2: Partial<ReplicaOptions> = {}, stream?: (r1: Replica) => HonestStream): Promise<HostileSetup> {
+  const cluster = await loopbackCluster(3, name)
+  const sockets: RawPeer[] = []
+  const started: Replica[] = []
+  let honest: HonestStream | undefined
+  t.teardown(async () => {
+    honest?.stop()
+    for (const p of sockets) p.destroy()
+    await Promise.all(started.map((r) => r.close({ timeoutMs: 0 })))
+  })
+  const r1 = await Replica.start({ auth: 'none', id: 1, cluster })
+  started.push(r1)
+  const r2 = await Replica.start({ auth: 'none', id: 2, cluster, ...opts2 })
+  started.push(r2)
+  await Promise.all([r1.waitForPeers([2]), r2.waitForPeers([1])])
+  honest = stream?.(r1) ?? new HonestStream(r1)
+  const h = honest
+  const s: HostileSetup = {
+    cluster,
+    r1,
+    r2,
+    port2: cluster.replicas[1]!.port,
+    rejects2: [],
+    rejects1: [],
+    downs1: [],
+    others: [],
+    empties: [],
+    unrouted: [],
+    stream: h,
+    started,
+    raw: async () => {
+      const p = new RawPeer(cluster.replicas[1]!.port)
+      sockets.push(p)
+      await p.ready()
+      return p
+    },
+  }
+  r2.events.on('reject', (info) => s.rejects2.push(info))
+  r1.events.on('reject', (info) => s.rejects1.push(info))
+  r1.events.on('peer-down', (peer, info) => s.downs1.push({ peer, code: info.code }))
+  r2.on('seq', (msg) => {
+    if (msg.from === 1) h.onMessage(msg.payload)
+    else s.others.push({ from: msg.from, route: msg.route, size: msg.size })
+  })
+  r2.on('empty', (msg) => {
+    s.empties.push({ from: msg.from, route: msg.route, size: msg.size })
+  })
+  r2.events.on('unrouted', (info) => s.unrouted.push({ from: info.from, route: `#${info.route}`, size: info.size }))
+  // Honest traffic is flowing before the hostile side shows up.
+  h.start()
+  await until(() => h.received >= 100, DEADLINE, 'honest stream to start')
+  return s
 }
