@@ -4,6 +4,7 @@ import { isAbsolute } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
 import { checkKnownKeys } from './args.js'
+import { ENGINE_INTEGER_KEYS, ENGINE_INTEGER_OPTIONS, type EngineIntegers } from './engine-options.js'
 import { ConfigError } from './errors.js'
 
 /** One replica of the cluster as every member sees it. */
@@ -205,38 +206,19 @@ export const REPLICA_OPTION_KEYS: Readonly<Record<keyof ReplicaOptions, true>> =
 /** Every key of `ReplicaOptions.reconnect`. */
 export const RECONNECT_OPTION_KEYS: Readonly<Record<keyof ReconnectOptions, true>> = { minMs: true, maxMs: true }
 
-export interface ResolvedOptions {
+/** Options checked, defaults filled (the engine's integers as ENGINE_INTEGER_OPTIONS says). */
+export interface ResolvedOptions extends EngineIntegers {
   id: number
   cluster: ClusterConfig
   peers: number[]
-  ioThreads: number
   listenHost: string | undefined
-  maxFrameBytes: number
   highWaterMark: number
   maxQueueBytes: number
-  handshakeTimeoutMs: number
   reconnectMinMs: number
   reconnectMaxMs: number
   receiveChunkBytes: number
-  maxChunksPerConnection: number
-  maxReceiveBytes: number
-  maxClientReceiveBytes: number
-  maxPendingHandlers: number
   closeTimeoutMs: number
-  sendBufferBytes: number
-  receiveBufferBytes: number
   clientPort: number | undefined
-  maxRequestBytes: number
-  maxClientInFlight: number
-  clientIdleTimeoutMs: number
-  maxClientConnections: number
-  heartbeatIntervalMs: number
-  heartbeatTimeoutMs: number
-  peerDownDeadlineMs: number
-  maxReplicaConnections: number
-  maxConnectionsPerAddress: number
-  frameReadTimeoutMs: number
-  maxPingsPerSecond: number
   workers: number
   handlers: string | undefined
   ordering: 'peer' | 'none'
@@ -336,16 +318,19 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   const reconnectMinMs = optionalInteger('reconnect.minMs', rc.minMs, 1, 60_000, 50)
   const reconnectMaxMs = optionalInteger('reconnect.maxMs', rc.maxMs, 1, 600_000, Math.max(2000, reconnectMinMs))
   if (reconnectMaxMs < reconnectMinMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${reconnectMinMs})`)
-  const maxFrameBytes = optionalInteger('maxFrameBytes', o.maxFrameBytes, 1, 1024 * MiB, 16 * MiB)
+  // The engine's integers, each within its limits (one table: engine-options.ts).
+  const e = {} as EngineIntegers
+  for (const k of ENGINE_INTEGER_KEYS) {
+    const [min, max, dflt] = ENGINE_INTEGER_OPTIONS[k]
+    e[k] = optionalInteger(k, o[k], min, max, dflt)
+  }
+  const { heartbeatIntervalMs, heartbeatTimeoutMs, maxPingsPerSecond, maxRequestBytes } = e
   const highWaterMark = optionalInteger('highWaterMark', o.highWaterMark, 1, 2 ** 40, 16 * MiB)
   const maxQueueBytes = optionalInteger('maxQueueBytes', o.maxQueueBytes, 1, 2 ** 42, 256 * MiB)
   if (maxQueueBytes < highWaterMark) throw new ConfigError('maxQueueBytes', `must be >= highWaterMark (${highWaterMark})`)
-  const heartbeatIntervalMs = optionalInteger('heartbeatIntervalMs', o.heartbeatIntervalMs, 0, 600_000, 1000)
-  const heartbeatTimeoutMs = optionalInteger('heartbeatTimeoutMs', o.heartbeatTimeoutMs, 0, 3_600_000, 5000)
   if (heartbeatTimeoutMs > 0 && heartbeatIntervalMs > 0 && heartbeatTimeoutMs < 2 * heartbeatIntervalMs) {
     throw new ConfigError('heartbeatTimeoutMs', `must be at least twice heartbeatIntervalMs (${heartbeatIntervalMs}), or 0`)
   }
-  const maxPingsPerSecond = optionalInteger('maxPingsPerSecond', o.maxPingsPerSecond, 0, 1_000_000, 100)
   if (maxPingsPerSecond > 0 && heartbeatIntervalMs > 0 && maxPingsPerSecond < 2 * Math.ceil(1000 / heartbeatIntervalMs)) {
     // Peers of the same configuration ping at most once per interval.
     throw new ConfigError('maxPingsPerSecond', `must be at least ${2 * Math.ceil(1000 / heartbeatIntervalMs)} (twice the PINGs per second of heartbeatIntervalMs ${heartbeatIntervalMs}), or 0`)
@@ -359,47 +344,25 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   const ordering = o.ordering === undefined ? 'peer' : o.ordering
   if (ordering !== 'peer' && ordering !== 'none') throw new ConfigError('ordering', `must be 'peer' or 'none', got ${describe(ordering)}`)
   const receiveChunkBytes = optionalInteger('receiveChunkBytes', o.receiveChunkBytes, 64 * 1024, 256 * MiB, MiB)
-  const maxReceiveBytes = optionalInteger('maxReceiveBytes', o.maxReceiveBytes, 4 * MiB, 2 ** 40, 512 * MiB)
-  if (maxReceiveBytes < 4 * receiveChunkBytes) {
+  if (e.maxReceiveBytes < 4 * receiveChunkBytes) {
     throw new ConfigError('maxReceiveBytes', `must be at least 4 × receiveChunkBytes (${4 * receiveChunkBytes})`)
   }
-  const maxRequestBytes = optionalInteger('maxRequestBytes', o.maxRequestBytes, 1, 1024 * MiB, 4 * MiB)
-  const maxClientReceiveBytes = optionalInteger('maxClientReceiveBytes', o.maxClientReceiveBytes, MiB, 2 ** 40, 64 * MiB)
-  if (maxClientReceiveBytes < 4 * (maxRequestBytes + 24)) {
+  if (e.maxClientReceiveBytes < 4 * (maxRequestBytes + 24)) {
     throw new ConfigError('maxClientReceiveBytes', `must be at least 4 × (maxRequestBytes + 24) (${4 * (maxRequestBytes + 24)}): a request that grows to its full size holds its last two buffers at once, and growing requests may hold half of it`)
   }
   return {
+    ...e,
     id,
     cluster,
     peers: cluster.replicas.filter((r) => r.id !== id).map((r) => r.id),
-    ioThreads: optionalInteger('ioThreads', o.ioThreads, 1, 64, 2),
     listenHost,
-    maxFrameBytes,
     highWaterMark,
     maxQueueBytes,
-    handshakeTimeoutMs: optionalInteger('handshakeTimeoutMs', o.handshakeTimeoutMs, 1, 600_000, 5000),
     reconnectMinMs,
     reconnectMaxMs,
     receiveChunkBytes,
-    maxChunksPerConnection: optionalInteger('maxChunksPerConnection', o.maxChunksPerConnection, 2, 1024, 8),
-    maxReceiveBytes,
-    maxClientReceiveBytes,
-    maxPendingHandlers: optionalInteger('maxPendingHandlers', o.maxPendingHandlers, 1, 10_000_000, 1024),
     closeTimeoutMs: optionalInteger('closeTimeoutMs', o.closeTimeoutMs, 0, 600_000, 2000),
-    sendBufferBytes: optionalInteger('sendBufferBytes', o.sendBufferBytes, 0, 256 * MiB, 4 * MiB),
-    receiveBufferBytes: optionalInteger('receiveBufferBytes', o.receiveBufferBytes, 0, 256 * MiB, 0),
     clientPort: cluster.replicas.find((r) => r.id === id)!.clientPort,
-    maxRequestBytes,
-    maxClientInFlight: optionalInteger('maxClientInFlight', o.maxClientInFlight, 1, 1_000_000, 1024),
-    clientIdleTimeoutMs: optionalInteger('clientIdleTimeoutMs', o.clientIdleTimeoutMs, 0, 3_600_000, 60_000),
-    maxClientConnections: optionalInteger('maxClientConnections', o.maxClientConnections, 1, 1_000_000, 10_000),
-    heartbeatIntervalMs,
-    heartbeatTimeoutMs,
-    peerDownDeadlineMs: optionalInteger('peerDownDeadlineMs', o.peerDownDeadlineMs, 0, 86_400_000, 0),
-    maxReplicaConnections: optionalInteger('maxReplicaConnections', o.maxReplicaConnections, 1, 1_000_000, 1024),
-    maxConnectionsPerAddress: optionalInteger('maxConnectionsPerAddress', o.maxConnectionsPerAddress, 1, 1_000_000, 64),
-    frameReadTimeoutMs: optionalInteger('frameReadTimeoutMs', o.frameReadTimeoutMs, 0, 3_600_000, 10_000),
-    maxPingsPerSecond,
     workers,
     handlers,
     ordering,

@@ -3,40 +3,22 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
+import { ENGINE_INTEGER_KEYS, type EngineIntegers } from './engine-options.js'
 import type { ClientConnectionStats, PeerStats } from './stats.js'
 import * as wire from './wire.js'
 
-export interface EngineOptions {
+/** What the addon's Engine takes: the engine's integers (engine-options.ts) and these. */
+export interface EngineOptions extends EngineIntegers {
   selfId: number
   clusterId: string
   replicas: { id: number; host: string; port: number }[]
   listenHost?: string
-  ioThreads: number
-  maxFrameBytes: number
   chunkBytes: number
-  maxChunksPerConnection: number
-  maxReceiveBytes: number
-  maxClientReceiveBytes: number
-  maxPendingHandlers: number
   highWaterBytes: number
-  handshakeTimeoutMs: number
   reconnectMinMs: number
   reconnectMaxMs: number
-  sendBufferBytes: number
-  receiveBufferBytes: number
   clientPort?: number
   clientHost?: string
-  maxRequestBytes: number
-  maxClientInFlight: number
-  clientIdleTimeoutMs: number
-  maxClientConnections: number
-  heartbeatIntervalMs: number
-  heartbeatTimeoutMs: number
-  peerDownDeadlineMs: number
-  maxReplicaConnections: number
-  maxConnectionsPerAddress: number
-  frameReadTimeoutMs: number
-  maxPingsPerSecond: number
   incarnationLo: number
   incarnationHi: number
   /** Replica connections: 'mac' needs privateKey (32-byte seed) and every peer's public key. */
@@ -154,6 +136,13 @@ for (const [name, value] of Object.entries(addon.wire)) {
   const mine = (wire as Record<string, unknown>)[name]
   if (mine !== value) {
     throw new Error(`nexres-rpc: lib/wire.ts ${name} is ${String(mine)}, the native addon's is ${value}: the addon and the JS build do not match (rebuild both)`)
+  }
+}
+
+// One option table: the addon must know every integer option lib/ hands it.
+for (const key of ENGINE_INTEGER_KEYS) {
+  if (!addon.engineOptionKeys.includes(key)) {
+    throw new Error(`nexres-rpc: the native addon has no engine option ${key}: the addon and the JS build do not match (rebuild both)`)
   }
 }
 
