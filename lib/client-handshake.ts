@@ -2,7 +2,7 @@
 // replica's CLIENT_WELCOME read, and every way a connection can fail said
 // with its cause, so that a caller learns what went wrong where.
 import { ConnectionLostError, RemoteError } from './errors.js'
-import { HEADER_BYTES, HELLO_FIXED_BYTES, HELLO_MAGIC, KIND_REJECT, MAX_REJECT_BODY, OFFSET_KIND, PROTOCOL_VERSION, REJECT_BAD_FRAME, WELCOME_CLIENT, rejectReasonName } from './wire.js'
+import { HEADER_BYTES, HELLO_CLIENT, HELLO_FIXED_BYTES, HELLO_MAGIC, KIND_REJECT, MAX_REJECT_BODY, OFFSET_KIND, PROTOCOL_VERSION, REJECT_BAD_FRAME, WELCOME_CLIENT, rejectReasonName } from './wire.js'
 
 /** A replica's client-port address (`Client.connect`'s `host`/`port` or `replicas[]`). */
 export interface Endpoint {
@@ -116,4 +116,18 @@ export function remoteError(e: { code: string; message: string }, route: string)
     return new RemoteError(e.code, e.message.length > 0 ? `${e.message} (route ${name})` : `no handler for route ${name}`, route)
   }
   return new RemoteError(e.code, e.message, route)
+}
+
+/** CLIENT_HELLO (PROTOCOL.md §6), naming `clusterId` ('' names none). */
+export function clientHello(clusterId: string): Buffer {
+  const cid = Buffer.from(clusterId, 'utf8')
+  const h = Buffer.alloc(HELLO_FIXED_BYTES + cid.length)
+  h.writeUInt32LE(HELLO_MAGIC, 0)
+  h.writeUInt16LE(PROTOCOL_VERSION, 4)
+  h.writeUInt16LE(HELLO_CLIENT, 6)
+  h.writeUInt16LE(0, 8)
+  h[10] = cid.length
+  h.writeUInt32LE(cid.length, 24)
+  cid.copy(h, HELLO_FIXED_BYTES)
+  return h
 }

@@ -2,36 +2,30 @@ import type { CallOptions } from './call-options.js'
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
 
-import { checkKnownKeys, checkOptions, checkRoute, checkSignal, checkTimeout, viewBytes } from './args.js'
+import { checkRoute, viewBytes } from './args.js'
 import {
   AbortedError,
   ClosedError,
-  ConfigError,
   type ConnectionFailure,
   ConnectionLostError,
   RequestTooLargeError,
   TimeoutError,
   TooManyRequestsError,
-  describeValue,
+  withCallerStack,
 } from './errors.js'
-import { type Endpoint, type WelcomeLimits, describeLoss, describeSocketError, readWelcome, remoteError } from './client-handshake.js'
+import { type Endpoint, type WelcomeLimits, clientHello, describeLoss, describeSocketError, readWelcome, remoteError } from './client-handshake.js'
+import { type ClientOptions, type ResolvedClientOptions, checkCallOptions, resolveClientOptions } from './client-options.js'
+import { ReplyReader, RequestStager } from './client-wire.js'
 import { routeId } from './route.js'
 import { type MethodDefinition, type ServiceClient, type ServiceDefinition, checkServiceDefinition, encodeWith, methodRoute } from './service.js'
 import {
   HEADER_BYTES,
-  HELLO_CLIENT,
-  HELLO_FIXED_BYTES,
-  HELLO_MAGIC,
   KIND_ERROR,
   KIND_REJECT,
   KIND_REPLY,
-  KIND_REQUEST,
   MAX_REJECT_BODY,
   OFFSET_KIND,
   OFFSET_MSG_ID,
-  OFFSET_ROUTE,
-  OFFSET_SENDER,
-  PROTOCOL_VERSION,
   decodeErrorBody,
   rejectReasonName,
 } from './wire.js'
@@ -39,77 +33,7 @@ import {
 export type { Endpoint } from './client-handshake.js'
 
 export type { CallOptions } from './call-options.js'
-
-export interface ClientOptions {
-  /** One replica's client address... */
-  host?: string
-  port?: number
-  /** ...or several: the client uses one at a time and moves on when it fails. */
-  replicas?: Endpoint[]
-  /** Cluster id to check in the handshake (optional). */
-  clusterId?: string
-  /** Default per-call timeout in ms (default 30000). */
-  timeoutMs?: number
-  /**
-   * Calls in flight at once; see `whenFull`. Default: the replica's
-   * `maxClientInFlight` as its CLIENT_WELCOME announces it (1024 before the
-   * first connection, or with a replica that announces none).
-   */
-  maxInFlight?: number
-  /** At `maxInFlight`: wait for room (default) or reject with `TOO_MANY_REQUESTS`. */
-  whenFull?: 'wait' | 'reject'
-  /**
-   * Largest request sent, in bytes. Default: the replica's `maxRequestBytes`
-   * as its CLIENT_WELCOME announces it (4 MiB, the server's default, before
-   * the first connection or with a replica that announces none). A value
-   * given here applies as well: the smaller of the two wins. A larger call
-   * rejects alone with `REQUEST_TOO_LARGE`, without I/O.
-   */
-  maxRequestBytes?: number
-  /**
-   * Deadline for connecting plus the handshake, in ms (default 5000): per
-   * attempt, or with `waitForReady` for all of `Client.connect`'s attempts.
-   */
-  connectTimeoutMs?: number
-  /**
-   * `Client.connect` only: instead of one round over the replicas, keep
-   * trying (with the `reconnect` backoff) until one accepts, for at most
-   * `connectTimeoutMs` in all; then reject with the last cause.
-   */
-  waitForReady?: boolean
-  /** Backoff between reconnection attempts, in ms (default 50 doubling to 2000). */
-  reconnect?: { minMs?: number; maxMs?: number }
-}
-
-
-/**
- * Every key `Client.connect` takes (any other is CONFIG_INVALID naming it).
- * `waitForReady` is listed ahead of its option (issue 10 item 6).
- */
-const CLIENT_OPTION_KEYS: Readonly<Record<keyof ClientOptions | 'waitForReady', true>> = {
-  host: true,
-  port: true,
-  replicas: true,
-  clusterId: true,
-  timeoutMs: true,
-  maxInFlight: true,
-  whenFull: true,
-  maxRequestBytes: true,
-  connectTimeoutMs: true,
-  reconnect: true,
-  waitForReady: true,
-}
-const CLIENT_RECONNECT_KEYS: Readonly<Record<keyof NonNullable<ClientOptions['reconnect']>, true>> = { minMs: true, maxMs: true }
-/** Every key of a call's options. */
-const CALL_OPTION_KEYS: Readonly<Record<keyof CallOptions, true>> = { timeoutMs: true, signal: true }
-
-/** Checks a call's options (undefined: none). */
-function checkCallOptions(options: CallOptions | undefined): void {
-  if (options === undefined) return
-  checkOptions('options', options, CALL_OPTION_KEYS)
-  if (options.timeoutMs !== undefined) checkTimeout('options.timeoutMs', options.timeoutMs)
-  checkSignal('options.signal', options.signal)
-}
+export type { ClientOptions } from './client-options.js'
 
 export interface ClientEvents {
   connect: [endpoint: Endpoint]
@@ -138,38 +62,6 @@ interface Pending {
 /** The default of `call`'s options (no per-call check needed). */
 const EMPTY_CALL_OPTIONS: CallOptions = Object.freeze({})
 
-/**
- * A call's promise, whose rejection carries the caller's stack: an error
- * raised later (the timeout sweep, an error reply, a lost connection) would
- * otherwise show only the client's internals. The stack is taken only when
- * the call fails: an Error made here, after the await, has V8's async
- * stack trace ("at async ..." for every async function awaiting the call).
- * Capturing a stack at every call instead (as grpc-js does) cost 60 % of
- * W2's throughput at C = 64. Each rejection gets its own copy of the error
- * (one error can fail several calls).
- */
-async function withCallerStack(call: Promise<Uint8Array>): Promise<Uint8Array> {
-  try {
-    return await call
-  } catch (err) {
-    if (!(err instanceof Error)) throw err
-    const siteStack = new Error().stack ?? ''
-    const frames = siteStack.slice(siteStack.indexOf('\n') + 1)
-    const out = Object.create(Object.getPrototypeOf(err) as object) as Error
-    Object.assign(out, err)
-    Object.defineProperty(out, 'message', { value: err.message, writable: true, configurable: true })
-    if ('cause' in err) Object.defineProperty(out, 'cause', { value: err.cause, writable: true, configurable: true })
-    Object.defineProperty(out, 'stack', { value: `${err.stack ?? `${err.name}: ${err.message}`}\n    at the call:\n${frames}`, writable: true, configurable: true })
-    throw out
-  }
-}
-
-const STAGE_BYTES = 256 * 1024
-const LARGE_BYTES = 16 * 1024
-/** Largest reply frame accepted; a longer header is a protocol error. */
-const MAX_REPLY_BYTES = 1024 * 1024 * 1024
-const DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
-const DEFAULT_MAX_IN_FLIGHT = 1024
 const EMPTY = Buffer.alloc(0)
 
 /**
@@ -187,11 +79,7 @@ export class Client {
   readonly events = new EventEmitter<ClientEvents>()
 
   private readonly endpoints: Endpoint[]
-  private readonly opts: Required<Omit<ClientOptions, 'host' | 'port' | 'replicas' | 'clusterId' | 'reconnect'>> & {
-    clusterId: string
-    minMs: number
-    maxMs: number
-  }
+  private readonly opts: ResolvedClientOptions
   private socket: net.Socket | undefined
   private connecting: Promise<void> | undefined
   private endpointIndex = 0
@@ -201,16 +89,11 @@ export class Client {
   private readonly pending = new Map<number, Pending>()
   private readonly waiters: (() => void)[] = []
   private nextId = 0
-  private stage = Buffer.allocUnsafe(STAGE_BYTES)
-  private pos = 0
-  private large: Buffer[] = []
-  private flushScheduled = false
-  // A reply frame split across reads: its slices so far (joined once, when
-  // complete), their byte count, and the frame's full size once its header
-  // is in (0 before).
-  private parts: Buffer[] = []
-  private partBytes = 0
-  private partNeed = 0
+  private readonly out = new RequestStager(() => this.socket)
+  private readonly reader = new ReplyReader(
+    (buf, p, len) => this.onFrame(buf, p, len),
+    (reason) => this.protocolError(reason),
+  )
   private sweepTimer: NodeJS.Timeout | undefined
   // Limits in force: the options, or the replica's announced limits (§6).
   private requestLimit: number
@@ -219,49 +102,9 @@ export class Client {
   private readonly ownInFlightLimit: boolean
 
   private constructor(options: ClientOptions) {
-    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-      throw new ConfigError('options', `must be an object, got ${describeValue(options)}`)
-    }
-    checkKnownKeys('', options, CLIENT_OPTION_KEYS)
-    const single = options.replicas === undefined
-    if (!single && (options.host !== undefined || options.port !== undefined)) throw new ConfigError('replicas', 'give host and port, or replicas, not both')
-    if (!single && !Array.isArray(options.replicas)) throw new ConfigError('replicas', `must be an array of { host, port }, got ${describeValue(options.replicas)}`)
-    const endpoints: unknown[] = options.replicas ?? (options.host !== undefined || options.port !== undefined ? [{ host: options.host ?? '127.0.0.1', port: options.port }] : [])
-    if (endpoints.length === 0) throw new ConfigError('replicas', 'give host and port, or a non-empty replicas array')
-    endpoints.forEach((e, i) => {
-      const f = single ? '' : `replicas[${i}].`
-      if (typeof e !== 'object' || e === null) throw new ConfigError(`replicas[${i}]`, `must be an object { host, port }, got ${describeValue(e)}`)
-      const { host, port } = e as { host?: unknown; port?: unknown }
-      if (typeof host !== 'string' || host.length === 0) throw new ConfigError(`${f}host`, `must be a non-empty string, got ${describeValue(host)}`)
-      if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${f}port`, `must be an integer in [1, 65535], got ${describeValue(port)}`)
-    })
-    this.endpoints = (endpoints as Endpoint[]).map((e) => ({ host: e.host, port: e.port }))
-    const positive = (field: string, v: unknown, fallback: number): number => {
-      if (v === undefined) return fallback
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 0x7fffffff) throw new ConfigError(field, `must be a positive integer (at most 2^31 - 1), got ${describeValue(v)}`)
-      return v
-    }
-    const reconnect: unknown = options.reconnect ?? {}
-    if (typeof reconnect !== 'object' || reconnect === null) throw new ConfigError('reconnect', `must be an object, got ${describeValue(reconnect)}`)
-    checkKnownKeys('reconnect.', reconnect, CLIENT_RECONNECT_KEYS)
-    const rc = reconnect as { minMs?: unknown; maxMs?: unknown }
-    const clusterId: unknown = options.clusterId ?? ''
-    if (typeof clusterId !== 'string') throw new ConfigError('clusterId', `must be a string, got ${describeValue(clusterId)}`)
-    this.opts = {
-      clusterId,
-      timeoutMs: positive('timeoutMs', options.timeoutMs, 30_000),
-      maxInFlight: positive('maxInFlight', options.maxInFlight, DEFAULT_MAX_IN_FLIGHT),
-      whenFull: options.whenFull ?? 'wait',
-      maxRequestBytes: positive('maxRequestBytes', options.maxRequestBytes, DEFAULT_MAX_REQUEST_BYTES),
-      connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5000),
-      waitForReady: options.waitForReady ?? false,
-      minMs: positive('reconnect.minMs', rc.minMs, 50),
-      maxMs: positive('reconnect.maxMs', rc.maxMs, 2000),
-    }
-    if (this.opts.whenFull !== 'wait' && this.opts.whenFull !== 'reject') throw new ConfigError('whenFull', `must be 'wait' or 'reject', got ${describeValue(this.opts.whenFull)}`)
-    if (Buffer.byteLength(this.opts.clusterId) > 255) throw new ConfigError('clusterId', 'must be at most 255 bytes')
-    if (this.opts.maxMs < this.opts.minMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${this.opts.minMs})`)
-    if (typeof this.opts.waitForReady !== 'boolean') throw new ConfigError('waitForReady', `must be a boolean, got ${typeof this.opts.waitForReady}`)
+    const resolved = resolveClientOptions(options)
+    this.endpoints = resolved.endpoints
+    this.opts = resolved.opts
     this.backoffMs = this.opts.minMs
     this.ownRequestLimit = options.maxRequestBytes !== undefined
     this.ownInFlightLimit = options.maxInFlight !== undefined
@@ -349,7 +192,7 @@ export class Client {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    this.flush()
+    this.out.flush()
     const s = this.socket
     this.failAll(new ClosedError('client'))
     for (const w of this.waiters.splice(0)) w()
@@ -410,7 +253,7 @@ export class Client {
     let id = (this.nextId + 1) >>> 0
     while (this.pending.has(id)) id = (id + 1) >>> 0
     this.nextId = id
-    this.writeFrame(routeId(route), id, body)
+    this.out.write(routeId(route), id, body)
     return new Promise<Uint8Array>((resolve, reject) => {
       const p: Pending = { route, resolve, reject, deadline: Date.now() + timeoutMs, signal, onAbort: undefined }
       if (signal !== undefined) {
@@ -424,132 +267,6 @@ export class Client {
       this.pending.set(id, p)
       if (this.sweepTimer === undefined) this.armSweep()
     })
-  }
-
-  private writeFrame(route: number, id: number, body: Uint8Array): void {
-    const len = body.length
-    const small = len < LARGE_BYTES
-    const need = HEADER_BYTES + (small ? len : 0)
-    if (this.pos + need > this.stage.length) {
-      this.flush()
-      // After a flush the stage is what was left of the buffer: it may be short.
-      if (need > this.stage.length) this.stage = Buffer.allocUnsafe(Math.max(STAGE_BYTES, need))
-    }
-    const b = this.stage
-    const p = this.pos
-    b.writeUInt32LE(len, p)
-    b.writeUInt32LE(route, p + OFFSET_ROUTE)
-    b.writeUInt32LE(0, p + OFFSET_SENDER)
-    b.writeUInt32LE(KIND_REQUEST, p + OFFSET_KIND)
-    b.writeUInt32LE(id, p + OFFSET_MSG_ID)
-    b.writeUInt32LE(0, p + OFFSET_MSG_ID + 4)
-    if (small) b.set(body, p + HEADER_BYTES)
-    this.pos = p + need
-    if (!small) {
-      // Large bodies go out as they are, right after their header.
-      this.large.push(b.subarray(0, this.pos))
-      this.large.push(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
-      this.stage = b.subarray(this.pos).length >= 4096 ? b.subarray(this.pos) : Buffer.allocUnsafe(STAGE_BYTES)
-      this.pos = 0
-    }
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      queueMicrotask(this.flushSoon)
-    }
-  }
-
-  private readonly flushSoon = (): void => {
-    this.flushScheduled = false
-    this.flush()
-  }
-
-  // One write per tick: everything staged (and any large bodies) at once.
-  private flush(): void {
-    const s = this.socket
-    if (s === undefined) {
-      this.pos = 0
-      this.large = []
-      return
-    }
-    if (this.large.length > 0) {
-      s.cork()
-      for (const part of this.large) s.write(part)
-      if (this.pos > 0) s.write(this.stage.subarray(0, this.pos))
-      process.nextTick(() => s.uncork())
-      this.large = []
-    } else if (this.pos > 0) {
-      s.write(this.stage.subarray(0, this.pos))
-    } else {
-      return
-    }
-    // The socket keeps what it was given: continue in the rest of the buffer.
-    const rest = this.stage.subarray(this.pos)
-    this.stage = rest.length >= 4096 ? rest : Buffer.allocUnsafe(STAGE_BYTES)
-    this.pos = 0
-  }
-
-  // Replies are parsed in place in each chunk the socket delivers. A frame
-  // split across reads is kept as the list of its slices and joined once,
-  // when its last byte arrives (its size is known from its header), so each
-  // byte is copied at most once; joining the remainder with every new chunk
-  // copied a large reply again on each read (quadratic in its size).
-  private onData(chunk: Buffer): void {
-    let p = 0
-    if (this.partBytes > 0) {
-      p = this.continueFrame(chunk)
-      if (p < 0) return
-    }
-    const end = chunk.length
-    while (end - p >= HEADER_BYTES) {
-      const len = chunk.readUInt32LE(p)
-      if (len > MAX_REPLY_BYTES) return this.protocolError(`reply of ${len} bytes`)
-      if (end - p - HEADER_BYTES < len) break
-      if (!this.onFrame(chunk, p, len)) return
-      p += HEADER_BYTES + len
-    }
-    if (p < end) {
-      this.parts.push(chunk.subarray(p))
-      this.partBytes = end - p
-      this.partNeed = end - p >= HEADER_BYTES ? HEADER_BYTES + chunk.readUInt32LE(p) : 0
-    }
-  }
-
-  // Adds the head of `chunk` to the frame in progress. Returns where that
-  // frame ends in `chunk`, or -1 when it needs more bytes (or the connection
-  // failed).
-  private continueFrame(chunk: Buffer): number {
-    let p = 0
-    if (this.partNeed === 0) {
-      // Header incomplete: take what completes it, then learn the size.
-      p = Math.min(HEADER_BYTES - this.partBytes, chunk.length)
-      this.parts.push(chunk.subarray(0, p))
-      this.partBytes += p
-      if (this.partBytes < HEADER_BYTES) return -1
-      const header = Buffer.concat(this.parts, HEADER_BYTES)
-      this.parts = [header]
-      const len = header.readUInt32LE(0)
-      if (len > MAX_REPLY_BYTES) {
-        this.protocolError(`reply of ${len} bytes`)
-        return -1
-      }
-      this.partNeed = HEADER_BYTES + len
-    }
-    const take = Math.min(this.partNeed - this.partBytes, chunk.length - p)
-    if (take > 0) {
-      this.parts.push(chunk.subarray(p, p + take))
-      this.partBytes += take
-      p += take
-    }
-    if (this.partBytes < this.partNeed) return -1
-    const frame = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.partNeed)
-    this.resetPartial()
-    return this.onFrame(frame, 0, frame.length - HEADER_BYTES) ? p : -1
-  }
-
-  private resetPartial(): void {
-    this.parts = []
-    this.partBytes = 0
-    this.partNeed = 0
   }
 
   // One whole frame at buf[p..]; false when it ended the connection.
@@ -700,26 +417,17 @@ export class Client {
         s.off('data', onHandshake)
         this.applyLimits(answer)
         this.socket = s
-        this.resetPartial()
-        s.on('data', (d: Buffer) => this.onData(d))
+        this.reader.reset()
+        s.on('data', (d: Buffer) => this.reader.feed(d))
         const rest = hello.subarray(answer.end)
         this.events.emit('connect', ep)
         resolve()
-        if (rest.length > 0) this.onData(rest)
+        if (rest.length > 0) this.reader.feed(rest)
       }
       s.on('data', onHandshake)
       s.once('connect', () => {
         tcpUp = true
-        const cid = Buffer.from(this.opts.clusterId, 'utf8')
-        const h = Buffer.alloc(HELLO_FIXED_BYTES + cid.length)
-        h.writeUInt32LE(HELLO_MAGIC, 0)
-        h.writeUInt16LE(PROTOCOL_VERSION, 4)
-        h.writeUInt16LE(HELLO_CLIENT, 6)
-        h.writeUInt16LE(0, 8)
-        h[10] = cid.length
-        h.writeUInt32LE(cid.length, 24)
-        cid.copy(h, HELLO_FIXED_BYTES)
-        s.write(h)
+        s.write(clientHello(this.opts.clusterId))
       })
       // 'close' follows and reports.
       s.on('error', (err) => {
@@ -745,9 +453,8 @@ export class Client {
           return
         }
         if (this.socket === s) this.socket = undefined
-        this.resetPartial()
-        this.pos = 0
-        this.large = []
+        this.reader.reset()
+        this.out.reset()
         const why = this.closed ? 'closed by the client' : describeLoss(socketError, ep)
         const f = socketError as (Error & ConnectionFailure) | undefined
         this.failAll(

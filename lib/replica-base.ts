@@ -1,16 +1,14 @@
-// What a replica and each of its worker threads share: route tables, the
-// delivery of batches to handlers, and the send side (staging, queue depths,
-// backpressure). Replica (lib/replica.ts) adds the connection events, stats
+// What a replica and each of its worker threads share: the receive side
+// (inbound.ts: route tables, batches to handlers) and, here, the send side
+// (staging, message ids, queue depths, backpressure, signed broadcasts). Replica (lib/replica.ts) adds the connection events, stats
 // and lifecycle; WorkerReplica (lib/worker.ts) runs in a worker thread.
-import { checkFunction, checkOptions, checkReplicaId, checkRoute, checkSignal, viewBytes } from './args.js'
-import { ConfigError, ClosedError, AbortedError, InvalidArgumentError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
-import { Message } from './message.js'
-import { CLIENT_FLAG, type FreshChunks, type NativeSender } from './native.js'
+import { checkOptions, checkReplicaId, checkRoute, checkSignal, viewBytes } from './args.js'
+import { AbortedError, ClosedError, ConfigError, InvalidArgumentError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
+import { Inbound } from './inbound.js'
+import type { NativeSender } from './native.js'
 import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
-import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
-import { routeId, routeName } from './route.js'
-import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, checkServiceDefinition, methodRoute } from './service.js'
-import { FLAG_SIGNED, KIND_ERROR, OFFSET_FLAGS, OFFSET_MSG_ID, OFFSET_ROUTE, SIGNATURE_BYTES, encodeErrorBody } from './wire.js'
+import { routeId } from './route.js'
+import { SIGNATURE_BYTES } from './wire.js'
 
 /** Known keys of the per-call options objects (CONFIG_INVALID names any other). */
 const SEND_ASYNC_OPTION_KEYS: Record<keyof SendAsyncOptions, true> = { signal: true }
@@ -29,35 +27,6 @@ export interface BroadcastOptions {
 /** Route names are never this, so the one-entry route cache starts empty. */
 const NO_ROUTE: unique symbol = Symbol('no route')
 
-/**
- * A route handler. Its `msg.payload` is valid during the call and, when the
- * handler returns a promise, until that promise settles (the message is
- * acknowledged to its sender only then); copy it to keep it longer.
- */
-export type Handler = (msg: Message) => unknown
-
-/** A message for a route with no handler (the `'unrouted'` event). */
-export interface UnroutedInfo {
-  /** The sender's replica id. */
-  from: number
-  /** The route id from the frame (FNV-1a 32 of the name). */
-  route: number
-  /**
-   * The route's name, when this thread knows the one name with that id: it
-   * registered a handler for it (`on`, `handle`, `serve`, even if removed
-   * since) or sent, broadcast or called it. The wire carries only the id,
-   * so otherwise it is absent.
-   */
-  routeName?: string
-  /** Payload bytes. */
-  size: number
-}
-
-function unroutedInfo(from: number, route: number, size: number): UnroutedInfo {
-  const name = routeName(route)
-  return name === undefined ? { from, route, size } : { from, route, routeName: name, size }
-}
-
 /** @internal the limits the send side checks. */
 export interface ReplicaLimits {
   id: number
@@ -71,82 +40,36 @@ export interface ReplicaLimits {
 
 /** Frame flag: the body ends with the sender's Ed25519 signature (PROTOCOL.md §3). */
 export { FLAG_SIGNED } from './wire.js'
+export { META_ENTRIES, type Handler, type UnroutedInfo } from './inbound.js'
 /** Signed payloads are copied into the staging buffer: at most this big. */
 const MAX_SIGNED_BYTES = 1024 * 1024 - 1024
 
-/** A run of messages whose handlers returned promises not settled yet. */
-interface PendingRun {
-  /** Promises not settled. */
-  n: number
-  /** Names the run to native settle(). */
-  token: number
-  /** Handed to native (at the end of the batch). */
-  registered: boolean
-}
-
-interface RouteEntry {
-  name: string
-  fn: Handler
-}
-
-/** @internal meta array entries per wake-up (4 u32 each). */
-export const META_ENTRIES = 4096
-
-/** Refuses a route whose id is another route's in the table (a hash collision). */
-function checkCollision(table: Map<number, { name: string }>, route: string): void {
-  const existing = table.get(routeId(route))
-  if (existing && existing.name !== route) {
-    throw new ConfigError('route', `"${route}" hashes to the same route id as "${existing.name}"; rename one`)
-  }
-}
-
-/** Adds a route's handler to a table keyed by route id (arguments checked by the caller). */
-function register<F>(table: Map<number, { name: string; fn: F }>, route: string, fn: F): void {
-  checkCollision(table, route)
-  table.set(routeId(route), { name: route, fn })
-}
-
 /** @internal */
-export abstract class ReplicaBase implements ReplySink {
-  /** This replica's id. */
-  readonly id: number
+export abstract class ReplicaBase extends Inbound {
   /** Ids of the other replicas. */
   readonly peers: readonly number[]
 
   protected readonly limits: ReplicaLimits
-  protected native!: NativeSender
-  protected outbox!: Outbox
-  protected readonly meta = new Uint32Array(META_ENTRIES * 4)
   protected readonly depths: Float64Array
   protected readonly peerIndex = new Map<number, number>()
   /** peer id -> index, for ids below its length (-1: not a peer); the hot path of send. */
   private readonly slotById: Int32Array
-  private holdToken = 0
   private lastRouteName: string | typeof NO_ROUTE = NO_ROUTE
   private lastRouteId = 0
   protected readonly staged: Float64Array
   private readonly drainWanted: Uint8Array
   protected readonly drainRequested: Uint8Array
-  private readonly routes = new Map<number, RouteEntry>()
-  private readonly requestRoutes = new Map<number, { name: string; fn: RequestHandler }>()
-  private readonly chunkBuffers: (ArrayBuffer | undefined)[] = []
-  private readonly chunkViews: (DataView | undefined)[] = []
-  private readonly chunkPooled: boolean[] = []
   // Last message id used, as u32 halves (ids start at 1).
   private idLo = 0
   private idHi = 0
   /** Ids are given natively at flush (several threads send on the same links). */
   protected stampIds = false
-  protected closing: Promise<unknown> | undefined
-  protected closed = false
   /** Aborted when close() starts: ends waits such as sendAsync. */
   protected readonly lifetime = new AbortController()
-  protected unroutedCount = 0
-  protected handlerErrors = 0
 
   protected constructor(limits: ReplicaLimits) {
+    super(limits.id)
     this.limits = limits
-    this.id = limits.id
     this.peers = limits.peers
     limits.peers.forEach((p, i) => this.peerIndex.set(p, i))
     const maxId = Math.max(0, ...limits.peers)
@@ -196,87 +119,6 @@ export abstract class ReplicaBase implements ReplySink {
       this.lifetime.signal.addEventListener('abort', onClose, { once: true })
     })
   }
-  protected abstract emitUnrouted(info: UnroutedInfo): void
-  protected abstract emitError(err: unknown, info: { from: number; route: string }): void
-
-  /**
-   * Checks that handlers may be registered now (arguments already checked):
-   * not after close() started. Replica adds: not on the main thread with workers.
-   */
-  protected beforeRegister(_method: 'on' | 'handle' | 'serve'): void {
-    if (this.closing !== undefined) throw new ClosedError()
-  }
-
-  /** Registers the handler of a route (one per route). */
-  on(route: string, handler: Handler): this {
-    checkRoute('route', route)
-    checkFunction('handler', handler)
-    this.beforeRegister('on')
-    register(this.routes, route, handler)
-    return this
-  }
-
-  /**
-   * Registers the request handler of a route on the client port. The
-   * handler gets its own copy of the request bytes and a context; what it
-   * returns (bytes or a string, or a promise of one) is the reply. Returning
-   * nothing leaves the request open for `ctx.reply(...)` later. A throw sends
-   * the client an error reply (`HANDLER_ERROR`, or the error's own `code`).
-   */
-  handle(route: string, handler: RequestHandler): this {
-    checkRoute('route', route)
-    checkFunction('handler', handler)
-    this.beforeRegister('handle')
-    register(this.requestRoutes, route, handler)
-    return this
-  }
-
-  /**
-   * Serves every method of a typed service (see `defineService`). All or
-   * nothing: every method is checked before any is registered.
-   */
-  serve<M extends Record<string, MethodDefinition>>(service: ServiceDefinition<M>, impl: ServiceImplementation<M>): this {
-    checkServiceDefinition('service', service)
-    if (typeof impl !== 'object' || impl === null) throw new InvalidArgumentError('impl', 'an object with one function per method', impl)
-    const methods = Object.keys(service.methods)
-    for (const method of methods) checkFunction(`impl.${method}`, (impl as Record<string, unknown>)[method])
-    this.beforeRegister('serve')
-    for (const method of methods) checkCollision(this.requestRoutes, methodRoute(service.name, method))
-    for (const method of methods) {
-      const def = service.methods[method]!
-      const fn = impl[method as keyof M] as unknown as (req: unknown, ctx: RequestContext) => unknown
-      const decode = (b: Uint8Array): unknown => def.request.decode(b)
-      const encode = def.response.encode as (v: unknown) => Uint8Array
-      register(this.requestRoutes, methodRoute(service.name, method), (req: Uint8Array, ctx: RequestContext) => {
-        const out = fn(decode(req), ctx)
-        if (out !== null && typeof out === 'object' && typeof (out as Promise<unknown>).then === 'function') {
-          return (out as Promise<unknown>).then(encode)
-        }
-        return encode(out)
-      })
-    }
-    return this
-  }
-
-  /** @internal ReplySink: stages a reply frame for a client connection. */
-  stageReply(dest: number, route: number, lo: number, hi: number, body: Uint8Array, kind: number): void {
-    if (this.closing !== undefined) return
-    this.outbox.stage(dest, route, lo, hi, body, body.length, kind)
-  }
-
-  /** @internal ReplySink */
-  clientAddress(dest: number): string {
-    return this.closed ? '' : this.native.clientAddress(dest & 0x7fffffff)
-  }
-
-  /** Removes the handler of a route. */
-  off(route: string): this {
-    checkRoute('route', route)
-    const id = routeId(route)
-    if (this.routes.get(id)?.name === route) this.routes.delete(id)
-    return this
-  }
-
   /**
    * Queues a message for one peer, like `stream.write()`: always queued
    * (unless it throws), returns false once the peer's queue is past
@@ -456,171 +298,4 @@ export abstract class ReplicaBase implements ReplySink {
     }
   }
 
-  // JS thread, once per wake-up: every run of frames in `meta`, each frame
-  // dispatched to its handler with a zero-copy view. Returns how many runs
-  // were handled: once close() has begun (or is called from a handler) the
-  // rest are not, and native code must not acknowledge them — their senders
-  // keep them for this replica's next process or report them. When handlers
-  // returned promises, returns [handled, entry, token, messages, ...]
-  // instead: those runs stay held (not acknowledged, payloads valid) until
-  // settle(token).
-  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): number | number[] => {
-    if (fresh !== undefined) {
-      for (let i = 0; i < fresh.length; i += 3) {
-        const id = fresh[i] as number
-        const ab = fresh[i + 1] as ArrayBuffer
-        this.chunkBuffers[id] = ab
-        this.chunkViews[id] = new DataView(ab)
-        this.chunkPooled[id] = fresh[i + 2] as boolean
-      }
-    }
-    if (this.closed || this.closing !== undefined) return this.notHandled(0, count)
-    const meta = this.meta
-    const routes = this.routes
-    let lastRoute = -1
-    let lastEntry: RouteEntry | undefined
-    let held: number[] | undefined
-    let hold: PendingRun | undefined
-    for (let e = 0; e < count; e++) {
-      if (this.closing !== undefined) return this.handledUpTo(this.notHandled(e, count), held) // close() called from a handler
-      const k = e * 4
-      const cid = meta[k]!
-      const off = meta[k + 1]!
-      const end = off + meta[k + 2]!
-      const peer = meta[k + 3]!
-      const ab = this.chunkBuffers[cid]!
-      const dv = this.chunkViews[cid]!
-      if (peer >= CLIENT_FLAG) {
-        this.dispatchRequests(ab, dv, off, end, peer)
-        continue
-      }
-      let p = off
-      while (p < end) {
-        const len = dv.getUint32(p, true)
-        const route = dv.getUint32(p + OFFSET_ROUTE, true)
-        if (route !== lastRoute) {
-          lastRoute = route
-          lastEntry = routes.get(route)
-        }
-        if (lastEntry !== undefined) {
-          // A signed frame ends with its 64-byte signature (checked natively).
-          const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? len : len - SIGNATURE_BYTES)
-          try {
-            const r = lastEntry.fn(msg)
-            if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {
-              // The run stays held (its payloads valid, not acknowledged)
-              // until every promise it returned settles.
-              if (hold === undefined) hold = { n: 0, token: ++this.holdToken, registered: false }
-              hold.n++
-              const h = hold
-              const name = lastEntry.name
-              // Through Promise.resolve: a thenable that calls back at once,
-              // twice, or throws still settles the run once, after onBatch
-              // has handed it to native (a Promise is passed through as is).
-              Promise.resolve(r).then(
-                () => this.settleOne(h),
-                (err: unknown) => {
-                  this.reportError(err, peer, name)
-                  this.settleOne(h)
-                },
-              )
-            }
-          } catch (err) {
-            this.reportError(err, peer, lastEntry.name)
-          }
-        } else {
-          this.unroutedCount++
-          this.emitUnrouted(unroutedInfo(peer, route, len))
-        }
-        p += HEADER_BYTES + len
-      }
-      if (hold !== undefined) {
-        hold.registered = true
-        ;(held ??= [0]).push(e, hold.token, hold.n)
-        hold = undefined
-      }
-      if (!this.chunkPooled[cid]) {
-        this.chunkBuffers[cid] = undefined
-        this.chunkViews[cid] = undefined
-      }
-    }
-    return this.handledUpTo(count, held)
-  }
-
-  /** onBatch's result: `handled` runs, and the held ones if any. */
-  private handledUpTo(handled: number, held: number[] | undefined): number | number[] {
-    if (held === undefined) return handled
-    held[0] = handled
-    return held
-  }
-
-  /** One promise of a held run settled; the last one releases the run. */
-  private settleOne(h: PendingRun): void {
-    if (--h.n > 0 || !h.registered) return
-    if (!this.closed) this.native.settle?.(h.token)
-  }
-
-  /** Runs `from`..`count` of the batch are not handled: drops what JS holds of their unpooled chunks; returns `from`. */
-  private notHandled(from: number, count: number): number {
-    for (let e = from; e < count; e++) {
-      const cid = this.meta[e * 4]!
-      if (!this.chunkPooled[cid]) {
-        this.chunkBuffers[cid] = undefined
-        this.chunkViews[cid] = undefined
-      }
-    }
-    return from
-  }
-
-  // Requests from one client connection, in order. Each handler gets bytes
-  // that stay valid after the call (handlers are usually async and read
-  // them after an await): a view into a copy of the run.
-  private dispatchRequests(ab: ArrayBuffer, dv: DataView, off: number, end: number, dest: number): void {
-    // One copy of the whole run (an ArrayBuffer per request costs ~0.7 µs);
-    // each handler gets a view of its request in it.
-    const copy = ab.slice(off, end)
-    let p = off
-    while (p < end) {
-      const len = dv.getUint32(p, true)
-      const route = dv.getUint32(p + OFFSET_ROUTE, true)
-      const lo = dv.getUint32(p + OFFSET_MSG_ID, true)
-      const hi = dv.getUint32(p + OFFSET_MSG_ID + 4, true)
-      const entry = this.requestRoutes.get(route)
-      if (entry === undefined) {
-        this.unroutedCount++
-        const name = routeName(route)
-        const what = name === undefined ? `route id ${route}` : `route ${JSON.stringify(name)} (id ${route})`
-        const body = encodeErrorBody('NO_SUCH_ROUTE', `no handler for ${what} on replica ${this.id}`)
-        this.outbox.stage(dest, route, lo, hi, body, body.length, KIND_ERROR)
-      } else {
-        const req = new Uint8Array(copy, p - off + HEADER_BYTES, len)
-        const ctx = new RequestContext(this, dest, route, lo, hi, entry.name)
-        try {
-          const r = entry.fn(req, ctx)
-          if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
-            ;(r as Promise<unknown>).then(
-              (v) => {
-                if (v !== undefined && !ctx.replied) ctx.replyReturned(v)
-              },
-              (err: unknown) => {
-                this.handlerErrors++
-                ctx.failWith(err)
-              },
-            )
-          } else if (r !== undefined && !ctx.replied) {
-            ctx.replyReturned(r)
-          }
-        } catch (err) {
-          this.handlerErrors++
-          ctx.failWith(err)
-        }
-      }
-      p += HEADER_BYTES + len
-    }
-  }
-
-  private reportError(err: unknown, from: number, route: string): void {
-    this.handlerErrors++
-    this.emitError(err, { from, route })
-  }
 }

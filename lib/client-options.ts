@@ -1,0 +1,142 @@
+// What Client.connect takes: the options, their keys and limits, and the
+// checks that turn them into the resolved options a Client runs with (every
+// error a ConfigError naming the field and what arrived).
+import type { CallOptions } from './call-options.js'
+import { checkKnownKeys, checkOptions, checkSignal, checkTimeout } from './args.js'
+import type { Endpoint } from './client-handshake.js'
+import { ConfigError, describeValue } from './errors.js'
+
+const DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+const DEFAULT_MAX_IN_FLIGHT = 1024
+
+export interface ClientOptions {
+  /** One replica's client address... */
+  host?: string
+  port?: number
+  /** ...or several: the client uses one at a time and moves on when it fails. */
+  replicas?: Endpoint[]
+  /** Cluster id to check in the handshake (optional). */
+  clusterId?: string
+  /** Default per-call timeout in ms (default 30000). */
+  timeoutMs?: number
+  /**
+   * Calls in flight at once; see `whenFull`. Default: the replica's
+   * `maxClientInFlight` as its CLIENT_WELCOME announces it (1024 before the
+   * first connection, or with a replica that announces none).
+   */
+  maxInFlight?: number
+  /** At `maxInFlight`: wait for room (default) or reject with `TOO_MANY_REQUESTS`. */
+  whenFull?: 'wait' | 'reject'
+  /**
+   * Largest request sent, in bytes. Default: the replica's `maxRequestBytes`
+   * as its CLIENT_WELCOME announces it (4 MiB, the server's default, before
+   * the first connection or with a replica that announces none). A value
+   * given here applies as well: the smaller of the two wins. A larger call
+   * rejects alone with `REQUEST_TOO_LARGE`, without I/O.
+   */
+  maxRequestBytes?: number
+  /**
+   * Deadline for connecting plus the handshake, in ms (default 5000): per
+   * attempt, or with `waitForReady` for all of `Client.connect`'s attempts.
+   */
+  connectTimeoutMs?: number
+  /**
+   * `Client.connect` only: instead of one round over the replicas, keep
+   * trying (with the `reconnect` backoff) until one accepts, for at most
+   * `connectTimeoutMs` in all; then reject with the last cause.
+   */
+  waitForReady?: boolean
+  /** Backoff between reconnection attempts, in ms (default 50 doubling to 2000). */
+  reconnect?: { minMs?: number; maxMs?: number }
+}
+
+
+/**
+ * Every key `Client.connect` takes (any other is CONFIG_INVALID naming it).
+ * `waitForReady` is listed ahead of its option (issue 10 item 6).
+ */
+const CLIENT_OPTION_KEYS: Readonly<Record<keyof ClientOptions | 'waitForReady', true>> = {
+  host: true,
+  port: true,
+  replicas: true,
+  clusterId: true,
+  timeoutMs: true,
+  maxInFlight: true,
+  whenFull: true,
+  maxRequestBytes: true,
+  connectTimeoutMs: true,
+  reconnect: true,
+  waitForReady: true,
+}
+const CLIENT_RECONNECT_KEYS: Readonly<Record<keyof NonNullable<ClientOptions['reconnect']>, true>> = { minMs: true, maxMs: true }
+/** Every key of a call's options. */
+const CALL_OPTION_KEYS: Readonly<Record<keyof CallOptions, true>> = { timeoutMs: true, signal: true }
+
+/** Checks a call's options (undefined: none). */
+export function checkCallOptions(options: CallOptions | undefined): void {
+  if (options === undefined) return
+  checkOptions('options', options, CALL_OPTION_KEYS)
+  if (options.timeoutMs !== undefined) checkTimeout('options.timeoutMs', options.timeoutMs)
+  checkSignal('options.signal', options.signal)
+}
+
+/** The options a Client runs with, defaults filled in. */
+export interface ResolvedClientOptions {
+  clusterId: string
+  timeoutMs: number
+  maxInFlight: number
+  whenFull: 'wait' | 'reject'
+  maxRequestBytes: number
+  connectTimeoutMs: number
+  waitForReady: boolean
+  minMs: number
+  maxMs: number
+}
+
+/** Checks `Client.connect`'s options; throws a ConfigError naming the field. */
+export function resolveClientOptions(options: ClientOptions): { endpoints: Endpoint[]; opts: ResolvedClientOptions } {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw new ConfigError('options', `must be an object, got ${describeValue(options)}`)
+  }
+  checkKnownKeys('', options, CLIENT_OPTION_KEYS)
+  const single = options.replicas === undefined
+  if (!single && (options.host !== undefined || options.port !== undefined)) throw new ConfigError('replicas', 'give host and port, or replicas, not both')
+  if (!single && !Array.isArray(options.replicas)) throw new ConfigError('replicas', `must be an array of { host, port }, got ${describeValue(options.replicas)}`)
+  const endpoints: unknown[] = options.replicas ?? (options.host !== undefined || options.port !== undefined ? [{ host: options.host ?? '127.0.0.1', port: options.port }] : [])
+  if (endpoints.length === 0) throw new ConfigError('replicas', 'give host and port, or a non-empty replicas array')
+  endpoints.forEach((e, i) => {
+    const f = single ? '' : `replicas[${i}].`
+    if (typeof e !== 'object' || e === null) throw new ConfigError(`replicas[${i}]`, `must be an object { host, port }, got ${describeValue(e)}`)
+    const { host, port } = e as { host?: unknown; port?: unknown }
+    if (typeof host !== 'string' || host.length === 0) throw new ConfigError(`${f}host`, `must be a non-empty string, got ${describeValue(host)}`)
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${f}port`, `must be an integer in [1, 65535], got ${describeValue(port)}`)
+  })
+  const resolvedEndpoints = (endpoints as Endpoint[]).map((e) => ({ host: e.host, port: e.port }))
+  const positive = (field: string, v: unknown, fallback: number): number => {
+    if (v === undefined) return fallback
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 0x7fffffff) throw new ConfigError(field, `must be a positive integer (at most 2^31 - 1), got ${describeValue(v)}`)
+    return v
+  }
+  const reconnect: unknown = options.reconnect ?? {}
+  if (typeof reconnect !== 'object' || reconnect === null) throw new ConfigError('reconnect', `must be an object, got ${describeValue(reconnect)}`)
+  checkKnownKeys('reconnect.', reconnect, CLIENT_RECONNECT_KEYS)
+  const rc = reconnect as { minMs?: unknown; maxMs?: unknown }
+  const clusterId: unknown = options.clusterId ?? ''
+  if (typeof clusterId !== 'string') throw new ConfigError('clusterId', `must be a string, got ${describeValue(clusterId)}`)
+  const opts: ResolvedClientOptions = {
+    clusterId,
+    timeoutMs: positive('timeoutMs', options.timeoutMs, 30_000),
+    maxInFlight: positive('maxInFlight', options.maxInFlight, DEFAULT_MAX_IN_FLIGHT),
+    whenFull: options.whenFull ?? 'wait',
+    maxRequestBytes: positive('maxRequestBytes', options.maxRequestBytes, DEFAULT_MAX_REQUEST_BYTES),
+    connectTimeoutMs: positive('connectTimeoutMs', options.connectTimeoutMs, 5000),
+    waitForReady: options.waitForReady ?? false,
+    minMs: positive('reconnect.minMs', rc.minMs, 50),
+    maxMs: positive('reconnect.maxMs', rc.maxMs, 2000),
+  }
+  if (opts.whenFull !== 'wait' && opts.whenFull !== 'reject') throw new ConfigError('whenFull', `must be 'wait' or 'reject', got ${describeValue(opts.whenFull)}`)
+  if (Buffer.byteLength(opts.clusterId) > 255) throw new ConfigError('clusterId', 'must be at most 255 bytes')
+  if (opts.maxMs < opts.minMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${opts.minMs})`)
+  if (typeof opts.waitForReady !== 'boolean') throw new ConfigError('waitForReady', `must be a boolean, got ${typeof opts.waitForReady}`)
+  return { endpoints: resolvedEndpoints, opts }
+}
