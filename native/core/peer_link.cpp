@@ -461,7 +461,7 @@ bool peer_link::on_welcome_auth(const hello_message& w) {
     fail(reject_code::bad_auth, "signing failed");
     return false;
   }
-  tx_ = std::make_unique<auth::sealer>(keys.initiator_to_responder);
+  tx_ = std::make_unique<sealed_sender<segment>>(keys.initiator_to_responder, o.self_id);
   rx_ = std::make_unique<auth::opener>(keys.responder_to_initiator);
   segment s;
   s.owner = frame;
@@ -497,115 +497,13 @@ void peer_link::refuse_welcome(reject_code code, const std::string& reason, cons
   fail(code, reason);
 }
 
-// io thread, auth mac: the boundary after `s` falls between two frames (a
-// run that ends with the header of a payload sent by reference does not).
-bool peer_link::boundary_after(const segment& s) const {
-  if (s.control || !s.framed) return true;
-  const std::uint8_t* p = s.data;
-  std::size_t left = s.length;
-  while (left >= frame_header_bytes) {
-    const std::size_t total = frame_header_bytes + load_u32(p);
-    if (total > left) return false;
-    p += total;
-    left -= total;
-  }
-  return left == 0;
-}
-
-// io thread, auth mac: cuts what follows the sealed prefix of pending_ into
-// batches of about auth::seal_batch_bytes at frame boundaries and puts each
-// batch's SEAL after it. A tail that ends inside a frame waits.
+// io thread, auth mac: what follows the sealed prefix of pending_ is cut
+// into batches, each followed by its SEAL (sealed_stream.hpp).
 void peer_link::seal_pending() {
-  std::size_t i = sealed_count_;
-  while (i < pending_.size() && tx_) {
-    std::size_t bytes = 0, cut = 0;
-    bool found = false;
-    // Each run's frame headers are walked once: a run too big for the batch
-    // only as far as the batch takes (split_run), a smaller one to see
-    // whether it ends inside a frame.
-    for (std::size_t j = i; j < pending_.size(); ++j) {
-      segment& sg = pending_[j];
-      const bool run = sg.framed && !sg.control;
-      if (run && sg.length == frame_header_bytes && frame_header_bytes + load_u32(sg.data) > sg.length) {
-        // The header of a payload sent by reference: the whole frame goes in
-        // one batch, on its own when it would not fit with what is before it.
-        const std::size_t frame = frame_header_bytes + load_u32(sg.data);
-        if (bytes > 0 && bytes + frame > auth::seal_batch_bytes) break;
-        bytes += sg.length;
-        continue;
-      }
-      if (run && bytes + sg.length > auth::seal_batch_bytes) {
-        // Too big for what is left of the batch: cut after as many whole
-        // frames as fit (at least one when the batch is empty); its first
-        // part then ends at a frame boundary.
-        const std::size_t off = split_run(j, auth::seal_batch_bytes - std::min(bytes, auth::seal_batch_bytes), bytes == 0);
-        if (off > 0) {
-          bytes += off;
-          cut = j;
-          found = true;
-        }
-        break;
-      }
-      bool complete = true;
-      if (run && !boundary_after(sg)) {
-        // Ends with the header of a payload sent by reference: that header
-        // goes on its own, so the frames before it can close a batch.
-        complete = sg.length > frame_header_bytes && split_run(j, sg.length - frame_header_bytes, false) > 0;
-      }
-      bytes += pending_[j].length;
-      if (complete) {
-        cut = j;
-        found = true;
-        if (bytes >= auth::seal_batch_bytes) break;
-      }
-    }
-    if (!found) return;
-    std::vector<crypto::byte_view> views;
-    views.reserve(cut - i + 1);
-    for (std::size_t k = i; k <= cut; ++k) views.emplace_back(pending_[k].data, pending_[k].length);
-    auto buf = std::make_shared<std::array<std::uint8_t, auth::seal_frame_bytes>>();
-    if (!tx_->seal(views.data(), views.size(), engine_.options().self_id, buf->data()))
-      return fail(reject_code::bad_auth, "sealing failed");
-    segment s;
-    s.owner = buf;
-    s.data = buf->data();
-    s.length = static_cast<std::uint32_t>(buf->size());
-    s.framed = false;
-    s.control = true;
-    pending_.insert(pending_.begin() + static_cast<std::ptrdiff_t>(cut + 1), std::move(s));
-    i = cut + 2;
-    sealed_count_ = i;
-  }
-}
-
-// io thread, auth mac: splits the framed run pending_[j] after as many whole
-// frames as fit in `room` bytes (at least one when `at_least_one`). The second
-// part follows it in pending_ with the remaining frames. Returns the first
-// part's length (0: nothing fits, or the run ends inside a frame first).
-std::size_t peer_link::split_run(std::size_t j, std::size_t room, bool at_least_one) {
-  segment& sg = pending_[j];
-  std::size_t off = 0;
-  std::uint32_t msgs = 0;
-  std::uint64_t last = 0;
-  while (off + frame_header_bytes <= sg.length) {
-    const frame_header h = decode_header(sg.data + off);
-    const std::size_t total = frame_header_bytes + h.length;
-    if (off + total > sg.length) break;              // ends with a header sent by reference
-    if (off + total > room && !(at_least_one && msgs == 0)) break;
-    off += total;
-    ++msgs;
-    last = h.msg_id;
-  }
-  if (off == 0 || off >= sg.length) return off;
-  segment rest = sg;
-  rest.data = sg.data + off;
-  rest.length = static_cast<std::uint32_t>(sg.length - off);
-  rest.messages = sg.messages >= msgs ? sg.messages - msgs : 0;
-  sg.length = static_cast<std::uint32_t>(off);
-  sg.messages = msgs;
-  sg.last_msg_id = last;
-  pending_.insert(pending_.begin() + static_cast<std::ptrdiff_t>(j + 1), std::move(rest));
-  return off;
+  if (!tx_) return;
+  const std::optional<std::size_t> sealed = tx_->seal(pending_, sealed_count_);
+  if (!sealed) return fail(reject_code::bad_auth, "sealing failed");
+  sealed_count_ = *sealed;
 }
 
 void peer_link::on_acked(std::uint64_t id) {

@@ -9,6 +9,7 @@
 #include "engine.hpp"
 #include "mpsc_queue.hpp"
 #include "protocol.hpp"
+#include "sealed_stream.hpp"
 
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
@@ -66,8 +67,6 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   // auth mac
   bool on_welcome_auth(const hello_message& w);
   void seal_pending();
-  std::size_t split_run(std::size_t j, std::size_t room, bool at_least_one);
-  bool boundary_after(const segment& s) const;
   void on_sealed_control(const frame_header& h);
   void on_pong(std::uint64_t sent_us);
 
@@ -110,7 +109,7 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   bool mac_ = false;
   std::array<std::uint8_t, auth::nonce_bytes> nonce_{};
   std::unique_ptr<crypto::x25519_keypair> eph_;
-  std::unique_ptr<auth::sealer> tx_;
+  std::unique_ptr<sealed_sender<segment>> tx_;  // auth mac: batches and their SEALs
   std::unique_ptr<auth::opener> rx_;
   std::size_t sealed_count_ = 0;  // segments at the front of pending_ sealed (writable)
   std::size_t unsealed_bytes_ = 0;

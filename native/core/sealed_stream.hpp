@@ -1,17 +1,23 @@
-// The receive side of a sealed stream of batches (auth 'mac', PROTOCOL.md
-// §2a; the confidentiality issue adds decryption here). The sender cuts its
-// stream into batches, each closed by a SEAL frame whose tag covers the
-// batch's bytes; the receiver feeds each batch's bytes as its frames are
-// parsed, holds what they carry (runs of messages, a PING's answer) and
-// releases it only once the SEAL checks. A batch that fails, or grows past
-// its bound without a SEAL, refuses the connection. One io thread.
+// A sealed stream of batches (auth 'mac', PROTOCOL.md §2a; the
+// confidentiality issue adds encryption and decryption here). The sender
+// (sealed_sender) cuts its queue of segments into batches at frame
+// boundaries, each closed by a SEAL frame whose tag covers the batch's
+// bytes; the receiver (sealed_receiver) feeds each batch's bytes as its
+// frames are parsed, holds what they carry (runs of messages, a PING's
+// answer) and releases it only once the SEAL checks. A batch that fails, or
+// grows past its bound without a SEAL, refuses the connection. Each side
+// runs on one io thread.
 #pragma once
 
 #include "auth.hpp"
 #include "protocol.hpp"
 
 #include <cstddef>
+#include <algorithm>
+#include <array>
 #include <cstdint>
+#include <iterator>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -72,6 +78,135 @@ class sealed_receiver {
   std::size_t batch_bytes_ = 0;
   std::vector<Run> held_;
   std::optional<std::uint64_t> pong_;
+};
+
+/// The send side. Segment is engine.hpp's segment (data, length, messages,
+/// last_msg_id, framed, control, owner); a Queue of them (std::deque) holds
+/// what a link writes, its first `sealed` segments sealed (writable).
+template <typename Segment>
+class sealed_sender {
+ public:
+  sealed_sender(const crypto::key32& key, std::uint32_t self_id, std::size_t batch_bytes = auth::seal_batch_bytes)
+      : tx_(key), self_(self_id), batch_bytes_(batch_bytes) {}
+
+  /// Cuts what follows the first `sealed` segments of `q` into batches of
+  /// about batch_bytes at frame boundaries (splitting runs where needed)
+  /// and puts each batch's SEAL after it. A tail that ends inside a frame
+  /// waits. Returns the new count of sealed segments; nullopt when sealing
+  /// failed (the link must close).
+  template <typename Queue>
+  std::optional<std::size_t> seal(Queue& q, std::size_t sealed) {
+    std::size_t i = sealed;
+    while (i < q.size()) {
+      std::size_t bytes = 0, cut = 0;
+      bool found = false;
+      // Each run's frame headers are walked once: a run too big for the
+      // batch only as far as the batch takes (split_run), a smaller one to
+      // see whether it ends inside a frame.
+      for (std::size_t j = i; j < q.size(); ++j) {
+        Segment& sg = q[j];
+        const bool run = sg.framed && !sg.control;
+        if (run && sg.length == frame_header_bytes && frame_header_bytes + load_u32(sg.data) > sg.length) {
+          // The header of a payload sent by reference: the whole frame goes
+          // in one batch, on its own when it would not fit with what is before.
+          const std::size_t frame = frame_header_bytes + load_u32(sg.data);
+          if (bytes > 0 && bytes + frame > batch_bytes_) break;
+          bytes += sg.length;
+          continue;
+        }
+        if (run && bytes + sg.length > batch_bytes_) {
+          // Too big for what is left of the batch: cut after as many whole
+          // frames as fit (at least one when the batch is empty); its first
+          // part then ends at a frame boundary.
+          const std::size_t off = split_run(q, j, batch_bytes_ - std::min(bytes, batch_bytes_), bytes == 0);
+          if (off > 0) {
+            bytes += off;
+            cut = j;
+            found = true;
+          }
+          break;
+        }
+        bool complete = true;
+        if (run && !boundary_after(sg)) {
+          // Ends with the header of a payload sent by reference: that header
+          // goes on its own, so the frames before it can close a batch.
+          complete = sg.length > frame_header_bytes && split_run(q, j, sg.length - frame_header_bytes, false) > 0;
+        }
+        bytes += q[j].length;
+        if (complete) {
+          cut = j;
+          found = true;
+          if (bytes >= batch_bytes_) break;
+        }
+      }
+      if (!found) return i;
+      std::vector<crypto::byte_view> views;
+      views.reserve(cut - i + 1);
+      for (std::size_t k = i; k <= cut; ++k) views.emplace_back(q[k].data, q[k].length);
+      auto buf = std::make_shared<std::array<std::uint8_t, auth::seal_frame_bytes>>();
+      if (!tx_.seal(views.data(), views.size(), self_, buf->data())) return std::nullopt;
+      Segment s;
+      s.owner = buf;
+      s.data = buf->data();
+      s.length = static_cast<std::uint32_t>(buf->size());
+      s.framed = false;
+      s.control = true;
+      q.insert(q.begin() + static_cast<std::ptrdiff_t>(cut + 1), std::move(s));
+      i = cut + 2;
+    }
+    return i;
+  }
+
+ private:
+  // The boundary after `s` falls between two frames (a run that ends with
+  // the header of a payload sent by reference does not).
+  static bool boundary_after(const Segment& s) {
+    if (s.control || !s.framed) return true;
+    const std::uint8_t* p = s.data;
+    std::size_t left = s.length;
+    while (left >= frame_header_bytes) {
+      const std::size_t total = frame_header_bytes + load_u32(p);
+      if (total > left) return false;
+      p += total;
+      left -= total;
+    }
+    return left == 0;
+  }
+
+  // Splits the framed run q[j] after as many whole frames as fit in `room`
+  // bytes (at least one when `at_least_one`); the second part follows it in
+  // q with the remaining frames. Returns the first part's length (0:
+  // nothing fits, or the run ends inside a frame first).
+  template <typename Queue>
+  static std::size_t split_run(Queue& q, std::size_t j, std::size_t room, bool at_least_one) {
+    Segment& sg = q[j];
+    std::size_t off = 0;
+    std::uint32_t msgs = 0;
+    std::uint64_t last = 0;
+    while (off + frame_header_bytes <= sg.length) {
+      const frame_header h = decode_header(sg.data + off);
+      const std::size_t total = frame_header_bytes + h.length;
+      if (off + total > sg.length) break;  // ends with a header sent by reference
+      if (off + total > room && !(at_least_one && msgs == 0)) break;
+      off += total;
+      ++msgs;
+      last = h.msg_id;
+    }
+    if (off == 0 || off >= sg.length) return off;
+    Segment rest = sg;
+    rest.data = sg.data + off;
+    rest.length = static_cast<std::uint32_t>(sg.length - off);
+    rest.messages = sg.messages >= msgs ? sg.messages - msgs : 0;
+    sg.length = static_cast<std::uint32_t>(off);
+    sg.messages = msgs;
+    sg.last_msg_id = last;
+    q.insert(q.begin() + static_cast<std::ptrdiff_t>(j + 1), std::move(rest));
+    return off;
+  }
+
+  auth::sealer tx_;
+  const std::uint32_t self_;
+  const std::size_t batch_bytes_;
 };
 
 }  // namespace nexres
