@@ -28,6 +28,25 @@ import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const args = process.argv.slice(2)
+// Every flag is one of these (with a value where it takes one): a typo or
+// --help prints the usage instead of running for minutes and writing docs.
+const VALUE_FLAGS = ['runs', 'only', 'w1-contenders', 'w2-seconds', 'w2-warmup', 'w2-conc', 'w2-contenders', 'sections', 'w3-variants', 'w3-seconds', 'w4-seconds']
+const BOOL_FLAGS = ['only-w1', 'only-w2', 'no-write']
+{
+  const usage = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').filter((l) => l.startsWith('//   ') && /node bench|\[--/.test(l)).map((l) => l.slice(3)).join('\n')
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]
+    const name = a.startsWith('--') ? a.slice(2) : undefined
+    if (name !== undefined && BOOL_FLAGS.includes(name)) continue
+    if (name !== undefined && VALUE_FLAGS.includes(name) && i + 1 < args.length) {
+      i++
+      continue
+    }
+    const why = a === '--help' || a === '-h' ? '' : `bench/run.mjs: unknown or incomplete argument ${JSON.stringify(a)}\n`
+    process.stderr.write(`${why}usage:\n${usage}\n`)
+    process.exit(why === '' ? 0 : 2)
+  }
+}
 const opt = (name, fallback) => {
   const i = args.indexOf(`--${name}`)
   return i >= 0 ? args[i + 1] : fallback
