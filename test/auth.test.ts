@@ -26,7 +26,7 @@ async function startPair(t: Tap, k: Keyed, extra: Partial<ReplicaOptions> = {}):
   t.teardown(() => a.close({ timeoutMs: 0 }))
   const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey, ...extra })
   t.teardown(() => b.close({ timeoutMs: 0 }))
-  await Promise.all([a.waitForPeers(), b.waitForPeers()])
+  await Promise.all([a.waitForPeers([2]), b.waitForPeers([1])])
   return [a, b]
 }
 
@@ -137,11 +137,7 @@ t.test('unknown id, right id without the key, and traffic after the auth failure
 
 t.test('a Byzantine member (real key): forged sender id, unsealed frames, a bad tag — each closes only its connection', async (t) => {
   const k = await keyedCluster(3, 'auth-member')
-  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey })
-  t.teardown(() => a.close({ timeoutMs: 0 }))
-  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey })
-  t.teardown(() => b.close({ timeoutMs: 0 }))
-  await Promise.all([a.waitForPeers([2]), b.waitForPeers([1])])
+  const [a, b] = await startPair(t, k)
   const honest = honestStream(t, b, a)
   const seen: string[] = []
   a.on('m3', (m) => seen.push(Buffer.from(m.payload).toString()))
@@ -238,11 +234,7 @@ t.test('man in the middle: dropping bytes (reordering the stream) is detected', 
 
 t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a bad signature closes the connection', async (t) => {
   const k = await keyedCluster(3, 'auth-signed')
-  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey })
-  t.teardown(() => a.close({ timeoutMs: 0 }))
-  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey })
-  t.teardown(() => b.close({ timeoutMs: 0 }))
-  await Promise.all([a.waitForPeers([2]), b.waitForPeers([1])])
+  const [a, b] = await startPair(t, k)
   const honest = honestStream(t, b, a)
   const got: { payload: Buffer; signature: Buffer | undefined; from: number; routeId: number }[] = []
   a.on('proof', (m) => got.push({ payload: Buffer.from(m.copy()), signature: m.signature ? Buffer.from(m.signature) : undefined, from: m.from, routeId: m.routeId }))

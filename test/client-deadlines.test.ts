@@ -3,19 +3,13 @@
 
 import t from 'tap'
 
-import { Client, type RequestContext } from 'nexres-rpc'
+import { Client } from 'nexres-rpc'
 
-import { type CodedError, sleep, utf8, within, expectReject, startServer, connectClient, observed } from './client-support.js'
+import { type CodedError, sleep, utf8, within, expectReject, connectClient, holdAndEcho, observed } from './client-support.js'
 import { until, timeBound } from './helpers.js'
 
 t.test('timeouts: TIMEOUT after timeoutMs, a late reply is dropped', async (t) => {
-  const { replica, endpoint } = await startServer(t)
-  const held: RequestContext[] = []
-  replica.handle('hold', (_req, ctx) => {
-    held.push(ctx)
-  })
-  replica.handle('echo', (req) => req)
-  const c = await connectClient(t, endpoint)
+  const { endpoint, held, c } = await holdAndEcho(t)
   let disconnects = 0
   c.events.on('disconnect', () => disconnects++)
 
@@ -69,13 +63,7 @@ t.test('timeouts: TIMEOUT after timeoutMs, a late reply is dropped', async (t) =
 })
 
 t.test('abort: a pending call rejects with ABORTED; an already-aborted signal rejects at once', async (t) => {
-  const { replica, endpoint } = await startServer(t)
-  const held: RequestContext[] = []
-  replica.handle('hold', (_req, ctx) => {
-    held.push(ctx)
-  })
-  replica.handle('echo', (req) => req)
-  const c = await connectClient(t, endpoint)
+  const { held, c } = await holdAndEcho(t)
 
   const ac = new AbortController()
   const p = c.call('hold', 'a', { signal: ac.signal })

@@ -8,17 +8,11 @@ import t from 'tap'
 
 import { type RequestContext } from 'nexres-rpc'
 
-import { type CodedError, sleep, utf8, settleWithin, within, expectReject, startServer, connectClient, observed } from './client-support.js'
+import { type CodedError, sleep, utf8, settleWithin, within, expectReject, startServer, connectClient, holdAndEcho, observed } from './client-support.js'
 import { until, timeBound } from './helpers.js'
 
 t.test("a call waiting for room (maxInFlight reached, whenFull 'wait') still honours its signal and timeoutMs", async (t) => {
-  const { replica, endpoint } = await startServer(t)
-  const held: RequestContext[] = []
-  replica.handle('hold', (_req, ctx) => {
-    held.push(ctx)
-  })
-  replica.handle('echo', (req) => req)
-  const c = await connectClient(t, { ...endpoint, maxInFlight: 1 })
+  const { held, c } = await holdAndEcho(t, { maxInFlight: 1 })
   const blocker = observed(c.call('hold', 'blocker'))
   await until(() => held.length === 1, 5000, 'the blocking request')
 

@@ -6,7 +6,7 @@ import { type Socket, connect } from 'node:net'
 
 import * as wire from '../lib/wire.js'
 
-import { Client, type ClientOptions, type ClusterConfig, type Endpoint, RemoteError, Replica, type ReplicaOptions } from 'nexres-rpc'
+import { Client, type ClientOptions, type ClusterConfig, type Endpoint, RemoteError, Replica, type ReplicaOptions, type RequestContext } from 'nexres-rpc'
 
 import { type Tap, clientHello, freePorts, until } from './helpers.js'
 import { FRAME_HEADER, HELLO_FIXED, KIND_REJECT, frameHeader } from './wire-peer.js'
@@ -103,6 +103,22 @@ export async function connectClient(t: Tap, options: ClientOptions): Promise<Cli
   const c = await within(Client.connect(options), 10_000, 'Client.connect')
   t.teardown(() => c.close())
   return c
+}
+
+/**
+ * A server with two routes: 'hold' leaves each request open (its context in
+ * `held`, to answer later or never), 'echo' replies with the request; and a
+ * client connected to it with `options`.
+ */
+export async function holdAndEcho(t: Tap, options: Omit<ClientOptions, 'host' | 'port' | 'replicas'> = {}): Promise<Server & { held: RequestContext[]; c: Client }> {
+  const server = await startServer(t)
+  const held: RequestContext[] = []
+  server.replica.handle('hold', (_req, ctx) => {
+    held.push(ctx)
+  })
+  server.replica.handle('echo', (req) => req)
+  const c = await connectClient(t, { ...server.endpoint, ...options })
+  return { ...server, held, c }
 }
 
 /** Calls whose rejections are observed at once (no unhandled rejection); settle later. */

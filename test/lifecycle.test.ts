@@ -59,6 +59,24 @@ async function runLifecycleChild(t: TapTest, mode: string, cluster?: ClusterConf
   return res
 }
 
+/** `a` sends replica 2 numbered messages of `size` payload bytes on 'seq' (a u64 LE counter first). */
+function numbered(a: Replica, size: number): { send: () => boolean; readonly sent: number } {
+  const payload = new Uint8Array(size)
+  const dv = new DataView(payload.buffer)
+  let sent = 0
+  return {
+    send: () => {
+      dv.setBigUint64(0, BigInt(sent), true)
+      const ok = a.send(2, 'seq', payload)
+      sent++
+      return ok
+    },
+    get sent() {
+      return sent
+    },
+  }
+}
+
 t.test('close() leaves no thread, socket or handle behind', async (t) => {
   t.test('3 replicas exchange messages, close, and the process exits by itself', async (t) => {
     const res = await runLifecycleChild(t, 'exchange')
@@ -264,15 +282,8 @@ t.test('backpressure: a frozen receiver (SIGSTOP) makes send return false; SIGCO
   const drains: number[] = []
   a.events.on('drain', (peer) => drains.push(peer))
 
-  const payload = new Uint8Array(1000)
-  const dv = new DataView(payload.buffer)
-  let sent = 0
-  const send = (): boolean => {
-    dv.setBigUint64(0, BigInt(sent), true)
-    const ok = a.send(2, 'seq', payload)
-    sent++
-    return ok
-  }
+  const seq = numbered(a, 1000)
+  const send = seq.send
   for (let i = 0; i < 100; i++) send()
   await until(() => lastCount(receiver).count === 100, 10_000, 'first messages at the receiver')
 
@@ -280,11 +291,11 @@ t.test('backpressure: a frozen receiver (SIGSTOP) makes send return false; SIGCO
   // Bounded loop, in ticks so acknowledgements (if any) can come in.
   let sawFalse = false
   const LIMIT = 50_000 // 50 MB, below maxQueueBytes: QUEUE_FULL would fail the test
-  while (!sawFalse && sent < LIMIT) {
+  while (!sawFalse && seq.sent < LIMIT) {
     for (let i = 0; i < 200 && !sawFalse; i++) if (!send()) sawFalse = true
     await new Promise((r) => setImmediate(r))
   }
-  t.ok(sawFalse, `send returned false after ${sent} messages`)
+  t.ok(sawFalse, `send returned false after ${seq.sent} messages`)
   const queued = a.stats().peers.find((p) => p.id === 2)!.queuedBytes
   t.ok(queued >= HWM, `queue at or past the high-water mark (${queued} bytes)`)
   await new Promise((r) => setTimeout(r, 300))
@@ -293,7 +304,7 @@ t.test('backpressure: a frozen receiver (SIGSTOP) makes send return false; SIGCO
   t.ok(receiver.proc.kill('SIGCONT'), 'receiver continued')
   await until(() => drains.length > 0, 15_000, "'drain' after SIGCONT")
   t.equal(drains[0], 2, "'drain' names the receiver")
-  const total = sent
+  const total = seq.sent
   await until(() => lastCount(receiver).count >= total, 20_000, `all ${total} messages at the receiver`)
   await new Promise((r) => setTimeout(r, 100))
   const c = lastCount(receiver)
@@ -371,15 +382,8 @@ t.test('backpressure: a receiver whose event loop is blocked fills its receive b
   a.events.on('drain', (peer) => drains.push(peer))
 
   const FRAME = 1024
-  const payload = new Uint8Array(FRAME - HEADER)
-  const dv = new DataView(payload.buffer)
-  let sent = 0
-  const send = (): boolean => {
-    dv.setBigUint64(0, BigInt(sent), true)
-    const ok = a.send(2, 'seq', payload)
-    sent++
-    return ok
-  }
+  const seq = numbered(a, FRAME - HEADER)
+  const send = seq.send
   for (let i = 0; i < 100; i++) send()
   await until(() => lastCount(receiver).count === 100, 10_000, 'first messages at the receiver')
 
@@ -392,7 +396,7 @@ t.test('backpressure: a receiver whose event loop is blocked fills its receive b
   const blockedAt = Date.now()
   // Send 3 x the receive buffers (return values checked below), then let it settle.
   const queuedNow = (): number => a.stats().peers.find((p) => p.id === 2)!.queuedBytes
-  while (sent < 100 + (3 * RECEIVE_BUFFERS) / FRAME) {
+  while (seq.sent < 100 + (3 * RECEIVE_BUFFERS) / FRAME) {
     for (let i = 0; i < 512; i++) send()
     await new Promise((r) => setImmediate(r))
   }
@@ -400,7 +404,7 @@ t.test('backpressure: a receiver whose event loop is blocked fills its receive b
   const elapsed = Date.now() - blockedAt
   t.ok(elapsed < BLOCK_MS - 500, `still within the receiver's block (${elapsed} ms)`)
   const queued = queuedNow()
-  t.comment(`${sent} messages sent, ${queued} bytes queued at the sender`)
+  t.comment(`${seq.sent} messages sent, ${queued} bytes queued at the sender`)
   t.ok(queued > HWM, 'the queue stays past the high-water mark while the receiver is blocked')
   // (Earlier sends in the loop may have returned false and been followed by
   // a 'drain' while the receiver's engine was still reading; count from here.)
@@ -421,7 +425,7 @@ t.test('backpressure: a receiver whose event loop is blocked fills its receive b
     `the blocked receiver's engine used its receive buffers before it stopped reading: accepted ${accepted} bytes, ` +
       `want >= ${want} (75% of ${CHUNKS} x ${CHUNK})`,
   )
-  const total = sent
+  const total = seq.sent
   await until(() => lastCount(receiver).count >= total, 30_000, `all ${total} messages at the receiver`)
   await new Promise((r) => setTimeout(r, 100))
   const c = lastCount(receiver)

@@ -83,6 +83,17 @@ async function clusterWithClientPorts(name: string): Promise<ClusterConfig> {
   }
 }
 
+/** What Replica.start rejects with for replica 1 of `cluster` (undefined: it started, and is closed). */
+function startError(cluster: ClusterConfig): Promise<unknown> {
+  return Replica.start({ auth: 'none', id: 1, cluster }).then(
+    (r) => {
+      void r.close({ timeoutMs: 0 })
+      return undefined
+    },
+    (e: unknown) => e,
+  )
+}
+
 t.test('a child spawned while replicas run holds none of their sockets; a restart on the same ports works', async (t) => {
   const cluster = await clusterWithClientPorts('cloexec')
   const start = (): Promise<Replica[]> =>
@@ -141,13 +152,7 @@ t.test('client port busy: LISTEN_FAILED names the client port and its address; t
       { id: 2, host: HOST, port: other! },
     ],
   }
-  const err = await Replica.start({ auth: 'none', id: 1, cluster }).then(
-    (r) => {
-      void r.close({ timeoutMs: 0 })
-      return undefined
-    },
-    (e: unknown) => e,
-  )
+  const err = await startError(cluster)
   t.ok(err instanceof ListenError, 'a ListenError')
   const le = err as ListenError
   t.equal(le.code, 'LISTEN_FAILED')
@@ -174,13 +179,7 @@ t.test('replica port busy: LISTEN_FAILED names the replica port and its address'
       { id: 2, host: HOST, port: other! },
     ],
   }
-  const err = await Replica.start({ auth: 'none', id: 1, cluster }).then(
-    (r) => {
-      void r.close({ timeoutMs: 0 })
-      return undefined
-    },
-    (e: unknown) => e,
-  )
+  const err = await startError(cluster)
   t.ok(err instanceof ListenError, 'a ListenError')
   const le = err as ListenError
   t.equal(le.which, 'replica', 'which: replica')

@@ -62,14 +62,7 @@ void check_response(engine& e, const std::vector<std::uint8_t>& r, bool accepted
     const frame_header h = decode_header(r.data() + p);
     FUZZ_CHECK(h.sender == self_id);
     FUZZ_CHECK(h.flags == 0 && h.reserved == 0);
-    if (h.kind == frame_kind::reject) {
-      FUZZ_CHECK(h.length >= 2 && h.length <= 2 + 512);
-      if (r.size() - p - frame_header_bytes < 2) return;
-      const std::uint16_t code = load_u16(r.data() + p + frame_header_bytes);
-      FUZZ_CHECK(code != 0 && std::strcmp(reject_code_name(static_cast<reject_code>(code)), "UNKNOWN") != 0);
-      FUZZ_CHECK(r.size() <= p + frame_header_bytes + h.length);
-      return;
-    }
+    if (checked_reject(r, p, h)) return;
     FUZZ_CHECK(accepted);
     FUZZ_CHECK(h.kind == frame_kind::reply);
     FUZZ_CHECK(h.length == 8);

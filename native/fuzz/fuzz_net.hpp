@@ -272,4 +272,17 @@ inline void check_after_input(const exchange_result& r) {
   }
 }
 
+/// The engine's REJECT at r[p] (header h): a known reason code, at most
+/// 512 bytes of reason, nothing after it. True when h is a REJECT (the
+/// response ends there).
+inline bool checked_reject(const std::vector<std::uint8_t>& r, std::size_t p, const nexres::frame_header& h) {
+  if (h.kind != nexres::frame_kind::reject) return false;
+  FUZZ_CHECK(h.length >= 2 && h.length <= 2 + 512);
+  if (r.size() - p - nexres::frame_header_bytes < 2) return true;
+  const std::uint16_t code = nexres::load_u16(r.data() + p + nexres::frame_header_bytes);
+  FUZZ_CHECK(code != 0 && std::strcmp(nexres::reject_code_name(static_cast<nexres::reject_code>(code)), "UNKNOWN") != 0);
+  FUZZ_CHECK(r.size() <= p + nexres::frame_header_bytes + h.length);
+  return true;
+}
+
 }  // namespace nexres_fuzz

@@ -51,6 +51,7 @@
 //    may act on (auth none: an ACK from replica 2; mac: an ACK whose SEAL and
 //    every SEAL before it were correct) covers its id - forged, unsealed or
 //    badly sealed ACKs never drop queued bytes; the queue stays bounded.
+#include "fuzz_keys.hpp"
 #include "fuzz_net.hpp"
 
 #include "auth.hpp"
@@ -82,38 +83,8 @@ constexpr std::uint8_t it_ack = 0, it_ack2 = 1, it_pong = 2, it_reject = 3, it_r
 constexpr std::uint8_t op_wrong_sender = 0x08, op_bad_length = 0x10;
 constexpr std::uint8_t seal_corrupt = 4, seal_misnumbered = 5, seal_missing = 6, seal_other_sender = 7;
 
-std::array<std::uint8_t, 32> seed_of(const char* label) {
-  std::array<std::uint8_t, 32> out{};
-  FUZZ_CHECK(crypto::hkdf_sha256(crypto::byte_view(label, std::strlen(label)), crypto::byte_view(), crypto::byte_view(),
-                                 out.data(), out.size()));
-  return out;
-}
-
 // Keys by replica id 1..2; index 0 is an impostor key nobody configured.
-struct test_keys {
-  std::array<std::uint8_t, 32> seed[3];
-  std::array<std::uint8_t, 32> pub[3];
-  std::unique_ptr<crypto::ed25519_signer> signer[3];
-  std::unique_ptr<crypto::ed25519_verifier> verifier[3];
-};
-
-test_keys& keys() {
-  static test_keys* k = [] {
-    auto* t = new test_keys;
-    const char* labels[3] = {"nexres fuzz impostor", "nexres fuzz replica 1", "nexres fuzz replica 2"};
-    for (int i = 0; i < 3; ++i) {
-      t->seed[i] = seed_of(labels[i]);
-      const crypto::ed25519_keypair kp = crypto::ed25519_keypair::from_seed(t->seed[i].data());
-      t->pub[i] = kp.public_key;
-      t->signer[i] = std::make_unique<crypto::ed25519_signer>(t->seed[i].data());
-      auto v = crypto::ed25519_verifier::from_public(t->pub[i].data());
-      FUZZ_CHECK(v.has_value());
-      t->verifier[i] = std::make_unique<crypto::ed25519_verifier>(std::move(*v));
-    }
-    return t;
-  }();
-  return *k;
-}
+test_keys<3>& keys() { return nexres_fuzz::keys<3>(); }
 
 // ---- the fake replica 2 ----------------------------------------------------
 
@@ -680,7 +651,7 @@ welcome_built build_welcome(const fake_peer& P, const std::vector<std::uint8_t>&
     b.derive_ok = false;
   }
   b.t = link_transcript(P, hello, inc_r, nonce_r, eph_r);
-  test_keys& k = keys();
+  test_keys<3>& k = keys();
   switch (kind) {
     case wel_impostor_key: FUZZ_CHECK(auth::sign(*k.signer[0], 'R', b.t, sig)); break;
     case wel_engine_key: FUZZ_CHECK(auth::sign(*k.signer[self_id], 'R', b.t, sig)); break;

@@ -37,6 +37,7 @@
 //    authenticated batch, an ACK never above what was delivered;
 //  - the engine closes the connection once the input ended; receive memory
 //    stays bounded (fuzz_net.hpp check_after_input).
+#include "fuzz_keys.hpp"
 #include "fuzz_net.hpp"
 
 #include "auth.hpp"
@@ -72,39 +73,8 @@ constexpr std::uint8_t act_raw_split = 0x08;    // size counts 4-byte units, not
 constexpr std::uint8_t act_seal_sender = 0x10;  // SEAL names the other replica
 constexpr std::uint8_t act_seal_flags = 0x20;   // SEAL with flags != 0
 
-std::array<std::uint8_t, 32> seed_of(const char* label) {
-  std::array<std::uint8_t, 32> out{};
-  FUZZ_CHECK(crypto::hkdf_sha256(crypto::byte_view(label, std::strlen(label)), crypto::byte_view(), crypto::byte_view(),
-                                 out.data(), out.size()));
-  return out;
-}
-
 // Keys by replica id 1..3; index 0 is an impostor key nobody configured.
-struct test_keys {
-  std::array<std::uint8_t, 32> seed[4];
-  std::array<std::uint8_t, 32> pub[4];
-  std::unique_ptr<crypto::ed25519_signer> signer[4];
-  std::unique_ptr<crypto::ed25519_verifier> verifier[4];
-};
-
-test_keys& keys() {
-  static test_keys* k = [] {
-    auto* t = new test_keys;
-    const char* labels[4] = {"nexres fuzz impostor", "nexres fuzz replica 1", "nexres fuzz replica 2",
-                             "nexres fuzz replica 3"};
-    for (int i = 0; i < 4; ++i) {
-      t->seed[i] = seed_of(labels[i]);
-      const crypto::ed25519_keypair kp = crypto::ed25519_keypair::from_seed(t->seed[i].data());
-      t->pub[i] = kp.public_key;
-      t->signer[i] = std::make_unique<crypto::ed25519_signer>(t->seed[i].data());
-      auto v = crypto::ed25519_verifier::from_public(t->pub[i].data());
-      FUZZ_CHECK(v.has_value());
-      t->verifier[i] = std::make_unique<crypto::ed25519_verifier>(std::move(*v));
-    }
-    return t;
-  }();
-  return *k;
-}
+test_keys<4>& keys() { return nexres_fuzz::keys<4>(); }
 
 void configure(engine_options& o) {
   o.replicas.push_back({third_id, "127.0.0.1", unused_port()});
@@ -324,7 +294,7 @@ std::uint64_t id_counter = 0;
 
 void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
   engine& e = the_engine();
-  test_keys& k = keys();
+  test_keys<4>& k = keys();
   std::size_t at = 0;
   auto next = [&]() -> std::uint8_t { return at < size ? data[at++] : 0; };
   const std::uint8_t opts = next();
