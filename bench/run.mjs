@@ -187,6 +187,24 @@ function start(cmd, argv) {
 }
 
 // Waits for every child to exit; SIGKILLs those still running after `ms`.
+/**
+ * Runs `body(procs)`, which starts child processes and pushes them on
+ * `procs`: all are killed (SIGKILL) if it throws, and reaped at the end
+ * (the first one sent SIGTERM first when `term`).
+ */
+async function withProcs(body, { reapMs, term = false }) {
+  const procs = []
+  try {
+    return await body(procs)
+  } catch (err) {
+    procs.forEach((p) => p.kill('SIGKILL'))
+    throw err
+  } finally {
+    if (term) procs[0]?.kill('SIGTERM')
+    await reap(procs, reapMs)
+  }
+}
+
 async function reap(procs, ms) {
   const killer = setTimeout(() => procs.forEach((p) => p.kill('SIGKILL')), ms)
   await Promise.all(procs.map((p) => p.exited))
@@ -225,8 +243,7 @@ function libp2pVersions() {
 async function onceW1(kind, { size, count, warmup }) {
   const p1 = await freePort()
   const p2 = await freePort()
-  const procs = []
-  try {
+  return withProcs(async (procs) => {
     let recv, send
     if (kind === 'nexres' || kind === 'nexres-mac') {
       const auth = kind === 'nexres-mac' ? 'mac' : 'none'
@@ -254,12 +271,7 @@ async function onceW1(kind, { size, count, warmup }) {
     const r = JSON.parse(line)
     if (r.messages !== count) throw new Error(`${kind}: ${r.messages} of ${count} messages`)
     return { msgsPerSec: r.messages / r.seconds, bytesPerSec: r.bytes / r.seconds }
-  } catch (err) {
-    procs.forEach((p) => p.kill('SIGKILL'))
-    throw err
-  } finally {
-    await reap(procs, 30_000)
-  }
+  }, { reapMs: 30_000 })
 }
 
 async function runW1() {
@@ -377,8 +389,7 @@ ${table}
 // ---------------------------------------------------------------- W2
 
 async function onceW2(kind, concurrency) {
-  const procs = []
-  try {
+  return withProcs(async (procs) => {
     // nexres-rpc's server also needs a replica port (its client port is 0 = any).
     const server = start(process.execPath, [`bench/w2-${kind}.mjs`, 'server', kind === 'nexres' ? await freePort() : 0])
     procs.push(server)
@@ -401,13 +412,7 @@ async function onceW2(kind, concurrency) {
     const r = JSON.parse(await client.nextLine(w2.warmupMs + w2.durationMs + 60_000))
     if (r.stoppedBy !== 'time') console.warn(`W2 ${kind} C=${concurrency}: stopped at ${w2.maxCalls} calls before the end of the window`)
     return r
-  } catch (err) {
-    procs.forEach((p) => p.kill('SIGKILL'))
-    throw err
-  } finally {
-    procs[0]?.kill('SIGTERM')
-    await reap(procs, 10_000)
-  }
+  }, { reapMs: 10_000, term: true })
 }
 
 async function runW2() {
@@ -544,8 +549,7 @@ ${table}
 
 async function onceW3(variant) {
   const [workers, ordering = 'peer'] = variant.split(':')
-  const procs = []
-  try {
+  return withProcs(async (procs) => {
     const server = start(process.execPath, ['bench/w3-workers.mjs', 'server', await freePort(), workers, ordering])
     procs.push(server)
     const m = /^ready (\d+)$/.exec(await server.nextLine(30_000))
@@ -555,13 +559,7 @@ async function onceW3(variant) {
     ])
     procs.push(client)
     return JSON.parse(await client.nextLine(w3.warmupMs + w3.durationMs + 60_000))
-  } catch (err) {
-    procs.forEach((p) => p.kill('SIGKILL'))
-    throw err
-  } finally {
-    procs[0]?.kill('SIGTERM')
-    await reap(procs, 10_000)
-  }
+  }, { reapMs: 10_000, term: true })
 }
 
 async function runW3() {
@@ -613,20 +611,14 @@ ${table}
 
 async function onceW4(flood) {
   const ports = [await freePort(), await freePort(), await freePort()]
-  const procs = []
-  try {
+  return withProcs(async (procs) => {
     const recv = start(process.execPath, ['bench/w4-flood.mjs', 'recv', ...ports])
     procs.push(recv)
     await recv.nextLine(20_000)
     if (flood) procs.push(start(process.execPath, ['bench/w4-flood.mjs', 'flood', ...ports, w4.warmupMs + w4.durationMs + 5000]))
     procs.push(start(process.execPath, ['bench/w4-flood.mjs', 'honest', ...ports, w4.intervalMs, w4.warmupMs, w4.durationMs]))
     return JSON.parse(await recv.nextLine(w4.warmupMs + w4.durationMs + 60_000))
-  } catch (err) {
-    procs.forEach((p) => p.kill('SIGKILL'))
-    throw err
-  } finally {
-    await reap(procs, 15_000)
-  }
+  }, { reapMs: 15_000 })
 }
 
 async function runW4() {
@@ -685,8 +677,7 @@ async function runW5() {
       for (const k of ['unsigned', 'signed']) {
         const p1 = await freePort()
         const p2 = await freePort()
-        const procs = []
-        try {
+        await withProcs(async (procs) => {
           const extra = k === 'signed' ? ['mac', 'signed'] : ['mac']
           const recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, c.count, c.size, 2, c.warmup, ...extra])
           procs.push(recv)
@@ -696,12 +687,7 @@ async function runW5() {
           if (r.messages !== c.count) throw new Error(`W5 ${k}: ${r.messages} of ${c.count}`)
           per[k].push(r.messages / r.seconds)
           console.log(`W5 ${label(c.size)} ${k} run ${i + 1}: ${fmtRate(r.messages / r.seconds)} msgs/s`)
-        } catch (err) {
-          procs.forEach((p) => p.kill('SIGKILL'))
-          throw err
-        } finally {
-          await reap(procs, 30_000)
-        }
+        }, { reapMs: 30_000 })
       }
     }
     rows.push({ ...c, signed: median(per.signed), unsigned: median(per.unsigned), all: per })
