@@ -10,6 +10,8 @@
 //   'close'      child: final stats, replica.close() -> 'closed' { s, undelivered },
 //                then disconnects IPC and exits by itself (the parent waits
 //                with a timeout and kills stragglers).
+import type { ChildProcess } from 'node:child_process'
+
 import type { ClusterConfig } from '../index.js'
 import type { AuthMode } from './args.js'
 
@@ -22,6 +24,8 @@ export const REPORT_MS = 100
 export const PEERS_TIMEOUT_MS = 15_000
 /** After 'stop', a replica waits this long at most for its queues to be acknowledged. */
 export const DRAIN_TIMEOUT_MS = 5_000
+/** After 'close', the parent waits this long for the children to exit before SIGKILL. */
+export const EXIT_TIMEOUT_MS = 10_000
 
 /** The child's configuration (JSON in NEXRES_DEMO_REPLICA). */
 export interface ChildConfig {
@@ -81,4 +85,35 @@ export function errorCode(err: unknown): string | undefined {
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
+}
+
+// The parent's view of its children and of the client load.
+
+export type Got = {
+  ready?: Extract<ChildMessage, { t: 'ready' }>
+  up?: Extract<ChildMessage, { t: 'up' }>
+  stopped?: Extract<ChildMessage, { t: 'stopped' }>
+  closed?: Extract<ChildMessage, { t: 'closed' }>
+}
+
+/** One replica process, as the parent sees it. */
+export interface DemoChild {
+  id: number
+  proc: ChildProcess
+  got: Got
+  latest: ChildStats | undefined
+  failure: string | undefined
+  failureCode: string | undefined
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined
+  exited: Promise<unknown>
+}
+
+/** The client load: running while true; what completed and failed. */
+export interface LoadState {
+  running: boolean
+  requests: number
+  errors: number
+  mismatches: number
+  lastError: string
+  endedAt: number
 }

@@ -5,7 +5,7 @@
 // redraws a progress line and prints a summary (summary.ts). With --auth
 // mac the parent generates one key pair per replica: public keys go into
 // the cluster config, each child gets its private key.
-import { type ChildProcess, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { createServer } from 'node:net'
@@ -15,10 +15,10 @@ import { fileURLToPath } from 'node:url'
 import type { Client, ClusterConfig } from '../index.js'
 import { HEADER_BYTES } from '../wire.js'
 import { type DemoOptions, HOST, MiB, OUTSTANDING } from './args.js'
-import { type ChildConfig, type ChildMessage, type ChildStats, DRAIN_TIMEOUT_MS, PEERS_TIMEOUT_MS, type ParentMessage, ROUTE_ECHO, errorCode, errorMessage } from './demo-protocol.js'
+import { type ChildConfig, type ChildMessage, type DemoChild, DRAIN_TIMEOUT_MS, EXIT_TIMEOUT_MS, type Got, type LoadState, PEERS_TIMEOUT_MS, type ParentMessage, ROUTE_ECHO, errorCode, errorMessage } from './demo-protocol.js'
 import { type LatencyRecorders, latencyRecorders } from './latency.js'
 import { type Output, count, makeOutput, ms, rate } from './output.js'
-import { EXIT_TIMEOUT_MS, printSummary } from './summary.js'
+import { printSummary } from './summary.js'
 
 /** The script children run (the CLI's entry, with the `replica` role). */
 const ENTRY = fileURLToPath(new URL('./main.js', import.meta.url))
@@ -32,35 +32,6 @@ const START_TIMEOUT_MS = 20_000
 const CALL_TIMEOUT_MS = 10_000
 /** Attempts at starting the cluster when a port picked as free was taken meanwhile. */
 const START_ATTEMPTS = 3
-
-type Got = {
-  ready?: Extract<ChildMessage, { t: 'ready' }>
-  up?: Extract<ChildMessage, { t: 'up' }>
-  stopped?: Extract<ChildMessage, { t: 'stopped' }>
-  closed?: Extract<ChildMessage, { t: 'closed' }>
-}
-
-/** One replica process, as the parent sees it. */
-export interface DemoChild {
-  id: number
-  proc: ChildProcess
-  got: Got
-  latest: ChildStats | undefined
-  failure: string | undefined
-  failureCode: string | undefined
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined
-  exited: Promise<unknown>
-}
-
-/** The client load: running while true; what completed and failed. */
-export interface LoadState {
-  running: boolean
-  requests: number
-  errors: number
-  mismatches: number
-  lastError: string
-  endedAt: number
-}
 
 class DemoError extends Error {
   readonly code: string | undefined

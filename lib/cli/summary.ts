@@ -1,13 +1,9 @@
 // The demo's closing summary: a table per replica and one line per figure,
 // then notes for anything that did not go as it should.
 import { type DemoOptions, OUTSTANDING } from './args.js'
-import type { DemoChild, LoadState } from './demo.js'
-import { DRAIN_TIMEOUT_MS, type ChildStats } from './demo-protocol.js'
+import { type ChildStats, type DemoChild, DRAIN_TIMEOUT_MS, EXIT_TIMEOUT_MS, type LoadState } from './demo-protocol.js'
 import type { LatencyRecorders } from './latency.js'
 import { type Output, bytes, count, ms, rate, table } from './output.js'
-
-/** After 'close', the parent waits this long for the children to exit before SIGKILL. */
-export const EXIT_TIMEOUT_MS = 10_000
 
 type Summed = Omit<ChildStats, 'handledBytes' | 'broadcasts' | 'msgsOut' | 'bytesOut' | 'queuedBytes' | 'up'> & { msgsOut: number; bytesOut: number }
 
