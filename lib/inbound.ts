@@ -109,11 +109,7 @@ export abstract class Inbound implements ReplySink {
 
   /** Registers the handler of a route (one per route). */
   on(route: string, handler: Handler): this {
-    checkRoute('route', route)
-    checkFunction('handler', handler)
-    this.beforeRegister('on')
-    register(this.routes, route, handler)
-    return this
+    return this.registerChecked('on', this.routes, route, handler)
   }
 
   /**
@@ -124,10 +120,15 @@ export abstract class Inbound implements ReplySink {
    * the client an error reply (`HANDLER_ERROR`, or the error's own `code`).
    */
   handle(route: string, handler: RequestHandler): this {
+    return this.registerChecked('handle', this.requestRoutes, route, handler)
+  }
+
+  /** `on` and `handle`: arguments checked, then registered (nothing done on a bad one). */
+  private registerChecked<F>(method: 'on' | 'handle', table: Map<number, { name: string; fn: F }>, route: string, handler: F): this {
     checkRoute('route', route)
     checkFunction('handler', handler)
-    this.beforeRegister('handle')
-    register(this.requestRoutes, route, handler)
+    this.beforeRegister(method)
+    register(table, route, handler)
     return this
   }
 

@@ -147,6 +147,17 @@ struct segment {
   bool framed = true;
   /// A control frame (PING): not counted in queue depth, not kept for resend.
   bool control = false;
+
+  /// A control frame of `length` bytes at `data`, kept alive by `owner`.
+  static segment control_frame(std::shared_ptr<const void> owner, const std::uint8_t* data, std::size_t length) {
+    segment s;
+    s.owner = std::move(owner);
+    s.data = data;
+    s.length = static_cast<std::uint32_t>(length);
+    s.framed = false;
+    s.control = true;
+    return s;
+  }
 };
 
 constexpr std::uint32_t broadcast_destination = 0xffffffffu;

@@ -157,13 +157,7 @@ void peer_link::heartbeat_tick() {
     h.msg_id = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(now.time_since_epoch()).count());
     encode_header(ping_buf_->data(), h);
-    segment s;
-    s.owner = ping_buf_;
-    s.data = ping_buf_->data();
-    s.length = static_cast<std::uint32_t>(frame_header_bytes);
-    s.framed = false;
-    s.control = true;
-    pending_.push_back(std::move(s));
+    pending_.push_back(segment::control_frame(ping_buf_, ping_buf_->data(), frame_header_bytes));
     do_write();
   }
   auto self = shared_from_this();

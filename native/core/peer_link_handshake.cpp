@@ -233,13 +233,7 @@ bool peer_link::on_welcome_auth(const hello_message& w) {
   }
   tx_ = std::make_unique<sealed_sender<segment>>(keys.initiator_to_responder, o.self_id);
   rx_ = std::make_unique<auth::opener>(keys.responder_to_initiator);
-  segment s;
-  s.owner = frame;
-  s.data = frame->data();
-  s.length = static_cast<std::uint32_t>(frame->size());
-  s.framed = false;
-  s.control = true;
-  pending_.push_front(std::move(s));
+  pending_.push_front(segment::control_frame(frame, frame->data(), frame->size()));
   sealed_count_ = 1;  // the AUTH frame goes first, outside any batch
   unsealed_bytes_ = 0;
   return true;

@@ -145,13 +145,8 @@ class sealed_sender {
       for (std::size_t k = i; k <= cut; ++k) views.emplace_back(q[k].data, q[k].length);
       auto buf = std::make_shared<std::array<std::uint8_t, auth::seal_frame_bytes>>();
       if (!tx_.seal(views.data(), views.size(), self_, buf->data())) return std::nullopt;
-      Segment s;
-      s.owner = buf;
-      s.data = buf->data();
-      s.length = static_cast<std::uint32_t>(buf->size());
-      s.framed = false;
-      s.control = true;
-      q.insert(q.begin() + static_cast<std::ptrdiff_t>(cut + 1), std::move(s));
+      const std::uint8_t* data = buf->data();
+      q.insert(q.begin() + static_cast<std::ptrdiff_t>(cut + 1), Segment::control_frame(std::move(buf), data, auth::seal_frame_bytes));
       i = cut + 2;
     }
     return i;
