@@ -4,7 +4,7 @@
 import type { CallOptions } from './call-options.js'
 import { checkKnownKeys, checkOptions, checkSignal, checkTimeout } from './args.js'
 import type { Endpoint } from './client-handshake.js'
-import { ConfigError, describeValue } from './errors.js'
+import { ConfigError, InvalidArgumentError, describeValue } from './errors.js'
 
 const DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 const DEFAULT_MAX_IN_FLIGHT = 1024
@@ -48,6 +48,14 @@ export interface ClientOptions {
   waitForReady?: boolean
   /** Backoff between reconnection attempts, in ms (default 50 doubling to 2000). */
   reconnect?: { minMs?: number; maxMs?: number }
+  /**
+   * With `replicas` (all n of them): up to `f` of them may be faulty. The
+   * client then keeps a connection to every replica and calls take a
+   * `quorum` option (default f + 1 equal replies); `Client.connect`
+   * resolves once f + 1 replicas are connected. Without `quorum` a call
+   * goes to one replica at a time, as without `f`.
+   */
+  f?: number
 }
 
 
@@ -67,17 +75,28 @@ const CLIENT_OPTION_KEYS: Readonly<Record<keyof ClientOptions | 'waitForReady', 
   connectTimeoutMs: true,
   reconnect: true,
   waitForReady: true,
+  f: true,
 }
 const CLIENT_RECONNECT_KEYS: Readonly<Record<keyof NonNullable<ClientOptions['reconnect']>, true>> = { minMs: true, maxMs: true }
 /** Every key of a call's options. */
-const CALL_OPTION_KEYS: Readonly<Record<keyof CallOptions, true>> = { timeoutMs: true, signal: true }
+const CALL_OPTION_KEYS: Readonly<Record<keyof CallOptions, true>> = { timeoutMs: true, signal: true, quorum: true, to: true, key: true }
 
 /** Checks a call's options (undefined: none). */
-export function checkCallOptions(options: CallOptions | undefined): void {
+export function checkCallOptions(options: CallOptions | undefined, replicas = 0): void {
   if (options === undefined) return
   checkOptions('options', options, CALL_OPTION_KEYS)
   if (options.timeoutMs !== undefined) checkTimeout('options.timeoutMs', options.timeoutMs)
   checkSignal('options.signal', options.signal)
+  const quorum = options.quorum !== undefined || options.to !== undefined || options.key !== undefined
+  if (quorum && replicas === 0) {
+    const which = options.quorum !== undefined ? 'quorum' : options.to !== undefined ? 'to' : 'key'
+    throw new InvalidArgumentError(`options.${which}`, 'no quorum option on a client connected without f (connect with { replicas, f })', options[which])
+  }
+  if (options.quorum !== undefined && (typeof options.quorum !== 'number' || !Number.isInteger(options.quorum) || options.quorum < 1 || options.quorum > replicas)) {
+    throw new InvalidArgumentError('options.quorum', `an integer from 1 to ${replicas} (the replicas)`, options.quorum)
+  }
+  if (options.to !== undefined && options.to !== 'all' && options.to !== 'leader') throw new InvalidArgumentError('options.to', "'all' or 'leader'", options.to)
+  if (options.key !== undefined && typeof options.key !== 'function') throw new InvalidArgumentError('options.key', 'a function (reply) => string | Uint8Array', options.key)
 }
 
 /** The options a Client runs with, defaults filled in. */
@@ -91,6 +110,8 @@ export interface ResolvedClientOptions {
   waitForReady: boolean
   minMs: number
   maxMs: number
+  /** Faulty replicas tolerated; undefined: one replica at a time. */
+  f: number | undefined
 }
 
 /** Checks `Client.connect`'s options; throws a ConfigError naming the field. */
@@ -133,10 +154,20 @@ export function resolveClientOptions(options: ClientOptions): { endpoints: Endpo
     waitForReady: options.waitForReady ?? false,
     minMs: positive('reconnect.minMs', rc.minMs, 50),
     maxMs: positive('reconnect.maxMs', rc.maxMs, 2000),
+    f: undefined,
   }
   if (opts.whenFull !== 'wait' && opts.whenFull !== 'reject') throw new ConfigError('whenFull', `must be 'wait' or 'reject', got ${describeValue(opts.whenFull)}`)
   if (Buffer.byteLength(opts.clusterId) > 255) throw new ConfigError('clusterId', 'must be at most 255 bytes')
   if (opts.maxMs < opts.minMs) throw new ConfigError('reconnect.maxMs', `must be >= reconnect.minMs (${opts.minMs})`)
   if (typeof opts.waitForReady !== 'boolean') throw new ConfigError('waitForReady', `must be a boolean, got ${typeof opts.waitForReady}`)
+  if (options.f !== undefined) {
+    const f: unknown = options.f
+    if (typeof f !== 'number' || !Number.isInteger(f) || f < 0) throw new ConfigError('f', `must be an integer >= 0, got ${describeValue(f)}`)
+    if (single) throw new ConfigError('f', 'needs replicas: every replica of the cluster')
+    if (resolvedEndpoints.length < f + 1) throw new ConfigError('f', `${f} faulty replicas need at least ${f + 1} replicas (a quorum of f + 1), got ${resolvedEndpoints.length}`)
+    const seen = new Set(resolvedEndpoints.map((e) => `${e.host}:${e.port}`))
+    if (seen.size !== resolvedEndpoints.length) throw new ConfigError('replicas', 'lists one replica twice: it would be counted twice toward a quorum')
+    opts.f = f
+  }
   return { endpoints: resolvedEndpoints, opts }
 }

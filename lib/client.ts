@@ -16,6 +16,7 @@ import {
 import { type Endpoint, type WelcomeLimits, clientHello, describeLoss, describeSocketError, readWelcome, remoteError } from './client-handshake.js'
 import { type ClientOptions, type ResolvedClientOptions, checkCallOptions, resolveClientOptions } from './client-options.js'
 import { ReplyReader, RequestStager } from './client-wire.js'
+import { ClusterMembers } from './cluster.js'
 import { routeId } from './route.js'
 import { type MethodDefinition, type ServiceClient, type ServiceDefinition, checkServiceDefinition, encodeWith, methodRoute } from './service.js'
 import {
@@ -100,6 +101,8 @@ export class Client {
   private inFlightLimit: number
   private readonly ownRequestLimit: boolean
   private readonly ownInFlightLimit: boolean
+  // Connected with f: one single-replica client per replica (cluster.ts).
+  private cluster: ClusterMembers | undefined
 
   private constructor(options: ClientOptions) {
     const resolved = resolveClientOptions(options)
@@ -121,17 +124,32 @@ export class Client {
    */
   static async connect(options: ClientOptions): Promise<Client> {
     const c = new Client(options)
+    if (c.opts.f !== undefined) {
+      // One client per replica, this one's options otherwise.
+      const { replicas: _all, f: _f, ...rest } = options
+      c.cluster = await ClusterMembers.connect(
+        c.endpoints,
+        c.opts.f,
+        (ep) => {
+          const m = new Client({ ...rest, host: ep.host, port: ep.port })
+          return { client: m, connect: () => m.ensureConnected(m.opts.waitForReady) }
+        },
+        c.events,
+      )
+      return c
+    }
     await c.ensureConnected(c.opts.waitForReady)
     return c
   }
 
   /** Whether the connection is up. */
   get connected(): boolean {
-    return this.socket !== undefined
+    return this.cluster !== undefined ? this.cluster.clients.some((m) => m.connected) : this.socket !== undefined
   }
 
   /** Calls in flight. */
   get inFlight(): number {
+    if (this.cluster !== undefined) return this.cluster.clients.reduce((n, m) => n + m.inFlight, 0)
     return this.pending.size
   }
 
@@ -140,6 +158,10 @@ export class Client {
    * the replica announced them in its CLIENT_WELCOME (see `ClientOptions`).
    */
   get limits(): ClientLimits {
+    if (this.cluster !== undefined) {
+      const all = this.cluster.clients.map((m) => m.limits)
+      return { maxRequestBytes: Math.min(...all.map((l) => l.maxRequestBytes)), maxInFlight: Math.min(...all.map((l) => l.maxInFlight)) }
+    }
     return { maxRequestBytes: this.requestLimit, maxInFlight: this.inFlightLimit }
   }
 
@@ -156,11 +178,12 @@ export class Client {
     try {
       checkRoute('route', route)
       body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
-      if (options !== EMPTY_CALL_OPTIONS) checkCallOptions(options)
+      if (options !== EMPTY_CALL_OPTIONS) checkCallOptions(options, this.cluster?.clients.length ?? 0)
     } catch (err) {
       return Promise.reject(err)
     }
     if (this.closed) return Promise.reject(new ClosedError('client'))
+    if (this.cluster !== undefined) return withCallerStack(this.cluster.call(route, body, options, this.opts.timeoutMs))
     if (body.length > this.requestLimit) {
       return Promise.reject(new RequestTooLargeError(body.length, this.requestLimit))
     }
@@ -177,13 +200,15 @@ export class Client {
    * rejects with `INVALID_ARGUMENT` (parameter `request`) for a request its
    * codec cannot encode, before anything is sent.
    */
-  service<M extends Record<string, MethodDefinition>>(def: ServiceDefinition<M>): ServiceClient<M> {
+  service<M extends Record<string, MethodDefinition>>(def: ServiceDefinition<M>, defaults?: CallOptions): ServiceClient<M> {
     checkServiceDefinition('def', def)
+    if (defaults !== undefined) checkCallOptions(defaults, this.cluster?.clients.length ?? 0)
     const out: Record<string, (req: unknown, options?: CallOptions) => Promise<unknown>> = {}
     for (const method of Object.keys(def.methods)) {
       const m = def.methods[method]!
       const route = methodRoute(def.name, method)
-      out[method] = async (req, options) => m.response.decode(await this.call(route, encodeWith(m.request, req, 'request'), options))
+      out[method] = async (req, options) =>
+        m.response.decode(await this.call(route, encodeWith(m.request, req, 'request'), defaults === undefined ? options : { ...defaults, ...options }))
     }
     return out as ServiceClient<M>
   }
@@ -192,6 +217,7 @@ export class Client {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    if (this.cluster !== undefined) return this.cluster.close()
     this.out.flush()
     const s = this.socket
     this.failAll(new ClosedError('client'))

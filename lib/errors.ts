@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'TOO_MANY_REQUESTS'
   | 'REMOTE_ERROR'
   | 'INVALID_ARGUMENT'
+  | 'NO_QUORUM'
 
 export class NexresError extends Error {
   readonly code: ErrorCode
@@ -146,6 +147,33 @@ export class ConnectionLostError extends NexresError implements ConnectionFailur
   constructor(message: string, cause?: unknown, details?: Omit<ConnectionFailure, 'cause'>) {
     super('CONNECTION_LOST', message, cause !== undefined ? { cause } : undefined)
     assignFailure(this, details)
+  }
+}
+
+/** What one replica answered to a quorum call (see `QuorumError`). */
+export interface QuorumReply {
+  /** The replica, as given in `replicas`. */
+  replica: { host: string; port: number }
+  /** Its reply, when it sent one. */
+  reply?: Uint8Array
+  /** Why it gave none: its error (`TIMEOUT`, `CONNECTION_LOST`, a `RemoteError`, ...); absent while still pending. */
+  error?: Error
+}
+
+/**
+ * A quorum call cannot be answered: no `quorum` replicas returned the same
+ * reply (conflicting replies, errors, time running out). `replies` lists
+ * what each replica answered, in the order of `replicas`.
+ */
+export class QuorumError extends NexresError {
+  readonly quorum: number
+  readonly replies: QuorumReply[]
+  constructor(quorum: number, replies: QuorumReply[]) {
+    const answered = replies.filter((r) => r.reply !== undefined).length
+    const failed = replies.filter((r) => r.error !== undefined).length
+    super('NO_QUORUM', `no ${quorum} replicas returned the same reply (${answered} replied, ${failed} failed, of ${replies.length})`)
+    this.quorum = quorum
+    this.replies = replies
   }
 }
 

@@ -48,8 +48,9 @@ export {
   ListenError,
   NexresError,
   PayloadTooLargeError,
+  QuorumError,
   QueueFullError,
   TimeoutError,
   UnknownPeerError,
 } from './errors.js'
-export type { ConnectionFailure, ErrorCode, ListenPort } from './errors.js'
+export type { ConnectionFailure, ErrorCode, ListenPort, QuorumReply } from './errors.js'

@@ -1,0 +1,114 @@
+// A client connected with `f`: one single-replica client per replica, kept
+// connected (each reconnects on its next call after a failure). Calls with
+// a quorum go through quorum.ts; calls without one go to the current
+// leader, which moves on when it fails (as a client with several replicas
+// moves on). Client (client.ts) holds one of these when connected with f.
+import type { EventEmitter } from 'node:events'
+
+import type { CallOptions } from './call-options.js'
+import type { Endpoint } from './client-handshake.js'
+import { ConnectionLostError } from './errors.js'
+import { type Member, quorumCall } from './quorum.js'
+
+/** What the cluster needs of each replica's client (a Client). */
+export interface MemberClient {
+  readonly connected: boolean
+  readonly inFlight: number
+  readonly limits: { maxRequestBytes: number; maxInFlight: number }
+  readonly events: EventEmitter<{ connect: [Endpoint]; disconnect: [Endpoint, string] }>
+  call(route: string, body: Uint8Array, options?: CallOptions): Promise<Uint8Array>
+  close(): Promise<void>
+}
+
+export class ClusterMembers {
+  private leader = 0
+  private readonly members: Member[]
+
+  private constructor(
+    readonly clients: MemberClient[],
+    endpoints: Endpoint[],
+    private readonly f: number,
+  ) {
+    this.members = clients.map((c, i) => ({ endpoint: endpoints[i]!, call: (r, b, o) => c.call(r, b, o) }))
+  }
+
+  /**
+   * Connects to every replica; resolves once f + 1 are connected (the
+   * others go on trying in the background, and again on their next call).
+   * Rejects with CONNECTION_LOST, each replica's cause in `errors`, once
+   * f + 1 can no longer connect.
+   */
+  static async connect(
+    endpoints: Endpoint[],
+    f: number,
+    make: (ep: Endpoint) => { client: MemberClient; connect: () => Promise<void> },
+    events: EventEmitter<{ connect: [Endpoint]; disconnect: [Endpoint, string] }>,
+  ): Promise<ClusterMembers> {
+    const made = endpoints.map((ep) => make(ep))
+    const cluster = new ClusterMembers(
+      made.map((m) => m.client),
+      endpoints,
+      f,
+    )
+    for (const m of made) {
+      m.client.events.on('connect', (ep) => events.emit('connect', ep))
+      m.client.events.on('disconnect', (ep, why) => events.emit('disconnect', ep, why))
+    }
+    const need = f + 1
+    const errors: Error[] = endpoints.map(() => new Error('not tried'))
+    await new Promise<void>((resolve, reject) => {
+      let up = 0
+      let failed = 0
+      made.forEach((m, i) => {
+        m.connect().then(
+          () => {
+            if (++up === need) resolve()
+          },
+          (err: unknown) => {
+            errors[i] = err instanceof Error ? err : new Error(String(err))
+            if (++failed === endpoints.length - need + 1) {
+              const list = endpoints.map((ep, j) => `${ep.host}:${ep.port}: ${errors[j]!.message}`).join('; ')
+              reject(new ConnectionLostError(`fewer than f + 1 = ${need} of ${endpoints.length} replicas accepted a connection (${list})`, errors[i], { errors }))
+            }
+          },
+        )
+      })
+    }).catch(async (err: unknown) => {
+      await cluster.close()
+      throw err
+    })
+    return cluster
+  }
+
+  call(route: string, body: Uint8Array, options: CallOptions, timeoutMs: number): Promise<Uint8Array> {
+    const n = this.members.length
+    if (options.quorum === undefined && options.to === undefined && options.key === undefined) {
+      // One replica: the leader; when it fails, the next call goes to the next one.
+      const i = this.leader
+      return this.clients[i]!.call(route, body, options).catch((err: unknown) => {
+        if (err instanceof ConnectionLostError && this.leader === i) this.leader = (i + 1) % n
+        throw err
+      })
+    }
+    return quorumCall(
+      this.members,
+      {
+        route,
+        body,
+        quorum: options.quorum ?? this.f + 1,
+        to: options.to ?? 'all',
+        key: options.key,
+        deadline: Date.now() + (options.timeoutMs ?? timeoutMs),
+        signal: options.signal,
+        leader: this.leader,
+      },
+      (next) => {
+        this.leader = next
+      },
+    )
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.clients.map((c) => c.close()))
+  }
+}
