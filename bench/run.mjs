@@ -14,10 +14,11 @@
 //                      [--w2-seconds 5] [--w2-warmup 1] [--w2-conc 1,64]
 //                      [--w2-contenders nexres,net,grpc,libp2p]
 //                      [--sections w1,w2,w3,w4] [--w3-variants 0,1,2,2:none] [--w3-seconds 5]
-//                      [--w4-seconds 5]   (--sections also takes w5)
+//                      [--w4-seconds 5]   (--sections also takes w5, w6)
 //   W3: a CPU-heavy request handler (SHA-256 × 50) with workers 0, 1, 2.
 //   W4: an honest peer's message latency while another peer floods.
 //   W5: signed broadcasts (auth 'mac', { sign: true }) against unsigned ones.
+//   W6: quorum calls to 4 replicas (f = 1, quorum 2) against single-replica calls.
 // Sections not measured in a run are kept as they are in docs/benchmarks.md.
 import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -59,7 +60,7 @@ const only = opt('only', '')
 const write = !args.includes('--no-write')
 // Sections to measure (the others are kept as they are in docs/benchmarks.md):
 // --sections w1,w2,w3,w4 (default all); --only-w1 / --only-w2 are shorthands.
-const allSections = ['w1', 'w2', 'w3', 'w4', 'w5']
+const allSections = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6']
 let sections = opt('sections', allSections.join(',')).split(',').filter(Boolean)
 if (args.includes('--only-w1')) sections = ['w1']
 if (args.includes('--only-w2')) sections = ['w2']
@@ -70,6 +71,7 @@ const doW2 = sections.includes('w2')
 const doW3 = sections.includes('w3')
 const doW4 = sections.includes('w4')
 const doW5 = sections.includes('w5')
+const doW6 = sections.includes('w6')
 const w3 = {
   // workers[:ordering]; 0 = handlers on the main thread
   variants: opt('w3-variants', '0,1,2,2:none').split(',').filter(Boolean),
@@ -720,6 +722,66 @@ ${table}
 `
 }
 
+// ---------------------------------------------------------------- W6
+
+// Four replica processes (each serving 'echo' on its client port), then one
+// client process: calls to one replica, or quorum calls to all four.
+async function onceW6(mode, concurrency) {
+  return withProcs(async (procs) => {
+    const ports = []
+    for (let i = 0; i < 4; i++) {
+      const server = start(process.execPath, ['bench/w2-nexres.mjs', 'server', await freePort()])
+      procs.push(server)
+      const m = /^ready (\d+)$/.exec(await server.nextLine(20_000))
+      if (m === null) throw new Error('w6 server: no ready line')
+      ports.push(m[1])
+    }
+    const client = start(process.execPath, [
+      'bench/w2-nexres.mjs', mode === 'quorum' ? 'quorum' : 'client', mode === 'quorum' ? ports.join(',') : ports[0],
+      concurrency, w2.size, w2.warmupMs, w2.durationMs, w2.maxCalls,
+    ])
+    procs.push(client)
+    return JSON.parse(await client.nextLine(w2.warmupMs + w2.durationMs + 60_000))
+  }, { reapMs: 10_000, term: true })
+}
+
+async function runW6() {
+  const rows = []
+  for (const c of w2.concurrency) {
+    const per = { single: [], quorum: [] }
+    for (let i = 0; i < runs; i++) {
+      for (const mode of ['single', 'quorum']) {
+        const r = await onceW6(mode, c)
+        per[mode].push(r)
+        console.log(`W6 C=${c} ${mode} run ${i + 1}: ${fmtRate(r.reqPerSec)} req/s, p50 ${r.p50} µs, p99 ${r.p99} µs`)
+      }
+    }
+    const med = (k, f) => median(per[k].map(f))
+    rows.push({ c, single: { rate: med('single', (r) => r.reqPerSec), p50: med('single', (r) => r.p50), p99: med('single', (r) => r.p99) }, quorum: { rate: med('quorum', (r) => r.reqPerSec), p50: med('quorum', (r) => r.p50), p99: med('quorum', (r) => r.p99) } })
+  }
+  const lines = ['| C | single replica: req/s | p50 µs | p99 µs | quorum of 2 of 4 (f = 1): req/s | p50 µs | p99 µs | quorum ÷ single: req/s | p50 |', '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  for (const r of rows) {
+    lines.push(`| ${r.c} | ${fmtRate(r.single.rate)} | ${r.single.p50} | ${r.single.p99} | ${fmtRate(r.quorum.rate)} | ${r.quorum.p50} | ${r.quorum.p99} | ${(r.quorum.rate / r.single.rate).toFixed(2)}× | ${(r.quorum.p50 / r.single.p50).toFixed(2)}× |`)
+  }
+  const table = lines.join('\n')
+  console.log('\n' + table + '\n')
+  return `## W6: quorum calls
+
+Measured on ${today}, ${runsText} (\`${command}\`).
+
+${w2.size}-byte echo calls in the W2 closed loop (C calls outstanding), ${w2.durationMs / 1000} s after ${w2.warmupMs / 1000} s of warm-up. Four
+replicas, each its own process serving \`handle('echo', (req) => req)\`;
+one client process calls either one replica (\`Client.connect({ host, port })\`)
+or all four with \`Client.connect({ replicas, f: 1 })\` and \`call(route,
+payload, { quorum: 2 })\` (\`to: 'all'\`: each call goes to four replicas and
+resolves on the second equal reply). Four server processes share the
+machine's cores with the client in both modes. Goals (issue 12): quorum
+req/s at C = 64 ≥ 0.5× single, quorum p50 ≤ 1.5× single.
+
+${table}
+`
+}
+
 // ---------------------------------------------------------------- doc
 
 const docPath = join(root, 'docs', 'benchmarks.md')
@@ -746,6 +808,7 @@ const w2Section = doW2 ? await runW2() : keptSection('W2')
 const w3Section = doW3 ? await runW3() : keptSection('W3')
 const w4Section = doW4 ? await runW4() : keptSection('W4')
 const w5Section = doW5 ? await runW5() : keptSection('W5')
+const w6Section = doW6 ? await runW6() : keptSection('W6')
 
 if (write) {
   const cpu = os.cpus()
@@ -764,7 +827,8 @@ ${w1Section}
 ${w2Section}
 ${w3Section}
 ${w4Section}
-${w5Section}`
+${w5Section}
+${w6Section}`
   writeFileSync(docPath, doc)
   console.log('wrote docs/benchmarks.md')
 }

@@ -3,6 +3,8 @@
 // using `Client.call` promises in a closed loop (bench/w2-loop.mjs).
 //   node bench/w2-nexres.mjs server <replicaPort>       -> prints "ready <clientPort>"
 //   node bench/w2-nexres.mjs client <clientPort> <C> <size> <warmupMs> <durationMs> <maxCalls>
+//   node bench/w2-nexres.mjs quorum <p1,p2,p3,p4> <C> <size> <warmupMs> <durationMs> <maxCalls>
+//     (W6: Client.connect({ replicas, f: 1 }), calls with { quorum: 2 }, to 'all')
 import { Client, Replica } from 'nexres-rpc'
 
 import { clientArgs, runClient } from './w2-loop.mjs'
@@ -22,6 +24,13 @@ if (role === 'server') {
   const a = clientArgs(rest)
   const c = await Client.connect({ host: '127.0.0.1', port: a.port })
   await runClient(a, (payload) => c.call('echo', payload))
+  await c.close()
+  process.exit(0)
+} else if (role === 'quorum') {
+  const ports = rest[0].split(',').map(Number)
+  const a = clientArgs([ports[0], ...rest.slice(1)])
+  const c = await Client.connect({ replicas: ports.map((port) => ({ host: '127.0.0.1', port })), f: 1 })
+  await runClient(a, (payload) => c.call('echo', payload, { quorum: 2 }))
   await c.close()
   process.exit(0)
 } else {

@@ -233,6 +233,19 @@ export class Client {
 
   // A call that must wait: for the connection, or for room under maxInFlight.
   // Its signal and timeout count from the call, waiting included.
+  /**
+   * @internal A quorum call's request to this replica (cluster.ts): the
+   * arguments were checked by the cluster client's call, whose promise
+   * carries the caller's stack.
+   */
+  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
+    if (this.closed) return Promise.reject(new ClosedError('client'))
+    if (body.length > this.requestLimit) return Promise.reject(new RequestTooLargeError(body.length, this.requestLimit))
+    if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason))
+    if (this.socket !== undefined && this.pending.size < this.inFlightLimit) return this.issue(route, body, timeoutMs, signal)
+    return this.callSlow(route, body, signal === undefined ? { timeoutMs } : { timeoutMs, signal })
+  }
+
   private async callSlow(route: string, body: Uint8Array, options: CallOptions): Promise<Uint8Array> {
     const signal = options.signal
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs

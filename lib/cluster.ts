@@ -17,6 +17,7 @@ export interface MemberClient {
   readonly limits: { maxRequestBytes: number; maxInFlight: number }
   readonly events: EventEmitter<{ connect: [Endpoint]; disconnect: [Endpoint, string] }>
   call(route: string, body: Uint8Array, options?: CallOptions): Promise<Uint8Array>
+  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array>
   close(): Promise<void>
 }
 
@@ -29,7 +30,7 @@ export class ClusterMembers {
     endpoints: Endpoint[],
     private readonly f: number,
   ) {
-    this.members = clients.map((c, i) => ({ endpoint: endpoints[i]!, call: (r, b, o) => c.call(r, b, o) }))
+    this.members = clients.map((c, i) => ({ endpoint: endpoints[i]!, call: (r, b, t, s) => c.callMember(r, b, t, s) }))
   }
 
   /**
