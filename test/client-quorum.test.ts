@@ -202,3 +202,83 @@ t.test('wrong arguments are refused before anything is sent', async (t) => {
   await bad({ replicas: endpoints, f: '1' }, 'f')
   await bad({ replicas: [endpoints[0], endpoints[0], endpoints[1]], f: 1 }, 'replicas')
 })
+
+/**
+ * A fake replica on 127.0.0.1 (a raw client-port speaker): answers every
+ * request twice with `lie`, and sends replies to requests never made.
+ */
+async function doubleLiar(t: Tap): Promise<number> {
+  const { createServer } = await import('node:net')
+  const wire = await import('../lib/wire.js')
+  const sockets = new Set<import('node:net').Socket>()
+  const server = createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => {})
+    s.on('close', () => sockets.delete(s))
+    let buf = Buffer.alloc(0)
+    let welcomed = false
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d])
+      if (!welcomed) {
+        if (buf.length < wire.HELLO_FIXED_BYTES) return
+        const body = buf.readUInt32LE(24)
+        if (buf.length < wire.HELLO_FIXED_BYTES + body) return
+        buf = buf.subarray(wire.HELLO_FIXED_BYTES + body)
+        const w = Buffer.alloc(wire.HELLO_FIXED_BYTES + 8)
+        w.writeUInt32LE(wire.HELLO_MAGIC, 0)
+        w.writeUInt16LE(wire.PROTOCOL_VERSION, 4)
+        w.writeUInt16LE(wire.WELCOME_CLIENT, 6)
+        w.writeUInt32LE(9, 12)
+        w.writeBigUInt64LE(1n, 16)
+        w.writeUInt32LE(8, 24)
+        w.writeUInt32LE(1 << 20, wire.HELLO_FIXED_BYTES)
+        w.writeUInt32LE(1024, wire.HELLO_FIXED_BYTES + 4)
+        s.write(w)
+        welcomed = true
+      }
+      while (buf.length >= wire.HEADER_BYTES && buf.length >= wire.HEADER_BYTES + buf.readUInt32LE(0)) {
+        const len = buf.readUInt32LE(0)
+        const id = buf.readUInt32LE(wire.OFFSET_MSG_ID)
+        const route = buf.readUInt32LE(wire.OFFSET_ROUTE)
+        buf = buf.subarray(wire.HEADER_BYTES + len)
+        const reply = (rid: number): Buffer => {
+          const h = Buffer.alloc(wire.HEADER_BYTES + 3)
+          h.writeUInt32LE(3, 0)
+          h.writeUInt32LE(route, wire.OFFSET_ROUTE)
+          h[wire.OFFSET_KIND] = wire.KIND_REPLY
+          h.writeUInt32LE(rid, wire.OFFSET_MSG_ID)
+          h.write('lie', wire.HEADER_BYTES)
+          return h
+        }
+        // The same reply twice, and replies to ids never asked.
+        s.write(Buffer.concat([reply(id), reply(id), reply(id + 1), reply(id + 1000)]))
+      }
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, HOST, () => r()))
+  t.teardown(() => {
+    for (const s of sockets) s.destroy()
+    return new Promise<void>((r) => server.close(() => r()))
+  })
+  const a = server.address()
+  return typeof a === 'object' && a !== null ? a.port : 0
+}
+
+t.test('a replica that replies twice, and to requests never made, counts once', async (t) => {
+  // Three honest replicas answer after 100 ms; the liar at once, twice, and
+  // ahead (ids not asked yet). Counted twice, 'lie' would make quorum 2 first.
+  const ports = await freePorts(3)
+  const config = { id: 'q-double', replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, clientPort: 0 })) }
+  const endpoints: { host: string; port: number }[] = [{ host: HOST, port: await doubleLiar(t) }]
+  for (let id = 1; id <= 3; id++) {
+    const r = await Replica.start({ auth: 'none', id, cluster: config })
+    t.teardown(() => r.close({ timeoutMs: 0 }))
+    r.handle('get', () => new Promise<string>((resolve) => setTimeout(() => resolve('ok'), 100)))
+    endpoints.push({ host: HOST, port: r.clientPort! })
+  }
+  const c = await connect(t, endpoints)
+  for (let i = 0; i < 5; i++) t.equal(text(await c.call('get', `k${i}`, { quorum: 2 })), 'ok', `call ${i}: the honest reply`)
+  const err = (await c.call('get', 'k', { quorum: 2, timeoutMs: 50 }).catch((e: unknown) => e)) as QuorumError
+  t.equal(err.code, 'NO_QUORUM', 'before the honest replies: one lie is one vote, not a quorum')
+  t.equal(text(err.replies[0]!.reply!), 'lie')
+})
