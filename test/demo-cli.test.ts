@@ -118,6 +118,22 @@ t.test('--auth none, without hdr-histogram-js: plain links, latencies from the f
   t.ok(requests && num(requests[1]!) > 0, 'echo calls with empty payloads made', info)
 })
 
+t.test('--byzantine 1 (4 replicas, auth none): replica 4 lies on every call; quorum calls outvote it, no wrong answer accepted', async (t) => {
+  const r = await run(['demo', '--replicas', '4', '--duration', '1', '--size', '16', '--auth', 'none', '--byzantine', '1'], 60_000, { NEXRES_DEMO_NO_HDR: '1' })
+  const info = { stdout: r.stdout, stderr: r.stderr }
+  t.same({ code: r.code, signal: r.signal }, { code: 0, signal: null }, 'exit code 0', info)
+  t.match(r.stdout, /^nexres-rpc demo: 4 replicas on 127\.0\.0\.1, 1 s of traffic, 16-byte payloads, auth none, 1 lying$/m, info)
+  const byz = /^byzantine\s+replica 4 answered every call wrong; quorum calls \(f = 1, 2 equal replies\) outvoted ([\d,]+) lies seen; ([\d,]+) wrong answers accepted$/m.exec(r.stdout)
+  t.ok(byz, 'a byzantine line in the summary', info)
+  if (byz) {
+    t.ok(num(byz[1]!) > 0, `lies were seen and outvoted (${byz[1]})`)
+    t.equal(num(byz[2]!), 0, 'no wrong answer accepted')
+  }
+  const requests = /^requests\s+([\d,]+) echo calls/m.exec(r.stdout)
+  t.ok(requests && num(requests[1]!) > 0, 'quorum calls completed', info)
+  t.notMatch(r.stdout, /calls failed/, 'no call failed', info)
+})
+
 t.test('bad options exit non-zero, naming the option', async (t) => {
   const cases: [string[], RegExp][] = [
     [['demo', '--replicas', '1'], /--replicas must be an integer from 2 to 16 \(got "1"\)/],
@@ -129,6 +145,8 @@ t.test('bad options exit non-zero, naming the option', async (t) => {
     [['demo', '--size', '-5'], /--size needs a value/],
     [['demo', '--replicas'], /--replicas needs a value/],
     [['demo', '--auth', 'tls'], /--auth must be "mac" or "none" \(got "tls"\)/],
+    [['demo', '--replicas', '3', '--byzantine', '1'], /--byzantine 1 needs at least 4 replicas \(3f \+ 1\), got --replicas 3/],
+    [['demo', '--byzantine', 'x'], /--byzantine must be an integer from 0 to 5/],
     [['demo', '--auth'], /--auth needs a value: "mac" or "none"/],
     [['keygen', '--count', '0'], /--count must be an integer from 1 to 1000 \(got "0"\)/],
     [['keygen', '--count', 'two'], /--count must be an integer/],

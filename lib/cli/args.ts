@@ -15,6 +15,8 @@ export interface DemoOptions {
   duration: number
   size: number
   auth: AuthMode
+  /** Replicas that lie (answer every echo call wrong); the client uses quorum calls (f = byzantine). */
+  byzantine: number
 }
 
 export interface KeygenOptions {
@@ -29,9 +31,9 @@ export type Command =
   | { command: 'demo'; opts: DemoOptions }
   | { command: 'keygen'; opts: KeygenOptions }
 
-type Limited = 'replicas' | 'duration' | 'size' | 'count'
-const DEFAULTS = { replicas: 4, duration: 5, size: 64, auth: 'mac' as AuthMode, count: 1 }
-const LIMITS: Record<Limited, [number, number]> = { replicas: [2, 16], duration: [1, 600], size: [0, MiB], count: [1, 1000] }
+type Limited = 'replicas' | 'duration' | 'size' | 'count' | 'byzantine'
+const DEFAULTS = { replicas: 4, duration: 5, size: 64, auth: 'mac' as AuthMode, count: 1, byzantine: 0 }
+const LIMITS: Record<Limited, [number, number]> = { replicas: [2, 16], duration: [1, 600], size: [0, MiB], count: [1, 1000], byzantine: [0, 5] }
 
 /** What each option takes, for error messages. */
 const VALUES: Record<Limited | 'auth', string> = {
@@ -40,6 +42,7 @@ const VALUES: Record<Limited | 'auth', string> = {
   size: `an integer from ${LIMITS.size[0]} to ${LIMITS.size[1]}`,
   auth: '"mac" or "none"',
   count: `an integer from ${LIMITS.count[0]} to ${LIMITS.count[1]}`,
+  byzantine: `an integer from ${LIMITS.byzantine[0]} to ${LIMITS.byzantine[1]}, at most (replicas - 1) / 3`,
 }
 
 const USAGE_TOP = `Usage: nexres-rpc <command> [options]
@@ -68,11 +71,15 @@ Options:
   --size BYTES     payload size of messages and requests, ${LIMITS.size[0]}..${LIMITS.size[1]} (default ${DEFAULTS.size})
   --auth MODE      replica authentication: "mac" (default: Ed25519 keys, MAC'ed
                    frames, some signed broadcasts) or "none" (plain connections)
+  --byzantine N    N replicas answer every echo call with wrong bytes; the client
+                   then makes quorum calls (f = N, quorum N + 1) to all replicas
+                   and counts the lies it outvoted (needs replicas >= 3N + 1)
   -h, --help       show this help
 
 Example:
   nexres-rpc demo --replicas 4 --duration 10 --size 1024
   nexres-rpc demo --auth none
+  nexres-rpc demo --replicas 4 --byzantine 1
 `
 
 const KEYGEN_USAGE = `Usage: nexres-rpc keygen [options]
@@ -151,18 +158,23 @@ function parseDemo(args: string[]): Command {
     duration: { type: 'string' },
     size: { type: 'string' },
     auth: { type: 'string' },
+    byzantine: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   })
   if (values.help === true) return { command: 'help', usage: DEMO_USAGE }
+  const replicas = numberOption('replicas', stringValue(values.replicas), 'demo', true)
+  const byzantine = numberOption('byzantine', stringValue(values.byzantine), 'demo', true)
+  if (3 * byzantine + 1 > replicas) throw new UsageError(`--byzantine ${byzantine} needs at least ${3 * byzantine + 1} replicas (3f + 1), got --replicas ${replicas}`, 'demo')
   const auth = stringValue(values.auth) ?? DEFAULTS.auth
   if (!(AUTH_MODES as readonly string[]).includes(auth)) throw new UsageError(`--auth must be ${VALUES.auth} (got ${JSON.stringify(auth)})`, 'demo')
   return {
     command: 'demo',
     opts: {
-      replicas: numberOption('replicas', stringValue(values.replicas), 'demo', true),
+      replicas,
       duration: numberOption('duration', stringValue(values.duration), 'demo', false),
       size: numberOption('size', stringValue(values.size), 'demo', true),
       auth: auth as AuthMode,
+      byzantine,
     },
   }
 }

@@ -37,6 +37,8 @@ export interface ChildConfig {
   ioThreads: number
   auth: AuthMode
   privateKey?: string | undefined
+  /** Answer every echo call with wrong bytes (demo --byzantine). */
+  liar?: boolean
 }
 
 /** A child's counters: its replica's stats summed over peers, and what its loops counted. */
@@ -114,6 +116,8 @@ export interface LoadState {
   requests: number
   errors: number
   mismatches: number
+  /** --byzantine: replies seen that differ from the request (outvoted lies). */
+  liesSeen: number
   lastError: string
   endedAt: number
 }

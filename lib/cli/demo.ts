@@ -12,7 +12,7 @@ import { createServer } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 
-import type { Client, ClusterConfig } from '../index.js'
+import type { CallOptions, Client, ClusterConfig } from '../index.js'
 import { HEADER_BYTES } from '../wire.js'
 import { type DemoOptions, HOST, MiB, OUTSTANDING } from './args.js'
 import { type ChildConfig, type ChildMessage, type DemoChild, DRAIN_TIMEOUT_MS, EXIT_TIMEOUT_MS, type Got, type LoadState, PEERS_TIMEOUT_MS, type ParentMessage, ROUTE_ECHO, errorCode, errorMessage } from './demo-protocol.js'
@@ -109,10 +109,10 @@ export async function demo(opts: DemoOptions): Promise<number> {
     auth: opts.auth,
   }
 
-  out.line(`nexres-rpc demo: ${opts.replicas} replicas on ${HOST}, ${opts.duration} s of traffic, ${count(opts.size)}-byte payloads, auth ${opts.auth}`)
+  out.line(`nexres-rpc demo: ${opts.replicas} replicas on ${HOST}, ${opts.duration} s of traffic, ${count(opts.size)}-byte payloads, auth ${opts.auth}${opts.byzantine > 0 ? `, ${opts.byzantine} lying` : ''}`)
 
   const clients: Client[] = []
-  const load: LoadState = { running: false, requests: 0, errors: 0, mismatches: 0, lastError: '', endedAt: 0 }
+  const load: LoadState = { running: false, requests: 0, errors: 0, mismatches: 0, liesSeen: 0, lastError: '', endedAt: 0 }
   let code = 0
   try {
     // -- start: pick ports, spawn the replicas, wait until they are bound ---
@@ -128,7 +128,8 @@ export async function demo(opts: DemoOptions): Promise<number> {
         replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, clientPort: 0, ...(keys[i] ? { publicKey: keys[i].publicKey } : {}) })),
       }
       cluster = c
-      children = c.replicas.map((r, i) => spawnReplica({ id: r.id, cluster: c, ...replicaConfig, privateKey: keys[i]?.privateKey }, bus, out))
+      // --byzantine N: the last N replicas lie.
+      children = c.replicas.map((r, i) => spawnReplica({ id: r.id, cluster: c, ...replicaConfig, privateKey: keys[i]?.privateKey, liar: i >= opts.replicas - opts.byzantine }, bus, out))
       try {
         await waitAll(children, 'ready', START_TIMEOUT_MS, 'start', bus, () => interrupted)
         break
@@ -146,16 +147,34 @@ export async function demo(opts: DemoOptions): Promise<number> {
     )
 
     // -- clients: one per replica, OUTSTANDING calls spread over them -------
-    for (const c of children) {
-      clients.push(await nexres.Client.connect({ host: HOST, port: c.got.ready?.clientPort ?? 0, clusterId: cluster.id, timeoutMs: CALL_TIMEOUT_MS }))
+    // With --byzantine: one quorum client to every replica (f = the liars).
+    if (opts.byzantine > 0) {
+      const replicas = children.map((c) => ({ host: HOST, port: c.got.ready?.clientPort ?? 0 }))
+      clients.push(await nexres.Client.connect({ replicas, f: opts.byzantine, clusterId: cluster.id, timeoutMs: CALL_TIMEOUT_MS }))
+    } else {
+      for (const c of children) {
+        clients.push(await nexres.Client.connect({ host: HOST, port: c.got.ready?.clientPort ?? 0, clusterId: cluster.id, timeoutMs: CALL_TIMEOUT_MS }))
+      }
     }
     const request = randomBytes(opts.size)
+    // Every reply a quorum call sees passes through its key: the ones that
+    // differ from the request are lies (outvoted, or the call fails).
+    const callOptions =
+      opts.byzantine > 0
+        ? {
+            quorum: opts.byzantine + 1,
+            key: (reply: Uint8Array): Uint8Array => {
+              if (!Buffer.from(reply).equals(request)) load.liesSeen++
+              return reply
+            },
+          }
+        : undefined
 
     // -- traffic ----------------------------------------------------------
     const tGo = performance.now()
     for (const c of children) send(c, { t: 'go' })
     load.running = true
-    const workers = Array.from({ length: OUTSTANDING }, (_, i) => callLoop(clients[i % clients.length]!, request, opts.size, load, latency))
+    const workers = Array.from({ length: OUTSTANDING }, (_, i) => callLoop(clients[i % clients.length]!, request, load, latency, callOptions))
 
     const totals = (): { msgs: number; up: number } => {
       let msgs = 0
@@ -346,18 +365,18 @@ async function stopChildren(children: readonly DemoChild[], timeoutMs: number): 
   return killed
 }
 
-async function callLoop(client: Client, request: Uint8Array, size: number, load: LoadState, latency: LatencyRecorders): Promise<void> {
+async function callLoop(client: Client, request: Uint8Array, load: LoadState, latency: LatencyRecorders, options: CallOptions | undefined): Promise<void> {
   while (load.running) {
     const start = performance.now()
     try {
-      const reply = await client.call(ROUTE_ECHO, request)
+      const reply = await client.call(ROUTE_ECHO, request, options)
       const now = performance.now()
       const us = (now - start) * 1000
       latency.total.record(us)
       latency.window.record(us)
       load.requests++
       load.endedAt = now
-      if (reply.length !== size) load.mismatches++
+      if (!Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength).equals(request)) load.mismatches++
     } catch (err) {
       load.errors++
       load.lastError = `${errorCode(err) ?? 'ERROR'}: ${errorMessage(err)}`

@@ -228,7 +228,8 @@ export async function replicaRole(): Promise<number> {
       }
     }
   })
-  r.handle(ROUTE_ECHO, (req) => req)
+  // demo --byzantine: a liar answers every call with the request's bytes flipped.
+  r.handle(ROUTE_ECHO, cfg.liar === true ? (req) => req.map((b) => b ^ 0xff) : (req) => req)
   r.events.on('drain', () => {
     if (!waiting) return
     waiting = false

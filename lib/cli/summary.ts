@@ -40,6 +40,10 @@ export function printSummary(
   out.line('')
   out.line(`${label('messages')}${count(sum.msgsIn)} delivered in ${secs.toFixed(2)} s: ${rate(sum.msgsIn / secs)} msgs/s, ${bytes(sum.bytesIn / secs)}/s (${count(opts.size)}-byte payloads, every replica broadcasting)`)
   out.line(`${label('requests')}${count(load.requests)} echo calls in ${loadSecs.toFixed(2)} s: ${rate(load.requests / loadSecs)} req/s (${OUTSTANDING} outstanding over ${children.length} client connections)`)
+  if (opts.byzantine > 0) {
+    const liars = children.slice(children.length - opts.byzantine).map((c) => c.id)
+    out.line(`${label('byzantine')}replica${liars.length > 1 ? 's' : ''} ${liars.join(', ')} answered every call wrong; quorum calls (f = ${opts.byzantine}, ${opts.byzantine + 1} equal replies) outvoted ${count(load.liesSeen)} lies seen; ${count(load.mismatches)} wrong answers accepted`)
+  }
   out.line(`${label('latency')}p50 ${ms(latency.total.percentile(50))}  p99 ${ms(latency.total.percentile(99))}  max ${ms(latency.total.max())}  (${latency.kind})`)
   out.line(`${label('backpressure')}the broadcast loops waited for 'drain' ${count(sum.drainWaits)} times (high-water mark ${bytes(children[0]?.got.ready?.highWaterMark ?? 0)} per peer)`)
   if (opts.auth === 'mac') {
@@ -60,7 +64,7 @@ export function printSummary(
   if (sum.queueFull > 0) notes.push(`${count(sum.queueFull)} broadcasts refused with QUEUE_FULL`)
   if (sum.handlerErrors > 0 || sum.unrouted > 0) notes.push(`${count(sum.handlerErrors)} handler errors, ${count(sum.unrouted)} unrouted messages`)
   if (load.errors > 0) notes.push(`${count(load.errors)} calls failed (last: ${load.lastError})`)
-  if (load.mismatches > 0) notes.push(`${count(load.mismatches)} echo replies of the wrong size`)
+  if (load.mismatches > 0) notes.push(`${count(load.mismatches)} echo replies differ from the request`)
   const undelivered = children.flatMap((c) => Object.entries(c.got.closed?.undelivered ?? {}).map(([peer, b]) => `${c.id}->${peer} ${bytes(b)}`))
   if (undelivered.length > 0) notes.push(`undelivered at close: ${undelivered.join(', ')}`)
   const undrained = children.filter((c) => c.got.stopped && !c.got.stopped.drained).map((c) => c.id)
