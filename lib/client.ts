@@ -103,6 +103,8 @@ export class Client {
   private readonly ownInFlightLimit: boolean
   // Connected with f: one single-replica client per replica (cluster.ts).
   private cluster: ClusterMembers | undefined
+  // Quorum calls waiting for this replica's reconnect (callMember).
+  private waitingToConnect = 0
 
   private constructor(options: ClientOptions) {
     const resolved = resolveClientOptions(options)
@@ -242,8 +244,23 @@ export class Client {
     if (this.closed) return Promise.reject(new ClosedError('client'))
     if (body.length > this.requestLimit) return Promise.reject(new RequestTooLargeError(body.length, this.requestLimit))
     if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason))
-    if (this.socket !== undefined && this.pending.size < this.inFlightLimit) return this.issue(route, body, timeoutMs, signal)
-    return this.callSlow(route, body, signal === undefined ? { timeoutMs } : { timeoutMs, signal })
+    if (this.socket !== undefined) {
+      // A replica maxInFlight calls behind the others (silent, slow) fails
+      // this call at once instead of queueing it: the quorum comes from the
+      // others, and nothing piles up behind it.
+      if (this.pending.size >= this.inFlightLimit) return Promise.reject(new TooManyRequestsError(this.inFlightLimit))
+      return this.issue(route, body, timeoutMs, signal)
+    }
+    // Not connected: wait for the one reconnect attempt, at most maxInFlight
+    // calls at a time; past that a call fails at once (memory stays bounded
+    // while a replica is down).
+    if (this.waitingToConnect >= this.inFlightLimit) {
+      return Promise.reject(new ConnectionLostError(`${this.endpoints[0]!.host}:${this.endpoints[0]!.port}: not connected (reconnecting)`, undefined, { endpoint: this.endpoints[0]! }))
+    }
+    this.waitingToConnect++
+    return this.callSlow(route, body, signal === undefined ? { timeoutMs } : { timeoutMs, signal }).finally(() => {
+      this.waitingToConnect--
+    })
   }
 
   private async callSlow(route: string, body: Uint8Array, options: CallOptions): Promise<Uint8Array> {

@@ -5,7 +5,7 @@
 // the replies in and the ones still possible cannot make one. Each replica
 // counts at most once: its one call settles once.
 import type { Endpoint } from './client-handshake.js'
-import { AbortedError, QuorumError, type QuorumReply } from './errors.js'
+import { AbortedError, InvalidArgumentError, QuorumError, type QuorumReply } from './errors.js'
 
 /** What a quorum call needs of each replica's connection. */
 export interface Member {
@@ -26,21 +26,36 @@ export interface QuorumCall {
   leader: number
 }
 
-function bytesKey(b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1')
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false
+  if (a.length > 64) return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b)
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  return true
+}
+
+function sameKey(a: string | Uint8Array, b: string | Uint8Array): boolean {
+  if (typeof a === 'string' || typeof b === 'string') return a === b
+  return bytesEqual(a, b)
 }
 
 /** Resolves with the agreed reply; `onFailover(i)` learns of a replica that failed while it was asked first. */
 export function quorumCall(members: readonly Member[], c: QuorumCall, onFailover: (next: number) => void): Promise<Uint8Array> {
   return new Promise((resolve, reject) => {
     const n = members.length
-    const replies: QuorumReply[] = members.map((m) => ({ replica: { host: m.endpoint.host, port: m.endpoint.port } }))
-    const groups = new Map<string, { count: number; reply: Uint8Array }>()
+    // What each replica answered (reported only when the call fails), and
+    // the distinct replies (or keys) seen with their counts: at most n, so
+    // a linear search, no string made of a reply.
+    const got: (Uint8Array | undefined)[] = new Array<Uint8Array | undefined>(n)
+    const errs: (Error | undefined)[] = new Array<Error | undefined>(n)
+    const keys: (string | Uint8Array)[] = []
+    const counts: number[] = []
+    const firsts: Uint8Array[] = []
     // Member calls still running when the call is decided are left to
     // finish, their replies dropped: aborting them cost two errors (and
     // their stacks) per call, 35x the throughput of W6.
     let settled = false
     let outstanding = 0
+    let best = 0
     let next = 0 // with 'leader': members asked so far
     const finish = (err: Error | undefined, value?: Uint8Array): void => {
       if (settled) return
@@ -49,14 +64,21 @@ export function quorumCall(members: readonly Member[], c: QuorumCall, onFailover
       if (err !== undefined) reject(err)
       else resolve(value!)
     }
+    const noQuorum = (): void => {
+      const replies: QuorumReply[] = members.map((m, i) => {
+        const r: QuorumReply = { replica: { host: m.endpoint.host, port: m.endpoint.port } }
+        if (got[i] !== undefined) r.reply = got[i]
+        if (errs[i] !== undefined) r.error = errs[i]
+        return r
+      })
+      finish(new QuorumError(c.quorum, replies))
+    }
     const onAbort = (): void => finish(new AbortedError(c.signal?.reason))
     c.signal?.addEventListener('abort', onAbort, { once: true })
     // Still possible: the largest group, plus every reply not in yet.
     const check = (): void => {
-      let best = 0
-      for (const g of groups.values()) best = Math.max(best, g.count)
       const notAsked = c.to === 'all' ? 0 : n - next
-      if (best + outstanding + notAsked < c.quorum) return finish(new QuorumError(c.quorum, replies))
+      if (best + outstanding + notAsked < c.quorum) return noQuorum()
       if (c.to === 'leader' && outstanding === 0 && next < n) ask(next)
     }
     const ask = (j: number): void => {
@@ -68,25 +90,31 @@ export function quorumCall(members: readonly Member[], c: QuorumCall, onFailover
         (reply) => {
           if (settled) return
           outstanding--
-          replies[i]!.reply = reply
-          let k: string
+          got[i] = reply
+          let k: string | Uint8Array
           try {
-            const derived = c.key === undefined ? reply : c.key(reply)
-            k = typeof derived === 'string' ? `s${derived}` : `b${bytesKey(derived)}`
+            k = c.key === undefined ? reply : c.key(reply)
+            if (typeof k !== 'string' && !(k instanceof Uint8Array)) throw new InvalidArgumentError('options.key', 'a function returning a string or a Uint8Array', k)
           } catch (err) {
-            replies[i]!.error = err instanceof Error ? err : new Error(String(err))
+            errs[i] = err instanceof Error ? err : new Error(String(err))
             return check()
           }
-          const g = groups.get(k) ?? { count: 0, reply }
-          g.count++
-          groups.set(k, g)
-          if (g.count >= c.quorum) return finish(undefined, g.reply)
+          let g = 0
+          while (g < keys.length && !sameKey(keys[g]!, k)) g++
+          if (g === keys.length) {
+            keys.push(k)
+            counts.push(0)
+            firsts.push(reply)
+          }
+          const count = ++counts[g]!
+          if (count > best) best = count
+          if (count >= c.quorum) return finish(undefined, firsts[g])
           check()
         },
         (err: unknown) => {
           if (settled) return
           outstanding--
-          replies[i]!.error = err instanceof Error ? err : new Error(String(err))
+          errs[i] = err instanceof Error ? err : new Error(String(err))
           if (c.to === 'leader' && j === 0) onFailover((c.leader + 1) % n)
           check()
         },

@@ -282,3 +282,26 @@ t.test('a replica that replies twice, and to requests never made, counts once', 
   t.equal(err.code, 'NO_QUORUM', 'before the honest replies: one lie is one vote, not a quorum')
   t.equal(text(err.replies[0]!.reply!), 'lie')
 })
+
+t.test('a silent replica cannot make calls pile up: past maxInFlight its share fails at once, the quorum comes from the others', async (t) => {
+  const ports = await freePorts(4)
+  const config = { id: 'q-pileup', replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, clientPort: 0 })) }
+  const endpoints: { host: string; port: number }[] = []
+  const held: RequestContext[] = []
+  for (let id = 1; id <= 4; id++) {
+    const r = await Replica.start({ auth: 'none', id, cluster: config })
+    t.teardown(() => r.close({ timeoutMs: 0 }))
+    // Replica 4 never answers.
+    r.handle('get', (_req, ctx) => (id === 4 ? void held.push(ctx) : 'ok'))
+    endpoints.push({ host: HOST, port: r.clientPort! })
+  }
+  const c = await connect(t, endpoints, { maxInFlight: 4 })
+  for (let i = 0; i < 50; i++) t.equal(text(await c.call('get', `k${i}`, { quorum: 3 })), 'ok', `call ${i}`)
+  t.ok(c.inFlight <= 4, `calls left waiting on the silent replica stay within its maxInFlight (${c.inFlight})`)
+  const err = (await c.call('get', 'k', { quorum: 4, timeoutMs: 200 }).catch((e: unknown) => e)) as QuorumError
+  t.equal(err.code, 'NO_QUORUM')
+  t.equal((err.replies[3]!.error as { code?: string }).code, 'TOO_MANY_REQUESTS', 'the silent replica: refused at once, not queued')
+  const bad = (await c.call('get', 'k', { quorum: 2, key: (() => 7) as unknown as (r: Uint8Array) => string }).catch((e: unknown) => e)) as QuorumError
+  t.equal(bad.code, 'NO_QUORUM', 'a key that returns neither a string nor bytes: each reply an error')
+  t.ok(bad.replies.some((r) => (r.error as { code?: string } | undefined)?.code === 'INVALID_ARGUMENT'), 'INVALID_ARGUMENT naming options.key')
+})
