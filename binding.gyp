@@ -15,6 +15,7 @@
         "native/core/auth.cpp",
         "native/core/chunk_pool.cpp",
         "native/core/client_session.cpp",
+        "native/core/client_auth.cpp",
         "native/core/client_memory.cpp",
         "native/core/crypto.cpp",
         "native/core/dispatcher.cpp",

@@ -1,6 +1,8 @@
 // The client side of the client-port handshake (docs/PROTOCOL.md §6): the
 // replica's CLIENT_WELCOME read, and every way a connection can fail said
 // with its cause, so that a caller learns what went wrong where.
+import type { WelcomeProof } from './client-auth.js'
+import { WELCOME_KEY_BYTES } from './client-auth.js'
 import { ConnectionLostError, RemoteError } from './errors.js'
 import { HEADER_BYTES, HELLO_CLIENT, HELLO_FIXED_BYTES, HELLO_MAGIC, KIND_REJECT, MAX_REJECT_BODY, OFFSET_KIND, PROTOCOL_VERSION, REJECT_BAD_FRAME, WELCOME_CLIENT, rejectReasonName } from './wire.js'
 
@@ -15,6 +17,8 @@ export interface WelcomeLimits {
   end: number
   maxRequestBytes: number | undefined
   maxInFlight: number | undefined
+  /** §6a, when the WELCOME answers a keyed CLIENT_HELLO (auth 1); else undefined. */
+  proof: WelcomeProof | undefined
 }
 
 /**
@@ -62,10 +66,22 @@ export function readWelcome(b: Buffer, ep: Endpoint, closed: boolean, clusterId:
   // when the replica announces them (older ones do not).
   const at = HELLO_FIXED_BYTES + cidLen
   const extra = bodyLen - cidLen
+  let proof: WelcomeProof | undefined
+  if (b.readUInt16LE(8) === 1) {
+    // §6a: nonce_R | X_R | sig_R after the limits.
+    if (extra < 8 + WELCOME_KEY_BYTES) return new ConnectionLostError(`${where}: malformed CLIENT_WELCOME (no key exchange in a keyed answer)`, undefined, { endpoint: ep })
+    proof = {
+      clusterId: Buffer.from(b.subarray(HELLO_FIXED_BYTES, at)),
+      replicaId: b.readUInt32LE(12),
+      connectionId: b.readBigUInt64LE(16),
+      ext: Buffer.from(b.subarray(at + 8, at + 8 + WELCOME_KEY_BYTES)),
+    }
+  }
   return {
     end: HELLO_FIXED_BYTES + bodyLen,
     maxRequestBytes: extra >= 4 ? b.readUInt32LE(at) : undefined,
     maxInFlight: extra >= 8 ? b.readUInt32LE(at + 4) : undefined,
+    proof,
   }
 }
 

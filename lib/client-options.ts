@@ -3,7 +3,9 @@
 // error a ConfigError naming the field and what arrived).
 import type { CallOptions } from './call-options.js'
 import { checkKnownKeys, checkOptions, checkSignal, checkTimeout } from './args.js'
+import { type ClientKeyPair, clientKeyPair } from './client-auth.js'
 import type { Endpoint } from './client-handshake.js'
+import { decodeKey } from './config.js'
 import { ConfigError, InvalidArgumentError, describeValue } from './errors.js'
 
 const DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -13,8 +15,26 @@ export interface ClientOptions {
   /** One replica's client address... */
   host?: string
   port?: number
-  /** ...or several: the client uses one at a time and moves on when it fails. */
-  replicas?: Endpoint[]
+  /**
+   * ...or several: the client uses one at a time and moves on when it fails.
+   * Each may carry the replica's `publicKey` (see `publicKey`).
+   */
+  replicas?: (Endpoint & { publicKey?: string | Uint8Array })[]
+  /**
+   * This client's Ed25519 private key (as `generateKeyPair()` gives it): the
+   * client proves it in every handshake (PROTOCOL.md §6a) and its
+   * connections are sealed (every batch MAC'd both ways); handlers see
+   * `ctx.client.id` and `ctx.client.publicKey`. Needed by replicas with
+   * `clientAuth: 'key'`.
+   */
+  privateKey?: string | Uint8Array
+  /**
+   * With `host`/`port` and `privateKey`: the replica's public key. The
+   * client then checks that the replica proves it in the handshake (a
+   * replica with `auth: 'mac'` signs with its key) and refuses one that
+   * does not.
+   */
+  publicKey?: string | Uint8Array
   /** Cluster id to check in the handshake (optional). */
   clusterId?: string
   /** Default per-call timeout in ms (default 30000). */
@@ -76,7 +96,10 @@ const CLIENT_OPTION_KEYS: Readonly<Record<keyof ClientOptions | 'waitForReady', 
   reconnect: true,
   waitForReady: true,
   f: true,
+  privateKey: true,
+  publicKey: true,
 }
+const ENDPOINT_KEYS: Readonly<Record<keyof Endpoint | 'publicKey', true>> = { host: true, port: true, publicKey: true }
 const CLIENT_RECONNECT_KEYS: Readonly<Record<keyof NonNullable<ClientOptions['reconnect']>, true>> = { minMs: true, maxMs: true }
 /** Every key of a call's options. */
 const CALL_OPTION_KEYS: Readonly<Record<keyof CallOptions, true>> = { timeoutMs: true, signal: true, quorum: true, to: true, key: true }
@@ -112,6 +135,10 @@ export interface ResolvedClientOptions {
   maxMs: number
   /** Faulty replicas tolerated; undefined: one replica at a time. */
   f: number | undefined
+  /** The client's key (§6a); undefined: none. */
+  key: ClientKeyPair | undefined
+  /** Each endpoint's public key, when given. */
+  replicaKeys: (Uint8Array | undefined)[]
 }
 
 /** Checks `Client.connect`'s options; throws a ConfigError naming the field. */
@@ -129,6 +156,7 @@ export function resolveClientOptions(options: ClientOptions): { endpoints: Endpo
     const f = single ? '' : `replicas[${i}].`
     if (typeof e !== 'object' || e === null) throw new ConfigError(`replicas[${i}]`, `must be an object { host, port }, got ${describeValue(e)}`)
     const { host, port } = e as { host?: unknown; port?: unknown }
+    checkKnownKeys(`replicas[${i}].`, e, ENDPOINT_KEYS)
     if (typeof host !== 'string' || host.length === 0) throw new ConfigError(`${f}host`, `must be a non-empty string, got ${describeValue(host)}`)
     if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw new ConfigError(`${f}port`, `must be an integer in [1, 65535], got ${describeValue(port)}`)
   })
@@ -155,6 +183,14 @@ export function resolveClientOptions(options: ClientOptions): { endpoints: Endpo
     minMs: positive('reconnect.minMs', rc.minMs, 50),
     maxMs: positive('reconnect.maxMs', rc.maxMs, 2000),
     f: undefined,
+    key: options.privateKey === undefined ? undefined : clientKeyPair(decodeKey('privateKey', options.privateKey)),
+    replicaKeys: single
+      ? [options.publicKey === undefined ? undefined : decodeKey('publicKey', options.publicKey)]
+      : (endpoints as { publicKey?: unknown }[]).map((e, i) => (e.publicKey === undefined ? undefined : decodeKey(`replicas[${i}].publicKey`, e.publicKey))),
+  }
+  if (!single && options.publicKey !== undefined) throw new ConfigError('publicKey', 'goes with host and port; with replicas, give each its replicas[].publicKey')
+  if (opts.key === undefined && opts.replicaKeys.some((k) => k !== undefined)) {
+    throw new ConfigError(single ? 'publicKey' : 'replicas[].publicKey', "is checked in a keyed handshake only: give privateKey too (see generateKeyPair())")
   }
   if (opts.whenFull !== 'wait' && opts.whenFull !== 'reject') throw new ConfigError('whenFull', `must be 'wait' or 'reject', got ${describeValue(opts.whenFull)}`)
   if (Buffer.byteLength(opts.clusterId) > 255) throw new ConfigError('clusterId', 'must be at most 255 bytes')

@@ -2,7 +2,8 @@
 // and replies cut out of what the socket delivers (PROTOCOL.md §6).
 import type net from 'node:net'
 
-import { HEADER_BYTES, KIND_REQUEST, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER } from './wire.js'
+import { CLIENT_SEAL_BATCH_BYTES, type Sealer } from './client-auth.js'
+import { HEADER_BYTES, KIND_CANCEL, KIND_REQUEST, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER } from './wire.js'
 
 const STAGE_BYTES = 256 * 1024
 /** Bodies from this size on are written as they are, not copied into the stage. */
@@ -19,14 +20,29 @@ export class RequestStager {
   private pos = 0
   private large: Buffer[] = []
   private flushScheduled = false
+  // §6a: each flush is one batch followed by its SEAL, at most maxBatch
+  // frames (the replica's maxClientInFlight) and about 256 KiB.
+  private sealer: Sealer | undefined
+  private maxBatch = 0
+  private batchFrames = 0
 
   /** `socket()` is where a flush writes (undefined: what is staged is dropped). */
   constructor(private readonly socket: () => net.Socket | undefined) {}
 
-  write(route: number, id: number, body: Uint8Array): void {
+  /** Seals what follows (a keyed connection), or stops sealing (undefined). */
+  setSealer(sealer: Sealer | undefined, maxBatchFrames: number): void {
+    this.sealer = sealer
+    this.maxBatch = maxBatchFrames
+    this.batchFrames = 0
+  }
+
+  /** A REQUEST; `timeoutMs` travels in its sender field (§6; 0: none). */
+  write(route: number, id: number, body: Uint8Array, timeoutMs = 0): void {
     const len = body.length
     const small = len < LARGE_BYTES
     const need = HEADER_BYTES + (small ? len : 0)
+    // Sealed: no frame starts more than 64 KiB into a batch (§6a).
+    if (this.sealer !== undefined && this.pos > CLIENT_SEAL_BATCH_BYTES - HEADER_BYTES) this.flush()
     if (this.pos + need > this.stage.length) {
       this.flush()
       // After a flush the stage is what was left of the buffer: it may be short.
@@ -36,7 +52,7 @@ export class RequestStager {
     const p = this.pos
     b.writeUInt32LE(len, p)
     b.writeUInt32LE(route, p + OFFSET_ROUTE)
-    b.writeUInt32LE(0, p + OFFSET_SENDER)
+    b.writeUInt32LE(Math.min(Math.ceil(timeoutMs), 0xffffffff), p + OFFSET_SENDER)
     b.writeUInt32LE(KIND_REQUEST, p + OFFSET_KIND)
     b.writeUInt32LE(id, p + OFFSET_MSG_ID)
     b.writeUInt32LE(0, p + OFFSET_MSG_ID + 4)
@@ -48,7 +64,27 @@ export class RequestStager {
       this.large.push(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
       this.stage = b.subarray(this.pos).length >= 4096 ? b.subarray(this.pos) : Buffer.allocUnsafe(STAGE_BYTES)
       this.pos = 0
+      // Sealed: a batch carries at most one large request, at its end.
+      if (this.sealer !== undefined) return this.flush()
     }
+    this.counted()
+  }
+
+  /** A CANCEL (§6): the client gave up on request `id`. */
+  cancel(id: number): void {
+    if (this.pos + HEADER_BYTES > this.stage.length || (this.sealer !== undefined && this.pos > CLIENT_SEAL_BATCH_BYTES - HEADER_BYTES)) this.flush()
+    if (HEADER_BYTES > this.stage.length) this.stage = Buffer.allocUnsafe(STAGE_BYTES)
+    const b = this.stage
+    const p = this.pos
+    b.fill(0, p, p + HEADER_BYTES)
+    b[p + OFFSET_KIND] = KIND_CANCEL
+    b.writeUInt32LE(id, p + OFFSET_MSG_ID)
+    this.pos = p + HEADER_BYTES
+    this.counted()
+  }
+
+  private counted(): void {
+    if (this.sealer !== undefined && ++this.batchFrames >= this.maxBatch) return this.flush()
     if (!this.flushScheduled) {
       this.flushScheduled = true
       queueMicrotask(this.flushSoon)
@@ -59,6 +95,7 @@ export class RequestStager {
   reset(): void {
     this.pos = 0
     this.large = []
+    this.batchFrames = 0
   }
 
   private readonly flushSoon = (): void => {
@@ -70,7 +107,17 @@ export class RequestStager {
   flush(): void {
     const s = this.socket()
     if (s === undefined) return this.reset()
-    if (this.large.length > 0) {
+    if (this.sealer !== undefined) {
+      if (this.large.length === 0 && this.pos === 0) return
+      const parts = this.pos > 0 ? [...this.large, this.stage.subarray(0, this.pos)] : this.large
+      const seal = this.sealer.seal(parts)
+      s.cork()
+      for (const part of parts) s.write(part)
+      s.write(seal)
+      process.nextTick(() => s.uncork())
+      this.large = []
+      this.batchFrames = 0
+    } else if (this.large.length > 0) {
       s.cork()
       for (const part of this.large) s.write(part)
       if (this.pos > 0) s.write(this.stage.subarray(0, this.pos))

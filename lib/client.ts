@@ -15,6 +15,7 @@ import {
 } from './errors.js'
 import { type Endpoint, type WelcomeLimits, clientHello, describeLoss, describeSocketError, readWelcome, remoteError } from './client-handshake.js'
 import { type ClientOptions, type ResolvedClientOptions, checkCallOptions, resolveClientOptions } from './client-options.js'
+import { type KeyedSession, type Opener, finishKeyed, keyedHello } from './client-auth.js'
 import { ReplyReader, RequestStager } from './client-wire.js'
 import { ClusterMembers } from './cluster.js'
 import { routeId } from './route.js'
@@ -22,6 +23,7 @@ import { type MethodDefinition, type ServiceClient, type ServiceDefinition, chec
 import {
   HEADER_BYTES,
   KIND_ERROR,
+  KIND_PONG,
   KIND_REJECT,
   KIND_REPLY,
   MAX_REJECT_BODY,
@@ -91,8 +93,12 @@ export class Client {
   private readonly waiters: (() => void)[] = []
   private nextId = 0
   private readonly out = new RequestStager(() => this.socket)
+  // §6a: the replica's batches are checked before their frames are used.
+  private opener: Opener | undefined
+  // §6a: handshake answered, waiting for the replica's sealed PONG.
+  private preReady: { ready(): void; refused(err: Error): void } | undefined
   private readonly reader = new ReplyReader(
-    (buf, p, len) => this.onFrame(buf, p, len),
+    (buf, p, len) => (this.opener === undefined ? this.onFrame(buf, p, len) : this.onSealed(buf, p, len)),
     (reason) => this.protocolError(reason),
   )
   private sweepTimer: NodeJS.Timeout | undefined
@@ -132,8 +138,9 @@ export class Client {
       c.cluster = await ClusterMembers.connect(
         c.endpoints,
         c.opts.f,
-        (ep) => {
-          const m = new Client({ ...rest, host: ep.host, port: ep.port })
+        (ep, i) => {
+          const key = c.opts.replicaKeys[i]
+          const m = new Client({ ...rest, host: ep.host, port: ep.port, ...(key !== undefined ? { publicKey: key } : {}) })
           return { client: m, connect: () => m.ensureConnected(m.opts.waitForReady) }
         },
         c.events,
@@ -309,13 +316,15 @@ export class Client {
     let id = (this.nextId + 1) >>> 0
     while (this.pending.has(id)) id = (id + 1) >>> 0
     this.nextId = id
-    this.out.write(routeId(route), id, body)
+    // The timeout travels with the request (ctx.deadline on the replica).
+    this.out.write(routeId(route), id, body, timeoutMs)
     return new Promise<Uint8Array>((resolve, reject) => {
       const p: Pending = { route, resolve, reject, deadline: Date.now() + timeoutMs, signal, onAbort: undefined }
       if (signal !== undefined) {
         p.onAbort = () => {
           if (this.pending.get(id) !== p) return
           this.settle(id, p)
+          this.out.cancel(id) // the replica's ctx.signal fires
           reject(new AbortedError(signal.reason))
         }
         signal.addEventListener('abort', p.onAbort, { once: true })
@@ -323,6 +332,18 @@ export class Client {
       this.pending.set(id, p)
       if (this.sweepTimer === undefined) this.armSweep()
     })
+  }
+
+  // §6a: a frame of a sealed batch; its frames go on once the SEAL checks.
+  private onSealed(buf: Buffer, p: number, len: number): boolean {
+    const r = this.opener!.frame(buf, p, len)
+    if (r === null) return true
+    if (typeof r === 'string') {
+      this.protocolError(r)
+      return false
+    }
+    for (const [b, q, n] of r) if (!this.onFrame(b, q, n)) return false
+    return true
   }
 
   // One whole frame at buf[p..]; false when it ended the connection.
@@ -338,11 +359,17 @@ export class Client {
       else entry.reject(remoteError(decodeErrorBody(body), entry.route))
       return true
     }
+    if (kind === KIND_PONG && this.preReady !== undefined && len === 0) {
+      this.preReady.ready()
+      return true
+    }
     if (kind === KIND_REJECT && len >= 2) {
       // The replica closes the connection, saying why (§3, §4).
       const reasonCode = rejectReasonName(buf.readUInt16LE(p + HEADER_BYTES))
       const reason = buf.toString('utf8', p + HEADER_BYTES + 2, p + HEADER_BYTES + Math.min(len, MAX_REJECT_BODY))
-      this.socket?.destroy(new ConnectionLostError(`refused by the replica: ${reasonCode}: ${reason}`, undefined, { reasonCode, reason }))
+      const err = new ConnectionLostError(`refused by the replica: ${reasonCode}: ${reason}`, undefined, { reasonCode, reason })
+      if (this.preReady !== undefined) this.preReady.refused(err)
+      else this.socket?.destroy(err)
       return false
     }
     this.protocolError(`unexpected frame kind ${kind}`)
@@ -357,7 +384,9 @@ export class Client {
   }
 
   private protocolError(reason: string): void {
-    this.socket?.destroy(new Error(`protocol error: ${reason}`))
+    const err = new Error(`protocol error: ${reason}`)
+    if (this.preReady !== undefined) this.preReady.refused(new ConnectionLostError(err.message, err, { reasonCode: 'BAD_AUTH', reason }))
+    else this.socket?.destroy(err)
   }
 
   private failAll(err: Error): void {
@@ -376,6 +405,7 @@ export class Client {
       for (const [id, p] of this.pending) {
         if (p.deadline <= now) {
           this.settle(id, p)
+          this.out.cancel(id)
           p.reject(new TimeoutError(`call ${id} got no reply within its timeout`))
         }
       }
@@ -462,28 +492,57 @@ export class Client {
         const what = tcpUp ? 'the handshake got no answer' : 'the TCP connection was not established'
         fail(new TimeoutError(`${where}: ${what} within ${budget}`, { endpoint: ep }))
       }, timeoutMs)
+      const i = this.endpoints.indexOf(ep)
+      const keyed = this.opts.key !== undefined ? keyedHello(this.opts.clusterId, this.opts.key) : undefined
+      // The connection is the client's: calls may go out on it.
+      const ready = (answer: WelcomeLimits, session: KeyedSession | undefined): void => {
+        welcomed = true
+        clearTimeout(timer)
+        this.preReady = undefined
+        this.applyLimits(answer)
+        this.socket = s
+        this.out.setSealer(session?.sealer, this.inFlightLimit)
+        this.events.emit('connect', ep)
+        resolve()
+      }
       const onHandshake = (chunk: Buffer): void => {
         hello = hello.length === 0 ? chunk : Buffer.concat([hello, chunk])
         const answer = readWelcome(hello, ep, false, this.opts.clusterId)
         if (answer === undefined) return
         if (answer instanceof Error) return fail(answer)
         if (this.closed) return fail(new ClosedError('client'))
-        welcomed = true
-        clearTimeout(timer)
         s.off('data', onHandshake)
-        this.applyLimits(answer)
-        this.socket = s
         this.reader.reset()
-        s.on('data', (d: Buffer) => this.reader.feed(d))
         const rest = hello.subarray(answer.end)
-        this.events.emit('connect', ep)
-        resolve()
+        if (keyed === undefined) {
+          this.opener = undefined
+          s.on('data', (d: Buffer) => this.reader.feed(d))
+          ready(answer, undefined)
+          if (rest.length > 0) this.reader.feed(rest)
+          return
+        }
+        // §6a: the replica's proof, then our AUTH; the connection is ours
+        // once its sealed PONG (or refused by its sealed REJECT).
+        if (answer.proof === undefined) {
+          return fail(new ConnectionLostError(`${where} answered without a key exchange: it does not know client keys (a version before them)`, undefined, { endpoint: ep, reasonCode: 'BAD_AUTH' }))
+        }
+        const session = finishKeyed(keyed, this.opts.key!, answer.proof, this.opts.replicaKeys[i])
+        if (typeof session === 'string') {
+          return fail(new ConnectionLostError(`${where}: ${session}`, undefined, { endpoint: ep, reasonCode: 'BAD_AUTH', reason: session }))
+        }
+        s.write(session.authFrame)
+        this.opener = session.opener
+        this.preReady = {
+          ready: () => ready(answer, session),
+          refused: (err) => fail(err),
+        }
+        s.on('data', (d: Buffer) => this.reader.feed(d))
         if (rest.length > 0) this.reader.feed(rest)
       }
       s.on('data', onHandshake)
       s.once('connect', () => {
         tcpUp = true
-        s.write(clientHello(this.opts.clusterId))
+        s.write(keyed?.hello ?? clientHello(this.opts.clusterId))
       })
       // 'close' follows and reports.
       s.on('error', (err) => {
@@ -492,6 +551,8 @@ export class Client {
       s.once('close', () => {
         clearTimeout(timer)
         if (!welcomed) {
+          this.preReady = undefined
+          this.opener = undefined
           let err = failure
           if (err === undefined && hello.length > 0) {
             const answer = readWelcome(hello, ep, true, this.opts.clusterId)
@@ -511,6 +572,8 @@ export class Client {
         if (this.socket === s) this.socket = undefined
         this.reader.reset()
         this.out.reset()
+        this.out.setSealer(undefined, 0)
+        this.opener = undefined
         const why = this.closed ? 'closed by the client' : describeLoss(socketError, ep)
         const f = socketError as (Error & ConnectionFailure) | undefined
         this.failAll(

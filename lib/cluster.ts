@@ -42,10 +42,10 @@ export class ClusterMembers {
   static async connect(
     endpoints: Endpoint[],
     f: number,
-    make: (ep: Endpoint) => { client: MemberClient; connect: () => Promise<void> },
+    make: (ep: Endpoint, index: number) => { client: MemberClient; connect: () => Promise<void> },
     events: EventEmitter<{ connect: [Endpoint]; disconnect: [Endpoint, string] }>,
   ): Promise<ClusterMembers> {
-    const made = endpoints.map((ep) => make(ep))
+    const made = endpoints.map((ep, i) => make(ep, i))
     const cluster = new ClusterMembers(
       made.map((m) => m.client),
       endpoints,

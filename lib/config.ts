@@ -112,6 +112,28 @@ export interface ReplicaOptions {
   clientIdleTimeoutMs?: number
   /** Client connections open at once (default 10000). */
   maxClientConnections?: number
+  /**
+   * Client identities (PROTOCOL.md §6a): `'key'` serves only clients that
+   * prove an Ed25519 key (`Client.connect({ privateKey })`), refusing
+   * others with `BAD_AUTH`; `'none'` (default) serves both, and handlers see
+   * `ctx.client.id` for those with a key.
+   */
+  clientAuth?: 'none' | 'key'
+  /**
+   * Decides, once a client has proved its key and before any of its
+   * requests is read, whether it is served: true serves it, anything else
+   * (false, a throw, a rejected promise) refuses it with `BAD_AUTH`. The
+   * handshake deadline (`handshakeTimeoutMs`) bounds a promise.
+   */
+  allowClient?: (publicKey: Uint8Array, client: { id: string; address: string }) => boolean | Promise<boolean>
+  /** Connections one client key may have open at once (default 64); more are refused `TOO_MANY_CONNECTIONS`. */
+  maxClientKeyConnections?: number
+  /**
+   * Unanswered requests of one client key over all its connections (default
+   * 4096), checked at each sealed batch: past it, none of its connections is
+   * read until replies bring it under.
+   */
+  maxClientKeyInFlight?: number
   /** Heartbeat period in ms (default 1000; 0 = no heartbeats). Answered on io threads, even while JS is busy. */
   heartbeatIntervalMs?: number
   /** A peer not heard from in this long is reported down (`HEARTBEAT_TIMEOUT`) and reconnected; default 5000, 0 = never. */
@@ -190,6 +212,10 @@ export const REPLICA_OPTION_KEYS: Readonly<Record<keyof ReplicaOptions, true>> =
   maxClientInFlight: true,
   clientIdleTimeoutMs: true,
   maxClientConnections: true,
+  clientAuth: true,
+  allowClient: true,
+  maxClientKeyConnections: true,
+  maxClientKeyInFlight: true,
   heartbeatIntervalMs: true,
   heartbeatTimeoutMs: true,
   peerDownDeadlineMs: true,
@@ -228,6 +254,8 @@ export interface ResolvedOptions extends EngineIntegers {
   privateKey: Uint8Array | undefined
   /** With auth 'mac': every other replica's public key. */
   publicKeys: { id: number; key: Uint8Array }[]
+  clientAuth: 'none' | 'key'
+  allowClient: ((publicKey: Uint8Array, client: { id: string; address: string }) => unknown) | undefined
 }
 
 const MiB = 1024 * 1024
@@ -368,7 +396,16 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     ordering,
     workerData: o.workerData,
     ...resolveAuth(o, id, cluster),
+    ...resolveClientAuth(o),
   }
+}
+
+function resolveClientAuth(o: Record<string, unknown>): { clientAuth: 'none' | 'key'; allowClient: ResolvedOptions['allowClient'] } {
+  const clientAuth = o.clientAuth ?? 'none'
+  if (clientAuth !== 'none' && clientAuth !== 'key') throw new ConfigError('clientAuth', `must be 'none' or 'key', got ${describe(clientAuth)}`)
+  const allowClient = o.allowClient
+  if (allowClient !== undefined && typeof allowClient !== 'function') throw new ConfigError('allowClient', `must be a function (publicKey, client) => boolean | Promise<boolean>, got ${describe(allowClient)}`)
+  return { clientAuth, allowClient: allowClient as ResolvedOptions['allowClient'] }
 }
 
 /** Decodes a 32-byte key: Uint8Array, hex, base64 or base64url. */

@@ -7,11 +7,12 @@ import { checkFunction, checkRoute } from './args.js'
 import { ClosedError, ConfigError, InvalidArgumentError } from './errors.js'
 import { Message } from './message.js'
 import { CLIENT_FLAG, type FreshChunks, type NativeSender } from './native.js'
+import { OpenRequests } from './open-requests.js'
 import { HEADER_BYTES, type Outbox } from './outbox.js'
 import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
 import { routeId, routeName } from './route.js'
 import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, checkServiceDefinition, methodRoute } from './service.js'
-import { FLAG_SIGNED, KIND_ERROR, OFFSET_FLAGS, OFFSET_MSG_ID, OFFSET_ROUTE, SIGNATURE_BYTES, encodeErrorBody } from './wire.js'
+import { FLAG_SIGNED, KIND_CANCEL, KIND_ERROR, OFFSET_FLAGS, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER, SIGNATURE_BYTES, encodeErrorBody } from './wire.js'
 
 /**
  * A route handler. Its `msg.payload` is valid during the call and, when the
@@ -87,6 +88,7 @@ export abstract class Inbound implements ReplySink {
   private readonly chunkBuffers: (ArrayBuffer | undefined)[] = []
   private readonly chunkViews: (DataView | undefined)[] = []
   private readonly chunkPooled: boolean[] = []
+  private readonly openRequests = new OpenRequests()
   protected closing: Promise<unknown> | undefined
   protected closed = false
   protected unroutedCount = 0
@@ -168,6 +170,21 @@ export abstract class Inbound implements ReplySink {
   /** @internal ReplySink */
   clientAddress(dest: number): string {
     return this.closed ? '' : this.native.clientAddress(dest & 0x7fffffff)
+  }
+
+  /** @internal ReplySink */
+  requestDone(ctx: RequestContext): void {
+    this.openRequests.done(ctx)
+  }
+
+  /** A client connection closed: handlers still running for it see `ctx.signal` fire. */
+  protected clientClosed(connection: number): void {
+    this.openRequests.connectionClosed(connection | CLIENT_FLAG)
+  }
+
+  /** @internal ReplySink */
+  clientKey(dest: number): Uint8Array | undefined {
+    return this.closed ? undefined : this.native.clientKey(dest & 0x7fffffff)
   }
 
   /** Removes the handler of a route. */
@@ -301,12 +318,18 @@ export abstract class Inbound implements ReplySink {
     // One copy of the whole run (an ArrayBuffer per request costs ~0.7 µs);
     // each handler gets a view of its request in it.
     const copy = ab.slice(off, end)
+    const now = Date.now()
     let p = off
     while (p < end) {
       const len = dv.getUint32(p, true)
       const route = dv.getUint32(p + OFFSET_ROUTE, true)
       const lo = dv.getUint32(p + OFFSET_MSG_ID, true)
       const hi = dv.getUint32(p + OFFSET_MSG_ID + 4, true)
+      if (dv.getUint8(p + OFFSET_KIND) === KIND_CANCEL) {
+        this.openRequests.cancel(dest, lo + hi * 2 ** 32)
+        p += HEADER_BYTES
+        continue
+      }
       const entry = this.requestRoutes.get(route)
       if (entry === undefined) {
         this.unroutedCount++
@@ -316,7 +339,9 @@ export abstract class Inbound implements ReplySink {
         this.outbox.stage(dest, route, lo, hi, body, body.length, KIND_ERROR)
       } else {
         const req = new Uint8Array(copy, p - off + HEADER_BYTES, len)
-        const ctx = new RequestContext(this, dest, route, lo, hi, entry.name)
+        // A REQUEST's sender field carries the call's timeout in ms (§6).
+        const timeoutMs = dv.getUint32(p + OFFSET_SENDER, true)
+        const ctx = new RequestContext(this, dest, route, lo, hi, entry.name, timeoutMs === 0 ? undefined : now + timeoutMs)
         try {
           const r = entry.fn(req, ctx)
           if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
@@ -336,6 +361,8 @@ export abstract class Inbound implements ReplySink {
           this.handlerErrors++
           ctx.failWith(err)
         }
+        // Still open: found again by a CANCEL or the connection's close.
+        if (!ctx.replied) this.openRequests.track(ctx, lo + hi * 2 ** 32)
       }
       p += HEADER_BYTES + len
     }

@@ -32,6 +32,7 @@ export type {
 export * as codecs from './codec.js'
 export type { Codec } from './codec.js'
 export { routeId } from './route.js'
+export { clientIdOf } from './client-auth.js'
 export { signedBytes, verifySigned } from './signing.js'
 export type { SignedMessage } from './signing.js'
 export { generateKeyPair, resolveOptions, validateCluster } from './config.js'

@@ -23,6 +23,8 @@ export interface EngineOptions extends EngineIntegers {
   incarnationHi: number
   /** Replica connections: 'mac' needs privateKey (32-byte seed) and every peer's public key. */
   auth: 'mac' | 'none'
+  clientAuth?: 'none' | 'key'
+  allowClientHook?: boolean
   privateKey?: Uint8Array
   publicKeys?: { id: number; key: Uint8Array }[]
   /** Worker consumers taking deliveries instead of onBatch (0: none). */
@@ -63,6 +65,10 @@ export interface NativeSender {
   wantDrain(peer: number): void
   /** Remote address of a client connection ('' once gone). */
   clientAddress(connection: number): string
+  /** The key a client connection proved (PROTOCOL.md §6a), a copy; undefined without one. */
+  clientKey(connection: number): Uint8Array | undefined
+  /** allowClient's answer for a connection waiting in its handshake (EVENT_CLIENT_AUTH). */
+  allowClient(connection: number, allow: boolean, reason: string): void
   /** Last message id given natively at flush (with consumers); 0 before any. */
   lastId(): number
   /** The handlers of a run that onBatch returned as held have settled: release it (ACK, chunk). */
@@ -152,6 +158,10 @@ export const EVENT_PEER_DOWN = 2
 export const EVENT_DRAIN = 3
 export const EVENT_REJECT = 4
 export const EVENT_UNDELIVERED = 5
+/** A client proved its key: peer = connection, reason = the key (hex), remote = its address. */
+export const EVENT_CLIENT_AUTH = 6
+/** A client connection that had requests delivered closed: peer = connection. */
+export const EVENT_CLIENT_CLOSED = 7
 
 /** delivery peer / flush destination bit marking a client connection (engine.hpp client_flag). */
 export const CLIENT_FLAG = 0x80000000

@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 
 import { checkDelay, checkOptions, checkReplicaId } from './args.js'
+import { clientIdOf } from './client-auth.js'
 import { type ReplicaOptions, type ResolvedOptions, resolveOptions } from './config.js'
 import { engineIntegers } from './engine-options.js'
 import {
@@ -13,10 +14,13 @@ import {
   type ListenPort,
   TimeoutError,
   UnknownPeerError,
+  describeValue,
 } from './errors.js'
 import { ReplicaBase, type Handler, type UnroutedInfo } from './replica-base.js'
 import type { RequestHandler } from './request.js'
 import {
+  EVENT_CLIENT_AUTH,
+  EVENT_CLIENT_CLOSED,
   EVENT_DRAIN,
   EVENT_PEER_DOWN,
   EVENT_PEER_UP,
@@ -157,6 +161,8 @@ export class Replica extends ReplicaBase {
         incarnationLo: inc.readUInt32LE(0),
         incarnationHi: inc.readUInt32LE(4),
         auth: opts.auth,
+        clientAuth: opts.clientAuth,
+        allowClientHook: opts.allowClient !== undefined,
         ...(opts.auth === 'mac' ? { privateKey: opts.privateKey!, publicKeys: opts.publicKeys } : {}),
         consumers: opts.workers,
         ordered: opts.ordering === 'peer',
@@ -368,6 +374,33 @@ export class Replica extends ReplicaBase {
     }
   }
 
+  // allowClient's say on a client that proved its key (PROTOCOL.md §6a):
+  // only `true` serves it; its requests are not read until then.
+  private decideClient(connection: number, keyHex: string, address: string): void {
+    const allow = this.opts.allowClient
+    const publicKey = new Uint8Array(Buffer.from(keyHex, 'hex'))
+    const id = clientIdOf(publicKey)
+    const answer = (ok: unknown, why: string): void => {
+      if (!this.closed) this.engine.allowClient(connection, ok === true, ok === true ? '' : why)
+    }
+    const threw = (err: unknown): void => {
+      this.emitError(err, { from: 0, route: 'allowClient' })
+      answer(false, `allowClient failed for client ${id}`)
+    }
+    const refused = (ok: unknown): string => (ok === false ? `allowClient refused client ${id}` : `allowClient returned ${describeValue(ok)} for client ${id}, not true`)
+    if (allow === undefined) return answer(true, '')
+    try {
+      const r = allow(publicKey, { id, address })
+      if (r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function') {
+        ;(r as Promise<unknown>).then((ok) => answer(ok, refused(ok)), threw)
+      } else {
+        answer(r, refused(r))
+      }
+    } catch (err) {
+      threw(err)
+    }
+  }
+
   private readonly onEvents = (events: RawEvent[]): void => {
     for (const [type, peer, code, reason, remote, messages, bytes, firstId, lastId] of events) {
       switch (type) {
@@ -392,6 +425,12 @@ export class Replica extends ReplicaBase {
           break
         case EVENT_REJECT:
           this.events.emit('reject', { peer: peer === 0 ? undefined : peer, code, message: reason, remote })
+          break
+        case EVENT_CLIENT_AUTH:
+          this.decideClient(peer, reason, remote)
+          break
+        case EVENT_CLIENT_CLOSED:
+          this.clientClosed(peer)
           break
       }
     }

@@ -1,6 +1,10 @@
 import { BYTES, isPayload, payloadBytes } from './args.js'
-import { InvalidArgumentError, describeValue } from './errors.js'
+import { clientIdOf } from './client-auth.js'
+import { InvalidArgumentError, TimeoutError, describeValue } from './errors.js'
 import { KIND_ERROR, KIND_REPLY, encodeErrorBody } from './wire.js'
+
+/** How long an expired request waits for the client's CANCEL before its slot is freed anyway. */
+const EXPIRED_GRACE_MS = 1000
 
 /** What an error code must look like (upper snake case, at most 64 characters). */
 const CODE = /^[A-Z][A-Z0-9_]{0,63}$/
@@ -11,12 +15,25 @@ export interface ClientInfo {
   readonly connectionId: number
   /** Remote `host:port` ('' once the connection is gone). */
   readonly address: string
+  /**
+   * The Ed25519 public key the client proved in its handshake (PROTOCOL.md
+   * §6a); undefined for a client without a key (or once the connection is gone).
+   */
+  readonly publicKey: Uint8Array | undefined
+  /**
+   * The client's stable id: its public key in base64url (as
+   * `generateKeyPair()` prints it); undefined without a key.
+   */
+  readonly id: string | undefined
 }
 
 /** @internal where replies go: the replica's staged writer. */
 export interface ReplySink {
+  /** A tracked request (one that outlived its handler's call) is answered. */
+  requestDone(ctx: RequestContext): void
   stageReply(dest: number, route: number, lo: number, hi: number, body: Uint8Array, kind: number): void
   clientAddress(dest: number): string
+  clientKey(dest: number): Uint8Array | undefined
 }
 
 /**
@@ -26,18 +43,97 @@ export interface ReplySink {
  * request: later calls are ignored.
  */
 export class RequestContext {
-  private done = false
+  private done = false // no reply taken any more
+  private answered = false // a reply (or error) was staged
+  private controller: AbortController | undefined
+  private timer: NodeJS.Timeout | undefined
+  private cancelledWith: Error | undefined
+  /** @internal in the sink's table of open requests (cancel, disconnect). */
+  tracked = false
 
   /** @internal */
   constructor(
     private readonly sink: ReplySink,
-    private readonly dest: number,
+    /** @internal */
+    readonly dest: number,
     private readonly routeId: number,
     private readonly lo: number,
     private readonly hi: number,
     /** The route the client called. */
     readonly route: string,
+    /**
+     * When the client stops waiting (ms since the epoch, this replica's
+     * clock: the call's timeout as it sent it, from when the request was
+     * read); undefined when it sent none.
+     */
+    readonly deadline: number | undefined,
   ) {}
+
+  /**
+   * Fires when the reply is no longer wanted: the client cancelled the call
+   * (its signal, or its timeout: a CANCEL frame), the deadline passed, or
+   * the client disconnected. Its `reason` says which (`ABORTED`,
+   * `TIMEOUT`, `CONNECTION_LOST`). A reply after that is dropped quietly.
+   */
+  get signal(): AbortSignal {
+    if (this.controller !== undefined) return this.controller.signal
+    const c = (this.controller = new AbortController())
+    if (this.cancelledWith !== undefined) c.abort(this.cancelledWith)
+    else if (this.deadline !== undefined && !this.done) {
+      const left = this.deadline - Date.now()
+      if (left <= 0) this.expire()
+      else {
+        this.timer = setTimeout(() => this.expire(), left)
+        this.timer.unref()
+      }
+    }
+    return c.signal
+  }
+
+  /** Whether the reply is no longer wanted (see `signal`). */
+  get cancelled(): boolean {
+    return this.cancelledWith !== undefined || (this.deadline !== undefined && Date.now() >= this.deadline)
+  }
+
+  // The deadline passed: the client has given up (its CANCEL is on its
+  // way). The signal fires and a later reply is dropped; the request's slot
+  // is freed when the CANCEL comes, or a second later without one.
+  private expire(): void {
+    if (this.done) return
+    this.done = true
+    this.cancelledWith = new TimeoutError(`the call's deadline passed (route "${this.route}")`)
+    this.timer = setTimeout(() => this.release(), EXPIRED_GRACE_MS)
+    this.timer.unref()
+    this.controller?.abort(this.cancelledWith)
+  }
+
+  /**
+   * @internal The client gave up (a CANCEL: `answer`, its slot is freed
+   * with a CANCELLED error reply it ignores) or is gone (no answer).
+   */
+  cancel(reason: Error, answer: boolean): void {
+    if (this.answered) return
+    const expired = this.done
+    this.done = true
+    this.cancelledWith ??= reason
+    if (answer) this.release()
+    else this.finish()
+    if (!expired) this.controller?.abort(this.cancelledWith)
+  }
+
+  // A CANCELLED error reply, the request's last word.
+  private release(): void {
+    if (this.answered) return
+    this.finish()
+    this.sink.stageReply(this.dest, this.routeId, this.lo, this.hi, encodeErrorBody('CANCELLED', this.cancelledWith?.message ?? 'cancelled'), KIND_ERROR)
+  }
+
+  private finish(): void {
+    this.done = true
+    this.answered = true
+    if (this.timer !== undefined) clearTimeout(this.timer)
+    if (this.tracked) this.sink.requestDone(this)
+  }
 
   /** The request id the client chose (unique among its calls in flight). */
   get requestId(): number {
@@ -47,19 +143,28 @@ export class RequestContext {
   get client(): ClientInfo {
     const sink = this.sink
     const dest = this.dest
+    let key: Uint8Array | undefined | null = null // null: not asked yet
+    const publicKey = (): Uint8Array | undefined => (key === null ? (key = sink.clientKey(dest)) : key)
     return {
       connectionId: dest & 0x7fffffff,
       get address() {
         return sink.clientAddress(dest)
       },
+      get publicKey() {
+        const k = publicKey()
+        return k === undefined ? undefined : new Uint8Array(k)
+      },
+      get id() {
+        const k = publicKey()
+        return k === undefined ? undefined : clientIdOf(k)
+      },
     }
   }
 
-  /** Whether a reply (or error) was sent. */
+  /** Whether no reply is taken any more: one was sent, or the request was cancelled (see `signal`). */
   get replied(): boolean {
     return this.done
   }
-
   /**
    * Sends the reply: bytes (any ArrayBufferView, as its bytes) or a string
    * (UTF-8). Throws `INVALID_ARGUMENT` for anything else, leaving the
@@ -68,7 +173,7 @@ export class RequestContext {
   reply(payload: Uint8Array | ArrayBufferView | string): void {
     const body = payloadBytes('payload', payload)
     if (this.done) return
-    this.done = true
+    this.finish()
     this.sink.stageReply(this.dest, this.routeId, this.lo, this.hi, body, KIND_REPLY)
   }
 
@@ -85,7 +190,7 @@ export class RequestContext {
 
   private failUnchecked(code: string, message: string): void {
     if (this.done) return
-    this.done = true
+    this.finish()
     this.sink.stageReply(this.dest, this.routeId, this.lo, this.hi, encodeErrorBody(code, message), KIND_ERROR)
   }
 

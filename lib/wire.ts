@@ -28,6 +28,14 @@ export const KIND_REJECT = 3
 export const KIND_REQUEST = 6
 export const KIND_REPLY = 7
 export const KIND_ERROR = 8
+export const KIND_PONG = 5
+/** Client -> replica: the client gave up on a request (§6). */
+export const KIND_CANCEL = 11
+/** Replica -> client: a message the client did not ask for (§6). */
+export const KIND_PUSH = 12
+/** A batch's tag, and a handshake's signature (§2a, §6a). */
+export const KIND_SEAL = 9
+export const KIND_AUTH = 10
 
 /** Reject reason names by code (§4); a code missing here reads as `REJECT_<n>`. */
 const REJECT_REASONS: Record<number, string> = {

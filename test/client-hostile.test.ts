@@ -5,6 +5,8 @@
 
 import t from 'tap'
 
+import * as wire from '../lib/wire.js'
+
 import { Client, type RequestContext, routeId } from 'nexres-rpc'
 
 import { sleep, utf8, within, expectReject, startServer, connectClient, RawClient, frame, rawHello, TYPE_HELLO, KIND_REQUEST, REJECT } from './client-support.js'
@@ -54,8 +56,10 @@ t.test('raw hostile clients on the client port', async (t) => {
     t.equal(await h2.refusal(8000), REJECT.BAD_FRAME, 'a DATA frame on a client connection: BAD_FRAME')
     const h3 = await RawClient.open(t, endpoint.port)
     await h3.handshake()
-    h3.write(frame(KIND_REQUEST, routeId('echo'), 1, Buffer.from('x'), 5))
-    t.equal(await h3.refusal(8000), REJECT.BAD_FRAME, 'a REQUEST with a sender: BAD_FRAME')
+    const flagged = frame(KIND_REQUEST, routeId('echo'), 1, Buffer.from('x'))
+    flagged[wire.OFFSET_FLAGS] = 0x01 // flags are not defined for REQUEST (the sender field is the call's timeout)
+    h3.write(flagged)
+    t.equal(await h3.refusal(8000), REJECT.BAD_FRAME, 'a REQUEST with flags: BAD_FRAME')
     const h4 = await RawClient.open(t, endpoint.port)
     await h4.handshake()
     const header = frame(KIND_REQUEST, routeId('echo'), 1, new Uint8Array(0))

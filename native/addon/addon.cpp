@@ -47,6 +47,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"KIND_REQUEST", static_cast<double>(kind::request)},
       {"KIND_REPLY", static_cast<double>(kind::reply)},
       {"KIND_ERROR", static_cast<double>(kind::error)},
+      {"KIND_PONG", static_cast<double>(kind::pong)},
+      {"KIND_CANCEL", static_cast<double>(kind::cancel)},
+      {"KIND_PUSH", static_cast<double>(kind::push)},
+      {"KIND_SEAL", static_cast<double>(kind::seal)},
+      {"KIND_AUTH", static_cast<double>(kind::auth)},
       {"FLAG_SIGNED", nexres::auth::flag_signed},
       {"SIGNATURE_BYTES", nexres::auth::sig_bytes},
   };

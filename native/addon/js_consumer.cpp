@@ -27,6 +27,8 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
                            InstanceMethod<&JsConsumer::JsRefreshDepths>("refreshDepths"),
                            InstanceMethod<&JsConsumer::JsWantDrain>("wantDrain"),
                            InstanceMethod<&JsConsumer::JsClientAddress>("clientAddress"),
+                           InstanceMethod<&JsConsumer::JsClientKey>("clientKey"),
+                           InstanceMethod<&JsConsumer::JsAllowClient>("allowClient"),
                            InstanceMethod<&JsConsumer::JsLastId>("lastId"),
                            InstanceMethod<&JsConsumer::JsSettle>("settle"),
                            InstanceMethod<&JsConsumer::JsStop>("stop"),
@@ -97,6 +99,8 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
   Napi::Value JsFlush(const Napi::CallbackInfo& info) { return out_.Flush(info); }
   Napi::Value JsRefreshDepths(const Napi::CallbackInfo& info) { return out_.RefreshDepths(info); }
   Napi::Value JsClientAddress(const Napi::CallbackInfo& info) { return out_.ClientAddress(info); }
+  Napi::Value JsClientKey(const Napi::CallbackInfo& info) { return out_.ClientKey(info); }
+  Napi::Value JsAllowClient(const Napi::CallbackInfo& info) { return out_.AllowClient(info); }
   Napi::Value JsWantDrain(const Napi::CallbackInfo& info) { return out_.WantDrain(info); }
   Napi::Value JsLastId(const Napi::CallbackInfo& info) { return out_.LastId(info); }
 

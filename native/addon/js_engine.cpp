@@ -34,6 +34,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
                            InstanceMethod<&JsEngine::JsStop>("stop"),
                            InstanceMethod<&JsEngine::JsClientPort>("clientPort"),
                            InstanceMethod<&JsEngine::JsClientAddress>("clientAddress"),
+                           InstanceMethod<&JsEngine::JsClientKey>("clientKey"),
+                           InstanceMethod<&JsEngine::JsAllowClient>("allowClient"),
                            InstanceMethod<&JsEngine::JsShareKey>("shareKey"),
                            InstanceMethod<&JsEngine::JsLastId>("lastId"),
                            InstanceMethod<&JsEngine::JsSettle>("settle"),
@@ -149,6 +151,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value JsFlush(const Napi::CallbackInfo& info) { return out_.Flush(info); }
   Napi::Value JsRefreshDepths(const Napi::CallbackInfo& info) { return out_.RefreshDepths(info); }
   Napi::Value JsClientAddress(const Napi::CallbackInfo& info) { return out_.ClientAddress(info); }
+  Napi::Value JsClientKey(const Napi::CallbackInfo& info) { return out_.ClientKey(info); }
+  Napi::Value JsAllowClient(const Napi::CallbackInfo& info) { return out_.AllowClient(info); }
   Napi::Value JsWantDrain(const Napi::CallbackInfo& info) { return out_.WantDrain(info); }
   Napi::Value JsLastId(const Napi::CallbackInfo& info) { return out_.LastId(info); }
 

@@ -104,6 +104,15 @@ const field fields[] = {
     U32("maxClientInFlight", max_client_inflight),
     U32("clientIdleTimeoutMs", client_idle_timeout_ms),
     U32("maxClientConnections", max_client_connections),
+    U32("maxClientKeyConnections", max_client_key_connections),
+    U32("maxClientKeyInFlight", max_client_key_inflight),
+    {"clientAuth", false,
+     [](Napi::Env e, const Napi::Value& v, engine_setup& s) {
+       const std::string a = text(e, "clientAuth", v);
+       if (a != "key" && a != "none") refuse(e, "clientAuth", "expected 'key' or 'none'");
+       s.options.require_client_key = a == "key";
+     }},
+    {"allowClientHook", false, [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.client_allow_hook = flag(e, "allowClientHook", v); }},
     U32("heartbeatIntervalMs", heartbeat_interval_ms),
     U32("heartbeatTimeoutMs", heartbeat_timeout_ms),
     U32("peerDownDeadlineMs", peer_down_deadline_ms),

@@ -1,6 +1,9 @@
 // The sending side of one JS thread (the main thread or a worker).
 #pragma once
 
+#include <array>
+#include <cstring>
+
 #include "common.hpp"
 #include "shared_engine.hpp"
 
@@ -53,6 +56,24 @@ class producer {
     engine* eng = live();
     std::string a = eng ? eng->client_address(info[0].As<Napi::Number>().Uint32Value()) : std::string();
     return Napi::String::New(info.Env(), a);
+  }
+
+  // The key a client connection proved (§6a), a copy; undefined without one.
+  Napi::Value ClientKey(const Napi::CallbackInfo& info) {
+    engine* eng = live();
+    std::array<std::uint8_t, 32> k{};
+    if (eng == nullptr || !eng->client_key(info[0].As<Napi::Number>().Uint32Value(), k)) return info.Env().Undefined();
+    Napi::Uint8Array out = Napi::Uint8Array::New(info.Env(), k.size());
+    std::memcpy(out.Data(), k.data(), k.size());
+    return out;
+  }
+
+  // allowClient's answer for a connection waiting in its handshake.
+  Napi::Value AllowClient(const Napi::CallbackInfo& info) {
+    if (engine* eng = live())
+      eng->allow_client(info[0].As<Napi::Number>().Uint32Value(), info[1].As<Napi::Boolean>().Value(),
+                        info[2].IsString() ? info[2].As<Napi::String>().Utf8Value() : std::string());
+    return info.Env().Undefined();
   }
 
   Napi::Value WantDrain(const Napi::CallbackInfo& info) {

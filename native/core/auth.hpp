@@ -32,6 +32,9 @@ constexpr std::size_t auth_frame_bytes = frame_header_bytes + sig_bytes;
 constexpr std::size_t seal_frame_bytes = frame_header_bytes + tag_bytes;
 /// The sender seals at least this often (at a frame boundary).
 constexpr std::size_t seal_batch_bytes = 256u << 10;
+/// A client (PROTOCOL.md §6a) seals at least this often: a frame may start
+/// at most this far into a batch (the batch then ends with that frame).
+constexpr std::size_t client_seal_batch_bytes = 64u << 10;
 
 /// Everything both sides sign (each with its own role label).
 struct transcript_input {

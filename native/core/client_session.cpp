@@ -41,6 +41,11 @@ client_session::client_session(engine& eng, asio::ip::tcp::socket socket, std::u
 
 client_session::~client_session() {
   if (partial_registration_ != 0) engine_.client_partial_end(partial_registration_);
+  if (key_state_) {
+    // Its unanswered requests no longer count against the key.
+    release_key_inflight(std::max<std::int64_t>(0, inflight_.load(std::memory_order_acquire)));
+    engine_.release_client_key(*key_state_);
+  }
   for (auto& d : ready_) engine_.chunks().unref(d.source);
   engine_.forget_client(id_);
 }
@@ -71,47 +76,29 @@ void client_session::start() {
 void client_session::on_hello() {
   std::uint32_t magic = 0;
   const hello_message m = decode_hello(hello_.data(), magic);
+  const auto& opt = engine_.options();
   if (magic != hello_magic) return refuse(reject_code::bad_magic, "not a nexres-rpc handshake");
   if (m.version != protocol_version) return refuse(reject_code::bad_version, "unsupported protocol version");
   if (m.type != hello_type::client_hello) return refuse(reject_code::bad_frame, "expected CLIENT_HELLO");
-  if (m.auth != auth_mode::none) return refuse(reject_code::bad_auth, "unsupported auth mode");
-  if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length)
+  if (m.auth != auth_mode::none && m.auth != auth_mode::mac) return refuse(reject_code::bad_auth, "unsupported auth mode");
+  const bool keyed = m.auth == auth_mode::mac;
+  if (!keyed && opt.require_client_key)
+    return refuse(reject_code::bad_auth, "this replica serves only clients with a key (clientAuth 'key'): connect with privateKey");
+  if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length ||
+      (keyed && m.body_length != m.cluster_id_length + client_hello_key_bytes))
     return refuse(reject_code::bad_frame, "handshake body length out of range");
   const std::size_t cid_len = m.cluster_id_length;
   hello_body_.resize(m.body_length);
   auto self = shared_from_this();
-  asio::async_read(socket_, asio::buffer(hello_body_), [self, cid_len](const std::error_code& ec, std::size_t) {
+  asio::async_read(socket_, asio::buffer(hello_body_), [self, cid_len, keyed](const std::error_code& ec, std::size_t) {
     // Refused meanwhile (handshake deadline): never finish the handshake.
     if (ec || !self->open_) return self->close();
-    const auto& opt = self->engine_.options();
+    const auto& o = self->engine_.options();
     // A client may leave the cluster id out; one it names must match.
-    if (cid_len != 0 && (cid_len != opt.cluster_id.size() ||
-                         std::memcmp(self->hello_body_.data(), opt.cluster_id.data(), cid_len) != 0))
+    if (cid_len != 0 && (cid_len != o.cluster_id.size() ||
+                         std::memcmp(self->hello_body_.data(), o.cluster_id.data(), cid_len) != 0))
       return self->refuse(reject_code::wrong_cluster, "cluster id does not match");
-    self->timer_.cancel();
-    self->welcomed_ = true;
-    hello_message w{};
-    w.type = hello_type::client_welcome;
-    w.auth = auth_mode::none;
-    w.sender = opt.self_id;
-    w.incarnation = self->id_;  // the connection id, for the client's logs
-    w.version = protocol_version;
-    const std::size_t cid = opt.cluster_id.size();
-    w.cluster_id_length = static_cast<std::uint8_t>(cid);
-    // Body: the cluster id, then the limits the client must respect (§6), so
-    // it can fail an oversized call alone instead of losing the connection.
-    w.body_length = static_cast<std::uint32_t>(cid + client_welcome_limits_bytes);
-    self->out_.assign(hello_fixed_bytes + cid + client_welcome_limits_bytes, 0);
-    encode_hello(self->out_.data(), w);
-    std::memcpy(self->out_.data() + hello_fixed_bytes, opt.cluster_id.data(), cid);
-    store_u32(self->out_.data() + hello_fixed_bytes + cid, opt.max_request_bytes);
-    store_u32(self->out_.data() + hello_fixed_bytes + cid + 4, static_cast<std::uint32_t>(opt.max_client_inflight));
-    // Written before any reply: replies only exist once requests are read.
-    asio::async_write(self->socket_, asio::buffer(self->out_), [self](const std::error_code& e, std::size_t) {
-      if (e) return self->close();
-      self->arm_idle_timer();
-      self->do_read();
-    });
+    self->welcome(cid_len, keyed);
   });
 }
 
@@ -162,14 +149,20 @@ void client_session::do_read() {
     rx_.release_if_idle();
     return;
   }
+  // §6a: the key is at its bound (over all its connections): wait for its
+  // replies before the next batch.
+  if (key_blocked_) {
+    if (key_over_limit() && wait_for_key()) return;
+    key_blocked_ = false;
+  }
   // Backpressure on a client that pipelines more than it may: stop reading
   // until replies bring it back under the bound (enqueue() resumes us).
-  if (inflight_.load(std::memory_order_acquire) >= static_cast<std::int64_t>(engine_.options().max_client_inflight)) {
+  if (inflight_full()) {
     // seq_cst here and in enqueue(): flag-then-count against
     // count-then-flag, so one side always sees the other (no lost resume).
     paused_ = true;
     inflight_paused_.store(true, std::memory_order_seq_cst);
-    if (inflight_.load(std::memory_order_seq_cst) < static_cast<std::int64_t>(engine_.options().max_client_inflight)) {
+    if (!inflight_full()) {
       inflight_paused_.store(false, std::memory_order_seq_cst);
       paused_ = false;
     } else {
@@ -231,33 +224,91 @@ void client_session::on_read(std::size_t n) {
   do_read();
 }
 
-// io thread. Complete REQUEST frames in [parsed, filled) become one delivery
-// (peer = client_flag | id); every header is checked before its body.
+// io thread. At the in-flight bound: requests delivered and unanswered,
+// plus (§6a) those read in a batch not yet sealed. With only the latter,
+// reading goes on: the batch's SEAL (at most maxClientInFlight requests on)
+// must be read to release them.
+bool client_session::inflight_full() const {
+  const std::int64_t inflight = inflight_.load(std::memory_order_seq_cst);
+  const auto max = static_cast<std::int64_t>(engine_.options().max_client_inflight);
+  return rx_seal_ ? inflight > 0 && inflight + held_requests_ >= max : inflight >= max;
+}
+
+// io thread. Complete REQUEST (and CANCEL) frames in [parsed, filled) become
+// one delivery (peer = client_flag | id); every header is checked before
+// its body. §6a: deliveries are held until the SEAL after them checks.
 bool client_session::parse() {
   const auto& opt = engine_.options();
   std::uint8_t* base = rx_.current->data();
-  const std::size_t start = rx_.parsed;
-  std::uint32_t count = 0;
+  std::size_t start = rx_.parsed;
+  std::size_t mac_from = rx_.parsed;  // parsed, not yet fed to the MAC
+  std::uint32_t count = 0;   // requests in the run being cut
+  std::uint32_t frames = 0;  // and cancels
+  std::int64_t taken = 0;    // requests taken by this call
   auto cut = [&] {
-    if (count == 0) return;
-    rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
-    ready_.push_back(delivery{rx_.current, static_cast<std::uint32_t>(start),
-                              static_cast<std::uint32_t>(rx_.parsed - start), client_flag | id_, count, -1, 0, 0});
-    inflight_.fetch_add(count, std::memory_order_acq_rel);
-    frames_read_ += count;
-    requests_.fetch_add(count, std::memory_order_relaxed);
-    bytes_in_.fetch_add(rx_.parsed - start, std::memory_order_relaxed);
-    frames_since_tick_ += count;
+    if (frames > 0) {
+      rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
+      const delivery d{rx_.current, static_cast<std::uint32_t>(start), static_cast<std::uint32_t>(rx_.parsed - start),
+                       client_flag | id_, frames, -1, 0, 0};
+      if (rx_seal_) {
+        rx_seal_->hold(d);
+        held_requests_ += count;
+      } else {
+        ready_.push_back(d);
+        inflight_.fetch_add(count, std::memory_order_acq_rel);
+      }
+      frames_read_ += count;
+      requests_.fetch_add(count, std::memory_order_relaxed);
+      bytes_in_.fetch_add(rx_.parsed - start, std::memory_order_relaxed);
+      frames_since_tick_ += frames;
+    }
+    count = frames = 0;
+    start = rx_.parsed;
   };
   // maxClientInFlight bounds what is handed on, not just when reading stops:
   // one read can hold thousands of small requests; the rest wait unparsed.
-  const std::int64_t room =
-      static_cast<std::int64_t>(opt.max_client_inflight) - inflight_.load(std::memory_order_acquire);
+  const std::int64_t room = static_cast<std::int64_t>(opt.max_client_inflight) -
+                            inflight_.load(std::memory_order_acquire) - held_requests_;
   // Every header in the buffer is checked before anything trusts its length
   // (receive_buffer::ensure_space sizes a chunk from it), including the one
   // that waits behind the in-flight bound.
   while (rx_.filled - rx_.parsed >= frame_header_bytes) {
     const frame_header h = decode_header(base + rx_.parsed);
+    if (rx_seal_ && h.kind == frame_kind::seal) {
+      if (h.length != auth::tag_bytes) {
+        cut();
+        refuse(reject_code::bad_frame, "SEAL frame of the wrong length");
+        return false;
+      }
+      if (rx_.filled - rx_.parsed < auth::seal_frame_bytes) break;  // the tag is on its way
+      cut();
+      std::optional<std::uint64_t> pong;
+      // The batch is authentic, or nothing it carried goes on.
+      if (rx_seal_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<delivery>::fed::ok ||
+          !rx_seal_->open(h, base + rx_.parsed + frame_header_bytes, ready_, pong)) {
+        refuse(reject_code::bad_mac, "a batch failed its MAC check (forged, altered, replayed or reordered frames)");
+        return false;
+      }
+      inflight_.fetch_add(held_requests_, std::memory_order_acq_rel);
+      if (key_state_) key_state_->inflight.fetch_add(held_requests_, std::memory_order_seq_cst);
+      held_requests_ = 0;
+      rx_.parsed += auth::seal_frame_bytes;
+      mac_from = start = rx_.parsed;
+      // The key's bound is checked at each batch start.
+      if (key_over_limit()) {
+        key_blocked_ = true;
+        break;
+      }
+      continue;
+    }
+    // §6a: small frames fill at most client_seal_batch_bytes of a batch (one
+    // more frame may end it), so a batch fits the connection's receive
+    // memory and is never left waiting for memory its own frames hold.
+    if (rx_seal_ && rx_seal_->batch_bytes() + (rx_.parsed - mac_from) > auth::client_seal_batch_bytes) {
+      cut();
+      refuse(reject_code::bad_mac, "too much data without a SEAL");
+      return false;
+    }
     if (h.length > opt.max_request_bytes) {
       cut();
       refuse(reject_code::request_too_large, "request of " + std::to_string(h.length) +
@@ -265,18 +316,39 @@ bool client_session::parse() {
                                                  std::to_string(opt.max_request_bytes));
       return false;
     }
-    if (h.kind != frame_kind::request || h.reserved != 0 || h.flags != 0 || h.sender != 0) {
+    // CANCEL (§6): the client gave up on a request; handed on with the
+    // requests, in order, for the consumer to abort its handler.
+    if (h.kind == frame_kind::cancel && h.length == 0 && h.reserved == 0 && h.flags == 0 && h.sender == 0) {
+      rx_.parsed += frame_header_bytes;
+      ++frames;
+      continue;
+    }
+    // REQUEST: `sender` carries the call's timeout in ms (0: none).
+    if (h.kind != frame_kind::request || h.reserved != 0 || h.flags != 0) {
       cut();
       refuse(reject_code::bad_frame, "expected a REQUEST frame");
       return false;
     }
-    if (static_cast<std::int64_t>(count) >= room) break;  // checked; waits for room
+    if (rx_seal_ && held_requests_ + count >= opt.max_client_inflight) {
+      cut();
+      refuse(reject_code::bad_frame, "more than maxClientInFlight (" + std::to_string(opt.max_client_inflight) +
+                                         ") requests in one sealed batch");
+      return false;
+    }
+    if (taken >= room) break;  // checked; waits for room
     const std::size_t total = frame_header_bytes + h.length;
     if (rx_.filled - rx_.parsed < total) break;
     rx_.parsed += total;
     ++count;
+    ++frames;
+    ++taken;
   }
   cut();
+  if (rx_seal_ && rx_seal_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<delivery>::fed::ok) {
+    refuse(reject_code::bad_mac, "too much data without a SEAL");
+    return false;
+  }
+  if (!ready_.empty()) delivered_ = true;
   return true;
 }
 
@@ -311,6 +383,7 @@ void client_session::enqueue(const segment& seg) {
   const std::int64_t left =
       inflight_.fetch_sub(static_cast<std::int64_t>(seg.messages), std::memory_order_seq_cst) -
       static_cast<std::int64_t>(seg.messages);
+  release_key_inflight(seg.messages);
   write_state st = write_state::done;
   bool backlog_cleared = false;
   {
@@ -318,12 +391,23 @@ void client_session::enqueue(const segment& seg) {
     if (write_closed_) return;
     pending_.push_back(seg);
     pending_bytes_ += seg.length;
-    if (!waiting_writable_) st = drain_locked();
+    if (tx_) {
+      // §6a: cut into batches, each followed by its SEAL; only sealed
+      // segments are written (a payload sent by reference waits for its
+      // bytes to close the batch).
+      const std::optional<std::size_t> sealed = tx_->seal(pending_, sealed_count_);
+      if (sealed) sealed_count_ = *sealed;
+      else st = write_state::failed;
+    }
+    if (!waiting_writable_ && st != write_state::failed) st = drain_locked();
     if (pending_bytes_ > max_reply_backlog) reply_backlog_.store(true, std::memory_order_seq_cst);
     else if (pending_bytes_ <= max_reply_backlog / 2) backlog_cleared = reply_backlog_.exchange(false, std::memory_order_seq_cst);
   }
-  const bool resume_reading = backlog_cleared || (left < static_cast<std::int64_t>(engine_.options().max_client_inflight) &&
-                                                  inflight_paused_.exchange(false, std::memory_order_seq_cst));
+  // §6a: requests held in an unsealed batch count too (inflight_full);
+  // do_read checks again.
+  const bool resume_reading =
+      backlog_cleared || ((left < static_cast<std::int64_t>(engine_.options().max_client_inflight) || tx_) &&
+                          inflight_paused_.exchange(false, std::memory_order_seq_cst));
   if (st == write_state::done && !resume_reading) return;
   auto self = shared_from_this();
   asio::post(socket_.get_executor(), [self, st, resume_reading] {
@@ -335,9 +419,12 @@ void client_session::enqueue(const segment& seg) {
 
 // Holds write_mu_. Writes what is pending until done or the socket is full.
 client_session::write_state client_session::drain_locked() {
-  while (!pending_.empty()) {
-    const gather_result r = gather_write(fd_, pending_, front_offset_);
+  for (;;) {
+    const std::size_t writable = tx_ ? sealed_count_ : pending_.size();
+    if (writable == 0) break;
+    const gather_result r = gather_write(fd_, pending_, front_offset_, writable);
     for (std::size_t i = 0; i < r.segments_done; ++i) pending_.pop_front();
+    if (tx_) sealed_count_ -= r.segments_done;
     engine_.count_replies(r.bytes);
     pending_bytes_ -= std::min(pending_bytes_, r.bytes);
     if (r.error) {
@@ -394,6 +481,8 @@ void client_session::refuse(reject_code code, const std::string& detail) {
       return;
     }
     write_closed_ = true;  // the reason frame is the last thing written
+    // §6a: after the WELCOME the reason frame comes sealed like any other.
+    if (tx_) tx_->seal_buffer(out_, 0);
     // It goes out on its own (engine::linger_close: FIN after it, then what
     // the client still sends is read and dropped until it closes, at most a
     // second). Closing with unread input would send RST, and a RST can
@@ -418,6 +507,7 @@ void client_session::close() {
     write_closed_ = true;
     pending_.clear();
     pending_bytes_ = 0;
+    sealed_count_ = 0;
     // No reset for unread input (see inbound_session::close).
     sockets::drain_and_shutdown(socket_);
     socket_.close(ignored);
@@ -426,6 +516,14 @@ void client_session::close() {
   ready_.clear();
   rx_.release();
   track_partial();
+  if (delivered_) {
+    // The consumer aborts what its handlers still run for this connection.
+    delivered_ = false;
+    engine_event ev;
+    ev.type = event_type::client_closed;
+    ev.peer = id_;
+    engine_.post_event(std::move(ev));
+  }
   // Woken for memory that we will not use now: another waiter gets it.
   if (wake_posted_.exchange(false, std::memory_order_acq_rel)) engine_.client_chunks().wake_waiters(1);
 }

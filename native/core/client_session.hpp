@@ -7,6 +7,7 @@
 #include "engine.hpp"
 #include "protocol.hpp"
 #include "receive_buffer.hpp"
+#include "sealed_stream.hpp"
 
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
@@ -21,6 +22,20 @@
 #include <vector>
 
 namespace nexres {
+
+class client_session;
+
+/// What the connections of one client key share (PROTOCOL.md §6a): how many
+/// are open (engine clients_mu_), the requests they have unanswered, and who
+/// waits for that count to fall under max_client_key_inflight.
+struct client_key_state {
+  std::array<std::uint8_t, 32> key{};
+  std::uint32_t connections = 0;  // engine clients_mu_
+  std::atomic<std::int64_t> inflight{0};
+  std::atomic<bool> has_waiters{false};
+  std::mutex mu;
+  std::vector<std::weak_ptr<client_session>> waiters;  // mu
+};
 
 class client_session : public chunk_owner, public std::enable_shared_from_this<client_session> {
  public:
@@ -50,6 +65,13 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   /// requests.
   void enqueue(const segment& seg);
 
+  /// Any thread: the consumer allowed (or refused) this client's key.
+  void on_allowed(bool allow, const std::string& reason);
+  /// Any thread: the key this connection proved; false without one.
+  bool key(std::array<std::uint8_t, 32>& out) const;
+  /// Any thread: the key's in-flight count fell under its bound.
+  void resume_async();
+
   std::uint32_t id() const noexcept { return id_; }
   /// Any thread.
   void fill_stats(client_stats& out);
@@ -63,6 +85,7 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void read_ready();
   void on_read(std::size_t n);
   bool parse();
+  bool inflight_full() const;
   bool flush_ready();
   void resume();
   void pause_with_retry();
@@ -74,6 +97,15 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void wait_writable();        // io thread
   void refuse(reject_code code, const std::string& detail);
   void close();
+  // PROTOCOL.md §6: the CLIENT_WELCOME, with the §6a key exchange when the
+  // client named a key (client_auth.cpp).
+  void welcome(std::size_t cid_len, bool keyed);
+  void read_auth();
+  void on_auth();
+  void serve();
+  bool key_over_limit() const noexcept;
+  bool wait_for_key();
+  void release_key_inflight(std::int64_t n);
 
   engine& engine_;
   asio::ip::tcp::socket socket_;
@@ -90,6 +122,19 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   std::array<std::uint8_t, hello_fixed_bytes> hello_{};
   std::vector<std::uint8_t> hello_body_;
   std::vector<std::uint8_t> out_;  // WELCOME / REJECT bytes
+
+  // §6a, a client with a key: the handshake's state, then the sealed streams.
+  std::unique_ptr<crypto::x25519_keypair> eph_;
+  std::vector<std::uint8_t> transcript_;
+  std::array<std::uint8_t, auth::auth_frame_bytes> auth_frame_{};
+  std::array<std::uint8_t, 32> client_key_{};
+  std::atomic<bool> keyed_{false};  // client_key_ is set
+  bool awaiting_allow_ = false;
+  std::unique_ptr<sealed_receiver<delivery>> rx_seal_;  // io thread
+  std::int64_t held_requests_ = 0;  // requests in batches not yet sealed (io thread)
+  std::shared_ptr<client_key_state> key_state_;
+  bool key_blocked_ = false;  // paused at a batch start: the key is at its bound
+  bool delivered_ = false;    // a request went to the consumer (client_closed event)
 
   receive_buffer rx_;
   // Registered with the engine while a request is arriving (0: not).
@@ -121,6 +166,8 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   // until they drain (a client must read what it asked for).
   std::atomic<bool> reply_backlog_{false};
   int fd_ = -1;
+  std::unique_ptr<sealed_sender<segment>> tx_;  // write_mu_: §6a replies sealed
+  std::size_t sealed_count_ = 0;                 // write_mu_: sealed segments of pending_
 };
 
 }  // namespace nexres

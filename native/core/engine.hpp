@@ -77,6 +77,15 @@ struct engine_options {
   /// flight is closed (0: never).
   std::uint32_t client_idle_timeout_ms = 60000;
   std::uint32_t max_client_connections = 10000;
+  /// Client identities (PROTOCOL.md §6a): refuse clients without a key;
+  /// ask the consumer (client_auth event, allow_client) before serving a key.
+  bool require_client_key = false;
+  bool client_allow_hook = false;
+  /// Per client key, over all its connections: connections open at once, and
+  /// requests unanswered (checked at each sealed batch) before its
+  /// connections are no longer read.
+  std::uint32_t max_client_key_connections = 64;
+  std::uint32_t max_client_key_inflight = 4096;
   /// Heartbeats (PROTOCOL.md §3 PING/PONG), answered on io threads: a link
   /// pings when idle, a receiver sends keepalives; a peer not heard from in
   /// heartbeat_timeout_ms is reported down (0 disables the check).
@@ -123,7 +132,15 @@ struct delivery {
   std::uint64_t last_id = 0;        // msg id of the run's last frame
 };
 
-enum class event_type : std::uint8_t { peer_up = 1, peer_down = 2, drain = 3, reject = 4, undelivered = 5 };
+enum class event_type : std::uint8_t {
+  peer_up = 1,
+  peer_down = 2,
+  drain = 3,
+  reject = 4,
+  undelivered = 5,
+  client_auth = 6,    // a client proved its key: peer = connection id, reason = key (hex); answer allow_client()
+  client_closed = 7,  // a client connection with cancellable requests closed: peer = connection id
+};
 
 struct engine_event {
   event_type type = event_type::peer_up;
@@ -222,6 +239,7 @@ class client_session;
 class inbound_session;
 class peer_link;
 struct peer_slot;
+struct client_key_state;
 
 class engine {
  public:
@@ -299,6 +317,11 @@ class engine {
   std::uint16_t client_port() const noexcept { return client_port_; }
   /// Remote address of a client connection ("" once it is gone). Any thread.
   std::string client_address(std::uint32_t id);
+  /// The Ed25519 key a client connection proved (PROTOCOL.md §6a); false
+  /// when it has none or is gone. Any thread.
+  bool client_key(std::uint32_t id, std::array<std::uint8_t, 32>& out);
+  /// Any thread: the consumer's answer to a client_auth event.
+  void allow_client(std::uint32_t id, bool allow, const std::string& reason);
 
   // ---- internal: used by sessions, links, acceptor (io threads) ----
   chunk_pool& chunks() { return chunks_; }
@@ -332,6 +355,11 @@ class engine {
   /// for at most a second (sockets::lingering_close); stop() cuts it short.
   void linger_close(asio::ip::tcp::socket socket, std::vector<std::uint8_t> last_words);
   void forget_client(std::uint32_t id);
+  /// A client proved `key`: its shared per-key state, or null when the key
+  /// has max_client_key_connections open. release_client_key undoes it.
+  std::shared_ptr<client_key_state> claim_client_key(const std::array<std::uint8_t, 32>& key);
+  void release_client_key(client_key_state& k);
+  std::shared_ptr<client_session> find_client(std::uint32_t id);
   void accept_client(asio::ip::tcp::socket socket);
   void count_replies(std::uint64_t bytes) { reply_bytes_.fetch_add(bytes, std::memory_order_relaxed); }
   /// Client connections holding receive memory for a request in progress
@@ -397,6 +425,7 @@ class engine {
   std::mutex clients_mu_;
   std::unordered_map<std::uint32_t, std::weak_ptr<client_session>> clients_;
   std::uint32_t next_client_id_ = 1;  // clients_mu_
+  std::map<std::array<std::uint8_t, 32>, std::weak_ptr<client_key_state>> client_keys_;  // clients_mu_
   std::atomic<std::uint64_t> clients_accepted_{0}, reply_bytes_{0}, replies_dropped_{0};
 
   std::mutex partial_mu_;

@@ -191,4 +191,45 @@ void engine::track_session(const std::shared_ptr<inbound_session>& s) {
   sessions_.push_back(s);
 }
 
+std::shared_ptr<client_session> engine::find_client(std::uint32_t id) {
+  std::lock_guard<std::mutex> lock(clients_mu_);
+  auto it = clients_.find(id & ~client_flag);
+  return it != clients_.end() ? it->second.lock() : nullptr;
+}
+
+bool engine::client_key(std::uint32_t id, std::array<std::uint8_t, 32>& out) {
+  // The session's last reference may drop here: outside clients_mu_.
+  std::shared_ptr<client_session> c = find_client(id);
+  return c && c->key(out);
+}
+
+void engine::allow_client(std::uint32_t id, bool allow, const std::string& reason) {
+  if (auto c = find_client(id)) c->on_allowed(allow, reason);
+}
+
+std::shared_ptr<client_key_state> engine::claim_client_key(const std::array<std::uint8_t, 32>& key) {
+  std::lock_guard<std::mutex> lock(clients_mu_);
+  auto& slot = client_keys_[key];
+  std::shared_ptr<client_key_state> k = slot.lock();
+  if (!k) {
+    k = std::make_shared<client_key_state>();
+    k->key = key;
+    slot = k;
+  }
+  if (k->connections >= options_.max_client_key_connections) return nullptr;
+  ++k->connections;
+  return k;
+}
+
+void engine::release_client_key(client_key_state& k) {
+  std::lock_guard<std::mutex> lock(clients_mu_);
+  if (k.connections > 0) --k.connections;
+  if (k.connections == 0) {
+    auto it = client_keys_.find(k.key);
+    // Its last connection is going: the entry goes with it (the state dies
+    // with the session's reference).
+    if (it != client_keys_.end()) client_keys_.erase(it);
+  }
+}
+
 }  // namespace nexres

@@ -22,6 +22,12 @@ constexpr std::size_t max_cluster_id_bytes = 255;
 // replica's client limits, u32 max_request_bytes | u32 max_client_inflight.
 // Clients read the fields the body length covers and ignore any after them.
 constexpr std::size_t client_welcome_limits_bytes = 8;
+// PROTOCOL.md §6a: a client with a key (CLIENT_HELLO auth 1) sends, after
+// the cluster id, nonce (32) | X25519 key (32) | Ed25519 public key (32); the
+// CLIENT_WELCOME adds, after the limits, nonce (32) | X25519 key (32) |
+// the replica's signature (64, zero when the replica has no key).
+constexpr std::size_t client_hello_key_bytes = 96;
+constexpr std::size_t client_welcome_key_bytes = 128;
 
 // PROTOCOL.md §2: auth modes carried in the handshake.
 enum class auth_mode : std::uint16_t { none = 0, mac = 1 };
@@ -54,6 +60,8 @@ enum class frame_kind : std::uint8_t {
   error = 8,   // replica -> client: the request failed (body: code, message)
   seal = 9,    // auth mac: tag over the frames since the previous seal (PROTOCOL.md §2a)
   auth = 10,   // auth mac: the initiator's handshake signature
+  cancel = 11, // client -> replica: the client gave up on request msg_id (PROTOCOL.md §6)
+  push = 12,   // replica -> client: a message the client did not ask for (PROTOCOL.md §6)
 };
 
 // PROTOCOL.md §4 "Reject reasons": stable numeric codes of reject frames.

@@ -61,6 +61,8 @@ class sealed_receiver {
   }
 
   bool holding() const noexcept { return !held_.empty(); }
+  /// Bytes fed since the last SEAL.
+  std::size_t batch_bytes() const noexcept { return batch_bytes_; }
   /// Drops what is held (the connection closes): f(run) for each.
   template <typename F>
   void drop(F&& f) {
@@ -150,6 +152,17 @@ class sealed_sender {
       i = cut + 2;
     }
     return i;
+  }
+
+  /// Seals buf[from..] as the next batch outside the queue (a frame written
+  /// on its own: a REJECT, a handshake's last word): appends its SEAL.
+  bool seal_buffer(std::vector<std::uint8_t>& buf, std::size_t from) {
+    const std::size_t at = buf.size();
+    buf.resize(at + auth::seal_frame_bytes);
+    const crypto::byte_view v(buf.data() + from, at - from);
+    if (tx_.seal(&v, 1, self_, buf.data() + at)) return true;
+    buf.resize(at);
+    return false;
   }
 
  private:
