@@ -178,9 +178,17 @@ export abstract class Inbound implements ReplySink {
   }
 
   /** A client connection closed: handlers still running for it see `ctx.signal` fire. */
-  protected clientClosed(connection: number): void {
-    this.openRequests.connectionClosed(connection | CLIENT_FLAG)
+  protected clientClosed(dest: number): void {
+    this.openRequests.connectionClosed(dest)
   }
+
+  /** Cancels an open request of this thread (a CANCEL relayed from another worker). */
+  protected openRequestCancel(dest: number, key: number): void {
+    this.openRequests.cancel(dest, key)
+  }
+
+  /** A CANCEL for a request not open on this thread (workers: another may run it). */
+  protected cancelElsewhere(_dest: number, _key: number): void {}
 
   /** @internal ReplySink */
   clientKey(dest: number): Uint8Array | undefined {
@@ -326,7 +334,7 @@ export abstract class Inbound implements ReplySink {
       const lo = dv.getUint32(p + OFFSET_MSG_ID, true)
       const hi = dv.getUint32(p + OFFSET_MSG_ID + 4, true)
       if (dv.getUint8(p + OFFSET_KIND) === KIND_CANCEL) {
-        this.openRequests.cancel(dest, lo + hi * 2 ** 32)
+        if (!this.openRequests.cancel(dest, lo + hi * 2 ** 32)) this.cancelElsewhere(dest, lo + hi * 2 ** 32)
         p += HEADER_BYTES
         continue
       }

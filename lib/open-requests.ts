@@ -29,9 +29,11 @@ export class OpenRequests {
     if (m.size === 0) this.byConnection.delete(ctx.dest)
   }
 
-  /** The client sent CANCEL for request `key`: its slot is freed with a CANCELLED reply. */
-  cancel(dest: number, key: number): void {
-    this.byConnection.get(dest)?.get(key)?.cancel(new AbortedError('the client cancelled the call'), true)
+  /** The client sent CANCEL for request `key`: its slot is freed with a CANCELLED reply. False: not open here. */
+  cancel(dest: number, key: number): boolean {
+    const ctx = this.byConnection.get(dest)?.get(key)
+    ctx?.cancel(new AbortedError('the client cancelled the call'), true)
+    return ctx !== undefined
   }
 
   /** The connection closed: its open requests are cancelled (no reply: nobody reads it). */

@@ -19,6 +19,7 @@ import {
 import { ReplicaBase, type Handler, type UnroutedInfo } from './replica-base.js'
 import type { RequestHandler } from './request.js'
 import {
+  CLIENT_FLAG,
   EVENT_CLIENT_AUTH,
   EVENT_CLIENT_CLOSED,
   EVENT_DRAIN,
@@ -430,7 +431,8 @@ export class Replica extends ReplicaBase {
           this.decideClient(peer, reason, remote)
           break
         case EVENT_CLIENT_CLOSED:
-          this.clientClosed(peer)
+          this.clientClosed((peer | CLIENT_FLAG) >>> 0)
+          this.pool?.tell({ type: 'client-closed', dest: (peer | CLIENT_FLAG) >>> 0 })
           break
       }
     }

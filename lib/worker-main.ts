@@ -3,7 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads'
 
 import { WorkerReplica } from './worker.js'
-import type { WorkerBoot, WorkerReport } from './workers.js'
+import type { WorkerBoot, WorkerOrder, WorkerReport } from './workers.js'
 
 const boot = workerData as WorkerBoot
 const port = parentPort!
@@ -17,8 +17,9 @@ try {
   await (setup as (r: WorkerReplica) => unknown)(replica)
   replica.startConsuming()
   post({ type: 'ready' })
-  port.on('message', (m: { type: string }) => {
-    if (m.type !== 'stop') return
+  port.on('message', (m: WorkerOrder) => {
+    if (m.type === 'cancel') return replica.cancelRequest(m.dest, m.key)
+    if (m.type === 'client-closed') return replica.clientConnectionClosed(m.dest)
     replica.stop()
     post({ type: 'stopped' })
     port.close()

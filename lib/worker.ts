@@ -47,6 +47,21 @@ export class WorkerReplica extends ReplicaBase {
   }
 
   /** @internal starts taking deliveries (after setup). */
+  /** @internal the main thread relays a client's CANCEL another worker received. */
+  cancelRequest(dest: number, key: number): void {
+    this.openRequestCancel(dest, key)
+  }
+
+  /** @internal the main thread relays that a client connection closed. */
+  clientConnectionClosed(dest: number): void {
+    this.clientClosed(dest)
+  }
+
+  /** A CANCEL for a request this worker does not run: every worker is told. */
+  protected override cancelElsewhere(dest: number, key: number): void {
+    report({ type: 'cancel', dest, key })
+  }
+
   startConsuming(): void {
     this.consumer.start()
   }

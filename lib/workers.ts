@@ -24,6 +24,11 @@ export type WorkerReport =
   | { type: 'error'; name: string; message: string; stack: string | undefined; code: string | undefined; from: number; route: string }
   | ({ type: 'unrouted' } & UnroutedInfo)
   | { type: 'stopped' }
+  /** A client's CANCEL reached a worker that does not run that request: every worker is told. */
+  | { type: 'cancel'; dest: number; key: number }
+
+/** What the main thread tells workers besides 'stop'. */
+export type WorkerOrder = { type: 'stop' } | { type: 'cancel'; dest: number; key: number } | { type: 'client-closed'; dest: number }
 
 export interface PoolHooks {
   error(err: unknown, info: { from: number; route: string }): void
@@ -135,6 +140,9 @@ export class WorkerPool {
                 : { from: m.from, route: m.route, routeName: m.routeName, size: m.size },
             )
             break
+          case 'cancel':
+            this.tell({ type: 'cancel', dest: m.dest, key: m.key })
+            break
           case 'stopped':
             break
         }
@@ -196,5 +204,10 @@ export class WorkerPool {
       ),
     )
     this.workers.fill(undefined)
+  }
+
+  /** Tells every live worker (a client's CANCEL or closed connection). */
+  tell(order: WorkerOrder): void {
+    for (const w of this.workers) w?.postMessage(order)
   }
 }

@@ -156,8 +156,10 @@ void client_session::do_read() {
     key_blocked_ = false;
   }
   // Backpressure on a client that pipelines more than it may: stop reading
-  // until replies bring it back under the bound (enqueue() resumes us).
-  if (inflight_full()) {
+  // once a request waits for room, until replies bring it back under the
+  // bound (enqueue() resumes us). Until one waits, reading goes on: a CANCEL
+  // (which frees a slot) must not be stuck behind the bound it would lift.
+  if (inflight_full() && request_waiting()) {
     // seq_cst here and in enqueue(): flag-then-count against
     // count-then-flag, so one side always sees the other (no lost resume).
     paused_ = true;
@@ -232,6 +234,13 @@ bool client_session::inflight_full() const {
   const std::int64_t inflight = inflight_.load(std::memory_order_seq_cst);
   const auto max = static_cast<std::int64_t>(engine_.options().max_client_inflight);
   return rx_seal_ ? inflight > 0 && inflight + held_requests_ >= max : inflight >= max;
+}
+
+// io thread. A REQUEST's header is read and not parsed (it waits for room
+// under the in-flight bound).
+bool client_session::request_waiting() const {
+  if (rx_.current == nullptr || rx_.filled - rx_.parsed < frame_header_bytes) return false;
+  return decode_header(rx_.current->data() + rx_.parsed).kind == frame_kind::request;
 }
 
 // io thread. Complete REQUEST (and CANCEL) frames in [parsed, filled) become

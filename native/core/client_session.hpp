@@ -86,6 +86,7 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void on_read(std::size_t n);
   bool parse();
   bool inflight_full() const;
+  bool request_waiting() const;
   bool flush_ready();
   void resume();
   void pause_with_retry();
