@@ -6,6 +6,7 @@
 // code does them (native/core/auth.cpp).
 import { type CipherGCM, type KeyObject, createCipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, sign, timingSafeEqual, verify } from 'node:crypto'
 
+import { InvalidArgumentError } from './errors.js'
 import { HEADER_BYTES, HELLO_CLIENT, KIND_AUTH, KIND_SEAL, HELLO_FIXED_BYTES, HELLO_MAGIC, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_SENDER, PROTOCOL_VERSION } from './wire.js'
 
 export const TAG_BYTES = 16
@@ -39,6 +40,12 @@ export function clientKeyPair(seed: Uint8Array): ClientKeyPair {
 /** A client's stable id: its public key, base64url (as `generateKeyPair()` prints it). */
 export function clientIdOf(publicKey: Uint8Array): string {
   return Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64url')
+}
+
+/** The key a client id names (`clientIdOf`'s inverse); INVALID_ARGUMENT naming `field` otherwise. */
+export function clientKeyOf(field: string, id: unknown): Uint8Array {
+  if (typeof id === 'string' && /^[A-Za-z0-9_-]{43}$/.test(id)) return new Uint8Array(Buffer.from(id, 'base64url'))
+  throw new InvalidArgumentError(field, 'a client id (ctx.client.id: a public key in base64url, 43 characters)', id)
 }
 
 /** One handshake in progress. */

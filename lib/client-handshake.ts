@@ -17,6 +17,8 @@ export interface WelcomeLimits {
   end: number
   maxRequestBytes: number | undefined
   maxInFlight: number | undefined
+  /** The replica's id (the CLIENT_WELCOME's sender). */
+  replicaId: number
   /** §6a, when the WELCOME answers a keyed CLIENT_HELLO (auth 1); else undefined. */
   proof: WelcomeProof | undefined
 }
@@ -81,6 +83,7 @@ export function readWelcome(b: Buffer, ep: Endpoint, closed: boolean, clusterId:
     end: HELLO_FIXED_BYTES + bodyLen,
     maxRequestBytes: extra >= 4 ? b.readUInt32LE(at) : undefined,
     maxInFlight: extra >= 8 ? b.readUInt32LE(at + 4) : undefined,
+    replicaId: b.readUInt32LE(12),
     proof,
   }
 }

@@ -2,7 +2,7 @@ import type { CallOptions } from './call-options.js'
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
 
-import { checkRoute, viewBytes } from './args.js'
+import { checkFunction, checkRoute, viewBytes } from './args.js'
 import {
   AbortedError,
   ClosedError,
@@ -18,17 +18,19 @@ import { type ClientOptions, type ResolvedClientOptions, checkCallOptions, resol
 import { type KeyedSession, type Opener, finishKeyed, keyedHello } from './client-auth.js'
 import { ReplyReader, RequestStager } from './client-wire.js'
 import { ClusterMembers } from './cluster.js'
-import { routeId } from './route.js'
+import { routeId, routeName } from './route.js'
 import { type MethodDefinition, type ServiceClient, type ServiceDefinition, checkServiceDefinition, encodeWith, methodRoute } from './service.js'
 import {
   HEADER_BYTES,
   KIND_ERROR,
   KIND_PONG,
+  KIND_PUSH,
   KIND_REJECT,
   KIND_REPLY,
   MAX_REJECT_BODY,
   OFFSET_KIND,
   OFFSET_MSG_ID,
+  OFFSET_ROUTE,
   decodeErrorBody,
   rejectReasonName,
 } from './wire.js'
@@ -38,8 +40,13 @@ export type { Endpoint } from './client-handshake.js'
 export type { CallOptions } from './call-options.js'
 export type { ClientOptions } from './client-options.js'
 
+/** A message a replica pushed (`replica.push`), and which replica sent it. */
+export type PushHandler = (payload: Uint8Array, info: { replica: number; route: string }) => void
+
 export interface ClientEvents {
   connect: [endpoint: Endpoint]
+  /** A push handler (`client.on`) threw. */
+  'handler-error': [error: unknown, route: string]
   /** `reason` says why (e.g. `connection reset by the replica (ECONNRESET)`, `refused by the replica: IDLE_TIMEOUT: ...`). */
   disconnect: [endpoint: Endpoint, reason: string]
 }
@@ -111,6 +118,11 @@ export class Client {
   private cluster: ClusterMembers | undefined
   // Quorum calls waiting for this replica's reconnect (callMember).
   private waitingToConnect = 0
+  /** @internal (cluster.ts) replies to ids not asked here. */
+  onUnsolicited: ((id: number, reply: Uint8Array | Error) => void) | undefined
+  private readonly pushHandlers = new Map<number, { name: string; fn: PushHandler }>()
+  // The replica id of the connection (its CLIENT_WELCOME's sender).
+  private replicaId = 0
 
   private constructor(options: ClientOptions) {
     const resolved = resolveClientOptions(options)
@@ -222,6 +234,29 @@ export class Client {
     return out as ServiceClient<M>
   }
 
+  /**
+   * Handles the messages replicas push to this client on `route`
+   * (`replica.push(ctx.client.id, route, payload)`: clients with a key).
+   * One handler per route (a later one replaces it); `payload` is valid
+   * after the call. A throw is the `'handler-error'` event. Throws
+   * `INVALID_ARGUMENT` for arguments of the wrong kind.
+   */
+  on(route: string, handler: PushHandler): this {
+    checkRoute('route', route)
+    checkFunction('handler', handler)
+    if (this.cluster !== undefined) for (const m of this.cluster.clients) (m as Client).on(route, handler)
+    else this.pushHandlers.set(routeId(route), { name: route, fn: handler })
+    return this
+  }
+
+  /** Removes the push handler of `route`. */
+  off(route: string): this {
+    checkRoute('route', route)
+    if (this.cluster !== undefined) for (const m of this.cluster.clients) (m as Client).off(route)
+    else this.pushHandlers.delete(routeId(route))
+    return this
+  }
+
   /** Rejects calls in flight with `CLOSED` and closes the connection. */
   async close(): Promise<void> {
     if (this.closed) return
@@ -247,7 +282,7 @@ export class Client {
    * arguments were checked by the cluster client's call, whose promise
    * carries the caller's stack.
    */
-  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
+  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, id: number): Promise<Uint8Array> {
     if (this.closed) return Promise.reject(new ClosedError('client'))
     if (body.length > this.requestLimit) return Promise.reject(new RequestTooLargeError(body.length, this.requestLimit))
     if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason))
@@ -256,7 +291,7 @@ export class Client {
       // this call at once instead of queueing it: the quorum comes from the
       // others, and nothing piles up behind it.
       if (this.pending.size >= this.inFlightLimit) return Promise.reject(new TooManyRequestsError(this.inFlightLimit))
-      return this.issue(route, body, timeoutMs, signal)
+      return this.issue(route, body, timeoutMs, signal, id)
     }
     // Not connected: wait for the one reconnect attempt, at most maxInFlight
     // calls at a time; past that a call fails at once (memory stays bounded
@@ -265,12 +300,12 @@ export class Client {
       return Promise.reject(new ConnectionLostError(`${this.endpoints[0]!.host}:${this.endpoints[0]!.port}: not connected (reconnecting)`, undefined, { endpoint: this.endpoints[0]! }))
     }
     this.waitingToConnect++
-    return this.callSlow(route, body, signal === undefined ? { timeoutMs } : { timeoutMs, signal }).finally(() => {
+    return this.callSlow(route, body, signal === undefined ? { timeoutMs } : { timeoutMs, signal }, id).finally(() => {
       this.waitingToConnect--
     })
   }
 
-  private async callSlow(route: string, body: Uint8Array, options: CallOptions): Promise<Uint8Array> {
+  private async callSlow(route: string, body: Uint8Array, options: CallOptions, id?: number): Promise<Uint8Array> {
     const signal = options.signal
     const timeoutMs = options.timeoutMs ?? this.opts.timeoutMs
     const deadline = Date.now() + timeoutMs
@@ -285,7 +320,7 @@ export class Client {
     if (this.closed) throw new ClosedError('client')
     // The replica connected meanwhile may announce a smaller limit.
     if (body.length > this.requestLimit) throw new RequestTooLargeError(body.length, this.requestLimit)
-    return this.issue(route, body, Math.max(1, deadline - Date.now()), signal)
+    return this.issue(route, body, Math.max(1, deadline - Date.now()), signal, id)
   }
 
   private waitForRoom(deadline: number, signal: AbortSignal | undefined): Promise<void> {
@@ -312,10 +347,17 @@ export class Client {
     })
   }
 
-  private issue(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array> {
-    let id = (this.nextId + 1) >>> 0
-    while (this.pending.has(id)) id = (id + 1) >>> 0
-    this.nextId = id
+  // `given`: a quorum call's id (the same on every replica's connection).
+  private issue(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, given?: number): Promise<Uint8Array> {
+    let id: number
+    if (given !== undefined) {
+      if (this.pending.has(given)) return Promise.reject(new TooManyRequestsError(this.inFlightLimit))
+      id = given
+    } else {
+      id = (this.nextId + 1) >>> 0
+      while (this.pending.has(id)) id = (id + 1) >>> 0
+      this.nextId = id
+    }
     // The timeout travels with the request (ctx.deadline on the replica).
     this.out.write(routeId(route), id, body, timeoutMs)
     return new Promise<Uint8Array>((resolve, reject) => {
@@ -352,11 +394,29 @@ export class Client {
     if (kind === KIND_REPLY || kind === KIND_ERROR) {
       const id = buf.readUInt32LE(p + OFFSET_MSG_ID)
       const entry = this.pending.get(id)
-      if (entry === undefined) return true // timed out or aborted meanwhile
+      if (entry === undefined) {
+        // Timed out or aborted meanwhile, or (a quorum call) a reply to a
+        // request another replica was asked: the cluster client decides.
+        if (this.onUnsolicited !== undefined) {
+          const body = Buffer.from(buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + len))
+          this.onUnsolicited(id, kind === KIND_REPLY ? body : remoteError(decodeErrorBody(body), routeName(buf.readUInt32LE(p + OFFSET_ROUTE)) ?? ''))
+        }
+        return true
+      }
       this.settle(id, entry)
       const body = buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + len)
       if (kind === KIND_REPLY) entry.resolve(body)
       else entry.reject(remoteError(decodeErrorBody(body), entry.route))
+      return true
+    }
+    if (kind === KIND_PUSH) {
+      const h = this.pushHandlers.get(buf.readUInt32LE(p + OFFSET_ROUTE))
+      if (h === undefined) return true // no handler: dropped
+      try {
+        h.fn(buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + len), { replica: this.replicaId, route: h.name })
+      } catch (err) {
+        this.events.emit('handler-error', err, h.name)
+      }
       return true
     }
     if (kind === KIND_PONG && this.preReady !== undefined && len === 0) {
@@ -500,6 +560,7 @@ export class Client {
         clearTimeout(timer)
         this.preReady = undefined
         this.applyLimits(answer)
+        this.replicaId = answer.replicaId
         this.socket = s
         this.out.setSealer(session?.sealer, this.inFlightLimit)
         this.events.emit('connect', ep)

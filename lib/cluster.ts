@@ -10,27 +10,40 @@ import type { Endpoint } from './client-handshake.js'
 import { ConnectionLostError } from './errors.js'
 import { type Member, quorumCall } from './quorum.js'
 
+/** A member's events (Client's ClientEvents). */
+export type MemberEvents = { connect: [Endpoint]; disconnect: [Endpoint, string]; 'handler-error': [unknown, string] }
+
 /** What the cluster needs of each replica's client (a Client). */
 export interface MemberClient {
   readonly connected: boolean
   readonly inFlight: number
   readonly limits: { maxRequestBytes: number; maxInFlight: number }
-  readonly events: EventEmitter<{ connect: [Endpoint]; disconnect: [Endpoint, string] }>
+  readonly events: EventEmitter<MemberEvents>
   call(route: string, body: Uint8Array, options?: CallOptions): Promise<Uint8Array>
-  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array>
+  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, id: number): Promise<Uint8Array>
+  /** Replies to ids this replica's connection was not asked (replyTo from another replica's request). */
+  onUnsolicited: ((id: number, reply: Uint8Array | Error) => void) | undefined
   close(): Promise<void>
 }
 
 export class ClusterMembers {
   private leader = 0
   private readonly members: Member[]
+  // Quorum calls by their request id (the same on every replica's
+  // connection), for replies a replica sends to a request another replica
+  // was asked (replica.replyTo).
+  private readonly open = new Map<number, (member: number, reply: Uint8Array | Error) => void>()
+  private nextId = 0x80000000
 
   private constructor(
     readonly clients: MemberClient[],
     endpoints: Endpoint[],
     private readonly f: number,
   ) {
-    this.members = clients.map((c, i) => ({ endpoint: endpoints[i]!, call: (r, b, t, s) => c.callMember(r, b, t, s) }))
+    this.members = clients.map((c, i) => ({ endpoint: endpoints[i]!, call: (r, b, t, s, id) => c.callMember(r, b, t, s, id) }))
+    clients.forEach((c, i) => {
+      c.onUnsolicited = (id, reply) => this.open.get(id)?.(i, reply)
+    })
   }
 
   /**
@@ -43,7 +56,7 @@ export class ClusterMembers {
     endpoints: Endpoint[],
     f: number,
     make: (ep: Endpoint, index: number) => { client: MemberClient; connect: () => Promise<void> },
-    events: EventEmitter<{ connect: [Endpoint]; disconnect: [Endpoint, string] }>,
+    events: EventEmitter<MemberEvents>,
   ): Promise<ClusterMembers> {
     const made = endpoints.map((ep, i) => make(ep, i))
     const cluster = new ClusterMembers(
@@ -54,6 +67,7 @@ export class ClusterMembers {
     for (const m of made) {
       m.client.events.on('connect', (ep) => events.emit('connect', ep))
       m.client.events.on('disconnect', (ep, why) => events.emit('disconnect', ep, why))
+      m.client.events.on('handler-error', (err, route) => events.emit('handler-error', err, route))
     }
     const need = f + 1
     const errors: Error[] = endpoints.map(() => new Error('not tried'))
@@ -91,9 +105,17 @@ export class ClusterMembers {
         throw err
       })
     }
+    let id = this.nextId
+    while (this.open.has(id)) id = (id + 1) >>> 0
+    this.nextId = (id + 1) >>> 0
     return quorumCall(
       this.members,
       {
+        id,
+        register: (accept) => {
+          if (accept === undefined) this.open.delete(id)
+          else this.open.set(id, accept)
+        },
         route,
         body,
         quorum: options.quorum ?? this.f + 1,

@@ -16,9 +16,9 @@ export type {
 } from './replica.js'
 export { Message } from './message.js'
 export { Client } from './client.js'
-export type { CallOptions, ClientEvents, ClientLimits, ClientOptions, Endpoint } from './client.js'
+export type { CallOptions, ClientEvents, ClientLimits, ClientOptions, Endpoint, PushHandler } from './client.js'
 export { RequestContext } from './request.js'
-export type { ClientInfo, RequestHandler } from './request.js'
+export type { ClientInfo, RequestHandler, RequestOrigin } from './request.js'
 export { defineService } from './service.js'
 export type {
   AnyCodec,

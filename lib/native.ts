@@ -67,6 +67,8 @@ export interface NativeSender {
   clientAddress(connection: number): string
   /** The key a client connection proved (PROTOCOL.md §6a), a copy; undefined without one. */
   clientKey(connection: number): Uint8Array | undefined
+  /** The connection a client key is reached on: its id; 0 when none is open, -1 when its unread replies are over the bound. */
+  clientConnection(key: Uint8Array): number
   /** allowClient's answer for a connection waiting in its handshake (EVENT_CLIENT_AUTH). */
   allowClient(connection: number, allow: boolean, reason: string): void
   /** Last message id given natively at flush (with consumers); 0 before any. */

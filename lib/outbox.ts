@@ -103,6 +103,38 @@ export class Outbox {
   }
 
   /**
+   * Stages a frame to a client that answers none of its requests (a push, a
+   * reply to a request that came through another replica): its run counts
+   * no messages, so the connection's unanswered requests are not touched.
+   */
+  stageUncounted(dest: number, route: number, lo: number, hi: number, payload: Uint8Array, kind: number): void {
+    const len = payload.length
+    const external = len >= EXTERNAL_MIN_BYTES
+    const need = external ? HEADER_BYTES : HEADER_BYTES + len
+    if (this.pos + need > STAGE_BYTES || this.nruns + 3 > MAX_RUNS) this.flush()
+    if (this.runDest !== -1) this.closeRun()
+    const p = this.pos
+    const dv = this.dv
+    dv.setUint32(p + OFFSET_LENGTH, len, true)
+    dv.setUint32(p + OFFSET_ROUTE, route, true)
+    dv.setUint32(p + OFFSET_SENDER, this.sender, true)
+    dv.setUint32(p + OFFSET_KIND, kind, true)
+    dv.setUint32(p + OFFSET_MSG_ID, lo, true)
+    dv.setUint32(p + OFFSET_MSG_ID + 4, hi, true)
+    if (!external && len > 0) this.buf.set(payload, p + HEADER_BYTES)
+    this.pos = p + need
+    this.writeRun(dest, p, this.pos, 0, lo, hi, 0)
+    if (external) {
+      this.externals.push(payload)
+      this.writeRun(dest, 0, len, 0, lo, hi, this.externals.length)
+    }
+    if (!this.scheduled) {
+      this.scheduled = true
+      queueMicrotask(this.flushSoon)
+    }
+  }
+
+  /**
    * Stages a signed frame: flags SIGNED, the payload copied, 64 bytes left
    * for the signature that native code writes at flush (it holds the key).
    * Its run is marked (bit 31 of the external field) so only marked runs

@@ -10,10 +10,18 @@ import { AbortedError, InvalidArgumentError, QuorumError, type QuorumReply } fro
 /** What a quorum call needs of each replica's connection. */
 export interface Member {
   readonly endpoint: Endpoint
-  call(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined): Promise<Uint8Array>
+  call(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, id: number): Promise<Uint8Array>
 }
 
 export interface QuorumCall {
+  /** The request id, the same on every replica's connection. */
+  id: number
+  /**
+   * Registers (or with undefined, removes) the taker of replies replica
+   * `member` sends to this id unasked (replyTo: the request reached it
+   * through another replica).
+   */
+  register(accept: ((member: number, reply: Uint8Array | Error) => void) | undefined): void
   route: string
   body: Uint8Array
   quorum: number
@@ -25,6 +33,9 @@ export interface QuorumCall {
   /** With to 'leader': the replica asked first. */
   leader: number
 }
+
+/** With 'leader': the least wait for unasked replies before asking the next replica. */
+const LEADER_GRACE_MIN_MS = 20
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false
@@ -57,9 +68,18 @@ export function quorumCall(members: readonly Member[], c: QuorumCall, onFailover
     let outstanding = 0
     let best = 0
     let next = 0 // with 'leader': members asked so far
+    // Each replica counts once: asked (its call settles once) or answered
+    // unasked (its first reply only).
+    const asked: boolean[] = new Array<boolean>(n).fill(false)
+    const answered: boolean[] = new Array<boolean>(n).fill(false)
+    // With 'leader': after a reply short of the quorum, the next replica is
+    // asked only if the others' replies (replyTo) do not come first.
+    let askTimer: NodeJS.Timeout | undefined
     const finish = (err: Error | undefined, value?: Uint8Array): void => {
       if (settled) return
       settled = true
+      if (askTimer !== undefined) clearTimeout(askTimer)
+      c.register(undefined)
       c.signal?.removeEventListener('abort', onAbort)
       if (err !== undefined) reject(err)
       else resolve(value!)
@@ -76,51 +96,88 @@ export function quorumCall(members: readonly Member[], c: QuorumCall, onFailover
     const onAbort = (): void => finish(new AbortedError(c.signal?.reason))
     c.signal?.addEventListener('abort', onAbort, { once: true })
     // Still possible: the largest group, plus every reply not in yet.
-    const check = (): void => {
-      const notAsked = c.to === 'all' ? 0 : n - next
+    const check = (askNow = true): void => {
+      // With 'leader': replicas neither asked nor heard from may still answer.
+      let notAsked = 0
+      if (c.to === 'leader') for (let i = 0; i < n; i++) if (!asked[i] && !answered[i]) notAsked++
       if (best + outstanding + notAsked < c.quorum) return noQuorum()
-      if (c.to === 'leader' && outstanding === 0 && next < n) ask(next)
+      if (c.to === 'leader' && outstanding === 0 && askNow && !settled) {
+        while (next < n && answered[(c.leader + next) % n]) next++
+        if (next < n) ask(next)
+      }
+    }
+    // Replica i answered `reply` (its call, or unasked): counted once.
+    // `graceMs`: how long to wait for unasked replies before asking another.
+    const take = (i: number, reply: Uint8Array, graceMs = 0): void => {
+      got[i] = reply
+      let k: string | Uint8Array
+      try {
+        k = c.key === undefined ? reply : c.key(reply)
+        if (typeof k !== 'string' && !(k instanceof Uint8Array)) throw new InvalidArgumentError('options.key', 'a function returning a string or a Uint8Array', k)
+      } catch (err) {
+        errs[i] = err instanceof Error ? err : new Error(String(err))
+        return check()
+      }
+      let g = 0
+      while (g < keys.length && !sameKey(keys[g]!, k)) g++
+      if (g === keys.length) {
+        keys.push(k)
+        counts.push(0)
+        firsts.push(reply)
+      }
+      const count = ++counts[g]!
+      if (count > best) best = count
+      if (count >= c.quorum) return finish(undefined, firsts[g])
+      if (graceMs <= 0 || c.to !== 'leader') return check()
+      check(false)
+      if (!settled && askTimer === undefined) {
+        askTimer = setTimeout(() => {
+          askTimer = undefined
+          check()
+        }, Math.min(graceMs, Math.max(1, c.deadline - Date.now())))
+      }
     }
     const ask = (j: number): void => {
       const i = (c.leader + j) % n
       next = j + 1
+      asked[i] = true
       outstanding++
-      const timeoutMs = Math.max(1, c.deadline - Date.now())
-      members[i]!.call(c.route, c.body, timeoutMs, c.signal).then(
+      const started = Date.now()
+      const timeoutMs = Math.max(1, c.deadline - started)
+      members[i]!.call(c.route, c.body, timeoutMs, c.signal, c.id).then(
         (reply) => {
           if (settled) return
           outstanding--
-          got[i] = reply
-          let k: string | Uint8Array
-          try {
-            k = c.key === undefined ? reply : c.key(reply)
-            if (typeof k !== 'string' && !(k instanceof Uint8Array)) throw new InvalidArgumentError('options.key', 'a function returning a string or a Uint8Array', k)
-          } catch (err) {
-            errs[i] = err instanceof Error ? err : new Error(String(err))
-            return check()
-          }
-          let g = 0
-          while (g < keys.length && !sameKey(keys[g]!, k)) g++
-          if (g === keys.length) {
-            keys.push(k)
-            counts.push(0)
-            firsts.push(reply)
-          }
-          const count = ++counts[g]!
-          if (count > best) best = count
-          if (count >= c.quorum) return finish(undefined, firsts[g])
-          check()
+          if (answered[i]) return check() // it answered unasked first: counted then
+          answered[i] = true
+          // The others' replyTo answers (forwarded by it) take longer than its own.
+          take(i, reply, Math.max(LEADER_GRACE_MIN_MS, 4 * (Date.now() - started)))
         },
         (err: unknown) => {
           if (settled) return
           outstanding--
-          errs[i] = err instanceof Error ? err : new Error(String(err))
+          if (!answered[i]) errs[i] = err instanceof Error ? err : new Error(String(err))
+          answered[i] = true
           if (c.to === 'leader' && j === 0) onFailover((c.leader + 1) % n)
           check()
         },
       )
     }
-    if (c.signal?.aborted) return onAbort()
+    // A reply replica i sent to this id unasked (replyTo): only a replica
+    // not asked, once; an error reply counts as its failure.
+    c.register((i, reply) => {
+      if (settled || asked[i] || answered[i]) return
+      answered[i] = true
+      if (reply instanceof Error) {
+        errs[i] = reply
+        return check()
+      }
+      take(i, reply)
+    })
+    if (c.signal?.aborted) {
+      c.register(undefined)
+      return onAbort()
+    }
     if (c.to === 'all') for (let j = 0; j < n; j++) ask(j)
     else ask(0)
   })

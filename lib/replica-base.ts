@@ -2,13 +2,14 @@
 // (inbound.ts: route tables, batches to handlers) and, here, the send side
 // (staging, message ids, queue depths, backpressure, signed broadcasts). Replica (lib/replica.ts) adds the connection events, stats
 // and lifecycle; WorkerReplica (lib/worker.ts) runs in a worker thread.
-import { checkOptions, checkReplicaId, checkRoute, checkSignal, viewBytes } from './args.js'
+import { checkOptions, checkReplicaId, checkRoute, checkSignal, payloadBytes, viewBytes } from './args.js'
 import { AbortedError, ClosedError, ConfigError, InvalidArgumentError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
 import { Inbound } from './inbound.js'
-import type { NativeSender } from './native.js'
+import { clientKeyOf } from './client-auth.js'
+import { CLIENT_FLAG, type NativeSender } from './native.js'
 import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
 import { routeId } from './route.js'
-import { SIGNATURE_BYTES } from './wire.js'
+import { KIND_PUSH, KIND_REPLY, SIGNATURE_BYTES } from './wire.js'
 
 /** Known keys of the per-call options objects (CONFIG_INVALID names any other). */
 const SEND_ASYNC_OPTION_KEYS: Record<keyof SendAsyncOptions, true> = { signal: true }
@@ -160,6 +161,46 @@ export abstract class ReplicaBase extends Inbound {
     if (this.depths[idx]! + this.staged[idx]! < this.limits.highWaterMark) return true
     this.drainWanted[idx] = 1
     return false
+  }
+
+  /**
+   * Answers a client's request that reached this replica through another
+   * (a leader forwarded it; `ctx.origin` on that replica says who asked):
+   * a REPLY with `requestId` on this replica's connection from the client
+   * `clientId` (`ctx.client.id`: clients with a key only). The client counts
+   * it toward a quorum call with that id and drops it otherwise. Returns
+   * false, queuing nothing, when that client is not connected here or has
+   * more unread replies than the bound (8 MiB). Throws `CLOSED`,
+   * `PAYLOAD_TOO_LARGE`, and `INVALID_ARGUMENT` for arguments of the wrong
+   * kind.
+   */
+  replyTo(clientId: string, requestId: number, route: string, payload: Uint8Array | ArrayBufferView | string): boolean {
+    const key = clientKeyOf('clientId', clientId)
+    if (typeof requestId !== 'number' || !Number.isSafeInteger(requestId) || requestId < 0) {
+      throw new InvalidArgumentError('requestId', 'a request id (ctx.requestId: an integer >= 0)', requestId)
+    }
+    return this.toClient(key, this.route(route), requestId, payloadBytes('payload', payload), KIND_REPLY)
+  }
+
+  /**
+   * Sends a message the client did not ask for to the client `clientId`
+   * (`ctx.client.id`), connected to this replica with its key; it arrives at
+   * the client's `client.on(route, handler)`. Returns false, queuing
+   * nothing, when that client is not connected here or has more unread
+   * replies than the bound (8 MiB). Throws like `replyTo`.
+   */
+  push(clientId: string, route: string, payload: Uint8Array | ArrayBufferView | string): boolean {
+    const key = clientKeyOf('clientId', clientId)
+    return this.toClient(key, this.route(route), 0, payloadBytes('payload', payload), KIND_PUSH)
+  }
+
+  private toClient(key: Uint8Array, rid: number, id: number, bytes: Uint8Array, kind: number): boolean {
+    if (this.closing !== undefined) throw new ClosedError()
+    if (bytes.length > this.limits.maxFrameBytes) throw new PayloadTooLargeError(bytes.length, this.limits.maxFrameBytes)
+    const connection = this.native.clientConnection(key)
+    if (connection <= 0) return false
+    this.outbox.stageUncounted((connection | CLIENT_FLAG) >>> 0, rid, id % 2 ** 32, Math.floor(id / 2 ** 32), bytes, kind)
+    return true
   }
 
   /**

@@ -27,6 +27,13 @@ export interface ClientInfo {
   readonly id: string | undefined
 }
 
+/** `ctx.origin`: a request's asker, serializable. */
+export interface RequestOrigin {
+  clientId: string | undefined
+  requestId: number
+  route: string
+}
+
 /** @internal where replies go: the replica's staged writer. */
 export interface ReplySink {
   /** A tracked request (one that outlived its handler's call) is answered. */
@@ -159,6 +166,16 @@ export class RequestContext {
         return k === undefined ? undefined : clientIdOf(k)
       },
     }
+  }
+
+  /**
+   * Who asked, as plain data another replica can use (send it along with
+   * the request): `replica.replyTo(origin.clientId, origin.requestId,
+   * origin.route, reply)` answers from there. `clientId` is undefined for a
+   * client without a key (such a client can be answered only here).
+   */
+  get origin(): RequestOrigin {
+    return { clientId: this.client.id, requestId: this.requestId, route: this.route }
   }
 
   /** Whether no reply is taken any more: one was sent, or the request was cancelled (see `signal`). */

@@ -29,6 +29,7 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
                            InstanceMethod<&JsConsumer::JsClientAddress>("clientAddress"),
                            InstanceMethod<&JsConsumer::JsClientKey>("clientKey"),
                            InstanceMethod<&JsConsumer::JsAllowClient>("allowClient"),
+                           InstanceMethod<&JsConsumer::JsClientConnection>("clientConnection"),
                            InstanceMethod<&JsConsumer::JsLastId>("lastId"),
                            InstanceMethod<&JsConsumer::JsSettle>("settle"),
                            InstanceMethod<&JsConsumer::JsStop>("stop"),
@@ -101,6 +102,7 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
   Napi::Value JsClientAddress(const Napi::CallbackInfo& info) { return out_.ClientAddress(info); }
   Napi::Value JsClientKey(const Napi::CallbackInfo& info) { return out_.ClientKey(info); }
   Napi::Value JsAllowClient(const Napi::CallbackInfo& info) { return out_.AllowClient(info); }
+  Napi::Value JsClientConnection(const Napi::CallbackInfo& info) { return out_.ClientConnection(info); }
   Napi::Value JsWantDrain(const Napi::CallbackInfo& info) { return out_.WantDrain(info); }
   Napi::Value JsLastId(const Napi::CallbackInfo& info) { return out_.LastId(info); }
 

@@ -36,6 +36,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
                            InstanceMethod<&JsEngine::JsClientAddress>("clientAddress"),
                            InstanceMethod<&JsEngine::JsClientKey>("clientKey"),
                            InstanceMethod<&JsEngine::JsAllowClient>("allowClient"),
+                           InstanceMethod<&JsEngine::JsClientConnection>("clientConnection"),
                            InstanceMethod<&JsEngine::JsShareKey>("shareKey"),
                            InstanceMethod<&JsEngine::JsLastId>("lastId"),
                            InstanceMethod<&JsEngine::JsSettle>("settle"),
@@ -153,6 +154,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
   Napi::Value JsClientAddress(const Napi::CallbackInfo& info) { return out_.ClientAddress(info); }
   Napi::Value JsClientKey(const Napi::CallbackInfo& info) { return out_.ClientKey(info); }
   Napi::Value JsAllowClient(const Napi::CallbackInfo& info) { return out_.AllowClient(info); }
+  Napi::Value JsClientConnection(const Napi::CallbackInfo& info) { return out_.ClientConnection(info); }
   Napi::Value JsWantDrain(const Napi::CallbackInfo& info) { return out_.WantDrain(info); }
   Napi::Value JsLastId(const Napi::CallbackInfo& info) { return out_.LastId(info); }
 

@@ -68,6 +68,17 @@ class producer {
     return out;
   }
 
+  // The connection a client key is reached on (replyTo, push): its id, 0
+  // when none, -1 when its unread replies are over the bound.
+  Napi::Value ClientConnection(const Napi::CallbackInfo& info) {
+    engine* eng = live();
+    Napi::Uint8Array k = info[0].As<Napi::Uint8Array>();
+    std::array<std::uint8_t, 32> key{};
+    if (eng == nullptr || k.ElementLength() != key.size()) return Napi::Number::New(info.Env(), 0);
+    std::memcpy(key.data(), k.Data(), key.size());
+    return Napi::Number::New(info.Env(), static_cast<double>(eng->client_connection_of(key)));
+  }
+
   // allowClient's answer for a connection waiting in its handshake.
   Napi::Value AllowClient(const Napi::CallbackInfo& info) {
     if (engine* eng = live())

@@ -108,7 +108,7 @@ void client_session::on_auth() {
                   "the client's handshake signature does not check: it does not hold the private key of the key it named");
   transcript_.clear();
   eph_.reset();
-  key_state_ = engine_.claim_client_key(client_key_);
+  key_state_ = engine_.claim_client_key(client_key_, id_);
   if (!key_state_)
     return refuse(reject_code::too_many_connections, "maxClientKeyConnections (" +
                                                          std::to_string(opt.max_client_key_connections) +
@@ -143,6 +143,7 @@ void client_session::on_allowed(bool allow, const std::string& reason) {
 void client_session::serve() {
   timer_.cancel();
   welcomed_ = true;
+  served_.store(true, std::memory_order_release);
   key_blocked_ = key_over_limit();
   out_.assign(frame_header_bytes, 0);
   frame_header h{};

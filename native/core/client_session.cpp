@@ -44,7 +44,7 @@ client_session::~client_session() {
   if (key_state_) {
     // Its unanswered requests no longer count against the key.
     release_key_inflight(std::max<std::int64_t>(0, inflight_.load(std::memory_order_acquire)));
-    engine_.release_client_key(*key_state_);
+    engine_.release_client_key(*key_state_, id_);
   }
   for (auto& d : ready_) engine_.chunks().unref(d.source);
   engine_.forget_client(id_);

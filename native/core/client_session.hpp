@@ -31,6 +31,7 @@ class client_session;
 struct client_key_state {
   std::array<std::uint8_t, 32> key{};
   std::uint32_t connections = 0;  // engine clients_mu_
+  std::vector<std::uint32_t> sessions;  // engine clients_mu_: its connection ids, oldest first
   std::atomic<std::int64_t> inflight{0};
   std::atomic<bool> has_waiters{false};
   std::mutex mu;
@@ -71,6 +72,10 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   bool key(std::array<std::uint8_t, 32>& out) const;
   /// Any thread: the key's in-flight count fell under its bound.
   void resume_async();
+  /// Any thread: replies the client is not reading pile up (replyTo/push refused).
+  bool backlogged() const noexcept { return reply_backlog_.load(std::memory_order_relaxed); }
+  /// Any thread: a keyed client past its handshake (and allowClient).
+  bool served() const noexcept { return served_.load(std::memory_order_acquire); }
 
   std::uint32_t id() const noexcept { return id_; }
   /// Any thread.
@@ -130,6 +135,7 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   std::array<std::uint8_t, auth::auth_frame_bytes> auth_frame_{};
   std::array<std::uint8_t, 32> client_key_{};
   std::atomic<bool> keyed_{false};  // client_key_ is set
+  std::atomic<bool> served_{false};  // keyed and accepted
   bool awaiting_allow_ = false;
   std::unique_ptr<sealed_receiver<delivery>> rx_seal_;  // io thread
   std::int64_t held_requests_ = 0;  // requests in batches not yet sealed (io thread)

@@ -320,6 +320,9 @@ class engine {
   /// The Ed25519 key a client connection proved (PROTOCOL.md §6a); false
   /// when it has none or is gone. Any thread.
   bool client_key(std::uint32_t id, std::array<std::uint8_t, 32>& out);
+  /// The newest served connection of a client key (replyTo, push): its id;
+  /// 0 when none is open, -1 when its unread replies are over the bound.
+  std::int64_t client_connection_of(const std::array<std::uint8_t, 32>& key);
   /// Any thread: the consumer's answer to a client_auth event.
   void allow_client(std::uint32_t id, bool allow, const std::string& reason);
 
@@ -357,8 +360,8 @@ class engine {
   void forget_client(std::uint32_t id);
   /// A client proved `key`: its shared per-key state, or null when the key
   /// has max_client_key_connections open. release_client_key undoes it.
-  std::shared_ptr<client_key_state> claim_client_key(const std::array<std::uint8_t, 32>& key);
-  void release_client_key(client_key_state& k);
+  std::shared_ptr<client_key_state> claim_client_key(const std::array<std::uint8_t, 32>& key, std::uint32_t session);
+  void release_client_key(client_key_state& k, std::uint32_t session);
   std::shared_ptr<client_session> find_client(std::uint32_t id);
   void accept_client(asio::ip::tcp::socket socket);
   void count_replies(std::uint64_t bytes) { reply_bytes_.fetch_add(bytes, std::memory_order_relaxed); }

@@ -9,6 +9,7 @@
 #include "inbound_session.hpp"
 #include "sockets.hpp"
 
+#include <algorithm>
 #include <chrono>
 
 namespace nexres {
@@ -203,11 +204,29 @@ bool engine::client_key(std::uint32_t id, std::array<std::uint8_t, 32>& out) {
   return c && c->key(out);
 }
 
+std::int64_t engine::client_connection_of(const std::array<std::uint8_t, 32>& key) {
+  std::shared_ptr<client_session> c;
+  {
+    std::lock_guard<std::mutex> lock(clients_mu_);
+    auto it = client_keys_.find(key);
+    std::shared_ptr<client_key_state> k = it != client_keys_.end() ? it->second.lock() : nullptr;
+    // Newest first: a client that reconnected is reached on its new connection.
+    if (k) {
+      for (auto s = k->sessions.rbegin(); s != k->sessions.rend(); ++s) {
+        auto found = clients_.find(*s);
+        if (found != clients_.end() && (c = found->second.lock())) break;
+      }
+    }
+  }
+  if (!c || !c->served()) return 0;
+  return c->backlogged() ? -1 : static_cast<std::int64_t>(c->id());
+}
+
 void engine::allow_client(std::uint32_t id, bool allow, const std::string& reason) {
   if (auto c = find_client(id)) c->on_allowed(allow, reason);
 }
 
-std::shared_ptr<client_key_state> engine::claim_client_key(const std::array<std::uint8_t, 32>& key) {
+std::shared_ptr<client_key_state> engine::claim_client_key(const std::array<std::uint8_t, 32>& key, std::uint32_t session) {
   std::lock_guard<std::mutex> lock(clients_mu_);
   auto& slot = client_keys_[key];
   std::shared_ptr<client_key_state> k = slot.lock();
@@ -218,12 +237,14 @@ std::shared_ptr<client_key_state> engine::claim_client_key(const std::array<std:
   }
   if (k->connections >= options_.max_client_key_connections) return nullptr;
   ++k->connections;
+  k->sessions.push_back(session);
   return k;
 }
 
-void engine::release_client_key(client_key_state& k) {
+void engine::release_client_key(client_key_state& k, std::uint32_t session) {
   std::lock_guard<std::mutex> lock(clients_mu_);
   if (k.connections > 0) --k.connections;
+  k.sessions.erase(std::remove(k.sessions.begin(), k.sessions.end(), session), k.sessions.end());
   if (k.connections == 0) {
     auto it = client_keys_.find(k.key);
     // Its last connection is going: the entry goes with it (the state dies
