@@ -736,8 +736,10 @@ async function onceW6(mode, concurrency) {
       if (m === null) throw new Error('w6 server: no ready line')
       ports.push(m[1])
     }
+    const quorum = mode.startsWith('quorum')
+    const role = (quorum ? 'quorum' : 'client') + (mode.endsWith('-key') ? '-key' : '')
     const client = start(process.execPath, [
-      'bench/w2-nexres.mjs', mode === 'quorum' ? 'quorum' : 'client', mode === 'quorum' ? ports.join(',') : ports[0],
+      'bench/w2-nexres.mjs', role, quorum ? ports.join(',') : ports[0],
       concurrency, w2.size, w2.warmupMs, w2.durationMs, w2.maxCalls,
     ])
     procs.push(client)
@@ -745,24 +747,30 @@ async function onceW6(mode, concurrency) {
   }, { reapMs: 10_000, term: true })
 }
 
+const W6_MODES = ['single', 'quorum', 'single-key', 'quorum-key']
+
 async function runW6() {
   const rows = []
   for (const c of w2.concurrency) {
-    const per = { single: [], quorum: [] }
+    const per = Object.fromEntries(W6_MODES.map((m) => [m, []]))
     for (let i = 0; i < runs; i++) {
-      for (const mode of ['single', 'quorum']) {
+      for (const mode of W6_MODES) {
         const r = await onceW6(mode, c)
         per[mode].push(r)
         console.log(`W6 C=${c} ${mode} run ${i + 1}: ${fmtRate(r.reqPerSec)} req/s, p50 ${r.p50} µs, p99 ${r.p99} µs`)
       }
     }
     const med = (k, f) => median(per[k].map(f))
-    rows.push({ c, single: { rate: med('single', (r) => r.reqPerSec), p50: med('single', (r) => r.p50), p99: med('single', (r) => r.p99) }, quorum: { rate: med('quorum', (r) => r.reqPerSec), p50: med('quorum', (r) => r.p50), p99: med('quorum', (r) => r.p99) } })
+    const row = (k) => ({ rate: med(k, (r) => r.reqPerSec), p50: med(k, (r) => r.p50), p99: med(k, (r) => r.p99) })
+    rows.push({ c, single: row('single'), quorum: row('quorum'), singleKey: row('single-key'), quorumKey: row('quorum-key') })
   }
-  const lines = ['| C | single replica: req/s | p50 µs | p99 µs | quorum of 2 of 4 (f = 1): req/s | p50 µs | p99 µs | quorum ÷ single: req/s | p50 |', '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  const lines = ['| C | client | single replica: req/s | p50 µs | p99 µs | quorum of 2 of 4 (f = 1): req/s | p50 µs | p99 µs | quorum ÷ single: req/s | p50 |', '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
   for (const r of rows) {
-    lines.push(`| ${r.c} | ${fmtRate(r.single.rate)} | ${r.single.p50} | ${r.single.p99} | ${fmtRate(r.quorum.rate)} | ${r.quorum.p50} | ${r.quorum.p99} | ${(r.quorum.rate / r.single.rate).toFixed(2)}× | ${(r.quorum.p50 / r.single.p50).toFixed(2)}× |`)
+    for (const [what, single, quorum] of [['no key', r.single, r.quorum], ['key (§6a)', r.singleKey, r.quorumKey]]) {
+      lines.push(`| ${r.c} | ${what} | ${fmtRate(single.rate)} | ${single.p50} | ${single.p99} | ${fmtRate(quorum.rate)} | ${quorum.p50} | ${quorum.p99} | ${(quorum.rate / single.rate).toFixed(2)}× | ${(quorum.p50 / single.p50).toFixed(2)}× |`)
+    }
   }
+  const keyCost = rows.map((r) => `C = ${r.c}: single ${(r.singleKey.rate / r.single.rate).toFixed(2)}×, quorum ${(r.quorumKey.rate / r.quorum.rate).toFixed(2)}×`).join('; ')
   const table = lines.join('\n')
   console.log('\n' + table + '\n')
   return `## W6: quorum calls
@@ -775,10 +783,14 @@ one client process calls either one replica (\`Client.connect({ host, port })\`)
 or all four with \`Client.connect({ replicas, f: 1 })\` and \`call(route,
 payload, { quorum: 2 })\` (\`to: 'all'\`: each call goes to four replicas and
 resolves on the second equal reply). Four server processes share the
-machine's cores with the client in both modes. Goals (issue 12): quorum
-req/s at C = 64 ≥ 0.5× single, quorum p50 ≤ 1.5× single.
+machine's cores with the client in both modes. "key" rows: the same client
+with \`privateKey\` (PROTOCOL.md §6a: the key proved in each handshake, every
+batch MAC'd both ways). Goals (issue 12): quorum req/s at C = 64 ≥ 0.5×
+single, quorum p50 ≤ 1.5× single.
 
 ${table}
+
+With a key ÷ without, req/s: ${keyCost}.
 `
 }
 

@@ -5,7 +5,9 @@
 //   node bench/w2-nexres.mjs client <clientPort> <C> <size> <warmupMs> <durationMs> <maxCalls>
 //   node bench/w2-nexres.mjs quorum <p1,p2,p3,p4> <C> <size> <warmupMs> <durationMs> <maxCalls>
 //     (W6: Client.connect({ replicas, f: 1 }), calls with { quorum: 2 }, to 'all')
-import { Client, Replica } from 'nexres-rpc'
+//   client-key / quorum-key: the same with a client key (PROTOCOL.md §6a:
+//     proved in the handshake, every batch MAC'd both ways)
+import { Client, Replica, generateKeyPair } from 'nexres-rpc'
 
 import { clientArgs, runClient } from './w2-loop.mjs'
 
@@ -20,16 +22,18 @@ if (role === 'server') {
     r.close({ timeoutMs: 0 }).finally(() => process.exit(0))
   })
   process.stdout.write(`ready ${r.clientPort}\n`)
-} else if (role === 'client') {
+} else if (role === 'client' || role === 'client-key') {
   const a = clientArgs(rest)
-  const c = await Client.connect({ host: '127.0.0.1', port: a.port })
+  const key = role === 'client-key' ? { privateKey: generateKeyPair().privateKey } : {}
+  const c = await Client.connect({ host: '127.0.0.1', port: a.port, ...key })
   await runClient(a, (payload) => c.call('echo', payload))
   await c.close()
   process.exit(0)
-} else if (role === 'quorum') {
+} else if (role === 'quorum' || role === 'quorum-key') {
   const ports = rest[0].split(',').map(Number)
   const a = clientArgs([ports[0], ...rest.slice(1)])
-  const c = await Client.connect({ replicas: ports.map((port) => ({ host: '127.0.0.1', port })), f: 1 })
+  const key = role === 'quorum-key' ? { privateKey: generateKeyPair().privateKey } : {}
+  const c = await Client.connect({ replicas: ports.map((port) => ({ host: '127.0.0.1', port })), f: 1, ...key })
   await runClient(a, (payload) => c.call('echo', payload, { quorum: 2 }))
   await c.close()
   process.exit(0)
