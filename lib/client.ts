@@ -18,6 +18,7 @@ import { type ClientOptions, type ResolvedClientOptions, checkCallOptions, resol
 import { type KeyedSession, type Opener, finishKeyed, keyedHello } from './client-auth.js'
 import { ReplyReader, RequestStager } from './client-wire.js'
 import { ClusterMembers } from './cluster.js'
+import type { MemberSink } from './quorum.js'
 import { routeId, routeName } from './route.js'
 import { type MethodDefinition, type ServiceClient, type ServiceDefinition, checkServiceDefinition, encodeWith, methodRoute } from './service.js'
 import {
@@ -67,6 +68,26 @@ interface Pending {
   deadline: number
   signal: AbortSignal | undefined
   onAbort: (() => void) | undefined
+}
+
+/** A quorum call's request to this replica: its answer goes to the call (quorum.ts), no promise. */
+class MemberPending implements Pending {
+  onAbort: (() => void) | undefined = undefined
+  constructor(
+    readonly route: string,
+    private readonly sink: MemberSink,
+    private readonly index: number,
+    readonly deadline: number,
+    readonly signal: AbortSignal | undefined,
+  ) {}
+
+  resolve(value: Uint8Array): void {
+    this.sink.memberReply(this.index, value)
+  }
+
+  reject(err: Error): void {
+    this.sink.memberFailed(this.index, err)
+  }
 }
 
 /** The default of `call`'s options (no per-call check needed). */
@@ -282,27 +303,34 @@ export class Client {
    * arguments were checked by the cluster client's call, whose promise
    * carries the caller's stack.
    */
-  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, id: number): Promise<Uint8Array> {
-    if (this.closed) return Promise.reject(new ClosedError('client'))
-    if (body.length > this.requestLimit) return Promise.reject(new RequestTooLargeError(body.length, this.requestLimit))
-    if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason))
+  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, id: number, sink: MemberSink, index: number): void {
+    // Never answers synchronously (quorum.ts counts its asks first).
+    const fail = (err: Error): void => queueMicrotask(() => sink.memberFailed(index, err))
+    if (this.closed) return fail(new ClosedError('client'))
+    if (body.length > this.requestLimit) return fail(new RequestTooLargeError(body.length, this.requestLimit))
+    if (signal?.aborted) return fail(new AbortedError(signal.reason))
     if (this.socket !== undefined) {
       // A replica maxInFlight calls behind the others (silent, slow) fails
       // this call at once instead of queueing it: the quorum comes from the
       // others, and nothing piles up behind it.
-      if (this.pending.size >= this.inFlightLimit) return Promise.reject(new TooManyRequestsError(this.inFlightLimit))
-      return this.issue(route, body, timeoutMs, signal, id)
+      if (this.pending.size >= this.inFlightLimit || this.pending.has(id)) return fail(new TooManyRequestsError(this.inFlightLimit))
+      return this.start(id, new MemberPending(route, sink, index, Date.now() + timeoutMs, signal), body, timeoutMs)
     }
     // Not connected: wait for the one reconnect attempt, at most maxInFlight
     // calls at a time; past that a call fails at once (memory stays bounded
     // while a replica is down).
     if (this.waitingToConnect >= this.inFlightLimit) {
-      return Promise.reject(new ConnectionLostError(`${this.endpoints[0]!.host}:${this.endpoints[0]!.port}: not connected (reconnecting)`, undefined, { endpoint: this.endpoints[0]! }))
+      return fail(new ConnectionLostError(`${this.endpoints[0]!.host}:${this.endpoints[0]!.port}: not connected (reconnecting)`, undefined, { endpoint: this.endpoints[0]! }))
     }
     this.waitingToConnect++
-    return this.callSlow(route, body, signal === undefined ? { timeoutMs } : { timeoutMs, signal }, id).finally(() => {
-      this.waitingToConnect--
-    })
+    this.callSlow(route, body, signal === undefined ? { timeoutMs } : { timeoutMs, signal }, id)
+      .finally(() => {
+        this.waitingToConnect--
+      })
+      .then(
+        (reply) => sink.memberReply(index, reply),
+        (err: unknown) => sink.memberFailed(index, err instanceof Error ? err : new Error(String(err))),
+      )
   }
 
   private async callSlow(route: string, body: Uint8Array, options: CallOptions, id?: number): Promise<Uint8Array> {
@@ -358,22 +386,27 @@ export class Client {
       while (this.pending.has(id)) id = (id + 1) >>> 0
       this.nextId = id
     }
-    // The timeout travels with the request (ctx.deadline on the replica).
-    this.out.write(routeId(route), id, body, timeoutMs)
     return new Promise<Uint8Array>((resolve, reject) => {
-      const p: Pending = { route, resolve, reject, deadline: Date.now() + timeoutMs, signal, onAbort: undefined }
-      if (signal !== undefined) {
-        p.onAbort = () => {
-          if (this.pending.get(id) !== p) return
-          this.settle(id, p)
-          this.out.cancel(id) // the replica's ctx.signal fires
-          reject(new AbortedError(signal.reason))
-        }
-        signal.addEventListener('abort', p.onAbort, { once: true })
-      }
-      this.pending.set(id, p)
-      if (this.sweepTimer === undefined) this.armSweep()
+      this.start(id, { route, resolve, reject, deadline: Date.now() + timeoutMs, signal, onAbort: undefined }, body, timeoutMs)
     })
+  }
+
+  // Writes the request and waits for its reply (or the deadline, or the signal).
+  private start(id: number, p: Pending, body: Uint8Array, timeoutMs: number): void {
+    // The timeout travels with the request (ctx.deadline on the replica).
+    this.out.write(routeId(p.route), id, body, timeoutMs)
+    const signal = p.signal
+    if (signal !== undefined) {
+      p.onAbort = () => {
+        if (this.pending.get(id) !== p) return
+        this.settle(id, p)
+        this.out.cancel(id) // the replica's ctx.signal fires
+        p.reject(new AbortedError(signal.reason))
+      }
+      signal.addEventListener('abort', p.onAbort, { once: true })
+    }
+    this.pending.set(id, p)
+    if (this.sweepTimer === undefined) this.armSweep()
   }
 
   // §6a: a frame of a sealed batch; its frames go on once the SEAL checks.

@@ -8,7 +8,7 @@ import type { EventEmitter } from 'node:events'
 import type { CallOptions } from './call-options.js'
 import type { Endpoint } from './client-handshake.js'
 import { ConnectionLostError } from './errors.js'
-import { type Member, quorumCall } from './quorum.js'
+import { type Member, type MemberSink, type OpenCalls, type QuorumRun, quorumCall } from './quorum.js'
 
 /** A member's events (Client's ClientEvents). */
 export type MemberEvents = { connect: [Endpoint]; disconnect: [Endpoint, string]; 'handler-error': [unknown, string] }
@@ -20,19 +20,19 @@ export interface MemberClient {
   readonly limits: { maxRequestBytes: number; maxInFlight: number }
   readonly events: EventEmitter<MemberEvents>
   call(route: string, body: Uint8Array, options?: CallOptions): Promise<Uint8Array>
-  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, id: number): Promise<Uint8Array>
+  callMember(route: string, body: Uint8Array, timeoutMs: number, signal: AbortSignal | undefined, id: number, sink: MemberSink, index: number): void
   /** Replies to ids this replica's connection was not asked (replyTo from another replica's request). */
   onUnsolicited: ((id: number, reply: Uint8Array | Error) => void) | undefined
   close(): Promise<void>
 }
 
-export class ClusterMembers {
+export class ClusterMembers implements OpenCalls {
   private leader = 0
   private readonly members: Member[]
   // Quorum calls by their request id (the same on every replica's
   // connection), for replies a replica sends to a request another replica
   // was asked (replica.replyTo).
-  private readonly open = new Map<number, (member: number, reply: Uint8Array | Error) => void>()
+  private readonly open = new Map<number, QuorumRun>()
   private nextId = 0x80000000
 
   private constructor(
@@ -40,9 +40,9 @@ export class ClusterMembers {
     endpoints: Endpoint[],
     private readonly f: number,
   ) {
-    this.members = clients.map((c, i) => ({ endpoint: endpoints[i]!, call: (r, b, t, s, id) => c.callMember(r, b, t, s, id) }))
+    this.members = clients.map((c, i) => ({ endpoint: endpoints[i]!, call: (r, b, t, s, id, sink, index) => c.callMember(r, b, t, s, id, sink, index) }))
     clients.forEach((c, i) => {
-      c.onUnsolicited = (id, reply) => this.open.get(id)?.(i, reply)
+      c.onUnsolicited = (id, reply) => this.open.get(id)?.unsolicited(i, reply)
     })
   }
 
@@ -112,10 +112,6 @@ export class ClusterMembers {
       this.members,
       {
         id,
-        register: (accept) => {
-          if (accept === undefined) this.open.delete(id)
-          else this.open.set(id, accept)
-        },
         route,
         body,
         quorum: options.quorum ?? this.f + 1,
@@ -125,10 +121,20 @@ export class ClusterMembers {
         signal: options.signal,
         leader: this.leader,
       },
+      this,
       (next) => {
         this.leader = next
       },
     )
+  }
+
+  /** OpenCalls: quorum calls by id, for the replies replicas send unasked. */
+  register(id: number, call: QuorumRun): void {
+    this.open.set(id, call)
+  }
+
+  unregister(id: number): void {
+    this.open.delete(id)
   }
 
   async close(): Promise<void> {
