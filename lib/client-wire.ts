@@ -2,7 +2,7 @@
 // and replies cut out of what the socket delivers (PROTOCOL.md §6).
 import type net from 'node:net'
 
-import { CLIENT_SEAL_BATCH_BYTES, type Sealer } from './client-auth.js'
+import { CLIENT_SEAL_BATCH_BYTES, SEAL_FRAME_BYTES, type Sealer } from './client-auth.js'
 import { HEADER_BYTES, KIND_CANCEL, KIND_REQUEST, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER } from './wire.js'
 
 const STAGE_BYTES = 256 * 1024
@@ -107,7 +107,14 @@ export class RequestStager {
   flush(): void {
     const s = this.socket()
     if (s === undefined) return this.reset()
-    if (this.sealer !== undefined) {
+    if (this.sealer !== undefined && this.large.length === 0 && this.pos + SEAL_FRAME_BYTES <= this.stage.length) {
+      // The common case: the batch and its SEAL in one write.
+      if (this.pos === 0) return
+      this.sealer.sealInto([this.stage.subarray(0, this.pos)], this.stage, this.pos)
+      this.pos += SEAL_FRAME_BYTES
+      s.write(this.stage.subarray(0, this.pos))
+      this.batchFrames = 0
+    } else if (this.sealer !== undefined) {
       if (this.large.length === 0 && this.pos === 0) return
       const parts = this.pos > 0 ? [...this.large, this.stage.subarray(0, this.pos)] : this.large
       const seal = this.sealer.seal(parts)
