@@ -64,14 +64,7 @@ export class Outbox {
     const need = external ? HEADER_BYTES : HEADER_BYTES + len
     if (this.pos + need > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
     const p = this.pos
-    const dv = this.dv
-    dv.setUint32(p + OFFSET_LENGTH, len, true)
-    dv.setUint32(p + OFFSET_ROUTE, route, true)
-    dv.setUint32(p + OFFSET_SENDER, this.sender, true)
-    dv.setUint32(p + OFFSET_KIND, kind, true)
-    dv.setUint32(p + OFFSET_MSG_ID, lo, true)
-    dv.setUint32(p + OFFSET_MSG_ID + 4, hi, true)
-    if (!external && len > 0) this.buf.set(payload, p + HEADER_BYTES)
+    this.writeFrame(p, route, lo, hi, payload, len, kind, external)
     const end = p + need
     this.pos = end
     // The open run lives in fields; it is written to `runs` when it closes.
@@ -114,14 +107,7 @@ export class Outbox {
     if (this.pos + need > STAGE_BYTES || this.nruns + 3 > MAX_RUNS) this.flush()
     if (this.runDest !== -1) this.closeRun()
     const p = this.pos
-    const dv = this.dv
-    dv.setUint32(p + OFFSET_LENGTH, len, true)
-    dv.setUint32(p + OFFSET_ROUTE, route, true)
-    dv.setUint32(p + OFFSET_SENDER, this.sender, true)
-    dv.setUint32(p + OFFSET_KIND, kind, true)
-    dv.setUint32(p + OFFSET_MSG_ID, lo, true)
-    dv.setUint32(p + OFFSET_MSG_ID + 4, hi, true)
-    if (!external && len > 0) this.buf.set(payload, p + HEADER_BYTES)
+    this.writeFrame(p, route, lo, hi, payload, len, kind, external)
     this.pos = p + need
     this.writeRun(dest, p, this.pos, 0, lo, hi, 0)
     if (external) {
@@ -160,6 +146,18 @@ export class Outbox {
       this.scheduled = true
       queueMicrotask(this.flushSoon)
     }
+  }
+
+  // One frame's header at buf[p..] (and its payload, unless sent by reference).
+  private writeFrame(p: number, route: number, lo: number, hi: number, payload: Uint8Array, len: number, kind: number, external: boolean): void {
+    const dv = this.dv
+    dv.setUint32(p + OFFSET_LENGTH, len, true)
+    dv.setUint32(p + OFFSET_ROUTE, route, true)
+    dv.setUint32(p + OFFSET_SENDER, this.sender, true)
+    dv.setUint32(p + OFFSET_KIND, kind, true)
+    dv.setUint32(p + OFFSET_MSG_ID, lo, true)
+    dv.setUint32(p + OFFSET_MSG_ID + 4, hi, true)
+    if (!external && len > 0) this.buf.set(payload, p + HEADER_BYTES)
   }
 
   private closeRun(): void {
