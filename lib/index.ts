@@ -1,7 +1,7 @@
 export { Replica } from './replica.js'
 export { WorkerReplica } from './worker.js'
 export type { WorkerReplicaEvents } from './worker.js'
-export type { BroadcastOptions, Handler, SendAsyncOptions, UnroutedInfo } from './replica-base.js'
+export type { BroadcastOptions, Handler, SendAsyncOptions, SendOptions, UnroutedInfo } from './replica-base.js'
 export type {
   ClientConnectionStats,
   CloseOptions,

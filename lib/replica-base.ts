@@ -12,10 +12,17 @@ import { routeId } from './route.js'
 import { KIND_PUSH, KIND_REPLY, SIGNATURE_BYTES } from './wire.js'
 
 /** Known keys of the per-call options objects (CONFIG_INVALID names any other). */
-const SEND_ASYNC_OPTION_KEYS: Record<keyof SendAsyncOptions, true> = { signal: true }
+const SEND_ASYNC_OPTION_KEYS: Record<keyof SendAsyncOptions, true> = { signal: true, sign: true }
 const BROADCAST_OPTION_KEYS: Record<keyof BroadcastOptions, true> = { sign: true }
 
-export interface SendAsyncOptions {
+export interface SendOptions {
+  /** Sign the message with this replica's key (needs `auth: 'mac'`); as `broadcast`'s. */
+  sign?: boolean
+}
+
+const SEND_OPTION_KEYS: Record<keyof SendOptions, true> = { sign: true }
+
+export interface SendAsyncOptions extends SendOptions {
   /** Rejects with `ABORTED` when it fires while waiting (nothing queued). */
   signal?: AbortSignal
 }
@@ -128,20 +135,31 @@ export abstract class ReplicaBase extends Inbound {
    * and `INVALID_ARGUMENT` (nothing done) for arguments of the wrong kind.
    * Any ArrayBufferView is sent as its bytes, a string as UTF-8.
    */
-  send(to: number, route: string, payload: Uint8Array | ArrayBufferView | string): boolean {
+  send(to: number, route: string, payload: Uint8Array | ArrayBufferView | string, options?: SendOptions): boolean {
     const idx = this.slotOf(to)
     if (idx < 0) checkReplicaId('to', to)
     const rid = this.route(route)
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+    const sign = options === undefined ? false : this.signOption(options, SEND_OPTION_KEYS)
     if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
-    return this.queue(idx, to, rid, bytes)
+    return this.queue(idx, to, rid, bytes, sign)
+  }
+
+  /** `options.sign` checked (options of the kind `keys` lists); true to sign. */
+  private signOption(options: SendOptions, keys: Readonly<Record<string, true>>): boolean {
+    checkOptions('options', options, keys)
+    const s = options.sign
+    if (s !== undefined && typeof s !== 'boolean') throw new InvalidArgumentError('options.sign', 'a boolean', s)
+    if (s === true && !this.limits.canSign) throw new ConfigError('auth', "signed messages need auth: 'mac' (this replica's private key)")
+    return s === true
   }
 
   /** The send side of `send`, its arguments checked. */
-  private queue(idx: number, to: number, rid: number, bytes: Uint8Array): boolean {
-    const len = bytes.length
+  private queue(idx: number, to: number, rid: number, bytes: Uint8Array, sign = false): boolean {
+    const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
+    if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     const frame = HEADER_BYTES + len
     let after = this.depths[idx]! + this.staged[idx]! + frame
     if (after > this.limits.maxQueueBytes) {
@@ -153,7 +171,8 @@ export abstract class ReplicaBase extends Inbound {
     const lo = (this.idLo + 1) >>> 0
     this.idLo = lo
     if (lo === 0) this.idHi++
-    this.outbox.stage(to, rid, lo, this.idHi, bytes, len)
+    if (sign) this.outbox.stageSigned(to, rid, lo, this.idHi, bytes)
+    else this.outbox.stage(to, rid, lo, this.idHi, bytes, len)
     this.staged[idx]! += frame
     if (after < this.limits.highWaterMark) return true
     // The depth seen at the last flush may predate ACKs: look again first.
@@ -215,12 +234,14 @@ export abstract class ReplicaBase extends Inbound {
     if (idx < 0) checkReplicaId('to', to)
     const rid = this.route(route)
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
-    checkOptions('options', options, SEND_ASYNC_OPTION_KEYS)
+    const sign = options === undefined ? false : this.signOption(options, SEND_ASYNC_OPTION_KEYS)
     const signal = options?.signal
     checkSignal('options.signal', signal)
     if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
-    if (bytes.length > this.limits.maxFrameBytes) throw new PayloadTooLargeError(bytes.length, this.limits.maxFrameBytes)
+    const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
+    if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
+    if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     for (;;) {
       if (signal?.aborted) throw new AbortedError(signal.reason)
       if (this.closing !== undefined) throw new ClosedError()
@@ -231,7 +252,7 @@ export abstract class ReplicaBase extends Inbound {
       this.outbox.flush() // hands the drain request to native
       await this.waitForDrain(to, signal)
     }
-    this.queue(idx, to, rid, bytes)
+    this.queue(idx, to, rid, bytes, sign)
   }
 
   /**
@@ -244,15 +265,8 @@ export abstract class ReplicaBase extends Inbound {
   broadcast(route: string, payload: Uint8Array | ArrayBufferView | string, options?: BroadcastOptions): boolean {
     const rid = this.route(route)
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
-    let sign = false
-    if (options !== undefined) {
-      checkOptions('options', options, BROADCAST_OPTION_KEYS)
-      const s = options.sign
-      if (s !== undefined && typeof s !== 'boolean') throw new InvalidArgumentError('options.sign', 'a boolean', s)
-      sign = s === true
-    }
+    const sign = options === undefined ? false : this.signOption(options, BROADCAST_OPTION_KEYS)
     if (this.closing !== undefined) throw new ClosedError()
-    if (sign && !this.limits.canSign) throw new ConfigError('auth', "signed broadcasts need auth: 'mac' (this replica's private key)")
     const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
     if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)

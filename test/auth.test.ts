@@ -266,7 +266,26 @@ t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a 
   // Without keys there is nothing to sign with.
   const plain = await Replica.start({ id: 1, auth: 'none', cluster: { id: 'x', replicas: [{ id: 1, host: HOST, port: (await freePorts(1))[0]! }] } })
   t.throws(() => plain.broadcast('p', 'x', { sign: true }), { code: 'CONFIG_INVALID', field: 'auth' }, "sign: true needs auth 'mac'")
+  t.throws(() => plain.send(1, 'p', 'x', { sign: true }), { code: 'CONFIG_INVALID', field: 'auth' }, "send's sign: true needs auth 'mac' too")
   await plain.close()
+})
+
+t.test('signed send and sendAsync (issue 13 item 4): one peer gets a signature it can forward', async (t) => {
+  const k = await keyedCluster(3, 'auth-signed-send')
+  const [a, b] = await startPair(t, k)
+  const got: { payload: Buffer; signature: Buffer | undefined }[] = []
+  a.on('vote', (m) => got.push({ payload: Buffer.from(m.copy()), signature: m.signature ? Buffer.from(m.signature) : undefined }))
+  t.equal(b.send(1, 'vote', 'yes on 7', { sign: true }), true, 'queued')
+  await b.sendAsync(1, 'vote', Buffer.alloc(100_000, 5), { sign: true })
+  b.send(1, 'vote', 'plain', { sign: false })
+  await until(() => got.length === 3, 5000, 'three votes')
+  t.equal(got[0]!.payload.toString(), 'yes on 7', 'payload without the signature')
+  t.ok(verifySigned(k.cluster, { from: 2, route: 'vote', payload: got[0]!.payload, signature: got[0]!.signature! }), 'verifySigned: the signature of a send')
+  t.ok(verifySigned(k.cluster, { from: 2, route: 'vote', payload: got[1]!.payload, signature: got[1]!.signature! }), 'and of a sendAsync')
+  t.equal(got[2]!.signature, undefined, 'sign: false sends unsigned')
+  t.throws(() => b.send(1, 'vote', 'x', { sign: 'yes' as unknown as boolean }), { code: 'INVALID_ARGUMENT', parameter: 'options.sign' }, 'sign must be a boolean')
+  t.throws(() => b.send(1, 'vote', 'x', { signed: true } as unknown as { sign: boolean }), { code: 'CONFIG_INVALID' }, 'an unknown option key (with a suggestion)')
+  t.throws(() => b.send(1, 'vote', Buffer.alloc(1024 * 1024), { sign: true }), { code: 'PAYLOAD_TOO_LARGE' }, 'a signed payload over the signing bound')
 })
 
 t.test('small receive buffers: batches are cut to fit (no stall), big frames still pass, and too few buffers are refused by name', async (t) => {
