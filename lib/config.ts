@@ -134,6 +134,15 @@ export interface ReplicaOptions {
    * read until replies bring it under.
    */
   maxClientKeyInFlight?: number
+  /**
+   * The handshake budget (SECURITY.md): key exchanges (replica handshakes
+   * with auth 'mac', client handshakes with a key) per second per remote
+   * address (default 100) and in all (default 2000), each also the burst.
+   * Checked before any public-key operation; past it a handshake is refused
+   * `RATE_LIMITED` at once. 0 = no bound.
+   */
+  handshakesPerSecondPerAddress?: number
+  handshakesPerSecond?: number
   /** Heartbeat period in ms (default 1000; 0 = no heartbeats). Answered on io threads, even while JS is busy. */
   heartbeatIntervalMs?: number
   /** A peer not heard from in this long is reported down (`HEARTBEAT_TIMEOUT`) and reconnected; default 5000, 0 = never. */
@@ -216,6 +225,8 @@ export const REPLICA_OPTION_KEYS: Readonly<Record<keyof ReplicaOptions, true>> =
   allowClient: true,
   maxClientKeyConnections: true,
   maxClientKeyInFlight: true,
+  handshakesPerSecondPerAddress: true,
+  handshakesPerSecond: true,
   heartbeatIntervalMs: true,
   heartbeatTimeoutMs: true,
   peerDownDeadlineMs: true,

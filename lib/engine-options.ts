@@ -24,6 +24,8 @@ export const ENGINE_INTEGER_OPTIONS = {
   maxClientConnections: [1, 1_000_000, 10_000],
   maxClientKeyConnections: [1, 1_000_000, 64],
   maxClientKeyInFlight: [1, 100_000_000, 4096],
+  handshakesPerSecondPerAddress: [0, 1_000_000, 100],
+  handshakesPerSecond: [0, 10_000_000, 2000],
   heartbeatIntervalMs: [0, 600_000, 1000],
   heartbeatTimeoutMs: [0, 3_600_000, 5000],
   peerDownDeadlineMs: [0, 86_400_000, 0],

@@ -57,6 +57,7 @@ const REJECT_REASONS: Record<number, string> = {
   16: 'TOO_MANY_PINGS',
   17: 'BAD_SIGNATURE',
   18: 'BAD_MAC',
+  19: 'RATE_LIMITED',
 }
 export const REJECT_BAD_FRAME = 6
 

@@ -17,6 +17,7 @@ const ALL: Record<keyof EngineOptions, true> = {
   maxConnectionsPerAddress: true, frameReadTimeoutMs: true, maxPingsPerSecond: true, incarnationLo: true,
   incarnationHi: true, auth: true, privateKey: true, publicKeys: true, consumers: true, ordered: true,
   maxClientKeyConnections: true, maxClientKeyInFlight: true, clientAuth: true, allowClientHook: true,
+  handshakesPerSecondPerAddress: true, handshakesPerSecond: true,
 }
 
 function valid(): EngineOptions {
@@ -26,7 +27,7 @@ function valid(): EngineOptions {
     maxClientReceiveBytes: 64 << 20, maxPendingHandlers: 1024, highWaterBytes: 16 << 20, handshakeTimeoutMs: 5000,
     reconnectMinMs: 50, reconnectMaxMs: 1000, sendBufferBytes: 0, receiveBufferBytes: 0, maxRequestBytes: 1 << 20,
     maxClientInFlight: 1024, clientIdleTimeoutMs: 60_000, maxClientConnections: 100, heartbeatIntervalMs: 1000,
-    maxClientKeyConnections: 64, maxClientKeyInFlight: 4096,
+    maxClientKeyConnections: 64, maxClientKeyInFlight: 4096, handshakesPerSecondPerAddress: 100, handshakesPerSecond: 2000,
     heartbeatTimeoutMs: 5000, peerDownDeadlineMs: 0, maxReplicaConnections: 64, maxConnectionsPerAddress: 16,
     frameReadTimeoutMs: 10_000, maxPingsPerSecond: 100, incarnationLo: 1, incarnationHi: 0, auth: 'none',
     consumers: 0, ordered: true,

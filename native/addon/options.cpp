@@ -106,6 +106,8 @@ const field fields[] = {
     U32("maxClientConnections", max_client_connections),
     U32("maxClientKeyConnections", max_client_key_connections),
     U32("maxClientKeyInFlight", max_client_key_inflight),
+    U32("handshakesPerSecondPerAddress", handshakes_per_second_per_address),
+    U32("handshakesPerSecond", handshakes_per_second),
     {"clientAuth", false,
      [](Napi::Env e, const Napi::Value& v, engine_setup& s) {
        const std::string a = text(e, "clientAuth", v);

@@ -46,6 +46,9 @@ void client_session::welcome(std::size_t cid_len, bool keyed) {
   store_u32(out_.data() + hello_fixed_bytes + cid, opt.max_request_bytes);
   store_u32(out_.data() + hello_fixed_bytes + cid + 4, static_cast<std::uint32_t>(opt.max_client_inflight));
   if (keyed) {
+    // The handshake budget, before any public-key operation.
+    std::string why;
+    if (!engine_.take_handshake(remote_, why)) return refuse(reject_code::rate_limited, why);
     const std::uint8_t* in = hello_body_.data() + cid_len;  // nonce_C | X_C | P_C
     std::uint8_t* x = out_.data() + hello_fixed_bytes + cid + client_welcome_limits_bytes;
     try {

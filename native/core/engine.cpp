@@ -40,6 +40,7 @@ const char* reject_code_name(reject_code c) noexcept {
     case reject_code::heartbeat_timeout: return "HEARTBEAT_TIMEOUT";
     case reject_code::bad_signature: return "BAD_SIGNATURE";
     case reject_code::bad_mac: return "BAD_MAC";
+    case reject_code::rate_limited: return "RATE_LIMITED";
     case reject_code::read_timeout: return "READ_TIMEOUT";
     case reject_code::too_many_pings: return "TOO_MANY_PINGS";
   }
@@ -55,6 +56,7 @@ engine::engine(engine_options options, std::function<void()> wake)
       miq_(options_.miq_capacity),
       client_miq_(options_.client_miq_capacity),
       rejects_by_code_(std::make_unique<std::atomic<std::uint64_t>[]>(reject_code_count)),
+      handshake_budget_(options_.handshakes_per_second_per_address, options_.handshakes_per_second),
       pool_(options_.io_threads) {
   for (const auto& r : options_.replicas) {
     if (r.id == options_.self_id) continue;

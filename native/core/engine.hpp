@@ -6,6 +6,7 @@
 #include "auth.hpp"
 #include "bounded_queue.hpp"
 #include "chunk_pool.hpp"
+#include "handshake_budget.hpp"
 #include "io_pool.hpp"
 #include "protocol.hpp"
 
@@ -85,6 +86,11 @@ struct engine_options {
   /// requests unanswered (checked at each sealed batch) before its
   /// connections are no longer read.
   std::uint32_t max_client_key_connections = 64;
+  /// The handshake budget (SECURITY.md): key exchanges per second (and
+  /// burst) per remote address and in all, taken before any public-key
+  /// operation; past it a handshake is refused RATE_LIMITED. 0 = no bound.
+  std::uint32_t handshakes_per_second_per_address = 100;
+  std::uint32_t handshakes_per_second = 2000;
   std::uint32_t max_client_key_inflight = 4096;
   /// Heartbeats (PROTOCOL.md §3 PING/PONG), answered on io threads: a link
   /// pings when idle, a receiver sends keepalives; a peer not heard from in
@@ -323,6 +329,9 @@ class engine {
   /// The newest served connection of a client key (replyTo, push): its id;
   /// 0 when none is open, -1 when its unread replies are over the bound.
   std::int64_t client_connection_of(const std::array<std::uint8_t, 32>& key);
+  /// Any thread: may a handshake from `remote` ("ip:port") do key exchange
+  /// now (the budget)? False: `why` says so; the caller refuses it RATE_LIMITED.
+  bool take_handshake(const std::string& remote, std::string& why);
   /// Any thread: the consumer's answer to a client_auth event.
   void allow_client(std::uint32_t id, bool allow, const std::string& reason);
 
@@ -430,6 +439,8 @@ class engine {
   std::uint32_t next_client_id_ = 1;  // clients_mu_
   std::map<std::array<std::uint8_t, 32>, std::weak_ptr<client_key_state>> client_keys_;  // clients_mu_
   std::atomic<std::uint64_t> clients_accepted_{0}, reply_bytes_{0}, replies_dropped_{0};
+
+  handshake_budget handshake_budget_;
 
   std::mutex partial_mu_;
   std::map<std::uint64_t, std::weak_ptr<client_session>> client_partials_;

@@ -204,6 +204,15 @@ bool engine::client_key(std::uint32_t id, std::array<std::uint8_t, 32>& out) {
   return c && c->key(out);
 }
 
+bool engine::take_handshake(const std::string& remote, std::string& why) {
+  const std::string ip = remote.substr(0, remote.rfind(':'));
+  if (handshake_budget_.take(ip)) return true;
+  why = "handshake budget: too many key exchanges from " + ip + " (handshakesPerSecondPerAddress " +
+        std::to_string(options_.handshakes_per_second_per_address) + ", handshakesPerSecond " +
+        std::to_string(options_.handshakes_per_second) + ")";
+  return false;
+}
+
 std::int64_t engine::client_connection_of(const std::array<std::uint8_t, 32>& key) {
   std::shared_ptr<client_session> c;
   {

@@ -76,6 +76,9 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   const auto& opt = engine_.options();
   if (engine_.identity().verifier(claimed) == nullptr)
     return refuse(reject_code::bad_auth, "no public key for replica " + std::to_string(claimed));
+  // The handshake budget, before any public-key operation.
+  std::string why;
+  if (!engine_.take_handshake(remote_, why)) return refuse(reject_code::rate_limited, why);
   const std::uint8_t* x = hello_body_.data() + opt.cluster_id.size();
   std::array<std::uint8_t, auth::nonce_bytes> nonce_r{};
   if (!crypto::random_bytes(nonce_r.data(), nonce_r.size())) return refuse(reject_code::bad_auth, "no randomness");

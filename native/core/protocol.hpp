@@ -84,6 +84,7 @@ enum class reject_code : std::uint16_t {
   too_many_pings = 16,     // more than max_pings_per_second PINGs
   bad_signature = 17,      // a signed broadcast whose signature does not check
   bad_mac = 18,            // auth mac: a batch failed its MAC check
+  rate_limited = 19,       // the handshake budget (SECURITY.md) refused a key exchange
 };
 
 const char* reject_code_name(reject_code c) noexcept;
