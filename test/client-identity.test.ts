@@ -205,7 +205,10 @@ t.test('tampered, replayed and unsealed batches close only that connection (BAD_
   await sleep(100)
   t.equal(handled, before, 'an unsealed request is not handled')
   for (let i = 0; i < 100 && !c.s.destroyed; i++) c.s.write(request('echo', 100 + i, 'y'.repeat(1000)))
-  await within(c.closed, timeBound(10_000), 'unsealed past the bound: closed')
+  await within(c.closed, timeBound(10_000), 'unsealed past the bound: closed').catch((e: unknown) => {
+    t.comment(`DIAG destroyed=${c.s.destroyed} written=${c.s.bytesWritten} clients=${JSON.stringify(server.replica.stats().clients)} rejects=${JSON.stringify(seen)}`)
+    throw e
+  })
   await until(() => seen.filter((r) => r.code === 'BAD_MAC').length >= 3, timeBound(5000), 'three BAD_MAC reports')
   t.ok(seen.some((r) => /without a SEAL/.test(r.message)), 'the unsealed one: "too much data without a SEAL"')
   t.equal(handled, 1, 'of all these, only the one good batch was handled (once)')
