@@ -12,7 +12,7 @@ import { HEADER_BYTES, type Outbox } from './outbox.js'
 import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
 import { routeId, routeName } from './route.js'
 import { type MethodDefinition, type ServiceDefinition, type ServiceImplementation, checkServiceDefinition, methodRoute } from './service.js'
-import { FLAG_SIGNED, KIND_CANCEL, KIND_ERROR, OFFSET_FLAGS, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER, SIGNATURE_BYTES, encodeErrorBody } from './wire.js'
+import { FLAG_SIGNED, KIND_CANCEL, KIND_ERROR, OFFSET_FLAGS, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER, SIGNED_TRAILER_BYTES, encodeErrorBody } from './wire.js'
 
 /**
  * A route handler. Its `msg.payload` is valid during the call and, when the
@@ -250,8 +250,8 @@ export abstract class Inbound implements ReplySink {
           lastEntry = routes.get(route)
         }
         if (lastEntry !== undefined) {
-          // A signed frame ends with its 64-byte signature (checked natively).
-          const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? len : len - SIGNATURE_BYTES)
+          // A signed frame ends with the sender's incarnation and its signature (checked natively).
+          const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? len : len - SIGNED_TRAILER_BYTES)
           try {
             const r = lastEntry.fn(msg)
             if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {

@@ -23,16 +23,30 @@ export class Message {
   }
 
   /**
-   * For a message the sender broadcast with `{ sign: true }`: its Ed25519
+   * For a message the sender sent with `{ sign: true }`: its Ed25519
    * signature (64 bytes, a view valid during the call), already checked
-   * against the sender's public key on an io thread. It can be forwarded as
-   * a proof with the payload; `verifySigned()` checks it anywhere. Undefined
-   * for unsigned messages.
+   * against the sender's public key on an io thread. It covers the sender,
+   * route, `id`, `incarnation` and payload, and can be forwarded as a proof
+   * with them; `verifySigned()` checks it anywhere. Undefined for unsigned
+   * messages.
    */
   get signature(): Uint8Array | undefined {
-    const flags = new Uint8Array(this.buffer, this.offset + OFFSET_FLAGS, 1)[0]!
-    if ((flags & FLAG_SIGNED) === 0) return undefined
-    return new Uint8Array(this.buffer, this.offset + HEADER_BYTES + this.length, SIGNATURE_BYTES)
+    if (!this.signed) return undefined
+    return new Uint8Array(this.buffer, this.offset + HEADER_BYTES + this.length + 8, SIGNATURE_BYTES)
+  }
+
+  /**
+   * For a signed message: the sender's incarnation (random per process
+   * start) it was signed under, part of what the signature covers.
+   * Undefined for unsigned messages.
+   */
+  get incarnation(): bigint | undefined {
+    if (!this.signed) return undefined
+    return new DataView(this.buffer, this.offset + HEADER_BYTES + this.length, 8).getBigUint64(0, true)
+  }
+
+  private get signed(): boolean {
+    return (new Uint8Array(this.buffer, this.offset + OFFSET_FLAGS, 1)[0]! & FLAG_SIGNED) !== 0
   }
 
   /** The route id (FNV-1a of the route name) as it was signed. */

@@ -7,7 +7,7 @@ import type { NativeSender } from './native.js'
 
 /** Fields per run: dest, start, end, messages, lastIdLo, lastIdHi, external index + 1. */
 export const RUN_FIELDS = 7
-import { FLAG_SIGNED, HEADER_BYTES, KIND_DATA, OFFSET_KIND, OFFSET_LENGTH, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER, SIGNATURE_BYTES } from './wire.js'
+import { FLAG_SIGNED, HEADER_BYTES, KIND_DATA, OFFSET_KIND, OFFSET_LENGTH, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER, SIGNED_TRAILER_BYTES } from './wire.js'
 
 export { HEADER_BYTES }
 /** Wildcard destination of a broadcast run (docs/PROTOCOL.md §3 is per connection; this is local). */
@@ -127,7 +127,7 @@ export class Outbox {
    * are walked for frames to sign.
    */
   stageSigned(dest: number, route: number, lo: number, hi: number, payload: Uint8Array): void {
-    const len = payload.length + SIGNATURE_BYTES
+    const len = payload.length + SIGNED_TRAILER_BYTES
     if (this.pos + HEADER_BYTES + len > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
     if (this.runDest !== -1) this.closeRun()
     const p = this.pos

@@ -9,7 +9,7 @@ import { clientKeyOf } from './client-auth.js'
 import { CLIENT_FLAG, type NativeSender } from './native.js'
 import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
 import { routeId } from './route.js'
-import { KIND_PUSH, KIND_REPLY, SIGNATURE_BYTES } from './wire.js'
+import { KIND_PUSH, KIND_REPLY, SIGNED_TRAILER_BYTES } from './wire.js'
 
 /** Known keys of the per-call options objects (CONFIG_INVALID names any other). */
 const SEND_ASYNC_OPTION_KEYS: Record<keyof SendAsyncOptions, true> = { signal: true, sign: true }
@@ -157,7 +157,7 @@ export abstract class ReplicaBase extends Inbound {
 
   /** The send side of `send`, its arguments checked. */
   private queue(idx: number, to: number, rid: number, bytes: Uint8Array, sign = false): boolean {
-    const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
+    const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
     if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     const frame = HEADER_BYTES + len
@@ -239,7 +239,7 @@ export abstract class ReplicaBase extends Inbound {
     checkSignal('options.signal', signal)
     if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
-    const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
+    const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
     if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     for (;;) {
@@ -267,7 +267,7 @@ export abstract class ReplicaBase extends Inbound {
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
     const sign = options === undefined ? false : this.signOption(options, BROADCAST_OPTION_KEYS)
     if (this.closing !== undefined) throw new ClosedError()
-    const len = bytes.length + (sign ? SIGNATURE_BYTES : 0)
+    const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
     if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     const frame = HEADER_BYTES + len

@@ -16,33 +16,46 @@ export interface SignedMessage {
   from: number
   /** Route name (or its numeric route id). */
   route: string | number
+  /** The sender's message id (`msg.id`). */
+  id: number | bigint
+  /** The sender's incarnation it was signed under (`msg.incarnation`). */
+  incarnation: bigint
   payload: Uint8Array
   signature: Uint8Array
 }
 
-/** The exact bytes a replica signs for a broadcast with `{ sign: true }`. */
+/** The exact bytes a replica signs for a message sent with `{ sign: true }`. */
 export function signedBytes(clusterId: string, msg: Omit<SignedMessage, 'signature'>): Buffer {
   if (typeof clusterId !== 'string' || clusterId.length === 0 || Buffer.byteLength(clusterId) > 255) {
     throw new InvalidArgumentError('clusterId', 'a cluster id (1-255 bytes of UTF-8)', clusterId)
   }
-  const { from, route, payload } = checkMessage(msg)
+  const { from, route, id, incarnation, payload } = checkMessage(msg)
   const cid = Buffer.from(clusterId, 'utf8')
-  const ids = Buffer.alloc(8)
+  const ids = Buffer.alloc(24)
   ids.writeUInt32LE(from, 0)
   ids.writeUInt32LE(typeof route === 'number' ? route : routeId(route), 4)
+  ids.writeBigUInt64LE(id, 8)
+  ids.writeBigUInt64LE(incarnation, 16)
   return Buffer.concat([LABEL, Buffer.from([cid.length]), cid, ids, payload])
 }
 
-function checkMessage(msg: unknown): { from: number; route: string | number; payload: Uint8Array } {
-  if (typeof msg !== 'object' || msg === null) throw new InvalidArgumentError('msg', 'an object { from, route, payload }', msg)
-  const m = msg as { from?: unknown; route?: unknown; payload?: unknown }
+const U64_MAX = 2n ** 64n - 1n
+
+function checkMessage(msg: unknown): { from: number; route: string | number; id: bigint; incarnation: bigint; payload: Uint8Array } {
+  if (typeof msg !== 'object' || msg === null) throw new InvalidArgumentError('msg', 'an object { from, route, id, incarnation, payload }', msg)
+  const m = msg as { from?: unknown; route?: unknown; id?: unknown; incarnation?: unknown; payload?: unknown }
   checkReplicaId('msg.from', m.from)
+  const id = m.id
+  const okId = (typeof id === 'number' && Number.isSafeInteger(id) && id >= 0) || (typeof id === 'bigint' && id >= 0n && id <= U64_MAX)
+  if (!okId) throw new InvalidArgumentError('msg.id', "the message id (msg.id: an integer >= 0)", id)
+  const inc = m.incarnation
+  if (typeof inc !== 'bigint' || inc < 0n || inc > U64_MAX) throw new InvalidArgumentError('msg.incarnation', "the sender's incarnation (msg.incarnation: a bigint)", inc)
   const route = m.route
   if (!(typeof route === 'string' && route.length > 0) && !(typeof route === 'number' && Number.isInteger(route) && route >= 0 && route <= 0xffffffff)) {
     throw new InvalidArgumentError('msg.route', 'a route name or a route id (an integer in [0, 2^32 - 1])', route)
   }
   const payload = m.payload instanceof Uint8Array ? m.payload : viewBytes('msg.payload', m.payload, 'a Uint8Array (or another ArrayBufferView)')
-  return { from: m.from, route, payload }
+  return { from: m.from, route, id: BigInt(id as number | bigint), incarnation: inc, payload }
 }
 
 /**

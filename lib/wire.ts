@@ -14,6 +14,8 @@ export const OFFSET_MSG_ID = 16
 /** Frame flag: the body ends with the sender's Ed25519 signature (§3). */
 export const FLAG_SIGNED = 0x01
 export const SIGNATURE_BYTES = 64
+/** A signed frame's body ends with the sender's incarnation (u64) and the signature (§3). */
+export const SIGNED_TRAILER_BYTES = 8 + SIGNATURE_BYTES
 /** Fixed part of HELLO/WELCOME (§2). */
 export const HELLO_FIXED_BYTES = 32
 /** "NXRP" as a little-endian u32 (§2). */

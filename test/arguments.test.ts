@@ -411,11 +411,13 @@ t.test('key and route helpers refuse wrong kinds', async (t) => {
   const h = { routeId: routeId as Loose, signedBytes: signedBytes as Loose, verifySigned: verifySigned as Loose }
   refused(t, 'routeId of a number', () => h.routeId(3), 'name', 'number 3')
   refused(t, 'routeId of undefined', () => h.routeId(undefined), 'name', 'undefined')
-  const msg = { from: 1, route: 'r', payload: new Uint8Array([1]) }
+  const msg = { from: 1, route: 'r', id: 5, incarnation: 9n, payload: new Uint8Array([1]) }
   refused(t, 'signedBytes clusterId a number', () => h.signedBytes(3, msg), 'clusterId', 'number 3')
   refused(t, 'signedBytes msg undefined', () => h.signedBytes('c', undefined), 'msg', 'undefined')
   refused(t, 'signedBytes from NaN', () => h.signedBytes('c', { ...msg, from: NaN }), 'msg.from', 'number NaN')
   refused(t, 'signedBytes route an object', () => h.signedBytes('c', { ...msg, route: {} }), 'msg.route', 'object')
+  refused(t, 'signedBytes id negative', () => h.signedBytes('c', { ...msg, id: -1 }), 'msg.id', 'number -1')
+  refused(t, 'signedBytes incarnation a number', () => h.signedBytes('c', { ...msg, incarnation: 9 }), 'msg.incarnation', 'number 9')
   refused(t, 'signedBytes payload an ArrayBuffer', () => h.signedBytes('c', { ...msg, payload: new ArrayBuffer(1) }), 'msg.payload', 'ArrayBuffer')
   t.same(
     [...signedBytes('c', { ...msg, payload: new DataView(new Uint8Array([9, 1]).buffer, 1, 1) as Loose })],

@@ -7,9 +7,14 @@ import { type Socket, connect } from 'node:net'
 
 import t from 'tap'
 
-import { type ClusterConfig, ConfigError, Replica, type ReplicaOptions, generateKeyPair, verifySigned } from 'nexres-rpc'
+import { createPrivateKey, sign } from 'node:crypto'
 
-import { connectAuthenticated, readReject } from './byzantine-peer.js'
+import { type ClusterConfig, ConfigError, Replica, type ReplicaOptions, generateKeyPair, signedBytes, verifySigned } from 'nexres-rpc'
+
+import { connectAuthenticated, readReject, seedOf } from './byzantine-peer.js'
+
+const ed25519 = (privateKey: string): ReturnType<typeof createPrivateKey> =>
+  createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seedOf(privateKey)]), format: 'der', type: 'pkcs8' })
 import { type Keyed, type Tap, freePorts, honestStream, keyedCluster, until } from './helpers.js'
 import { FaultProxy } from './fault-proxy.js'
 import { dataFrame, hello } from './wire-peer.js'
@@ -236,8 +241,8 @@ t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a 
   const k = await keyedCluster(3, 'auth-signed')
   const [a, b] = await startPair(t, k)
   const honest = honestStream(t, b, a)
-  const got: { payload: Buffer; signature: Buffer | undefined; from: number; routeId: number }[] = []
-  a.on('proof', (m) => got.push({ payload: Buffer.from(m.copy()), signature: m.signature ? Buffer.from(m.signature) : undefined, from: m.from, routeId: m.routeId }))
+  const got: { payload: Buffer; signature: Buffer | undefined; from: number; routeId: number; id: number; incarnation: bigint }[] = []
+  a.on('proof', (m) => got.push({ payload: Buffer.from(m.copy()), signature: m.signature ? Buffer.from(m.signature) : undefined, from: m.from, routeId: m.routeId, id: m.id, incarnation: m.incarnation ?? 0n }))
   b.broadcast('proof', 'commit 42', { sign: true })
   b.broadcast('proof', Buffer.alloc(200_000, 3), { sign: true })
   b.broadcast('proof', 'not signed')
@@ -247,11 +252,14 @@ t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a 
   t.equal(got[1]!.payload.length, 200_000, 'a large signed payload')
   t.equal(got[2]!.signature, undefined, 'an unsigned message has no signature')
   // Forwarded proofs check anywhere with the cluster config alone.
-  t.ok(verifySigned(k.cluster, { from: 2, route: 'proof', payload: got[0]!.payload, signature: got[0]!.signature! }), 'verifySigned: valid')
-  t.ok(verifySigned(k.cluster, { from: 2, route: got[1]!.routeId, payload: got[1]!.payload, signature: got[1]!.signature! }), 'by route id too')
-  t.notOk(verifySigned(k.cluster, { from: 2, route: 'proof', payload: Buffer.from('commit 43'), signature: got[0]!.signature! }), 'another payload fails')
-  t.notOk(verifySigned(k.cluster, { from: 3, route: 'proof', payload: got[0]!.payload, signature: got[0]!.signature! }), 'another signer fails')
-  t.notOk(verifySigned(k.cluster, { from: 2, route: 'other', payload: got[0]!.payload, signature: got[0]!.signature! }), 'another route fails')
+  const p0 = { from: 2, route: 'proof', id: got[0]!.id, incarnation: got[0]!.incarnation, payload: got[0]!.payload, signature: got[0]!.signature! }
+  t.ok(verifySigned(k.cluster, p0), 'verifySigned: valid')
+  t.ok(verifySigned(k.cluster, { ...p0, route: got[1]!.routeId, id: got[1]!.id, payload: got[1]!.payload, signature: got[1]!.signature! }), 'by route id too')
+  t.notOk(verifySigned(k.cluster, { ...p0, payload: Buffer.from('commit 43') }), 'another payload fails')
+  t.notOk(verifySigned(k.cluster, { ...p0, from: 3 }), 'another signer fails')
+  t.notOk(verifySigned(k.cluster, { ...p0, route: 'other' }), 'another route fails')
+  t.notOk(verifySigned(k.cluster, { ...p0, id: p0.id + 1 }), 'another message id fails (a replay under a fresh id)')
+  t.notOk(verifySigned(k.cluster, { ...p0, incarnation: p0.incarnation + 1n }), 'another incarnation fails')
 
   // A Byzantine member (3) sends a frame flagged signed with a bad signature.
   const m = await connectAuthenticated({ port: a.port, clusterId: 'auth-signed', sender: 3, responder: 1, privateKey: k.keys[2]!.privateKey })
@@ -261,8 +269,31 @@ t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a 
   m.send([f])
   t.equal((await readReject(m.socket)).code, REJECT.BAD_SIGNATURE, 'a bad signature is refused (BAD_SIGNATURE)')
   m.close()
+
+  // The member signs one message properly, then sends the same bytes again
+  // under a fresh message id: the copy fails its signature (it covers the
+  // id) before anything is delivered twice.
+  const m2 = await connectAuthenticated({ port: a.port, clusterId: 'auth-signed', sender: 3, responder: 1, privateKey: k.keys[2]!.privateKey })
+  const signedFrame = (id: number, sig: Buffer | undefined): Buffer => {
+    const payload = Buffer.from('vote once')
+    const trailer = Buffer.alloc(72)
+    trailer.writeBigUInt64LE(m2.incarnation, 0)
+    const signature = sig ?? sign(null, signedBytes('auth-signed', { from: 3, route: 'proof', id, incarnation: m2.incarnation, payload }), ed25519(k.keys[2]!.privateKey))
+    signature.copy(trailer, 8)
+    const fr = dataFrame(3, 'proof', id, Buffer.concat([payload, trailer]))
+    fr[13] = 0x01
+    return fr
+  }
+  const first = signedFrame(10, undefined)
+  m2.send([first])
+  await until(() => got.length === 4, 5000, 'the properly signed message')
+  t.equal(got[3]!.payload.toString(), 'vote once', 'delivered once')
+  t.ok(verifySigned(k.cluster, { from: 3, route: 'proof', id: got[3]!.id, incarnation: got[3]!.incarnation, payload: got[3]!.payload, signature: got[3]!.signature! }), 'and it verifies anywhere')
+  m2.send([signedFrame(11, first.subarray(first.length - 64))])
+  t.equal((await readReject(m2.socket)).code, REJECT.BAD_SIGNATURE, 'the same signature under a fresh id: BAD_SIGNATURE')
+  m2.close()
   await honest.finish()
-  t.equal(got.length, 3, 'the forged proof was not delivered')
+  t.equal(got.length, 4, 'the forged proof and the replay were not delivered')
   // Without keys there is nothing to sign with.
   const plain = await Replica.start({ id: 1, auth: 'none', cluster: { id: 'x', replicas: [{ id: 1, host: HOST, port: (await freePorts(1))[0]! }] } })
   t.throws(() => plain.broadcast('p', 'x', { sign: true }), { code: 'CONFIG_INVALID', field: 'auth' }, "sign: true needs auth 'mac'")
@@ -273,15 +304,15 @@ t.test('signed broadcasts: verified on io threads, msg.signature forwardable, a 
 t.test('signed send and sendAsync (issue 13 item 4): one peer gets a signature it can forward', async (t) => {
   const k = await keyedCluster(3, 'auth-signed-send')
   const [a, b] = await startPair(t, k)
-  const got: { payload: Buffer; signature: Buffer | undefined }[] = []
-  a.on('vote', (m) => got.push({ payload: Buffer.from(m.copy()), signature: m.signature ? Buffer.from(m.signature) : undefined }))
+  const got: { payload: Buffer; signature: Buffer | undefined; id: number; incarnation: bigint }[] = []
+  a.on('vote', (m) => got.push({ payload: Buffer.from(m.copy()), signature: m.signature ? Buffer.from(m.signature) : undefined, id: m.id, incarnation: m.incarnation ?? 0n }))
   t.equal(b.send(1, 'vote', 'yes on 7', { sign: true }), true, 'queued')
   await b.sendAsync(1, 'vote', Buffer.alloc(100_000, 5), { sign: true })
   b.send(1, 'vote', 'plain', { sign: false })
   await until(() => got.length === 3, 5000, 'three votes')
   t.equal(got[0]!.payload.toString(), 'yes on 7', 'payload without the signature')
-  t.ok(verifySigned(k.cluster, { from: 2, route: 'vote', payload: got[0]!.payload, signature: got[0]!.signature! }), 'verifySigned: the signature of a send')
-  t.ok(verifySigned(k.cluster, { from: 2, route: 'vote', payload: got[1]!.payload, signature: got[1]!.signature! }), 'and of a sendAsync')
+  t.ok(verifySigned(k.cluster, { from: 2, route: 'vote', id: got[0]!.id, incarnation: got[0]!.incarnation, payload: got[0]!.payload, signature: got[0]!.signature! }), 'verifySigned: the signature of a send')
+  t.ok(verifySigned(k.cluster, { from: 2, route: 'vote', id: got[1]!.id, incarnation: got[1]!.incarnation, payload: got[1]!.payload, signature: got[1]!.signature! }), 'and of a sendAsync')
   t.equal(got[2]!.signature, undefined, 'sign: false sends unsigned')
   t.throws(() => b.send(1, 'vote', 'x', { sign: 'yes' as unknown as boolean }), { code: 'INVALID_ARGUMENT', parameter: 'options.sign' }, 'sign must be a boolean')
   t.throws(() => b.send(1, 'vote', 'x', { signed: true } as unknown as { sign: boolean }), { code: 'CONFIG_INVALID' }, 'an unknown option key (with a suggestion)')

@@ -81,6 +81,8 @@ export interface AuthenticatedPeer {
   send(frames: Buffer[], opts?: { seal?: boolean }): Buffer
   /** The next batch number this side will seal. */
   seq: bigint
+  /** The incarnation this side claimed in its HELLO. */
+  incarnation: bigint
   close(): void
 }
 
@@ -153,6 +155,7 @@ export async function connectAuthenticated(opts: {
   const peer: AuthenticatedPeer = {
     socket: sock,
     seq: 0n,
+    incarnation: incI,
     send(frames, o = {}) {
       const batch = Buffer.concat(frames)
       if (o.seal === false) {

@@ -233,7 +233,7 @@ t.test('keygen --count 3 --json: three distinct key pairs that start an authenti
   for (const rr of [r2, r3]) {
     rr.on('proof', (msg) => {
       const signature = msg.signature
-      const verified = signature !== undefined && verifySigned(cluster, { from: msg.from, route: 'proof', payload: msg.payload, signature })
+      const verified = signature !== undefined && verifySigned(cluster, { from: msg.from, route: 'proof', id: msg.id, incarnation: msg.incarnation!, payload: msg.payload, signature })
       got.push({ to: rr.id, from: msg.from, text: msg.text(), verified })
     })
   }

@@ -224,7 +224,7 @@ export async function replicaRole(): Promise<number> {
       n.signedIn++
       if (n.proofsChecked < 3) {
         n.proofsChecked++
-        if (!nexres.verifySigned(cfg.cluster, { from: msg.from, route: ROUTE_MSG, payload: msg.payload, signature })) n.proofsFailed++
+        if (!nexres.verifySigned(cfg.cluster, { from: msg.from, route: ROUTE_MSG, id: msg.id, incarnation: msg.incarnation!, payload: msg.payload, signature })) n.proofsFailed++
       }
     }
   })

@@ -54,6 +54,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
       {"KIND_AUTH", static_cast<double>(kind::auth)},
       {"FLAG_SIGNED", nexres::auth::flag_signed},
       {"SIGNATURE_BYTES", nexres::auth::sig_bytes},
+      {"SIGNED_TRAILER_BYTES", nexres::auth::signed_trailer_bytes},
   };
   for (const auto& f : fields) wire.Set(f.first, Napi::Number::New(env, f.second));
   exports.Set("wire", wire);

@@ -64,7 +64,15 @@ Napi::Value producer::Flush(const Napi::CallbackInfo& info) {
       throw Napi::Error::New(env, nexres::describe(err));
     if (err != nexres::outbound_error::none) throw Napi::RangeError::New(env, nexres::describe(err));
   }
-  se_->ids.stamp_and_enqueue(batch.segments(), [eng](std::uint32_t dest, const segment& seg) { eng->enqueue(dest, seg); });
+  bool signed_ok = true;
+  se_->ids.stamp_and_enqueue(
+      batch.segments(), [eng](std::uint32_t dest, const segment& seg) { eng->enqueue(dest, seg); },
+      [eng, &signed_ok](segment& seg) {
+        const auto& o = eng->options();
+        // add() refused signed runs without a key.
+        signed_ok = nexres::sign_segment(seg, *eng->identity().signer, o.cluster_id, o.incarnation) && signed_ok;
+      });
+  if (!signed_ok) throw Napi::Error::New(env, nexres::describe(nexres::outbound_error::signing_failed));
   FillDepths();
   return env.Undefined();
 }

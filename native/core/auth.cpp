@@ -125,30 +125,38 @@ constexpr char signed_label[] = "nexres-rpc/1 signed";
 const std::vector<std::uint8_t>& signed_bytes(const std::string& cluster_id, const std::uint8_t* frame) {
   thread_local std::vector<std::uint8_t> m;
   const frame_header h = decode_header(frame);
-  const std::size_t payload = h.length - sig_bytes;
+  const std::size_t payload = h.length - signed_trailer_bytes;
   m.clear();
   append(m, signed_label, sizeof signed_label - 1);
   m.push_back(static_cast<std::uint8_t>(cluster_id.size()));
   append(m, cluster_id.data(), cluster_id.size());
-  append(m, frame + 8, 4);  // sender
-  append(m, frame + 4, 4);  // route
+  append(m, frame + frame_offset::sender, 4);
+  append(m, frame + frame_offset::route, 4);
+  append(m, frame + frame_offset::msg_id, 8);
+  append(m, frame + frame_header_bytes + payload, 8);  // incarnation
   append(m, frame + frame_header_bytes, payload);
   return m;
 }
 }  // namespace
 
-bool sign_frame(const crypto::ed25519_signer& key, const std::string& cluster_id, std::uint8_t* frame) {
+bool sign_frame(const crypto::ed25519_signer& key, const std::string& cluster_id, std::uint64_t incarnation,
+                std::uint8_t* frame) {
   const frame_header h = decode_header(frame);
-  if (h.length < sig_bytes) return false;
+  if (h.length < signed_trailer_bytes) return false;
+  std::uint8_t* trailer = frame + frame_header_bytes + h.length - signed_trailer_bytes;
+  store_u64(trailer, incarnation);
   const auto& m = signed_bytes(cluster_id, frame);
-  return key.sign(crypto::byte_view(m.data(), m.size()), frame + frame_header_bytes + h.length - sig_bytes);
+  return key.sign(crypto::byte_view(m.data(), m.size()), trailer + 8);
 }
 
-bool verify_frame(const crypto::ed25519_verifier& key, const std::string& cluster_id, const std::uint8_t* frame) {
+bool verify_frame(const crypto::ed25519_verifier& key, const std::string& cluster_id, std::uint64_t incarnation,
+                  const std::uint8_t* frame) {
   const frame_header h = decode_header(frame);
-  if (h.length < sig_bytes) return false;
+  if (h.length < signed_trailer_bytes) return false;
+  const std::uint8_t* trailer = frame + frame_header_bytes + h.length - signed_trailer_bytes;
+  if (load_u64(trailer) != incarnation) return false;  // another process's message
   const auto& m = signed_bytes(cluster_id, frame);
-  return key.verify(crypto::byte_view(m.data(), m.size()), frame + frame_header_bytes + h.length - sig_bytes);
+  return key.verify(crypto::byte_view(m.data(), m.size()), trailer + 8);
 }
 
 }  // namespace nexres::auth

@@ -93,16 +93,24 @@ class opener {
   std::uint64_t seq_ = 0;
 };
 
-/// Frame flag: the body ends with the sender's Ed25519 signature over
-/// "nexres-rpc/1 signed" | u8 cluster id length | cluster id | u32 sender |
-/// u32 route | payload (PROTOCOL.md §3). Transferable: anyone with the
-/// sender's public key can check a forwarded message.
+/// Frame flag: the body ends with the sender's incarnation (u64) and its
+/// Ed25519 signature over "nexres-rpc/1 signed" | u8 cluster id length |
+/// cluster id | u32 sender | u32 route | u64 message id | u64 incarnation |
+/// payload (PROTOCOL.md §3). Transferable: anyone with the sender's public
+/// key can check a forwarded message; the id and incarnation make a copy
+/// sent again under another id (or by a later process) fail.
 constexpr std::uint8_t flag_signed = 0x01;
+/// What a signed frame's body carries after its payload: incarnation, signature.
+constexpr std::size_t signed_trailer_bytes = 8 + sig_bytes;
 
-/// Signs the frame at `frame` (header, payload, 64 bytes for the signature).
-bool sign_frame(const crypto::ed25519_signer& key, const std::string& cluster_id, std::uint8_t* frame);
-/// Checks a complete signed frame.
-bool verify_frame(const crypto::ed25519_verifier& key, const std::string& cluster_id, const std::uint8_t* frame);
+/// Signs the frame at `frame` (header with its final message id, payload,
+/// signed_trailer_bytes for the incarnation and the signature).
+bool sign_frame(const crypto::ed25519_signer& key, const std::string& cluster_id, std::uint64_t incarnation,
+                std::uint8_t* frame);
+/// Checks a complete signed frame sent under `incarnation` (another one in
+/// the frame fails before any public-key operation).
+bool verify_frame(const crypto::ed25519_verifier& key, const std::string& cluster_id, std::uint64_t incarnation,
+                  const std::uint8_t* frame);
 
 /// Replica keys an engine holds: its own signer and every peer's verifier.
 struct identity {

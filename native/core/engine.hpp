@@ -170,6 +170,9 @@ struct segment {
   bool framed = true;
   /// A control frame (PING): not counted in queue depth, not kept for resend.
   bool control = false;
+  /// Holds signed frames to sign once their message ids are final
+  /// (id_sequence::stamp_and_enqueue).
+  bool sign = false;
 
   /// A control frame of `length` bytes at `data`, kept alive by `owner`.
   static segment control_frame(std::shared_ptr<const void> owner, const std::uint8_t* data, std::size_t length) {

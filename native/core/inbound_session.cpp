@@ -280,7 +280,7 @@ bool inbound_session::parse() {
     if ((h.flags & auth::flag_signed) != 0 && h.msg_id > last_seen_id_) {
       // Checked here, on the io thread: handlers only see verified signatures.
       const crypto::ed25519_verifier* v = engine_.identity().verifier(peer_id_);
-      if (v == nullptr || !auth::verify_frame(*v, opt.cluster_id, base + rx_.parsed)) {
+      if (v == nullptr || !auth::verify_frame(*v, opt.cluster_id, incarnation_, base + rx_.parsed)) {
         cut(rx_.parsed);
         refuse(reject_code::bad_signature, v == nullptr ? "a signed frame, but no key to check it (auth none)"
                                                         : "a signed frame whose signature does not check");

@@ -22,19 +22,24 @@ outbound_batch::outbound_batch(std::shared_ptr<const void> owner, std::uint8_t* 
 
 // Every frame of [start, end) must lie inside it before any is signed: a
 // length read from JavaScript's bytes is not trusted to stay in range.
-outbound_error outbound_batch::sign_frames(std::uint32_t start, std::uint32_t end) {
+outbound_error outbound_batch::check_frames(std::uint32_t start, std::uint32_t end) const {
   for (std::size_t p = start; p + frame_header_bytes <= end;) {
     const frame_header fh = decode_header(staged_ + p);
     if (p + frame_header_bytes + fh.length > end) return outbound_error::run_out_of_range;
     p += frame_header_bytes + fh.length;
   }
-  for (std::size_t p = start; p + frame_header_bytes <= end;) {
-    const frame_header fh = decode_header(staged_ + p);
-    if ((fh.flags & auth::flag_signed) != 0 && !auth::sign_frame(*signer_, cluster_id_, staged_ + p))
-      return outbound_error::signing_failed;
-    p += frame_header_bytes + fh.length;
-  }
   return outbound_error::none;
+}
+
+bool sign_segment(const segment& seg, const crypto::ed25519_signer& key, const std::string& cluster_id,
+                  std::uint64_t incarnation) {
+  auto* p = const_cast<std::uint8_t*>(seg.data);  // the flush's own staged bytes
+  for (std::size_t off = 0; off + frame_header_bytes <= seg.length;) {
+    const frame_header fh = decode_header(p + off);
+    if ((fh.flags & auth::flag_signed) != 0 && !auth::sign_frame(key, cluster_id, incarnation, p + off)) return false;
+    off += frame_header_bytes + fh.length;
+  }
+  return true;
 }
 
 outbound_error outbound_batch::add(const staged_run& run, const external_payload* ext) {
@@ -46,8 +51,10 @@ outbound_error outbound_batch::add(const staged_run& run, const external_payload
     if (run.end > length_) return outbound_error::run_out_of_range;
     if (run.sign) {
       if (signer_ == nullptr) return outbound_error::signed_without_key;
-      const outbound_error e = sign_frames(run.start, run.end);
+      // Signed once the ids are final (the signature covers the id).
+      const outbound_error e = check_frames(run.start, run.end);
       if (e != outbound_error::none) return e;
+      seg.sign = true;
     }
     seg.owner = owner_;
     seg.data = staged_ != nullptr ? staged_ + run.start : nullptr;

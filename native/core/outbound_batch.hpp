@@ -59,7 +59,7 @@ class outbound_batch {
   std::vector<std::pair<std::uint32_t, segment>>& segments() noexcept { return segs_; }
 
  private:
-  outbound_error sign_frames(std::uint32_t start, std::uint32_t end);
+  outbound_error check_frames(std::uint32_t start, std::uint32_t end) const;
 
   std::shared_ptr<const void> owner_;
   std::uint8_t* staged_;
@@ -73,22 +73,38 @@ class outbound_batch {
 /// enqueue time, under one lock with the enqueue itself, so that ids reach
 /// every outbound queue in increasing order whichever thread flushes.
 /// Replies to clients keep their request's id.
+/// Signs the signed frames of a staged segment (its ids final) with the
+/// sender's incarnation; false when signing failed.
+bool sign_segment(const segment& seg, const crypto::ed25519_signer& key, const std::string& cluster_id,
+                  std::uint64_t incarnation);
+
 class id_sequence {
  public:
   /// enabled == false: ids were given by the producer itself (one thread).
   explicit id_sequence(bool enabled) : enabled_(enabled) {}
 
-  template <typename Enqueue>
-  void stamp_and_enqueue(std::vector<std::pair<std::uint32_t, segment>>& segs, Enqueue&& enqueue) {
+  /// Gives ids, then `sign(seg)` for segments holding signed frames (their
+  /// signature covers the id), then `enqueue(dest, seg)`, in order.
+  template <typename Enqueue, typename Sign>
+  void stamp_and_enqueue(std::vector<std::pair<std::uint32_t, segment>>& segs, Enqueue&& enqueue, Sign&& sign) {
     if (!enabled_) {
-      for (auto& ds : segs) enqueue(ds.first, ds.second);
+      for (auto& ds : segs) {
+        if (ds.second.sign) sign(ds.second);
+        enqueue(ds.first, ds.second);
+      }
       return;
     }
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& ds : segs) {
       stamp(ds.first, ds.second);
+      if (ds.second.sign) sign(ds.second);
       enqueue(ds.first, ds.second);
     }
+  }
+
+  template <typename Enqueue>
+  void stamp_and_enqueue(std::vector<std::pair<std::uint32_t, segment>>& segs, Enqueue&& enqueue) {
+    stamp_and_enqueue(segs, std::forward<Enqueue>(enqueue), [](segment&) {});
   }
 
   /// The last id given (0 before any).

@@ -382,8 +382,8 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
     const std::uint32_t len = load_u32(f);
     if (len > st.size() - pos - frame_header_bytes) break;
     if ((opts & opt_sign) && f[12] == static_cast<std::uint8_t>(frame_kind::data) && (f[13] & auth::flag_signed) &&
-        len >= auth::sig_bytes)
-      FUZZ_CHECK(auth::sign_frame(*k.signer[claimed], cluster_id, f));
+        len >= auth::signed_trailer_bytes)
+      FUZZ_CHECK(auth::sign_frame(*k.signer[claimed], cluster_id, inc, f));
     pos += frame_header_bytes + len;
     bounds.push_back(pos);
   }
@@ -485,8 +485,8 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
       FUZZ_CHECK(cursor < frames.size());
       ++cursor;
       if (h.flags & auth::flag_signed) {
-        FUZZ_CHECK(h.length >= auth::sig_bytes);
-        FUZZ_CHECK(auth::verify_frame(*k.verifier[claimed], cluster_id, p));
+        FUZZ_CHECK(h.length >= auth::signed_trailer_bytes);
+        FUZZ_CHECK(auth::verify_frame(*k.verifier[claimed], cluster_id, inc, p));
       }
       p += total;
       ++n;

@@ -1,6 +1,7 @@
 // outbound_batch: runs from JavaScript are checked before they are trusted
 // (out of range, lying frame lengths, missing external payloads: an error
-// and nothing added), signed runs are signed in place and verify, and
+// and nothing added), signed runs are marked and signed in place once their
+// ids are final (the signature covers id and incarnation), and
 // id_sequence gives frames to replicas increasing ids per destination from
 // several producer threads at once while replies keep their request's id.
 #include "check.hpp"
@@ -18,7 +19,7 @@ using nexres::outbound_error;
 
 // Frames of `payload` bytes each; `signed_` adds room for the signature.
 std::vector<std::uint8_t> frames(std::size_t n, std::uint32_t payload, bool signed_) {
-  const std::uint32_t body = payload + (signed_ ? 64 : 0);
+  const std::uint32_t body = payload + (signed_ ? static_cast<std::uint32_t>(nexres::auth::signed_trailer_bytes) : 0);
   std::vector<std::uint8_t> b(n * (nexres::frame_header_bytes + body), 0);
   for (std::size_t i = 0; i < n; ++i) {
     std::uint8_t* f = b.data() + i * (nexres::frame_header_bytes + body);
@@ -54,11 +55,15 @@ void checks_runs() {
     r.messages = 3;
     r.sign = true;
     CHECK(b.add(r, nullptr) == outbound_error::none);
-    CHECK(b.segments().size() == 1 && b.segments()[0].second.length == len);
+    CHECK(b.segments().size() == 1 && b.segments()[0].second.length == len && b.segments()[0].second.sign);
+    CHECK(nexres::sign_segment(b.segments()[0].second, signer, cluster, 7));
     const std::size_t frame = len / 3;
-    for (std::size_t i = 0; i < 3; ++i) CHECK(nexres::auth::verify_frame(*verifier, cluster, data + i * frame));
+    for (std::size_t i = 0; i < 3; ++i) CHECK(nexres::auth::verify_frame(*verifier, cluster, 7, data + i * frame));
+    CHECK(!nexres::auth::verify_frame(*verifier, cluster, 8, data));  // another incarnation
+    nexres::store_u64(data + 16, 99);  // another message id: the copy does not verify
+    CHECK(!nexres::auth::verify_frame(*verifier, cluster, 7, data));
     data[frame + nexres::frame_header_bytes] ^= 1;  // altered payload: its signature no longer holds
-    CHECK(!nexres::auth::verify_frame(*verifier, cluster, data + frame));
+    CHECK(!nexres::auth::verify_frame(*verifier, cluster, 7, data + frame));
   }
   {
     nexres::outbound_batch b(owner, data, len, nullptr, cluster);
