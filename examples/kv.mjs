@@ -10,20 +10,24 @@ const KV = defineService('kv', {
   get: { request: codecs.json(), response: codecs.msgpack() }, // { key } -> { value }
 })
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
+// n free ports at once: every one is held until all are picked, so none is
+// handed out twice.
+async function freePorts(n) {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s))
+  })))
+  const ports = servers.map((s) => s.address().port)
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  return ports
+}
 
 // One key pair per replica: public keys in the cluster config, each private
 // key to its replica only (auth 'mac'; `npx nexres-rpc keygen` prints pairs).
 const keys = [1, 2, 3].map(() => generateKeyPair())
 const replicas = []
+const ports = await freePorts(6)
 for (let id = 1; id <= 3; id++) {
-  replicas.push({ id, host: '127.0.0.1', port: await freePort(), clientPort: await freePort(), publicKey: keys[id - 1].publicKey })
+  replicas.push({ id, host: '127.0.0.1', port: ports[2 * id - 2], clientPort: ports[2 * id - 1], publicKey: keys[id - 1].publicKey })
 }
 const cluster = { id: 'example-kv', replicas }
 const nodes = await Promise.all(replicas.map((r) => Replica.start({ id: r.id, cluster, auth: 'mac', privateKey: keys[r.id - 1].privateKey })))

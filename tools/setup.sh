@@ -42,6 +42,9 @@ fi
 log "npm dependencies"
 npm ci --ignore-scripts --no-audit --no-fund || exit 1
 
-log "build the addon from source and compile TypeScript"
-npm run build:native --silent || exit 1
+log "build the addon from source (and its prebuild for the package test) and compile TypeScript"
+# prebuildify builds build/Release as build:native does and copies the
+# binary to prebuilds/: test/package-install.test.ts then packs it instead of
+# rebuilding the addon in place while other test files load it.
+npm run prebuild --silent || exit 1
 npm run build:ts --silent || exit 1
