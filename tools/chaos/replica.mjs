@@ -26,6 +26,8 @@ const MAGIC = 0x4e584348
 const HEAD = 16 + 4 * 8
 const HEADER_BYTES = 24 // frame header (docs/PROTOCOL.md §3): what queues count per message
 const SIG_BYTES = 64
+/** A signed frame's body ends with the sender's incarnation and the signature (PROTOCOL.md §3). */
+const SIGNED_TRAILER_BYTES = 8 + SIG_BYTES
 /** A stream's progress is reported at its first message and at least every this many (the run's tolerance). */
 const REPORT_EVERY = 32
 
@@ -190,7 +192,7 @@ function sendOne() {
       throw err
     }
     const msgId = replica.lastMessageId
-    for (const p of peers) record(p, msgId, HEADER_BYTES + len + (sign ? SIG_BYTES : 0))
+    for (const p of peers) record(p, msgId, HEADER_BYTES + len + (sign ? SIGNED_TRAILER_BYTES : 0))
     if (!ok) {
       sendsFalse++
       const hwm = cfg.options.highWaterMark
