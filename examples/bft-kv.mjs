@@ -6,20 +6,10 @@
 // agree on (f + 1). Replica 4 answers every get with a wrong value: it is
 // outvoted.
 //   node examples/bft-kv.mjs
-import net from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { Client, Replica, generateKeyPair } from 'nexres-rpc'
 
-// n free ports at once: every one is held until all are picked, so none is
-// handed out twice.
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s))
-  })))
-  const ports = servers.map((s) => s.address().port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
-}
+import { freePorts } from './free-ports.mjs'
 
 const N = 4
 const LIAR = 4

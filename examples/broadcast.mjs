@@ -2,19 +2,9 @@
 // each one broadcasts a signed "prepare" and counts the prepares it
 // receives; a client asks replica 1 for its count.
 //   node examples/broadcast.mjs
-import net from 'node:net'
 import { Client, Replica, generateKeyPair } from 'nexres-rpc'
 
-// n free ports at once: every one is held until all are picked, so none is
-// handed out twice.
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s))
-  })))
-  const ports = servers.map((s) => s.address().port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
-}
+import { freePorts } from './free-ports.mjs'
 
 // One key pair per replica (or `npx nexres-rpc keygen`): the public keys go
 // into the cluster config, each private key to its replica only.

@@ -2,24 +2,14 @@
 // `put` to replica 1, which broadcasts the write to the other replicas and
 // replies once every replica has applied it; `get` reads from any replica.
 //   node examples/kv.mjs
-import net from 'node:net'
 import { Client, Replica, codecs, defineService, generateKeyPair } from 'nexres-rpc'
+
+import { freePorts } from './free-ports.mjs'
 
 const KV = defineService('kv', {
   put: { request: codecs.json(), response: codecs.json() }, // { key, value } -> { applied }
   get: { request: codecs.json(), response: codecs.msgpack() }, // { key } -> { value }
 })
-
-// n free ports at once: every one is held until all are picked, so none is
-// handed out twice.
-async function freePorts(n) {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => resolve(s))
-  })))
-  const ports = servers.map((s) => s.address().port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
-}
 
 // One key pair per replica: public keys in the cluster config, each private
 // key to its replica only (auth 'mac'; `npx nexres-rpc keygen` prints pairs).
