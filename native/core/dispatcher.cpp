@@ -47,6 +47,7 @@ void dispatcher::detach(std::size_t c) {
       if (kv.second.owner == static_cast<int>(c)) {
         kv.second.owner = -1;
         kv.second.outstanding = 0;
+        kv.second.handed = 0;
       }
     }
   }
@@ -85,6 +86,7 @@ void dispatcher::assign(std::size_t c, const taken& t, std::vector<delivery>& ou
     if (src.owner != static_cast<int>(c)) {
       const auto owner = static_cast<std::size_t>(src.owner);
       state_[owner].handoff.push_back(t);
+      ++src.handed;
       schedule_locked(owner);
       return;
     }
@@ -107,6 +109,7 @@ std::size_t dispatcher::take(std::size_t c, std::vector<delivery>& out, std::siz
     const taken t = st.handoff.front();
     st.handoff.pop_front();
     source& src = sources_[t.key];
+    if (src.handed > 0) --src.handed;
     out.push_back(src.entries[static_cast<std::size_t>(t.ticket - src.front_ticket)].d);
     st.in_hand.push_back(t);
   }
@@ -129,9 +132,23 @@ std::size_t dispatcher::take(std::size_t c, std::vector<delivery>& out, std::siz
   // run) of each, so a batch is short and a source's next run waits at most
   // for the batches the consumers are on, not for a flood's backlog. Runs
   // handed to their owner do not count against our share.
+  //
+  // Ordered, a source another consumer owns gets one round handed to that
+  // owner and no more until the owner takes it: the rest stays in the fair
+  // queue, in its place in the ring. Handing off without bound would queue
+  // a flood's backlog, first come first served, in its owner's handoff,
+  // where a quiet source the same consumer owns would wait behind all of it.
+  const auto budget = [this, c](std::uint32_t peer) -> std::size_t {
+    if (!ordered_) return static_cast<std::size_t>(-1);
+    auto it = sources_.find(peer);
+    if (it == sources_.end()) return static_cast<std::size_t>(-1);
+    const source& s = it->second;
+    const bool elsewhere = s.owner >= 0 && s.owner != static_cast<int>(c);
+    return elsewhere && s.handed > 0 ? 0 : static_cast<std::size_t>(-1);
+  };
   while (out.empty() && popped < max && !fair_.empty()) {
     picked_.clear();
-    fair_.take(std::min(quota, max - popped), dispatch_quantum_bytes, picked_);
+    if (fair_.take(std::min(quota, max - popped), dispatch_quantum_bytes, picked_, budget) == 0) break;
     for (const delivery& p : picked_) {
       ++popped;
       source& src = sources_[p.peer];

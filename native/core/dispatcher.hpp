@@ -69,6 +69,7 @@ class dispatcher {
     std::uint64_t next_ticket = 0;
     int owner = -1;              // ordered: consumer handling this source
     std::size_t outstanding = 0; // ordered: assigned to owner, not done
+    std::size_t handed = 0;      // ordered: runs in the owner's handoff
   };
   struct taken {
     std::uint32_t key;
