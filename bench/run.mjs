@@ -96,8 +96,8 @@ const w2 = {
 for (const k of w2.contenders) if (!['nexres', 'net', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
 if (w2.contenders.length === 0) throw new Error('--w2-contenders: none given')
 // W1 contenders; native is skipped when it cannot be built.
-const w1Contenders = opt('w1-contenders', 'nexres,nexres-mac,net,libp2p,native').split(',').filter(Boolean)
-for (const k of w1Contenders) if (!['nexres', 'nexres-mac', 'net', 'libp2p', 'native'].includes(k)) throw new Error(`--w1-contenders: unknown ${k}`)
+const w1Contenders = opt('w1-contenders', 'nexres,nexres-mac,nexres-seal,net,libp2p,native').split(',').filter(Boolean)
+for (const k of w1Contenders) if (!['nexres', 'nexres-mac', 'nexres-seal', 'net', 'libp2p', 'native'].includes(k)) throw new Error(`--w1-contenders: unknown ${k}`)
 if (w1Contenders.length === 0) throw new Error('--w1-contenders: none given')
 if (!(w2.durationMs > 0) || !(w2.warmupMs >= 0)) throw new Error('--w2-seconds > 0 and --w2-warmup >= 0')
 if (w2.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 10_000)) throw new Error('--w2-conc: integers in [1, 10000]')
@@ -248,7 +248,7 @@ async function onceW1(kind, { size, count, warmup }) {
   return withProcs(async (procs) => {
     let recv, send
     if (kind === 'nexres' || kind === 'nexres-mac') {
-      const auth = kind === 'nexres-mac' ? 'mac' : 'none'
+      const auth = kind === 'nexres-mac' ? 'mac' : kind === 'nexres-seal' ? 'seal' : 'none'
       procs.push((recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup, auth])))
       await recv.nextLine(20_000)
       procs.push((send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size, 2, warmup, auth])))
@@ -278,11 +278,12 @@ async function onceW1(kind, { size, count, warmup }) {
 
 async function runW1() {
   const haveNative = w1Contenders.includes('native') && ensureNative()
-  const kinds = ['nexres', 'nexres-mac', 'net', 'libp2p', 'native'].filter((k) => w1Contenders.includes(k) && (k !== 'native' || haveNative))
+  const kinds = ['nexres', 'nexres-mac', 'nexres-seal', 'net', 'libp2p', 'native'].filter((k) => w1Contenders.includes(k) && (k !== 'native' || haveNative))
   if (kinds.length === 0) throw new Error('W1: no contender left to run')
   const names = {
     nexres: "nexres-rpc (TS handler), auth 'none'",
     'nexres-mac': "nexres-rpc (TS handler), auth 'mac'",
+    'nexres-seal': "nexres-rpc (TS handler), auth 'seal' (encrypted)",
     net: 'node:net, length-prefixed',
     libp2p: 'js-libp2p (TCP + Noise + Yamux), one stream',
     native: 'native-only ceiling (C++ both ends)',
@@ -323,8 +324,8 @@ async function runW1() {
   }
   // nexres-rpc's msgs/s ÷ each other contender's, and as a share of the
   // native ceiling.
-  const vs = kinds.filter((k) => k !== 'nexres' && k !== 'native' && k !== 'nexres-mac')
-  if (kinds.includes('nexres') && kinds.length > 1) {
+  const vs = kinds.filter((k) => k !== 'nexres' && k !== 'native' && k !== 'nexres-mac' && k !== 'nexres-seal')
+  if (kinds.includes('nexres') && (vs.length > 0 || haveNative)) {
     const short = { net: 'node:net', libp2p: 'js-libp2p' }
     const heads = [...vs.map((k) => `nexres-rpc / ${short[k]}`), ...(haveNative ? ['nexres-rpc / native ceiling'] : [])]
     lines.push('')
@@ -337,16 +338,21 @@ async function runW1() {
       lines.push(`| W1 ${label(r.size)} | ${cells.join(' | ')} |`)
     }
   }
-  // What authentication costs, and auth 'mac' against the secure contender.
-  if (kinds.includes('nexres') && kinds.includes('nexres-mac')) {
-    const heads = ["auth 'mac' / 'none' (throughput kept)", ...(kinds.includes('libp2p') ? ["nexres-rpc 'mac' / js-libp2p"] : [])]
+  // What authentication and encryption cost, and both against the secure
+  // (encrypted) contender.
+  const secured = ['nexres-mac', 'nexres-seal'].filter((k) => kinds.includes(k))
+  if (kinds.includes('nexres') && secured.length > 0) {
+    const mode = { 'nexres-mac': "'mac'", 'nexres-seal': "'seal'" }
+    const heads = [
+      ...secured.map((k) => `auth ${mode[k]} / 'none' (throughput kept)`),
+      ...(kinds.includes('libp2p') ? secured.map((k) => `nexres-rpc ${mode[k]} / js-libp2p`) : []),
+    ]
     lines.push('')
     lines.push(`| workload | ${heads.join(' | ')} |`)
     lines.push(`| --- | ${heads.map(() => '---:').join(' | ')} |`)
     for (const r of results) {
-      const m = r.stats['nexres-mac'].msgsPerSec
-      const cells = [`${((100 * m) / r.stats.nexres.msgsPerSec).toFixed(0)} %`]
-      if (kinds.includes('libp2p')) cells.push(`${(m / r.stats.libp2p.msgsPerSec).toFixed(1)}×`)
+      const cells = secured.map((k) => `${((100 * r.stats[k].msgsPerSec) / r.stats.nexres.msgsPerSec).toFixed(0)} %`)
+      if (kinds.includes('libp2p')) for (const k of secured) cells.push(`${(r.stats[k].msgsPerSec / r.stats.libp2p.msgsPerSec).toFixed(1)}×`)
       lines.push(`| W1 ${label(r.size)} | ${cells.join(' | ')} |`)
     }
   }
@@ -366,9 +372,11 @@ steady state, not JIT compilation; every contender gets the same warm-up.
 
 - **nexres-rpc**: \`Replica.send\` in a loop (waiting for \`'drain'\` when it
   returns false) → replica handler \`(msg) => msg.payload\`, \`ioThreads: 2\`;
-  once with \`auth: 'none'\` and once with \`auth: 'mac'\` (Ed25519 handshake,
-  every batch of frames tagged with AES-256-GCM on the io threads, see
-  docs/SECURITY.md).
+  with \`auth: 'none'\`, with \`auth: 'mac'\` (Ed25519 handshake, every batch
+  of frames tagged with AES-256-GCM on the io threads) and with \`auth:
+  'seal'\` (the same, every batch encrypted with AES-256-GCM, decrypted in
+  place by the receiver; see docs/SECURITY.md). js-libp2p encrypts too
+  (Noise): the like-for-like comparison is 'seal' against it.
 - **node:net**: the same workload written well on plain sockets: 4-byte
   length prefix, frames coalesced into one write per 1 MiB, write
   backpressure respected, the receiver parsing in place and calling a handler

@@ -25,7 +25,7 @@ const publicOf = (seed) =>
   createPublicKey(
     createPrivateKey({ key: Buffer.concat([Buffer.from('302e020100300506032b657004220420', 'hex'), seed]), format: 'der', type: 'pkcs8' }),
   ).export({ format: 'jwk' }).x
-const withKey = (r) => (auth === 'mac' ? { ...r, publicKey: publicOf(seedOf(r.id)) } : r)
+const withKey = (r) => (auth !== 'none' ? { ...r, publicKey: publicOf(seedOf(r.id)) } : r)
 const cluster = {
   id: 'bench',
   replicas: [
@@ -33,7 +33,7 @@ const cluster = {
     withKey({ id: 2, host: '127.0.0.1', port: Number(recvPort) }),
   ],
 }
-const authOf = (id) => (auth === 'mac' ? { auth, privateKey: seedOf(id) } : { auth: 'none' })
+const authOf = (id) => (auth !== 'none' ? { auth, privateKey: seedOf(id) } : { auth: 'none' })
 
 if (role === 'recv') {
   const r = await Replica.start({ ...authOf(2), id: 2, cluster, ioThreads, reconnect: { maxMs: 50 } })

@@ -39,6 +39,9 @@ export interface ReconnectOptions {
   maxMs?: number
 }
 
+/** How replica links are protected (ReplicaOptions.auth). */
+export type AuthMode = 'seal' | 'mac' | 'none'
+
 export interface ReplicaOptions {
   /** This replica's id; must appear in `cluster.replicas`. */
   id: number
@@ -47,9 +50,11 @@ export interface ReplicaOptions {
    * Replica connections: `'mac'` (the default when keys are given) proves
    * both replica ids in the handshake (Ed25519) and authenticates every
    * batch of frames (keys from X25519 + HKDF, AES-256-GCM tags with a
-   * sequence number); `'none'` must be chosen explicitly. docs/SECURITY.md.
+   * sequence number); `'seal'` does the same and also encrypts every batch
+   * (AES-256-GCM, keys ratcheted forward as they are used); `'none'` must
+   * be chosen explicitly. docs/SECURITY.md.
    */
-  auth?: 'mac' | 'none'
+  auth?: AuthMode
   /** This replica's Ed25519 private key (32-byte seed: Uint8Array, base64, base64url or hex), from `nexres-rpc keygen`. */
   privateKey?: string | Uint8Array
   /** Number of io threads (each runs one io_context), 1-64, default 2. */
@@ -260,10 +265,10 @@ export interface ResolvedOptions extends EngineIntegers {
   handlers: string | undefined
   ordering: 'peer' | 'none'
   workerData: unknown
-  auth: 'mac' | 'none'
-  /** With auth 'mac': this replica's private key seed. */
+  auth: AuthMode
+  /** With auth 'mac' or 'seal': this replica's private key seed. */
   privateKey: Uint8Array | undefined
-  /** With auth 'mac': every other replica's public key. */
+  /** With auth 'mac' or 'seal': every other replica's public key. */
   publicKeys: { id: number; key: Uint8Array }[]
   clientAuth: 'none' | 'key'
   allowClient: ((publicKey: Uint8Array, client: { id: string; address: string }) => unknown) | undefined
@@ -447,7 +452,7 @@ function resolveAuth(
   o: Record<string, unknown>,
   id: number,
   cluster: ClusterConfig,
-): { auth: 'mac' | 'none'; privateKey: Uint8Array | undefined; publicKeys: { id: number; key: Uint8Array }[] } {
+): { auth: AuthMode; privateKey: Uint8Array | undefined; publicKeys: { id: number; key: Uint8Array }[] } {
   const anyKeys = o.privateKey !== undefined || cluster.replicas.some((r) => r.publicKey !== undefined)
   const auth = o.auth ?? (anyKeys ? 'mac' : undefined)
   if (auth === undefined) {
@@ -456,10 +461,10 @@ function resolveAuth(
       "no keys given: set privateKey and every cluster.replicas[].publicKey for authenticated replicas (see `nexres-rpc keygen`), or choose auth: 'none' explicitly",
     )
   }
-  if (auth !== 'mac' && auth !== 'none') throw new ConfigError('auth', `must be 'mac' or 'none', got ${describe(auth)}`)
+  if (auth !== 'mac' && auth !== 'seal' && auth !== 'none') throw new ConfigError('auth', `must be 'seal', 'mac' or 'none', got ${describe(auth)}`)
   if (auth === 'none') {
     // A key given with auth 'none' would suggest authenticated links that are not there.
-    if (o.privateKey !== undefined) throw new ConfigError('privateKey', "is given but auth is 'none': replica links would not be authenticated; drop privateKey or use auth: 'mac'")
+    if (o.privateKey !== undefined) throw new ConfigError('privateKey', "is given but auth is 'none': replica links would not be authenticated; drop privateKey or use auth: 'mac' or 'seal'")
     return { auth, privateKey: undefined, publicKeys: [] }
   }
   // A sealed batch (up to 256 KiB, PROTOCOL.md §2a) is held until its SEAL
@@ -468,9 +473,9 @@ function resolveAuth(
   const chunks = typeof o.maxChunksPerConnection === 'number' ? o.maxChunksPerConnection : 8
   const need = Math.ceil((256 * 1024) / chunk) + 2
   if (chunks < need) {
-    throw new ConfigError('maxChunksPerConnection', `must be at least ${need} with auth 'mac' and receiveChunkBytes ${chunk} (a sealed batch of 256 KiB is held until it checks)`)
+    throw new ConfigError('maxChunksPerConnection', `must be at least ${need} with auth '${auth}' and receiveChunkBytes ${chunk} (a sealed batch of 256 KiB is held until it checks)`)
   }
-  if (o.privateKey === undefined) throw new ConfigError('privateKey', "is required with auth: 'mac'")
+  if (o.privateKey === undefined) throw new ConfigError('privateKey', `is required with auth: '${auth}'`)
   if (o.auth === undefined && !cluster.replicas.some((r) => r.publicKey !== undefined)) {
     // auth omitted: a private key alone made it 'mac', yet no replica has a public key.
     throw new ConfigError('privateKey', "is given, which makes auth 'mac', but no cluster.replicas[].publicKey is: give every replica's publicKey, or drop privateKey and choose auth: 'none'")
@@ -479,7 +484,7 @@ function resolveAuth(
   const publicKeys: { id: number; key: Uint8Array }[] = []
   const seen = new Map<string, number>()
   cluster.replicas.forEach((r, i) => {
-    if (r.publicKey === undefined) throw new ConfigError(`cluster.replicas[${i}].publicKey`, "is required with auth: 'mac'")
+    if (r.publicKey === undefined) throw new ConfigError(`cluster.replicas[${i}].publicKey`, `is required with auth: '${auth}'`)
     const key = decodeKey(`cluster.replicas[${i}].publicKey`, r.publicKey)
     const hex = Buffer.from(key).toString('hex')
     const other = seen.get(hex)

@@ -36,7 +36,7 @@ export { clientIdOf } from './client-auth.js'
 export { signedBytes, verifySigned } from './signing.js'
 export type { SignedMessage } from './signing.js'
 export { generateKeyPair, resolveOptions, validateCluster } from './config.js'
-export type { ClusterConfig, ReconnectOptions, ReplicaAddress, ReplicaOptions } from './config.js'
+export type { AuthMode, ClusterConfig, ReconnectOptions, ReplicaAddress, ReplicaOptions } from './config.js'
 export {
   AbortedError,
   ClosedError,

@@ -21,8 +21,8 @@ export interface EngineOptions extends EngineIntegers {
   clientHost?: string
   incarnationLo: number
   incarnationHi: number
-  /** Replica connections: 'mac' needs privateKey (32-byte seed) and every peer's public key. */
-  auth: 'mac' | 'none'
+  /** Replica connections: 'mac' and 'seal' need privateKey (32-byte seed) and every peer's public key. */
+  auth: 'seal' | 'mac' | 'none'
   clientAuth?: 'none' | 'key'
   allowClientHook?: boolean
   privateKey?: Uint8Array

@@ -151,7 +151,7 @@ export abstract class ReplicaBase extends Inbound {
     checkOptions('options', options, keys)
     const s = options.sign
     if (s !== undefined && typeof s !== 'boolean') throw new InvalidArgumentError('options.sign', 'a boolean', s)
-    if (s === true && !this.limits.canSign) throw new ConfigError('auth', "signed messages need auth: 'mac' (this replica's private key)")
+    if (s === true && !this.limits.canSign) throw new ConfigError('auth', "signed messages need auth 'mac' or 'seal' (this replica's private key)")
     return s === true
   }
 

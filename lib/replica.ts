@@ -143,7 +143,7 @@ export class Replica extends ReplicaBase {
   private readonly pool: WorkerPool | undefined
 
   private constructor(opts: ResolvedOptions) {
-    super({ ...opts, canSign: opts.auth === 'mac' })
+    super({ ...opts, canSign: opts.auth !== 'none' })
     this.opts = opts
     this.stampIds = opts.workers > 0
     const inc = randomBytes(8)
@@ -164,7 +164,7 @@ export class Replica extends ReplicaBase {
         auth: opts.auth,
         clientAuth: opts.clientAuth,
         allowClientHook: opts.allowClient !== undefined,
-        ...(opts.auth === 'mac' ? { privateKey: opts.privateKey!, publicKeys: opts.publicKeys } : {}),
+        ...(opts.auth !== 'none' ? { privateKey: opts.privateKey!, publicKeys: opts.publicKeys } : {}),
         consumers: opts.workers,
         ordered: opts.ordering === 'peer',
       },

@@ -91,7 +91,7 @@ export class WorkerPool {
         maxFrameBytes: this.opts.maxFrameBytes,
         maxQueueBytes: this.opts.maxQueueBytes,
         highWaterMark: this.opts.highWaterMark,
-        canSign: this.opts.auth === 'mac',
+        canSign: this.opts.auth !== 'none',
       },
       data: this.opts.workerData,
     }

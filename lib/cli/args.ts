@@ -7,8 +7,8 @@ export const MiB = 1024 * 1024
 /** Client calls kept outstanding by the demo's load generator (spread over the replicas). */
 export const OUTSTANDING = 32
 
-export type AuthMode = 'mac' | 'none'
-const AUTH_MODES: readonly AuthMode[] = ['mac', 'none']
+export type AuthMode = 'seal' | 'mac' | 'none'
+const AUTH_MODES: readonly AuthMode[] = ['seal', 'mac', 'none']
 
 export interface DemoOptions {
   replicas: number
@@ -40,7 +40,7 @@ const VALUES: Record<Limited | 'auth', string> = {
   replicas: `an integer from ${LIMITS.replicas[0]} to ${LIMITS.replicas[1]}`,
   duration: `a number of seconds from ${LIMITS.duration[0]} to ${LIMITS.duration[1]}`,
   size: `an integer from ${LIMITS.size[0]} to ${LIMITS.size[1]}`,
-  auth: '"mac" or "none"',
+  auth: '"seal", "mac" or "none"',
   count: `an integer from ${LIMITS.count[0]} to ${LIMITS.count[1]}`,
   byzantine: `an integer from ${LIMITS.byzantine[0]} to ${LIMITS.byzantine[1]}, at most (replicas - 1) / 3`,
 }
@@ -62,15 +62,16 @@ Starts a local cluster of replicas on ${HOST}, each in its own process, drives
 traffic through it for a few seconds and prints a summary. Every replica
 broadcasts messages to all the others (waiting for 'drain' when its queues
 are full) while a client keeps ${OUTSTANDING} echo calls outstanding against the
-replicas' client ports. With --auth mac, replicas authenticate each other
-with freshly generated keys and also send a few signed broadcasts.
+replicas' client ports. With --auth mac or seal, replicas authenticate each
+other with freshly generated keys and also send a few signed broadcasts.
 
 Options:
   --replicas N     replicas in the cluster, ${LIMITS.replicas[0]}..${LIMITS.replicas[1]} (default ${DEFAULTS.replicas})
   --duration S     seconds of traffic, ${LIMITS.duration[0]}..${LIMITS.duration[1]} (default ${DEFAULTS.duration})
   --size BYTES     payload size of messages and requests, ${LIMITS.size[0]}..${LIMITS.size[1]} (default ${DEFAULTS.size})
-  --auth MODE      replica authentication: "mac" (default: Ed25519 keys, MAC'ed
-                   frames, some signed broadcasts) or "none" (plain connections)
+  --auth MODE      replica links: "mac" (default: Ed25519 keys, MAC'ed frames,
+                   some signed broadcasts), "seal" (the same, frames encrypted)
+                   or "none" (plain connections)
   --byzantine N    N replicas answer every echo call with wrong bytes; the client
                    then makes quorum calls (f = N, quorum N + 1) to all replicas
                    and counts the lies it outvoted (needs replicas >= 3N + 1)

@@ -122,7 +122,7 @@ export async function demo(opts: DemoOptions): Promise<number> {
       const ports = await freePorts(opts.replicas)
       // auth mac: one key pair per replica; the public keys go into the
       // cluster config every replica gets, each private key to its replica only.
-      const keys = ports.map(() => (opts.auth === 'mac' ? nexres.generateKeyPair() : undefined))
+      const keys = ports.map(() => (opts.auth !== 'none' ? nexres.generateKeyPair() : undefined))
       const c: ClusterConfig = {
         id: `demo-${randomBytes(4).toString('hex')}`,
         replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, clientPort: 0, ...(keys[i] ? { publicKey: keys[i].publicKey } : {}) })),
@@ -143,7 +143,7 @@ export async function demo(opts: DemoOptions): Promise<number> {
     await waitAll(children, 'up', PEERS_TIMEOUT_MS, 'connect to every peer', bus, () => interrupted)
     const links = opts.replicas * (opts.replicas - 1)
     out.line(
-      `cluster up in ${(performance.now() - t0).toFixed(0)} ms: ${opts.replicas} processes, ${links} ${opts.auth === 'mac' ? 'authenticated ' : ''}links, replica ports ${cluster.replicas.map((r) => r.port).join(' ')}`,
+      `cluster up in ${(performance.now() - t0).toFixed(0)} ms: ${opts.replicas} processes, ${links} ${opts.auth === 'seal' ? 'encrypted ' : opts.auth === 'mac' ? 'authenticated ' : ''}links, replica ports ${cluster.replicas.map((r) => r.port).join(' ')}`,
     )
 
     // -- clients: one per replica, OUTSTANDING calls spread over them -------

@@ -168,7 +168,7 @@ export async function replicaRole(): Promise<number> {
     if (t === 'go') {
       n.startReconnects = snapshot(replica).reconnects
       running = true
-      if (cfg.auth === 'mac') {
+      if (cfg.auth !== 'none') {
         signDue = true
         signTimer = setInterval(() => (signDue = true), SIGN_EVERY_MS)
       }

@@ -46,14 +46,14 @@ export function printSummary(
   }
   out.line(`${label('latency')}p50 ${ms(latency.total.percentile(50))}  p99 ${ms(latency.total.percentile(99))}  max ${ms(latency.total.max())}  (${latency.kind})`)
   out.line(`${label('backpressure')}the broadcast loops waited for 'drain' ${count(sum.drainWaits)} times (high-water mark ${bytes(children[0]?.got.ready?.highWaterMark ?? 0)} per peer)`)
-  if (opts.auth === 'mac') {
+  if (opts.auth !== 'none') {
     out.line(`${label('auth')}mac: Ed25519 replica identities, MAC'ed frames; ${count(sum.signedSent)} signed broadcasts sent, ${count(sum.signedIn)} signatures verified on receipt`)
   } else {
     out.line(`${label('auth')}none: replica connections not authenticated (run with --auth mac, the default, for keys and MACs)`)
   }
   const notes: string[] = []
   if (sum.startReconnects > 0) notes.push(`reconnects: ${count(sum.startReconnects)} more while the cluster was starting (a peer not listening yet), not counted above`)
-  if (opts.auth === 'mac' && sum.signedIn !== sum.signedSent * (children.length - 1)) {
+  if (opts.auth !== 'none' && sum.signedIn !== sum.signedSent * (children.length - 1)) {
     notes.push(`${count(sum.signedSent)} signed broadcasts to ${children.length - 1} peers each, but ${count(sum.signedIn)} signatures received`)
   }
   if (sum.proofsFailed > 0) notes.push(`verifySigned() rejected ${count(sum.proofsFailed)} of ${count(sum.proofsChecked)} received signatures`)

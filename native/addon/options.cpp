@@ -130,8 +130,8 @@ const field fields[] = {
     {"auth", true,
      [](Napi::Env e, const Napi::Value& v, engine_setup& s) {
        const std::string a = text(e, "auth", v);
-       if (a != "mac" && a != "none") refuse(e, "auth", "expected 'mac' or 'none'");
-       s.options.auth = a == "mac" ? nexres::auth_mode::mac : nexres::auth_mode::none;
+       if (a != "mac" && a != "seal" && a != "none") refuse(e, "auth", "expected 'seal', 'mac' or 'none'");
+       s.options.auth = a == "mac" ? nexres::auth_mode::mac : a == "seal" ? nexres::auth_mode::seal : nexres::auth_mode::none;
      }},
     {"privateKey", false, [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.private_seed = key32(e, "privateKey", v); }},
     {"publicKeys", false,
@@ -173,9 +173,9 @@ engine_setup read_engine_options(Napi::Env env, const Napi::Object& o) {
     const std::string k = names.Get(i).ToString().Utf8Value();
     if (known.count(k) == 0) refuse(env, k, "unknown");
   }
-  const bool mac = s.options.auth == nexres::auth_mode::mac;
+  const bool mac = s.options.auth != nexres::auth_mode::none;
   if (mac != o.Has("privateKey") || mac != o.Has("publicKeys"))
-    refuse(env, "privateKey", "privateKey and publicKeys go with auth 'mac' only, and it needs both");
+    refuse(env, "privateKey", "privateKey and publicKeys go with auth 'mac' or 'seal' only, and they need both");
   for (const auto& r : s.options.replicas)
     if (r.id != s.options.self_id) s.peer_ids.push_back(r.id);
   return s;

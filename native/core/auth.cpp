@@ -91,31 +91,124 @@ bool derive(const crypto::x25519_keypair& mine, const std::uint8_t peer_eph[eph_
   return ok;
 }
 
+sealer::sealer(const crypto::key32& key, bool encrypt, rekey_policy rekey)
+    : key_(key), mac_(key), rekey_(rekey) {
+  if (encrypt) aead_ = std::make_unique<crypto::batch_aead>(key, true);
+}
+
+bool sealer::take_seq(std::uint64_t& seq) {
+  if (seq_ == UINT64_MAX) return false;  // never reached: 2^64 batches
+  seq = seq_++;
+  return true;
+}
+
+bool next_key(crypto::key32& key) {
+  static constexpr char label[] = "nexres-rpc/1 rekey";
+  crypto::key32 next;
+  if (!crypto::hkdf_sha256(crypto::byte_view(key.data(), 32), crypto::byte_view(), crypto::byte_view(label, sizeof label - 1),
+                           next.data(), 32))
+    return false;
+  key = next;  // `next` is cleansed as it goes
+  return true;
+}
+
+// A batch is out: rekey at the boundary once the policy says so.
+bool sealer::after_batch(std::size_t bytes) {
+  ++batches_since_;
+  bytes_since_ += bytes;
+  if (batches_since_ < rekey_.batches && bytes_since_ < rekey_.bytes) return true;
+  if (!next_key(key_)) return false;
+  aead_ = std::make_unique<crypto::batch_aead>(key_, true);
+  mac_ = crypto::frame_mac(key_);
+  ++generation_;
+  batches_since_ = bytes_since_ = 0;
+  return true;
+}
+
 bool sealer::seal(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender,
                   std::uint8_t out[seal_frame_bytes]) {
+  std::uint64_t seq = 0;
+  if (!take_seq(seq)) return false;
   frame_header h{};
   h.length = static_cast<std::uint32_t>(tag_bytes);
   h.sender = sender;
   h.kind = frame_kind::seal;
-  h.msg_id = seq_;
-  if (!mac_.tag(seq_, bufs, count, out + frame_header_bytes)) return false;
+  h.msg_id = seq;
+  if (!mac_.tag(seq, bufs, count, out + frame_header_bytes)) return false;
   encode_header(out, h);
-  ++seq_;
   return true;
 }
 
-opener::opener(const crypto::key32& key) : mac_(key) { mac_.begin(0); }
+bool sealer::encrypt(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender, std::uint8_t* out) {
+  std::uint64_t seq = 0;
+  if (!aead_ || !take_seq(seq) || !aead_->begin(seq)) return false;
+  std::size_t at = 0;
+  for (std::size_t k = 0; k < count; ++k) {
+    if (!aead_->update(bufs[k].data, out + at, bufs[k].size)) return false;
+    at += bufs[k].size;
+  }
+  frame_header h{};
+  h.length = static_cast<std::uint32_t>(tag_bytes);
+  h.sender = sender;
+  h.kind = frame_kind::seal;
+  h.msg_id = seq;
+  std::uint8_t head[frame_header_bytes];
+  encode_header(head, h);
+  if (!aead_->update(head, out + at, frame_header_bytes) || !aead_->finish(out + at + frame_header_bytes)) return false;
+  return after_batch(at + frame_header_bytes);
+}
 
+opener::opener(const crypto::key32& key, bool decrypt, rekey_policy rekey) : key_(key), mac_(key), rekey_(rekey) {
+  mac_.begin(0);
+  if (decrypt) {
+    aead_ = std::make_unique<crypto::batch_aead>(key, false);
+    aead_->begin(0);
+  }
+}
+
+// A frame sealed outside the stream of batches (a REJECT during the
+// handshake) is MAC'd in either mode.
 bool opener::update(const std::uint8_t* data, std::size_t size) { return mac_.update(data, size); }
 
+bool opener::seal_header_ok(const frame_header& h) const {
+  return h.kind == frame_kind::seal && h.length == tag_bytes && h.msg_id == seq_ && h.flags == 0 && h.reserved == 0 &&
+         h.route == 0;
+}
+
 bool opener::open(const frame_header& h, const std::uint8_t tag[tag_bytes]) {
-  if (h.kind != frame_kind::seal || h.length != tag_bytes || h.msg_id != seq_ || h.flags != 0 || h.reserved != 0 ||
-      h.route != 0)
-    return false;
+  if (!seal_header_ok(h) || batch_bytes_ != 0) return false;
   const bool ok = mac_.finish_verify(tag);
   ++seq_;
   mac_.begin(seq_);
+  if (aead_) aead_->begin(seq_);
   return ok;
+}
+
+bool opener::decrypt(std::uint8_t* data, std::size_t n) {
+  if (!aead_) return false;
+  batch_bytes_ += n;
+  return aead_->update(data, data, n);
+}
+
+bool opener::after_batch() {
+  ++batches_since_;
+  bytes_since_ += batch_bytes_;
+  batch_bytes_ = 0;
+  if (batches_since_ >= rekey_.batches || bytes_since_ >= rekey_.bytes) {
+    if (!next_key(key_)) return false;
+    aead_ = std::make_unique<crypto::batch_aead>(key_, false);
+    mac_ = crypto::frame_mac(key_);
+    ++generation_;
+    batches_since_ = bytes_since_ = 0;
+  }
+  return mac_.begin(seq_) && aead_->begin(seq_);
+}
+
+bool opener::open_sealed(const frame_header& h, const std::uint8_t tag[tag_bytes]) {
+  if (!aead_ || !seal_header_ok(h)) return false;
+  const bool ok = aead_->finish_verify(tag);
+  ++seq_;
+  return after_batch() && ok;
 }
 
 namespace {

@@ -4,7 +4,9 @@
 // (and the cluster id, protocol version, ids and incarnations); HKDF of the
 // X25519 secret gives one key per direction; every batch of frames is then
 // followed by a SEAL frame whose tag (AES-256-GCM as a MAC, nonce = the
-// batch's sequence number) covers the batch's bytes.
+// batch's sequence number) covers the batch's bytes. Auth `seal`: the same,
+// with the batch (and its SEAL header) encrypted by AES-256-GCM and the
+// direction's key ratcheted forward (rekey_policy).
 #pragma once
 
 #include "crypto.hpp"
@@ -64,34 +66,82 @@ struct session_keys {
 bool derive(const crypto::x25519_keypair& mine, const std::uint8_t peer_eph[eph_bytes],
             const std::vector<std::uint8_t>& t, session_keys& out);
 
-/// One direction's sealing state: the key's MAC and the next batch number.
+/// auth 'seal': a direction's key is replaced after this many batches or
+/// bytes (whichever comes first), at the batch boundary, by
+/// HKDF-SHA256(key, "nexres-rpc/1 rekey"); the old key is erased, so a key
+/// taken from memory later does not open earlier traffic. Protocol
+/// constants: both sides count the same batches and bytes.
+struct rekey_policy {
+  std::uint64_t batches = 1u << 16;
+  std::uint64_t bytes = 1ull << 30;
+};
+
+/// One direction's sealing state: the key's MAC (auth 'mac'; also any frame
+/// sealed outside the stream of batches), with auth 'seal' its cipher, and
+/// the next batch number. Batch numbers are the nonces: every seal() and
+/// encrypt() takes the next one and none is ever taken twice under a key
+/// (the counter only moves forward; it would have to pass 2^64 to wrap, and
+/// sealing refuses before that).
 class sealer {
  public:
-  explicit sealer(const crypto::key32& key) : mac_(key) {}
+  explicit sealer(const crypto::key32& key, bool encrypt = false, rekey_policy rekey = {});
   /// Tags `count` buffers as the next batch and writes its SEAL frame.
   bool seal(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender,
             std::uint8_t out[seal_frame_bytes]);
+  /// auth 'seal': encrypts `count` buffers as the next batch into `out`
+  /// (their total + seal_frame_bytes): ciphertext of the buffers and of the
+  /// batch's SEAL header, then the tag in clear.
+  bool encrypt(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender, std::uint8_t* out);
   std::uint64_t next_seq() const noexcept { return seq_; }
+  /// Keys used so far in this direction (1 + rekeys).
+  std::uint64_t generation() const noexcept { return generation_; }
 
  private:
+  bool take_seq(std::uint64_t& seq);
+  bool after_batch(std::size_t bytes);
+
+  crypto::key32 key_;
   crypto::frame_mac mac_;
+  std::unique_ptr<crypto::batch_aead> aead_;
+  rekey_policy rekey_;
   std::uint64_t seq_ = 0;
+  std::uint64_t generation_ = 1;
+  std::uint64_t batches_since_ = 0, bytes_since_ = 0;
 };
 
 /// The receiving direction: bytes are fed as frames are parsed; a SEAL
-/// frame checks everything fed since the previous one.
+/// frame checks everything fed since the previous one. With auth 'seal' the
+/// batch's bytes are decrypted in place instead (decrypt()), the SEAL header
+/// among them, and open_sealed() checks the tag.
 class opener {
  public:
-  explicit opener(const crypto::key32& key);
+  explicit opener(const crypto::key32& key, bool decrypt = false, rekey_policy rekey = {});
   bool update(const std::uint8_t* data, std::size_t size);
   /// Checks a SEAL frame's header fields and tag; starts the next batch.
   bool open(const frame_header& h, const std::uint8_t tag[tag_bytes]);
+  /// auth 'seal': decrypts n bytes of the batch in place.
+  bool decrypt(std::uint8_t* data, std::size_t n);
+  /// auth 'seal': the batch's SEAL (its header decrypted) and its tag.
+  bool open_sealed(const frame_header& h, const std::uint8_t tag[tag_bytes]);
+  bool decrypting() const noexcept { return aead_ != nullptr; }
   std::uint64_t next_seq() const noexcept { return seq_; }
+  std::uint64_t generation() const noexcept { return generation_; }
 
  private:
+  bool seal_header_ok(const frame_header& h) const;
+  bool after_batch();
+
+  crypto::key32 key_;
   crypto::frame_mac mac_;
+  std::unique_ptr<crypto::batch_aead> aead_;
+  rekey_policy rekey_;
   std::uint64_t seq_ = 0;
+  std::uint64_t generation_ = 1;
+  std::uint64_t batches_since_ = 0, bytes_since_ = 0, batch_bytes_ = 0;
 };
+
+/// The next key of a direction (rekey_policy).
+bool next_key(crypto::key32& key);
 
 /// Frame flag: the body ends with the sender's incarnation (u64) and its
 /// Ed25519 signature over "nexres-rpc/1 signed" | u8 cluster id length |

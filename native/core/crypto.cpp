@@ -350,4 +350,67 @@ bool frame_mac::verify(std::uint64_t seq, const byte_view* bufs, std::size_t cou
   return CRYPTO_memcmp(t, expected, 16) == 0;
 }
 
+// ----------------------------------------------------------- batch AEAD
+
+batch_aead::batch_aead(const std::uint8_t key[32], bool encrypt) : encrypt_(encrypt) {
+  cipher_ptr gcm(EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr));
+  if (!gcm) throw_openssl("fetch AES-256-GCM");
+  ctx_ = EVP_CIPHER_CTX_new();
+  if (!ctx_) throw_openssl("EVP_CIPHER_CTX_new");
+  if (EVP_CipherInit_ex(ctx_, gcm.get(), nullptr, key, nullptr, encrypt ? 1 : 0) != 1 ||
+      EVP_CIPHER_CTX_get_iv_length(ctx_) != 12) {
+    EVP_CIPHER_CTX_free(ctx_);
+    ctx_ = nullptr;
+    throw_openssl("AES-256-GCM key setup");
+  }
+}
+batch_aead::batch_aead(batch_aead&& o) noexcept : ctx_(std::exchange(o.ctx_, nullptr)), encrypt_(o.encrypt_) {}
+batch_aead& batch_aead::operator=(batch_aead&& o) noexcept {
+  std::swap(ctx_, o.ctx_);
+  std::swap(encrypt_, o.encrypt_);
+  return *this;
+}
+batch_aead::~batch_aead() { EVP_CIPHER_CTX_free(ctx_); }
+
+bool batch_aead::begin(std::uint64_t seq) {
+  if (ctx_ == nullptr) return false;
+  std::uint8_t iv[12] = {0};
+  for (int i = 0; i < 8; ++i) iv[4 + i] = static_cast<std::uint8_t>(seq >> (56 - 8 * i));
+  if (EVP_CipherInit_ex(ctx_, nullptr, nullptr, nullptr, iv, encrypt_ ? 1 : 0) != 1) return fail();
+  return true;
+}
+
+bool batch_aead::update(const std::uint8_t* in, std::uint8_t* out, std::size_t left) {
+  if (ctx_ == nullptr) return false;
+  while (left > 0) {
+    const int chunk = left > (1u << 30) ? (1 << 30) : static_cast<int>(left);
+    int outl = 0;
+    if (EVP_CipherUpdate(ctx_, out, &outl, in, chunk) != 1 || outl != chunk) return fail();
+    in += chunk;
+    out += chunk;
+    left -= static_cast<std::size_t>(chunk);
+  }
+  return true;
+}
+
+bool batch_aead::finish(std::uint8_t tag[16]) {
+  if (ctx_ == nullptr || !encrypt_) return false;
+  int outl = 0;
+  std::uint8_t none[16];
+  if (EVP_CipherFinal_ex(ctx_, none, &outl) != 1 || EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_GET_TAG, 16, tag) != 1)
+    return fail();
+  return true;
+}
+
+bool batch_aead::finish_verify(const std::uint8_t tag[16]) {
+  if (ctx_ == nullptr || encrypt_) return false;
+  int outl = 0;
+  std::uint8_t none[16];
+  std::uint8_t t[16];
+  std::memcpy(t, tag, 16);
+  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_AEAD_SET_TAG, 16, t) != 1) return fail();
+  if (EVP_CipherFinal_ex(ctx_, none, &outl) != 1) return fail();  // the tag does not check
+  return true;
+}
+
 }  // namespace nexres::crypto

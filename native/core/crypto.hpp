@@ -215,4 +215,41 @@ class frame_mac {
   evp_cipher_ctx_st* ctx_ = nullptr;
 };
 
+// ----------------------------------------------------------- batch AEAD
+
+/// Per-batch encryption (auth 'seal'): AES-256-GCM over the batch's bytes,
+/// 16-byte tag, 12-byte nonce = 4 zero bytes || seq (big-endian), as
+/// frame_mac. One instance encrypts or decrypts, per its constructor.
+/// GCM is a stream mode here: update() takes any length and writes as many
+/// bytes as it reads, so a receiver decrypts in place as bytes arrive.
+///
+/// Nonce discipline is the caller's (auth::sealer / auth::opener own the
+/// sequence): never begin() the same seq twice under one key.
+/// Not for concurrent use: one instance per direction, owned by one thread.
+class batch_aead {
+ public:
+  static constexpr std::size_t tag_size = 16;
+
+  batch_aead(const std::uint8_t key[32], bool encrypt);  // throws on failure
+  batch_aead(const key32& key, bool encrypt) : batch_aead(key.data(), encrypt) {}
+  batch_aead(batch_aead&&) noexcept;
+  batch_aead& operator=(batch_aead&&) noexcept;
+  batch_aead(const batch_aead&) = delete;
+  batch_aead& operator=(const batch_aead&) = delete;
+  ~batch_aead();
+
+  bool encrypting() const noexcept { return encrypt_; }
+  bool begin(std::uint64_t seq);
+  /// n bytes from `in` to `out` (in == out: in place).
+  bool update(const std::uint8_t* in, std::uint8_t* out, std::size_t n);
+  /// Encrypting: the tag of everything since begin().
+  bool finish(std::uint8_t tag[16]);
+  /// Decrypting: true when `tag` checks what was decrypted since begin().
+  bool finish_verify(const std::uint8_t tag[16]);
+
+ private:
+  evp_cipher_ctx_st* ctx_ = nullptr;
+  bool encrypt_ = true;
+};
+
 }  // namespace nexres::crypto

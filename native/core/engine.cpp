@@ -65,7 +65,7 @@ engine::engine(engine_options options, std::function<void()> wake)
     slots_.push_back(std::move(s));
   }
   for (std::size_t i = 0; i < reject_code_count; ++i) rejects_by_code_[i].store(0);
-  if (options_.auth == auth_mode::mac) {
+  if (options_.auth != auth_mode::none) {
     // Throws on a key that does not load (the caller validated them).
     identity_.signer = std::make_unique<crypto::ed25519_signer>(options_.private_seed.data());
     for (const auto& pk : options_.public_keys) {

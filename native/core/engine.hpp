@@ -118,8 +118,12 @@ struct engine_options {
   /// Random per process; peers reset their duplicate filter when it changes.
   std::uint64_t incarnation = 0;
   /// Replica connections: `mac` authenticates both ids in the handshake and
-  /// every batch of frames (PROTOCOL.md §2a); needs the keys below.
+  /// every batch of frames (PROTOCOL.md §2a); `seal` also encrypts the
+  /// batches; both need the keys below.
   auth_mode auth = auth_mode::none;
+  /// auth seal: when a direction's key is ratcheted forward. A protocol
+  /// constant (both sides must agree); changed only by tests.
+  auth::rekey_policy seal_rekey{};
   /// Ed25519 private key (32-byte seed) of this replica.
   std::array<std::uint8_t, 32> private_seed{};
   /// Ed25519 public key of every other replica.
@@ -173,6 +177,10 @@ struct segment {
   /// Holds signed frames to sign once their message ids are final
   /// (id_sequence::stamp_and_enqueue).
   bool sign = false;
+  /// auth 'seal': sent as part of the ciphertext segment before it; kept in
+  /// the queue (counted, resent in clear to be sealed again on the next
+  /// connection) but not written itself.
+  bool shadow = false;
 
   /// A control frame of `length` bytes at `data`, kept alive by `owner`.
   static segment control_frame(std::shared_ptr<const void> owner, const std::uint8_t* data, std::size_t length) {

@@ -24,13 +24,21 @@ gather_result gather_write(int fd, const std::deque<segment>& q, std::size_t& fr
   gather_result res;
   iovec iov[max_iov];
   const std::size_t end = std::min(limit, q.size());
+  // Bytes of q[i] on the wire: a shadow segment (auth seal) went out inside
+  // the ciphertext before it.
+  const auto wire = [&q](std::size_t i) -> std::size_t { return q[i].shadow ? 0 : q[i].length; };
   std::size_t next = 0;  // index of the first segment not fully written
+  const auto skip_empty = [&] {
+    while (next < end && front_offset == 0 && wire(next) == 0) ++next;
+  };
+  skip_empty();
   while (next < end && res.bytes < max_bytes_per_call) {
     std::size_t n = 0;
     for (std::size_t i = next; i < end && n < max_iov; ++i) {
       const std::size_t skip = i == next ? front_offset : 0;
+      if (wire(i) == 0) continue;
       iov[n].iov_base = const_cast<std::uint8_t*>(q[i].data + skip);
-      iov[n].iov_len = q[i].length - skip;
+      iov[n].iov_len = wire(i) - skip;
       ++n;
     }
     msghdr msg{};
@@ -49,7 +57,7 @@ gather_result gather_write(int fd, const std::deque<segment>& q, std::size_t& fr
     std::size_t left = static_cast<std::size_t>(w);
     res.bytes += left;
     while (left > 0) {
-      const std::size_t rest = q[next].length - front_offset;
+      const std::size_t rest = wire(next) - front_offset;
       if (left < rest) {
         front_offset += left;
         left = 0;
@@ -57,6 +65,7 @@ gather_result gather_write(int fd, const std::deque<segment>& q, std::size_t& fr
         left -= rest;
         front_offset = 0;
         ++next;
+        skip_empty();
       }
     }
   }

@@ -38,8 +38,8 @@ void inbound_session::on_hello(std::size_t) {
                                                 std::to_string(protocol_version) + ")");
   if (m.type != hello_type::hello) return refuse(reject_code::bad_frame, "expected HELLO");
   if (m.auth != engine_.options().auth)
-    return refuse(reject_code::bad_auth, std::string("auth mode ") + (m.auth == auth_mode::mac ? "mac" : m.auth == auth_mode::none ? "none" : "unknown") +
-                                             " offered, this replica requires " + (mac_ ? "mac" : "none"));
+    return refuse(reject_code::bad_auth, std::string("auth mode ") + auth_mode_name(m.auth) +
+                                             " offered, this replica requires " + auth_mode_name(engine_.options().auth));
   if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length ||
       m.body_length != m.cluster_id_length + (mac_ ? auth::hello_ext_bytes : 0))
     return refuse(reject_code::bad_frame, "handshake body length out of range");
@@ -94,7 +94,7 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   ti.nonce_r = nonce_r.data();
   ti.eph_r = eph_->public_key().data();
   transcript_ = auth::transcript(ti);
-  std::uint8_t* b = build_welcome(auth_mode::mac, auth::welcome_ext_bytes);
+  std::uint8_t* b = build_welcome(engine_.options().auth, auth::welcome_ext_bytes);
   std::memcpy(b, nonce_r.data(), auth::nonce_bytes);
   std::memcpy(b + auth::nonce_bytes, eph_->public_key().data(), auth::eph_bytes);
   if (!auth::sign(*engine_.identity().signer, 'R', transcript_, b + auth::nonce_bytes + auth::eph_bytes))
@@ -109,7 +109,9 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   tx_ = std::make_unique<auth::sealer>(keys.responder_to_initiator);
   // An honest sender seals every auth::seal_batch_bytes at a frame boundary.
   const std::size_t max_batch = static_cast<std::size_t>(engine_.options().max_frame_bytes) + 2 * auth::seal_batch_bytes + (1u << 20);
-  sealed_rx_ = std::make_unique<sealed_receiver<ready_run>>(keys.initiator_to_responder, claimed, max_batch);
+  sealed_rx_ = std::make_unique<sealed_receiver<ready_run>>(keys.initiator_to_responder, claimed, max_batch,
+                                                            engine_.options().auth == auth_mode::seal,
+                                                            engine_.options().seal_rekey);
   auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(welcome_buf_), [self, claimed, slot](const std::error_code& ec, std::size_t) {
     if (ec || !self->open_) return self->close();

@@ -29,7 +29,8 @@ inbound_session::inbound_session(engine& eng, asio::ip::tcp::socket socket)
       hb_timer_(socket_.get_executor()),
       read_timer_(socket_.get_executor()),
       rx_(eng.chunks(), eng.options().max_chunks_per_connection),
-      mac_(eng.options().auth == auth_mode::mac) {
+      mac_(eng.options().auth != auth_mode::none),
+      seal_(eng.options().auth == auth_mode::seal) {
   std::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   remote_ = ec ? std::string("unknown") : ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -199,6 +200,16 @@ bool inbound_session::parse() {
   std::uint64_t run_last = 0;
   // auth mac: bytes [mac_from, parsed) are parsed and not yet fed to the MAC.
   std::size_t mac_from = rx_.parsed;
+  // auth seal: decrypts the batch in place up to `upto` (never past the
+  // frame being parsed: a SEAL's tag, in clear, follows its header). False:
+  // the batch passed its bound without a SEAL.
+  auto plain = [&](std::size_t upto) -> bool {
+    if (!seal_ || upto <= rx_.decrypted) return true;
+    const std::size_t from = std::max(rx_.decrypted, rx_.parsed);
+    if (sealed_rx_->decrypt(base + from, upto - from) != sealed_receiver<ready_run>::fed::ok) return false;
+    rx_.decrypted = upto;
+    return true;
+  };
   auto cut = [&](std::size_t end) {
     if (run_msgs > 0) {
       rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
@@ -210,8 +221,22 @@ bool inbound_session::parse() {
     }
     run_msgs = 0;
   };
+  auto too_big = [&] {
+    cut(rx_.parsed);
+    refuse(reject_code::bad_mac, "too much data without a SEAL");
+    return false;
+  };
   while (rx_.filled - rx_.parsed >= frame_header_bytes) {
+    if (!plain(rx_.parsed + frame_header_bytes)) return too_big();
     const frame_header h = decode_header(base + rx_.parsed);
+    if (seal_ && (h.sender != peer_id_ || h.reserved != 0 ||
+                  (h.kind != frame_kind::data && h.kind != frame_kind::ping && h.kind != frame_kind::seal))) {
+      // Every frame an honest peer encrypts names it: this one did not
+      // decrypt to a frame (altered, replayed, reordered or cut ciphertext).
+      cut(rx_.parsed);
+      refuse(reject_code::bad_mac, "a batch that does not decrypt to frames (altered, replayed, reordered or cut ciphertext)");
+      return false;
+    }
     if (h.length > opt.max_frame_bytes) {
       cut(rx_.parsed);
       refuse(reject_code::frame_too_large, "frame of " + std::to_string(h.length) +
@@ -249,12 +274,13 @@ bool inbound_session::parse() {
       cut(rx_.parsed);
       std::optional<std::uint64_t> pong;
       // The batch is authentic, or nothing it carried goes on.
-      if (sealed_rx_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<ready_run>::fed::ok ||
+      if ((!seal_ && sealed_rx_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<ready_run>::fed::ok) ||
           !sealed_rx_->open(h, base + rx_.parsed + frame_header_bytes, ready_, pong)) {
         refuse(reject_code::bad_mac, "a batch failed its MAC check (forged, altered, replayed or reordered frames)");
         return false;
       }
       rx_.parsed += auth::seal_frame_bytes;
+      rx_.decrypted = rx_.parsed;
       mac_from = rx_.parsed;
       run_start = rx_.parsed;
       if (pong) {
@@ -276,6 +302,7 @@ bool inbound_session::parse() {
       return false;
     }
     const std::size_t total = frame_header_bytes + h.length;
+    if (!plain(rx_.parsed + std::min(total, rx_.filled - rx_.parsed))) return too_big();
     if (rx_.filled - rx_.parsed < total) break;
     if ((h.flags & auth::flag_signed) != 0 && h.msg_id > last_seen_id_) {
       // Checked here, on the io thread: handlers only see verified signatures.
@@ -307,7 +334,7 @@ bool inbound_session::parse() {
     }
   }
   cut(rx_.parsed);
-  if (mac_ && sealed_rx_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<ready_run>::fed::ok) {
+  if (mac_ && !seal_ && sealed_rx_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<ready_run>::fed::ok) {
     refuse(reject_code::bad_mac, "too much data without a SEAL");
     return false;
   }

@@ -161,7 +161,8 @@ class inbound_session : public chunk_owner,
 
   // auth mac (io thread): the peer proves its id after our WELCOME; frames
   // then count only once the SEAL after them checks.
-  const bool mac_;
+  const bool mac_;   // auth mac or seal: sealed batches
+  const bool seal_;  // auth seal: batches encrypted, decrypted in place as parsed
   std::unique_ptr<crypto::x25519_keypair> eph_;
   std::vector<std::uint8_t> transcript_;
   std::array<std::uint8_t, auth::auth_frame_bytes> auth_in_{};

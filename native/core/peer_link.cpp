@@ -27,7 +27,7 @@ peer_link::peer_link(engine& eng, asio::io_context& io, replica_address peer)
       resolver_(io),
       backoff_ms_(eng.options().reconnect_min_ms),
       rng_(static_cast<unsigned>(eng.options().incarnation ^ peer_.id)),
-      mac_(eng.options().auth == auth_mode::mac) {}
+      mac_(eng.options().auth != auth_mode::none) {}
 
 void peer_link::start() {
   auto self = shared_from_this();
@@ -324,6 +324,9 @@ void peer_link::fail(reject_code code, const std::string& reason) {
                     std::make_move_iterator(unacked_.end()));
     unacked_.clear();
   }
+  // auth seal: the ciphertext went with the connection; the frames go out
+  // again in clear, to be sealed under the next connection's keys.
+  for (segment& s : pending_) s.shadow = false;
   if (was_up) {
     down_since_ = std::chrono::steady_clock::now();
     engine_.post_event(engine_event{event_type::peer_down, peer_.id, static_cast<std::uint16_t>(code), reason, {}});

@@ -141,8 +141,8 @@ void peer_link::on_welcome_header() {
                                                            std::to_string(self->peer_.id));
         if (w.auth != opt.auth)
           return self->fail(reject_code::bad_auth, std::string("peer answered in auth mode ") +
-                                                       (w.auth == auth_mode::mac ? "mac" : "none") + ", this replica uses " +
-                                                       (opt.auth == auth_mode::mac ? "mac" : "none"));
+                                                       auth_mode_name(w.auth) + ", this replica uses " +
+                                                       auth_mode_name(opt.auth));
         const std::size_t ext = self->mac_ ? auth::welcome_ext_bytes : 0;
         if (w.body_length > hello_max_body_bytes || w.cluster_id_length != opt.cluster_id.size() ||
             w.body_length != w.cluster_id_length + ext)
@@ -231,7 +231,8 @@ bool peer_link::on_welcome_auth(const hello_message& w) {
     fail(reject_code::bad_auth, "signing failed");
     return false;
   }
-  tx_ = std::make_unique<sealed_sender<segment>>(keys.initiator_to_responder, o.self_id);
+  tx_ = std::make_unique<sealed_sender<segment>>(keys.initiator_to_responder, o.self_id, auth::seal_batch_bytes,
+                                                 o.auth == auth_mode::seal, o.seal_rekey);
   rx_ = std::make_unique<auth::opener>(keys.responder_to_initiator);
   pending_.push_front(segment::control_frame(frame, frame->data(), frame->size()));
   sealed_count_ = 1;  // the AUTH frame goes first, outside any batch

@@ -30,7 +30,10 @@ constexpr std::size_t client_hello_key_bytes = 96;
 constexpr std::size_t client_welcome_key_bytes = 128;
 
 // PROTOCOL.md §2: auth modes carried in the handshake.
-enum class auth_mode : std::uint16_t { none = 0, mac = 1 };
+enum class auth_mode : std::uint16_t { none = 0, mac = 1, seal = 2 };
+inline const char* auth_mode_name(auth_mode m) {
+  return m == auth_mode::none ? "none" : m == auth_mode::mac ? "mac" : m == auth_mode::seal ? "seal" : "unknown";
+}
 
 // PROTOCOL.md §2: handshake message types (field `type`).
 enum class hello_type : std::uint16_t { hello = 1, welcome = 2, client_hello = 3, client_welcome = 4 };

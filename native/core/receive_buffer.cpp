@@ -57,6 +57,7 @@ bool receive_buffer::ensure_space(const std::weak_ptr<chunk_owner>& owner, const
   if (partial > 0) std::memcpy(fresh->data(), current->data() + parsed, partial);
   release();
   current = fresh;
+  decrypted = decrypted > parsed ? decrypted - parsed : 0;
   parsed = 0;
   filled = partial;
   return true;

@@ -39,7 +39,7 @@ class receive_buffer {
   void release_if_idle() {
     if (current != nullptr && filled == parsed) {
       release();
-      parsed = filled = 0;
+      parsed = filled = decrypted = 0;
     }
   }
   /// The last ensure_space() failed because the pool was at its bound (not
@@ -56,6 +56,8 @@ class receive_buffer {
   chunk* current = nullptr;
   std::size_t parsed = 0;
   std::size_t filled = 0;
+  /// auth seal: [parsed, decrypted) is already plaintext (decrypted in place).
+  std::size_t decrypted = 0;
 
  private:
   chunk_pool& pool_;

@@ -1,5 +1,4 @@
-// A sealed stream of batches (auth 'mac', PROTOCOL.md §2a; the
-// confidentiality issue adds encryption and decryption here). The sender
+// A sealed stream of batches (auth 'mac' and 'seal', PROTOCOL.md §2a). The sender
 // (sealed_sender) cuts its queue of segments into batches at frame
 // boundaries, each closed by a SEAL frame whose tag covers the batch's
 // bytes; the receiver (sealed_receiver) feeds each batch's bytes as its
@@ -7,6 +6,13 @@
 // answer) and releases it only once the SEAL checks. A batch that fails, or
 // grows past its bound without a SEAL, refuses the connection. Each side
 // runs on one io thread.
+//
+// Auth 'seal': the sender encrypts each batch and its SEAL header into one
+// buffer written in place of the batch's segments (they stay queued, in
+// clear, as shadows: counted, acknowledged, and sealed again under the next
+// connection's keys if this one fails); the receiver decrypts in place in
+// its receive chunk as it parses (decrypt()), and the tag after the SEAL
+// header checks the batch.
 #pragma once
 
 #include "auth.hpp"
@@ -30,8 +36,19 @@ class sealed_receiver {
 
   /// key: this direction's session key; peer: the sender every SEAL must
   /// name; max_batch_bytes: the most a batch may carry before its SEAL.
-  sealed_receiver(const crypto::key32& key, std::uint32_t peer, std::size_t max_batch_bytes)
-      : opener_(key), peer_(peer), max_batch_bytes_(max_batch_bytes) {}
+  sealed_receiver(const crypto::key32& key, std::uint32_t peer, std::size_t max_batch_bytes, bool decrypt = false,
+                  auth::rekey_policy rekey = {})
+      : opener_(key, decrypt, rekey), peer_(peer), max_batch_bytes_(max_batch_bytes) {}
+
+  bool decrypting() const noexcept { return opener_.decrypting(); }
+
+  /// auth 'seal': n more bytes of the batch in progress, decrypted in place.
+  fed decrypt(std::uint8_t* data, std::size_t n) {
+    if (n == 0) return fed::ok;
+    batch_bytes_ += n;
+    if (batch_bytes_ > max_batch_bytes_ || !opener_.decrypt(data, n)) return fed::too_big;
+    return fed::ok;
+  }
 
   /// Bytes of the batch in progress, as they are parsed.
   fed feed(const std::uint8_t* data, std::size_t n) {
@@ -51,7 +68,8 @@ class sealed_receiver {
   /// reordered or truncated (nothing is released).
   bool open(const frame_header& seal, const std::uint8_t tag[auth::tag_bytes], std::vector<Run>& out,
             std::optional<std::uint64_t>& pong) {
-    if (seal.sender != peer_ || !opener_.open(seal, tag)) return false;
+    if (seal.sender != peer_ || !(opener_.decrypting() ? opener_.open_sealed(seal, tag) : opener_.open(seal, tag)))
+      return false;
     out.insert(out.end(), held_.begin(), held_.end());
     held_.clear();
     batch_bytes_ = 0;
@@ -88,8 +106,9 @@ class sealed_receiver {
 template <typename Segment>
 class sealed_sender {
  public:
-  sealed_sender(const crypto::key32& key, std::uint32_t self_id, std::size_t batch_bytes = auth::seal_batch_bytes)
-      : tx_(key), self_(self_id), batch_bytes_(batch_bytes) {}
+  sealed_sender(const crypto::key32& key, std::uint32_t self_id, std::size_t batch_bytes = auth::seal_batch_bytes,
+                bool encrypt = false, auth::rekey_policy rekey = {})
+      : tx_(key, encrypt, rekey), self_(self_id), batch_bytes_(batch_bytes), encrypt_(encrypt) {}
 
   /// Cuts what follows the first `sealed` segments of `q` into batches of
   /// about batch_bytes at frame boundaries (splitting runs where needed)
@@ -145,6 +164,19 @@ class sealed_sender {
       std::vector<crypto::byte_view> views;
       views.reserve(cut - i + 1);
       for (std::size_t k = i; k <= cut; ++k) views.emplace_back(q[k].data, q[k].length);
+      if (encrypt_) {
+        // The batch's ciphertext, then its encrypted SEAL header and tag, in
+        // one segment written in place of the batch's own (now shadows).
+        std::size_t total = auth::seal_frame_bytes;
+        for (const auto& v : views) total += v.size;
+        auto buf = std::make_shared<std::vector<std::uint8_t>>(total);
+        if (!tx_.encrypt(views.data(), views.size(), self_, buf->data())) return std::nullopt;
+        for (std::size_t k = i; k <= cut; ++k) q[k].shadow = true;
+        const std::uint8_t* data = buf->data();
+        q.insert(q.begin() + static_cast<std::ptrdiff_t>(i), Segment::control_frame(std::move(buf), data, total));
+        i = cut + 2;
+        continue;
+      }
       auto buf = std::make_shared<std::array<std::uint8_t, auth::seal_frame_bytes>>();
       if (!tx_.seal(views.data(), views.size(), self_, buf->data())) return std::nullopt;
       const std::uint8_t* data = buf->data();
@@ -215,6 +247,7 @@ class sealed_sender {
   auth::sealer tx_;
   const std::uint32_t self_;
   const std::size_t batch_bytes_;
+  const bool encrypt_;
 };
 
 }  // namespace nexres

@@ -7,6 +7,13 @@
 // frame boundaries, each within its bound unless one frame is bigger, with
 // every frame and message count kept; each batch opens at a receiver; a
 // tail that ends inside a frame waits until the rest is queued.
+// auth seal: the sender's ciphertext segments hide the frames (no plaintext
+// marker survives, two equal batches encrypt differently: every batch has
+// its own nonce), the batch's own segments become shadows with every
+// message count kept; the receiver decrypts in place in pieces of any size
+// and gets the frames back; keys are ratcheted at the same batch on both
+// sides (a receiver on another schedule fails at the first rekey); a
+// tampered, truncated, reordered or replayed ciphertext fails.
 #include "check.hpp"
 #include "engine.hpp"
 #include "sealed_stream.hpp"
@@ -15,6 +22,7 @@
 #include <memory>
 
 #include <cstring>
+#include <string_view>
 #include <optional>
 #include <vector>
 
@@ -106,6 +114,132 @@ std::size_t check_sealed(std::deque<nexres::segment>& q, std::size_t sealed, con
   }
   CHECK(stream.empty());  // nothing sealed is left outside a batch
   return frames;
+}
+// auth seal: reads the ciphertext segments of `q` as a receiver does,
+// decrypting in place in pieces of `piece` bytes; returns frames seen, or
+// -1 at the first batch that fails.
+long open_encrypted(const std::deque<nexres::segment>& q, std::size_t sealed, nexres::sealed_receiver<int>& rx,
+                    std::size_t piece, std::uint64_t& next_id) {
+  long frames = 0;
+  std::vector<int> out;
+  std::optional<std::uint64_t> pong;
+  for (std::size_t k = 0; k < sealed; ++k) {
+    const nexres::segment& s = q[k];
+    if (s.shadow) continue;
+    CHECK(s.control);
+    std::vector<std::uint8_t> c(s.data, s.data + s.length);  // as received
+    const std::size_t body = c.size() - nexres::auth::tag_bytes;  // frames + SEAL header
+    for (std::size_t at = 0; at < body; at += piece)
+      CHECK(rx.decrypt(c.data() + at, std::min(piece, body - at)) == nexres::sealed_receiver<int>::fed::ok);
+    std::size_t p = 0;
+    while (p + nexres::frame_header_bytes < body) {
+      const nexres::frame_header h = nexres::decode_header(c.data() + p);
+      if (h.kind != nexres::frame_kind::data || h.msg_id != next_id) return -1;
+      ++next_id;
+      ++frames;
+      p += nexres::frame_header_bytes + h.length;
+    }
+    if (p + nexres::frame_header_bytes != body) return -1;
+    const nexres::frame_header sh = nexres::decode_header(c.data() + p);
+    if (!rx.open(sh, c.data() + body, out, pong)) return -1;
+  }
+  return frames;
+}
+
+void sealed_mode(const nexres::crypto::key32& key) {
+  constexpr std::size_t bound = 16u << 10;
+  const nexres::auth::rekey_policy often{3, 40000};
+  auto queue = [](std::uint64_t first, std::size_t runs) {
+    std::deque<nexres::segment> q;
+    std::uint64_t id = first;
+    for (std::size_t r = 0; r < runs; ++r) {
+      nexres::segment s = run(id, 20, 500);
+      // A marker in every payload: it must not be on the wire.
+      auto* bytes = const_cast<std::uint8_t*>(s.data);
+      for (std::size_t i = 0; i < 20; ++i) std::memcpy(bytes + i * (nexres::frame_header_bytes + 500) + nexres::frame_header_bytes, "SECRET-MARKER", 13);
+      id += 20;
+      q.push_back(s);
+    }
+    return q;
+  };
+  {
+    nexres::sealed_sender<nexres::segment> tx(key, 1, bound, true, often);
+    std::deque<nexres::segment> q = queue(1, 40);  // 40 x 20 frames of 524 bytes: ~26 batches
+    const std::optional<std::size_t> sealed = tx.seal(q, 0);
+    CHECK(sealed && *sealed == q.size());
+    std::size_t counted = 0, ciphertexts = 0;
+    for (const nexres::segment& s : q) {
+      counted += s.shadow ? s.messages : 0;
+      CHECK(s.shadow != s.control);  // every segment is either a shadow or a ciphertext
+      if (!s.control) continue;
+      ++ciphertexts;
+      const std::string_view wire(reinterpret_cast<const char*>(s.data), s.length);
+      CHECK(wire.find("SECRET-MARKER") == std::string_view::npos);
+    }
+    CHECK(counted == 800 && ciphertexts >= 20);
+    for (std::size_t piece : {std::size_t{1}, std::size_t{7}, std::size_t{4096}, std::size_t{1} << 20}) {
+      nexres::sealed_receiver<int> rx(key, 1, 1u << 20, true, often);
+      std::uint64_t next = 1;
+      CHECK(open_encrypted(q, *sealed, rx, piece, next) == 800);
+    }
+    // A receiver that ratchets on another schedule fails at the first rekey.
+    nexres::sealed_receiver<int> late(key, 1, 1u << 20, true, nexres::auth::rekey_policy{2, 1ull << 40});
+    std::uint64_t next = 1;
+    CHECK(open_encrypted(q, *sealed, late, 1 << 20, next) == -1);
+    CHECK(next > 1);  // the batches before the rekey opened
+    // Tampered ciphertext, a tampered tag, truncated, reordered, replayed.
+    for (int attack = 0; attack < 5; ++attack) {
+      std::deque<nexres::segment> bad;
+      std::vector<std::shared_ptr<std::vector<std::uint8_t>>> keep;
+      std::vector<const nexres::segment*> cts;
+      for (const nexres::segment& s : q)
+        if (s.control) cts.push_back(&s);
+      auto copy = [&](const nexres::segment& s) {
+        auto b = std::make_shared<std::vector<std::uint8_t>>(s.data, s.data + s.length);
+        keep.push_back(b);
+        bad.push_back(nexres::segment::control_frame(b, b->data(), b->size()));
+        return b;
+      };
+      if (attack == 3) {
+        copy(*cts[1]);
+        copy(*cts[0]);
+      } else if (attack == 4) {
+        copy(*cts[0]);
+        copy(*cts[0]);
+      } else {
+        auto b = copy(*cts[0]);
+        if (attack == 0) (*b)[100] ^= 1;
+        if (attack == 1) b->back() ^= 0x80;
+        if (attack == 2) {
+          b->erase(b->begin() + 50);
+          bad.back().length -= 1;
+        }
+      }
+      nexres::sealed_receiver<int> rx(key, 1, 1u << 20, true, often);
+      std::uint64_t n = 1;
+      CHECK(open_encrypted(bad, bad.size(), rx, 1000, n) == -1 || (attack == 4 && n == 21));
+    }
+  }
+  {
+    // Nonces: equal batches encrypt differently, one sequence per direction
+    // shared by MAC'd frames and encrypted batches.
+    nexres::auth::sealer tx(key, true, {1u << 20, 1ull << 40});
+    std::vector<std::uint8_t> plain(2000, 0x55), a(plain.size() + seal_frame_bytes), b(a.size());
+    const nexres::crypto::byte_view v(plain.data(), plain.size());
+    CHECK(tx.encrypt(&v, 1, 1, a.data()) && tx.next_seq() == 1);
+    std::array<std::uint8_t, seal_frame_bytes> mac{};
+    CHECK(tx.seal(&v, 1, 1, mac.data()) && tx.next_seq() == 2);
+    CHECK(tx.encrypt(&v, 1, 1, b.data()) && tx.next_seq() == 3);
+    CHECK(std::memcmp(a.data(), b.data(), plain.size()) != 0);
+    CHECK(std::memcmp(a.data() + a.size() - 16, b.data() + b.size() - 16, 16) != 0);
+    // The rekeyed key is not the old one: after a ratchet equal batches at
+    // the same position of the schedule differ too.
+    nexres::auth::sealer r1(key, true, {1, 1ull << 40});
+    std::vector<std::uint8_t> c1(a.size()), c2(a.size());
+    CHECK(r1.encrypt(&v, 1, 1, c1.data()) && r1.generation() == 2);
+    CHECK(r1.encrypt(&v, 1, 1, c2.data()) && r1.generation() == 3);
+    CHECK(std::memcmp(c1.data(), c2.data(), plain.size()) != 0);
+  }
 }
 }  // namespace
 
@@ -253,6 +387,7 @@ int main() {
     CHECK(done && *done == q.size());
     CHECK(check_sealed(q, *done, key, bound) == messages + 1);
   }
+  sealed_mode(key);
   std::puts("sealed_stream ok");
   return 0;
 }
