@@ -17,6 +17,7 @@
         "native/core/client_session.cpp",
         "native/core/client_auth.cpp",
         "native/core/handshake_budget.cpp",
+        "native/core/verify_pool.cpp",
         "native/core/client_memory.cpp",
         "native/core/crypto.cpp",
         "native/core/dispatcher.cpp",

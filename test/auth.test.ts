@@ -340,3 +340,38 @@ t.test('small receive buffers: batches are cut to fit (no stall), big frames sti
   )
   t.ok(err instanceof ConfigError && err.field === 'maxChunksPerConnection', `too few receive buffers for a sealed batch: ${String(err)}`)
 })
+
+t.test('signed floods from two peers: verified off the io threads, in order per peer, nothing lost', async (t) => {
+  // Each peer sends signed and unsigned messages back to back, far faster
+  // than the receiver verifies: its connection fills its verification
+  // window (128 frames) again and again, is paused, and resumes.
+  const k = await keyedCluster(3, 'auth-signed-flood')
+  const rs = await Promise.all([0, 1, 2].map((i) => Replica.start({ id: i + 1, cluster: k.cluster, privateKey: k.keys[i]!.privateKey })))
+  for (const r of rs) t.teardown(() => r.close({ timeoutMs: 0 }))
+  await Promise.all(rs.map((r, i) => r.waitForPeers([1, 2, 3].filter((id) => id !== i + 1))))
+  const next = new Map<number, number>([[2, 0], [3, 0]])
+  let bad = 0
+  let signed = 0
+  rs[0]!.on('f', (m) => {
+    const n = new DataView(m.payload.buffer, m.payload.byteOffset, 4).getUint32(0, true)
+    if (n !== next.get(m.from)) bad++
+    next.set(m.from, n + 1)
+    const wantSigned = n % 3 !== 2
+    if (wantSigned !== (m.signature !== undefined)) bad++
+    if (m.signature) signed++
+  })
+  const per = 3000
+  await Promise.all(
+    rs.slice(1).map(async (r) => {
+      for (let n = 0; n < per; n++) {
+        const body = Buffer.alloc(40)
+        body.writeUInt32LE(n, 0)
+        while (!r.send(1, 'f', body, n % 3 !== 2 ? { sign: true } : {})) await new Promise((res) => r.events.once('drain', res))
+      }
+    }),
+  )
+  await until(() => next.get(2) === per && next.get(3) === per, 30_000, `${per} messages from each peer`)
+  t.equal(bad, 0, 'in order per peer, each signed exactly when sent signed')
+  t.equal(signed, 2 * (per - per / 3), `${signed} signatures verified`)
+  t.equal(rs[0]!.stats().rejects, 0, 'nothing refused')
+})

@@ -23,12 +23,12 @@ if ! [[ "$total" =~ ^[0-9]+$ ]] || [ "$total" -lt 3 ]; then
   exit 2
 fi
 build=build-fuzz
-targets=(fuzz_decoders fuzz_replica_session fuzz_client_session fuzz_replica_session_mac fuzz_replica_link)
+targets=(fuzz_decoders fuzz_replica_session fuzz_client_session fuzz_replica_session_mac fuzz_replica_session_seal fuzz_replica_link)
 # Share of the time per target, in percent: the socket targets run ~1000
 # inputs/s (the mac ones fewer: a handshake with X25519 and Ed25519 per
 # input; fuzz_replica_link also waits for the link's reconnect), the
 # decoders ~100000 and saturate within seconds.
-shares=(8 23 23 23 23)
+shares=(8 18 18 18 20 18)
 
 # ---- toolchain: Debian's clang and its libFuzzer runtime -------------------
 fuzzer_links() {

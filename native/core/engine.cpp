@@ -75,6 +75,8 @@ engine::engine(engine_options options, std::function<void()> wake)
     }
     crypto::cleanse(options_.private_seed.data(), options_.private_seed.size());
     crypto::cleanse(options.private_seed.data(), options.private_seed.size());  // the moved-from copy
+    const unsigned cores = std::thread::hardware_concurrency();
+    verify_ = std::make_unique<verify_pool>(options_.verify_threads != 0 ? options_.verify_threads : (cores != 0 ? cores : 1));
   }
 }
 
@@ -151,6 +153,7 @@ void engine::stop() {
   if (stopped_) return;
   stopped_ = true;
   stopping_.store(true, std::memory_order_release);
+  if (verify_) verify_->stop();
   if (!started_) return;
   if (acceptor_) acceptor_->close_async();
   if (client_acceptor_) client_acceptor_->close_async();

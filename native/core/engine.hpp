@@ -8,6 +8,7 @@
 #include "chunk_pool.hpp"
 #include "handshake_budget.hpp"
 #include "io_pool.hpp"
+#include "verify_pool.hpp"
 #include "protocol.hpp"
 
 #include <asio/ip/tcp.hpp>
@@ -124,6 +125,8 @@ struct engine_options {
   /// auth seal: when a direction's key is ratcheted forward. A protocol
   /// constant (both sides must agree); changed only by tests.
   auth::rekey_policy seal_rekey{};
+  /// auth mac/seal: threads verifying signed frames (0: one per core).
+  std::uint32_t verify_threads = 0;
   /// Ed25519 private key (32-byte seed) of this replica.
   std::array<std::uint8_t, 32> private_seed{};
   /// Ed25519 public key of every other replica.
@@ -328,6 +331,8 @@ class engine {
   const engine_options& options() const noexcept { return options_; }
   /// Keys for auth mode mac (empty signer otherwise).
   const auth::identity& identity() const noexcept { return identity_; }
+  /// auth mac/seal: where signed frames are verified (null with auth none).
+  verify_pool* verifier_pool() noexcept { return verify_.get(); }
   /// Bound local port (after start); useful with port 0.
   std::uint16_t local_port() const noexcept { return local_port_; }
   /// Bound client port (0 when there is none).
@@ -452,6 +457,10 @@ class engine {
   std::atomic<std::uint64_t> clients_accepted_{0}, reply_bytes_{0}, replies_dropped_{0};
 
   handshake_budget handshake_budget_;
+  // auth mac/seal: signed frames are verified here, off the io threads.
+  // Stopped by stop() before the io threads go; destroyed before the chunk
+  // pools its queued jobs hold references into.
+  std::unique_ptr<verify_pool> verify_;
 
   std::mutex partial_mu_;
   std::map<std::uint64_t, std::weak_ptr<client_session>> client_partials_;

@@ -108,7 +108,13 @@ void inbound_session::on_chunk_released() {
 }
 
 void inbound_session::do_read() {
-  if (!open_ || reading_) return;
+  if (!open_ || reading_ || verify_stalled_) return;
+  if (unparsed_) {
+    // Frames a verification stall left in the buffer go first: the peer may
+    // have sent nothing since.
+    unparsed_ = false;
+    return on_read(0);
+  }
   if (!handshake_done_) leave_pre_handshake();
   if (!rx_.ensure_space(weak_from_this())) {
     // auth mac: our receive buffers full of runs waiting for their SEAL while
@@ -210,16 +216,18 @@ bool inbound_session::parse() {
     rx_.decrypted = upto;
     return true;
   };
+  std::uint64_t run_ticket = 0;
   auto cut = [&](std::size_t end) {
     if (run_msgs > 0) {
       rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
       delivery d{rx_.current, static_cast<std::uint32_t>(run_start), static_cast<std::uint32_t>(end - run_start),
                  peer_id_, run_msgs, slot_, incarnation_, run_last};
       // auth mac: held until the SEAL after them checks.
-      if (mac_) sealed_rx_->hold(ready_run{d, run_last});
-      else ready_.push_back(ready_run{d, run_last});
+      if (mac_) sealed_rx_->hold(ready_run{d, run_last, run_ticket});
+      else ready_.push_back(ready_run{d, run_last, run_ticket});
     }
     run_msgs = 0;
+    run_ticket = 0;
   };
   auto too_big = [&] {
     cut(rx_.parsed);
@@ -305,14 +313,35 @@ bool inbound_session::parse() {
     if (!plain(rx_.parsed + std::min(total, rx_.filled - rx_.parsed))) return too_big();
     if (rx_.filled - rx_.parsed < total) break;
     if ((h.flags & auth::flag_signed) != 0 && h.msg_id > last_seen_id_) {
-      // Checked here, on the io thread: handlers only see verified signatures.
+      // Handlers only see verified signatures. What costs nothing is checked
+      // here (a key, the trailer, the connection's incarnation); the
+      // signature itself in the verification pool, off this io thread, and
+      // the frame's run waits for the answer. A peer with verify_window
+      // frames there is not parsed (nor read) further until answers come.
       const crypto::ed25519_verifier* v = engine_.identity().verifier(peer_id_);
-      if (v == nullptr || !auth::verify_frame(*v, opt.cluster_id, incarnation_, base + rx_.parsed)) {
+      verify_pool* pool = engine_.verifier_pool();
+      if (v == nullptr || pool == nullptr || h.length < auth::signed_trailer_bytes ||
+          load_u64(base + rx_.parsed + frame_header_bytes + h.length - auth::signed_trailer_bytes) != incarnation_) {
         cut(rx_.parsed);
         refuse(reject_code::bad_signature, v == nullptr ? "a signed frame, but no key to check it (auth none)"
                                                         : "a signed frame whose signature does not check");
         return false;
       }
+      if (next_ticket_ - 1 - verified_upto_ >= verify_window) {
+        verify_stalled_ = true;
+        break;
+      }
+      rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
+      verify_pool::job j;
+      j.client = weak_from_this();
+      j.ticket = next_ticket_++;
+      j.key = v;
+      j.cluster_id = &opt.cluster_id;
+      j.incarnation = incarnation_;
+      j.frame = base + rx_.parsed;
+      j.source = rx_.current;
+      run_ticket = j.ticket;
+      pool->submit(peer_id_, std::move(j));
     }
     if (h.msg_id <= last_seen_id_) {
       // A resend after reconnect of something already delivered.
@@ -347,6 +376,7 @@ bool inbound_session::flush_ready() {
   if (ready_.empty()) return true;
   peer_slot& ps = engine_.slot(slot_);
   std::size_t pushed = 0;
+  bool unverified = false;
   std::uint64_t msgs = 0, bytes = 0;
   bool superseded = false;
   {
@@ -357,6 +387,10 @@ bool inbound_session::flush_ready() {
       for (; pushed < ready_.size(); ++pushed) {
         ready_run& r = ready_[pushed];
         const std::uint32_t m = r.run.messages, len = r.run.length;
+        if (r.ticket > verified_upto_) {
+          unverified = true;  // on_verified() flushes again
+          break;
+        }
         if (ps.rx_pending_runs >= max_pending_runs) {
           ps.rx_runs_waiting = true;  // engine::release wakes us (on_miq_room)
           break;
@@ -380,7 +414,56 @@ bool inbound_session::flush_ready() {
   ps.rx_pending_bytes.fetch_add(bytes, std::memory_order_relaxed);
   ready_.erase(ready_.begin(), ready_.begin() + static_cast<std::ptrdiff_t>(pushed));
   if (pushed > 0) engine_.notify();
-  return ready_.empty();
+  // Held back by a verification, not by the MIQ: reading goes on.
+  return ready_.empty() || unverified;
+}
+
+// Verification pool thread: answers are collected and handed to the io
+// thread with one post while it has not taken the last ones.
+void inbound_session::verified(std::uint64_t ticket, bool ok) {
+  {
+    std::lock_guard<std::mutex> lock(verify_mu_);
+    verify_results_.emplace_back(ticket, ok);
+    if (verify_posted_) return;
+    verify_posted_ = true;
+  }
+  std::weak_ptr<inbound_session> weak = weak_from_this();
+  asio::post(socket_.get_executor(), [weak] {
+    if (auto self = weak.lock()) self->on_verified();
+  });
+}
+
+// io thread: signatures checked. A bad one refuses the peer (frames before
+// it still count); good ones release the runs waiting for them, and a
+// parser stalled on a full window goes on.
+void inbound_session::on_verified() {
+  std::vector<std::pair<std::uint64_t, bool>> results;
+  {
+    std::lock_guard<std::mutex> lock(verify_mu_);
+    results.swap(verify_results_);
+    verify_posted_ = false;
+  }
+  if (!open_) return;
+  for (const auto& r : results) {
+    if (!r.second) {
+      refuse(reject_code::bad_signature, "a signed frame whose signature does not check");
+      return;
+    }
+    verified_early_.push_back(r.first);
+  }
+  std::sort(verified_early_.begin(), verified_early_.end());
+  std::size_t k = 0;
+  while (k < verified_early_.size() && verified_early_[k] == verified_upto_ + 1) {
+    ++verified_upto_;
+    ++k;
+  }
+  verified_early_.erase(verified_early_.begin(), verified_early_.begin() + static_cast<std::ptrdiff_t>(k));
+  if (verify_stalled_ && next_ticket_ - 1 - verified_upto_ < verify_window) {
+    verify_stalled_ = false;
+    unparsed_ = true;
+    if (!paused_ && !reading_) return do_read();  // parses what waits, flushes, reads on
+  }
+  if (!flush_ready()) wait_for_miq();
 }
 
 void inbound_session::refuse(reject_code code, const std::string& detail) {

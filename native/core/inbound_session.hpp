@@ -47,6 +47,7 @@ class ack_flush_latch {
 
 class inbound_session : public chunk_owner,
                         public miq_waiter,
+                        public verify_client,
                         public std::enable_shared_from_this<inbound_session> {
  public:
   inbound_session(engine& eng, asio::ip::tcp::socket socket);
@@ -71,6 +72,12 @@ class inbound_session : public chunk_owner,
   /// Any thread: refuse it on its io thread unless it is established by then
   /// (connection limits).
   void refuse_async(reject_code code, std::string detail);
+  /// Verification pool thread: a signed frame of ours was checked.
+  void verified(std::uint64_t ticket, bool ok) override;
+
+  /// Signed frames of one connection in the verification pool at most; a
+  /// peer with this many waiting is not read until answers come back.
+  static constexpr std::uint64_t verify_window = 128;
 
  private:
   void start();
@@ -99,6 +106,7 @@ class inbound_session : public chunk_owner,
   void check_acks_flushed();
   void refuse(reject_code code, const std::string& detail);
   void close();
+  void on_verified();
   // Hostile-input limits (SECURITY.md "Connection limits").
   void leave_pre_handshake();
   void note_partial(bool progressed);
@@ -143,8 +151,20 @@ class inbound_session : public chunk_owner,
   struct ready_run {
     delivery run;
     std::uint64_t last_id;  // msg id of the run's last frame
+    std::uint64_t ticket = 0;  // its last signed frame's verification (0: none)
   };
-  std::vector<ready_run> ready_;  // parsed runs not yet pushed (MIQ full)
+  std::vector<ready_run> ready_;  // parsed runs not yet pushed (MIQ full, or unverified)
+  // Signed frames (io thread): tickets handed to the verification pool in
+  // parse order; a run goes on only once every ticket up to its own checked.
+  std::uint64_t next_ticket_ = 1;
+  std::uint64_t verified_upto_ = 0;
+  std::vector<std::uint64_t> verified_early_;  // checked, some earlier one not yet
+  bool verify_stalled_ = false;  // verify_window full: parsing and reading wait
+  bool unparsed_ = false;        // complete frames left in the buffer by a stall
+  // Answers from the pool threads, handed over under verify_mu_.
+  std::mutex verify_mu_;
+  std::vector<std::pair<std::uint64_t, bool>> verify_results_;  // verify_mu_
+  bool verify_posted_ = false;                                  // verify_mu_
   std::uint64_t last_seen_id_ = 0;  // io thread copy of the filter state
 
   // ACK frames: one in flight at a time; the latest id wins.

@@ -37,6 +37,18 @@
 //    authenticated batch, an ACK never above what was delivered;
 //  - the engine closes the connection once the input ended; receive memory
 //    stays bounded (fuzz_net.hpp check_after_input).
+//
+// Built a second time as fuzz_replica_session_seal (NEXRES_FUZZ_SEAL=1):
+// auth seal (PROTOCOL.md §2b). The harness then encrypts each batch and its
+// SEAL header itself (crypto::batch_aead, its own sequence numbers and key
+// ratchet, every 3 batches or 4 KiB: the engine's rekey schedule is set to
+// the same), so the engine decrypts in place what it parses; the actions
+// change the SEAL header before encryption, the tag after it, and a
+// dropped SEAL leaves ciphertext without header and tag. The invariants are
+// the same, checked against the plaintext.
+#ifndef NEXRES_FUZZ_SEAL
+#define NEXRES_FUZZ_SEAL 0
+#endif
 #include "fuzz_keys.hpp"
 #include "fuzz_net.hpp"
 
@@ -53,6 +65,9 @@ using namespace nexres_fuzz;
 namespace {
 
 constexpr std::uint32_t third_id = 3;
+constexpr auth_mode mode = NEXRES_FUZZ_SEAL ? auth_mode::seal : auth_mode::mac;
+// auth seal: the engine's and the harness's rekey schedule.
+constexpr auth::rekey_policy fuzz_rekey{3, 4096};
 constexpr std::size_t cid_len = sizeof("fuzz-cluster") - 1;
 constexpr std::size_t hello_bytes = hello_fixed_bytes + cid_len + auth::hello_ext_bytes;
 constexpr std::size_t welcome_bytes = hello_fixed_bytes + cid_len + auth::welcome_ext_bytes;
@@ -78,7 +93,8 @@ test_keys<4>& keys() { return nexres_fuzz::keys<4>(); }
 
 void configure(engine_options& o) {
   o.replicas.push_back({third_id, "127.0.0.1", unused_port()});
-  o.auth = auth_mode::mac;
+  o.auth = mode;
+  o.seal_rekey = fuzz_rekey;
   o.private_seed = keys().seed[self_id];
   o.public_keys.clear();
   o.public_keys.push_back({peer_id, keys().pub[peer_id]});
@@ -133,7 +149,7 @@ std::vector<std::uint8_t> make_hello(std::uint32_t sender, std::uint64_t incarna
   std::vector<std::uint8_t> h(hello_bytes);
   hello_message m{};
   m.type = hello_type::hello;
-  m.auth = auth_mode::mac;
+  m.auth = mode;
   m.sender = sender;
   m.incarnation = incarnation;
   m.version = protocol_version;
@@ -152,7 +168,7 @@ bool hello_may_pass(const std::uint8_t* in, std::size_t size) {
   std::uint32_t magic = 0;
   const hello_message m = decode_hello(in, magic);
   return magic == hello_magic && m.version == protocol_version && m.type == hello_type::hello &&
-         m.auth == auth_mode::mac && m.cluster_id_length == cid_len &&
+         m.auth == mode && m.cluster_id_length == cid_len &&
          m.body_length == cid_len + auth::hello_ext_bytes &&
          std::memcmp(in + hello_fixed_bytes, cluster_id, cid_len) == 0 && (m.sender == peer_id || m.sender == third_id);
 }
@@ -180,7 +196,7 @@ std::vector<std::uint8_t> check_welcome(const std::uint8_t* hello, const std::ui
   std::uint32_t magic = 0;
   const hello_message m = decode_hello(w, magic);
   FUZZ_CHECK(magic == hello_magic);
-  FUZZ_CHECK(m.type == hello_type::welcome && m.version == protocol_version && m.auth == auth_mode::mac);
+  FUZZ_CHECK(m.type == hello_type::welcome && m.version == protocol_version && m.auth == mode);
   FUZZ_CHECK(m.sender == self_id && m.incarnation == engine_incarnation());
   FUZZ_CHECK(m.cluster_id_length == cid_len && m.body_length == cid_len + auth::welcome_ext_bytes);
   FUZZ_CHECK(w[11] == 0 && load_u32(w + 28) == 0);
@@ -394,6 +410,27 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
   bool chain_ok = proven;
   std::size_t tag_from = wire.size();
   std::size_t c = 0;
+  // auth seal: what goes on the socket (wire holds the plaintext, at the
+  // same offsets: GCM keeps lengths), and the I -> R cipher state.
+  std::vector<std::uint8_t> cipher(wire);
+  crypto::key32 skey = sk.initiator_to_responder;
+  std::uint64_t sseq = 0, sbatches = 0, sbytes = 0;
+  auto encrypt_to_cipher = [&](std::size_t from, const std::uint8_t* header, std::uint8_t* tag) {
+    crypto::batch_aead aead(skey, true);
+    FUZZ_CHECK(aead.begin(sseq));
+    cipher.resize(from);
+    cipher.resize(wire.size() + (header ? frame_header_bytes : 0));
+    FUZZ_CHECK(aead.update(wire.data() + from, cipher.data() + from, wire.size() - from));
+    if (header) FUZZ_CHECK(aead.update(header, cipher.data() + wire.size(), frame_header_bytes));
+    if (tag) FUZZ_CHECK(aead.finish(tag));
+    ++sseq;
+    ++sbatches;
+    sbytes += wire.size() - from + (header ? frame_header_bytes : 0);
+    if (sbatches >= fuzz_rekey.batches || sbytes >= fuzz_rekey.bytes) {
+      FUZZ_CHECK(auth::next_key(skey));
+      sbatches = sbytes = 0;
+    }
+  };
   for (std::size_t i = 0; i < batches; ++i) {
     const std::uint8_t action = desc[i].first, sz = desc[i].second;
     std::size_t end = st.size();
@@ -411,22 +448,37 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
     const std::uint8_t a = action & 7;
     if (a == act_no_seal) continue;  // the next SEAL covers these bytes too
     std::uint8_t sf[auth::seal_frame_bytes];
-    const crypto::byte_view v(wire.data() + tag_from, wire.size() - tag_from);
-    FUZZ_CHECK(tx.seal(&v, 1, claimed, sf));
     bool ok = true;
+    if (NEXRES_FUZZ_SEAL) {
+      // The SEAL header as the actions make it, encrypted after the batch.
+      frame_header sh{};
+      sh.length = static_cast<std::uint32_t>(auth::tag_bytes);
+      sh.sender = (action & act_seal_sender) ? other : claimed;
+      sh.kind = frame_kind::seal;
+      sh.msg_id = a == act_wrong_seq ? sseq + 1 + sz : sseq;
+      if (action & act_seal_flags) sh.flags = 1;
+      encode_header(sf, sh);
+      encrypt_to_cipher(tag_from, sf, sf + frame_header_bytes);
+      if (a == act_dropped_seal) cipher.resize(wire.size());  // ciphertext without its SEAL
+      ok = a != act_wrong_seq && !(action & (act_seal_sender | act_seal_flags));
+    } else {
+      const crypto::byte_view v(wire.data() + tag_from, wire.size() - tag_from);
+      FUZZ_CHECK(tx.seal(&v, 1, claimed, sf));
+      if (a == act_wrong_seq) {
+        store_u64(sf + 16, load_u64(sf + 16) + 1 + sz);
+        ok = false;
+      }
+      if (action & act_seal_sender) {
+        store_u32(sf + 8, other);
+        ok = false;
+      }
+      if (action & act_seal_flags) {
+        sf[13] = 1;
+        ok = false;
+      }
+    }
     if (a == act_corrupt_tag) {
       sf[frame_header_bytes + (sz & 15)] ^= static_cast<std::uint8_t>(1u << (sz >> 5));
-      ok = false;
-    } else if (a == act_wrong_seq) {
-      store_u64(sf + 16, load_u64(sf + 16) + 1 + sz);
-      ok = false;
-    }
-    if (action & act_seal_sender) {
-      store_u32(sf + 8, other);
-      ok = false;
-    }
-    if (action & act_seal_flags) {
-      sf[13] = 1;
       ok = false;
     }
     if (a == act_dropped_seal) {
@@ -437,8 +489,11 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
     if (ok && chain_ok) good.push_back({tag_from, wire.size() - tag_from});
     else chain_ok = false;
     wire.insert(wire.end(), sf, sf + sizeof sf);
+    if (NEXRES_FUZZ_SEAL) cipher.insert(cipher.end(), sf + frame_header_bytes, sf + sizeof sf);  // the tag, in clear
     tag_from = wire.size();
   }
+  // A tail without a SEAL goes out encrypted all the same.
+  if (NEXRES_FUZZ_SEAL && tag_from < wire.size()) encrypt_to_cipher(tag_from, nullptr, nullptr);
 
   // The frames of the authenticated ranges, as the engine parses them.
   std::vector<span> frames;
@@ -494,7 +549,9 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
     FUZZ_CHECK(n == d.messages && last == d.last_id);
   };
 
-  const exchange_result r = exchange_on(fd, wire.data(), wire.size(), on_delivery);
+  const std::vector<std::uint8_t>& out = NEXRES_FUZZ_SEAL ? cipher : wire;
+  FUZZ_CHECK(out.size() == wire.size());
+  const exchange_result r = exchange_on(fd, out.data(), out.size(), on_delivery);
   if (std::getenv("NEXRES_FUZZ_DEBUG") != nullptr)
     std::fprintf(stderr, "nexres fuzz: replica %u%s, %zu batches, %zu sealed, %zu frames authenticated, %zu delivered\n",
                  claimed, proven ? "" : " (not proven)", batches, good.size(), frames.size(), cursor);

@@ -3,8 +3,10 @@
 // sent by reference arrive in order, exactly once, through sealed batches
 // (with seal: encrypted, decrypted in place, and the keys ratcheted forward
 // every few batches); the ACKs (sealed the other way) empty the sender's
-// queue; an engine with the right id but another key is refused and never
-// delivers.
+// queue; every 997th frame is signed (checked in the verification pool, off
+// the io threads, and still delivered in order); an engine with the right id
+// but another key is refused and never delivers, and a frame whose signature
+// does not check closes the connection, nothing after it delivered.
 #include "check.hpp"
 #include "frame_builder.hpp"
 #include "harness.hpp"
@@ -48,8 +50,15 @@ void run() {
 
   constexpr std::uint64_t small = 200000, big = 4;
   std::uint64_t next = 1, bad = 0, big_seen = 0;
+  std::uint64_t signed_seen = 0;
   auto on_b = [&](std::uint32_t peer, const frame_header& h, const std::uint8_t* body) {
     if (peer != 1 || h.sender != 1 || h.msg_id != next) ++bad;
+    if (h.flags & auth::flag_signed) {
+      ++signed_seen;
+      if (h.length != 8 + auth::signed_trailer_bytes || h.msg_id % 997 != 0) ++bad;
+    } else if (h.msg_id % 997 == 0 && h.msg_id <= small) {
+      ++bad;
+    }
     if (h.length == (2u << 20)) {
       ++big_seen;
       if (body[0] != static_cast<std::uint8_t>(h.msg_id) || body[h.length - 1] != static_cast<std::uint8_t>(h.msg_id)) ++bad;
@@ -64,10 +73,24 @@ void run() {
   std::thread producer([&] {
     std::uint64_t id = 1;
     int run = 1;
+    const crypto::ed25519_signer signer(seed_for(1).data());
     while (id <= small) {
       frame_builder fb(1);
-      for (int i = 0; i < run && id <= small; ++i, ++id) fb.add(7, id, &id, 8);
-      a.eng().enqueue(2, fb.take());
+      for (int i = 0; i < run && id <= small && id % 997 != 0; ++i, ++id) fb.add(7, id, &id, 8);
+      if (fb.bytes() > 0) a.eng().enqueue(2, fb.take());
+      if (id % 997 == 0 && id <= small) {
+        // A signed frame: payload, incarnation, signature.
+        std::array<std::uint8_t, 8 + auth::signed_trailer_bytes> body{};
+        std::memcpy(body.data(), &id, 8);
+        frame_builder sb(1, 256);
+        sb.add(7, id, body.data(), static_cast<std::uint32_t>(body.size()));
+        segment sg = sb.take();
+        auto* f = const_cast<std::uint8_t*>(sg.data);
+        f[frame_offset::flags] |= auth::flag_signed;
+        CHECK(auth::sign_frame(signer, a.eng().options().cluster_id, a.eng().options().incarnation, f));
+        a.eng().enqueue(2, sg);
+        ++id;
+      }
       run = run * 3 % 9973 + 1;  // runs of 1..~10k frames
     }
     for (std::uint64_t k = 0; k < big; ++k, ++id) {
@@ -95,6 +118,7 @@ void run() {
   std::fprintf(stderr, "auth: delivered %llu, bad %llu, big %llu\n", static_cast<unsigned long long>(next - 1),
                static_cast<unsigned long long>(bad), static_cast<unsigned long long>(big_seen));
   CHECK(bad == 0);
+  CHECK(signed_seen == small / 997);
   CHECK(next == small + big + 1);
   CHECK(big_seen == big);
   while (a.eng().queued_bytes(2) > 0 && std::chrono::steady_clock::now() < deadline) b.poll(on_b, 20ms);
@@ -114,6 +138,32 @@ void run() {
     while (std::chrono::steady_clock::now() < until) b.poll([&](std::uint32_t, const frame_header&, const std::uint8_t*) { ++delivered; }, 20ms);
     CHECK(delivered == 0);
     CHECK(b.eng().stats().rejects_by_code[static_cast<std::size_t>(reject_code::bad_auth)] > 0);
+  }
+  // A signature that does not check: BAD_SIGNATURE, nothing after it.
+  {
+    const std::uint64_t before = b.eng().stats().rejects_by_code[static_cast<std::size_t>(reject_code::bad_signature)];
+    const crypto::ed25519_signer wrong(seed_for(9).data());
+    std::uint64_t id = next;
+    std::array<std::uint8_t, 8 + auth::signed_trailer_bytes> body{};
+    frame_builder sb(1, 256);
+    sb.add(7, id, body.data(), static_cast<std::uint32_t>(body.size()));
+    segment sg = sb.take();
+    auto* f = const_cast<std::uint8_t*>(sg.data);
+    f[frame_offset::flags] |= auth::flag_signed;
+    CHECK(auth::sign_frame(wrong, a.eng().options().cluster_id, a.eng().options().incarnation, f));
+    a.eng().enqueue(2, sg);
+    frame_builder after(1, 256);
+    std::uint64_t id2 = id + 1;
+    after.add(7, id2, &id2, 8);
+    a.eng().enqueue(2, after.take());
+    std::uint64_t delivered = 0;
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (b.eng().stats().rejects_by_code[static_cast<std::size_t>(reject_code::bad_signature)] == before &&
+           std::chrono::steady_clock::now() < until)
+      b.poll([&](std::uint32_t, const frame_header&, const std::uint8_t*) { ++delivered; }, 20ms);
+    CHECK(b.eng().stats().rejects_by_code[static_cast<std::size_t>(reject_code::bad_signature)] > before);
+    b.poll([&](std::uint32_t, const frame_header&, const std::uint8_t*) { ++delivered; }, 100ms);
+    CHECK(delivered == 0);
   }
   // The other side on another mode: refused in the handshake.
   {
