@@ -92,9 +92,9 @@ const w2 = {
   concurrency: opt('w2-conc', '1,64').split(',').filter(Boolean).map(Number),
   // Safety bound on calls per run (far above what the window allows).
   maxCalls: 50_000_000,
-  contenders: opt('w2-contenders', 'nexres,net,grpc,libp2p').split(',').filter(Boolean),
+  contenders: opt('w2-contenders', 'nexres,nexres-seal,net,grpc,libp2p').split(',').filter(Boolean),
 }
-for (const k of w2.contenders) if (!['nexres', 'net', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
+for (const k of w2.contenders) if (!['nexres', 'nexres-seal', 'net', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
 if (w2.contenders.length === 0) throw new Error('--w2-contenders: none given')
 // W1 contenders; native is skipped when it cannot be built.
 const w1Contenders = opt('w1-contenders', 'nexres,nexres-mac,nexres-seal,net,libp2p,native').split(',').filter(Boolean)
@@ -402,15 +402,17 @@ ${table}
 async function onceW2(kind, concurrency) {
   return withProcs(async (procs) => {
     // nexres-rpc's server also needs a replica port (its client port is 0 = any).
-    const server = start(process.execPath, [`bench/w2-${kind}.mjs`, 'server', kind === 'nexres' ? await freePort() : 0])
+    // nexres-seal: the same server, a client with seal: true (PROTOCOL.md §6b).
+    const script = kind === 'nexres-seal' ? 'nexres' : kind
+    const server = start(process.execPath, [`bench/w2-${script}.mjs`, 'server', script === 'nexres' ? await freePort() : 0])
     procs.push(server)
     const ready = await server.nextLine(20_000)
     // libp2p's server also says its peer id, which its client dials.
     const m = kind === 'libp2p' ? /^ready (\d+) (\w+)$/.exec(ready) : /^ready (\d+)$/.exec(ready)
     if (m === null) throw new Error(`w2-${kind} server: unexpected "${ready}"`)
     const client = start(process.execPath, [
-      `bench/w2-${kind}.mjs`,
-      'client',
+      `bench/w2-${script}.mjs`,
+      kind === 'nexres-seal' ? 'client-seal' : 'client',
       m[1],
       concurrency,
       w2.size,
@@ -431,6 +433,7 @@ async function runW2() {
   const kinds = w2.contenders
   const names = {
     nexres: 'nexres-rpc (Client.call → TS handler)',
+    'nexres-seal': 'nexres-rpc, encrypted client connection (seal: true)',
     net: 'node:net, length-prefixed + id',
     grpc: '@grpc/grpc-js unary',
     libp2p: 'js-libp2p (TCP + Noise + Yamux), one stream, pipelined',
@@ -469,7 +472,7 @@ async function runW2() {
       lines.push(`| ${names[k]} | ${r.concurrency} | ${fmtRate(s.reqPerSec)} | ${fmtUs(s.p50)} | ${fmtUs(s.p99)} | ${all} |`)
     }
   }
-  const others = kinds.filter((k) => k !== 'nexres')
+  const others = kinds.filter((k) => k !== 'nexres' && k !== 'nexres-seal')
   if (kinds.includes('nexres') && others.length > 0) {
     const short = { net: 'node:net', grpc: 'grpc-js', libp2p: 'js-libp2p' }
     lines.push('')
@@ -482,6 +485,16 @@ async function runW2() {
       const rate = others.map((k) => `${(n.reqPerSec / r.stats[k].reqPerSec).toFixed(2)}×`)
       const p99 = others.map((k) => `${(n.p99 / r.stats[k].p99).toFixed(2)}×`)
       lines.push(`| W2 C = ${r.concurrency} | ${rate.join(' | ')} | ${p99.join(' | ')} |`)
+    }
+  }
+  if (kinds.includes('nexres') && kinds.includes('nexres-seal')) {
+    lines.push('')
+    lines.push('| workload | req/s: sealed ÷ plain client connection | p99: sealed ÷ plain |')
+    lines.push('| --- | ---: | ---: |')
+    for (const r of results) {
+      const a = r.stats['nexres-seal']
+      const b = r.stats.nexres
+      lines.push(`| W2 C = ${r.concurrency} | ${(a.reqPerSec / b.reqPerSec).toFixed(2)}× | ${(a.p99 / b.p99).toFixed(2)}× |`)
     }
   }
   // Runs far apart (e.g. a busy machine, or CPUs waking from idle in a VM)
@@ -527,7 +540,11 @@ lower.
 - **nexres-rpc** (\`bench/w2-nexres.mjs\`): \`Client.call('echo', payload)\`
   against the client port of a one-replica cluster (default options:
   \`ioThreads: 2\`), answered by the TypeScript handler
-  \`replica.handle('echo', (req) => req)\`.
+  \`replica.handle('echo', (req) => req)\`. Once more with the client
+  connecting with \`seal: true\` (PROTOCOL.md §6b: X25519 session keys,
+  every batch both ways encrypted with AES-256-GCM; no client key), the
+  like-for-like comparison with the encrypted contenders (js-libp2p's
+  Noise).
 - **node:net** (\`bench/w2-net.mjs\`): the same calls written well on plain
   sockets: frames of a 4-byte length and a 4-byte request id, both sides
   staging frames and writing once per tick, parsing in place with

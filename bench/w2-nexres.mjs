@@ -7,6 +7,7 @@
 //     (W6: Client.connect({ replicas, f: 1 }), calls with { quorum: 2 }, to 'all')
 //   client-key / quorum-key: the same with a client key (PROTOCOL.md §6a:
 //     proved in the handshake, every batch MAC'd both ways)
+//   client-seal: the same with seal: true (§6b: every batch encrypted both ways)
 import { Client, Replica, generateKeyPair } from 'nexres-rpc'
 
 import { clientArgs, runClient } from './w2-loop.mjs'
@@ -22,9 +23,9 @@ if (role === 'server') {
     r.close({ timeoutMs: 0 }).finally(() => process.exit(0))
   })
   process.stdout.write(`ready ${r.clientPort}\n`)
-} else if (role === 'client' || role === 'client-key') {
+} else if (role === 'client' || role === 'client-key' || role === 'client-seal') {
   const a = clientArgs(rest)
-  const key = role === 'client-key' ? { privateKey: generateKeyPair().privateKey } : {}
+  const key = role === 'client-key' ? { privateKey: generateKeyPair().privateKey } : role === 'client-seal' ? { seal: true } : {}
   const c = await Client.connect({ host: '127.0.0.1', port: a.port, ...key })
   await runClient(a, (payload) => c.call('echo', payload))
   await c.close()

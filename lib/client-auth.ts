@@ -3,11 +3,39 @@
 // session keys, the AUTH frame, and the sealed batches both ways (a SEAL
 // frame after each batch: AES-256-GCM over no plaintext, the batch's bytes
 // as additional data, the batch number as nonce), as the replica's native
-// code does them (native/core/auth.cpp).
-import { type CipherGCM, type KeyObject, createCipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, randomBytes, sign, timingSafeEqual, verify } from 'node:crypto'
+// code does them (native/core/auth.cpp). §6b (`seal: true`, with or without
+// a key): the same handshake, then every batch both ways encrypted with
+// AES-256-GCM (the batch and its SEAL header as plaintext, the tag after
+// them in clear), each direction's key ratcheted with HKDF every 65,536
+// batches or 1 GiB (§2b).
+import {
+  type CipherGCM,
+  type DecipherGCM,
+  type KeyObject,
+  createCipheriv,
+  createDecipheriv,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  randomBytes,
+  sign,
+  timingSafeEqual,
+  verify,
+} from 'node:crypto'
 
 import { InvalidArgumentError } from './errors.js'
 import { HEADER_BYTES, HELLO_CLIENT, KIND_AUTH, KIND_SEAL, HELLO_FIXED_BYTES, HELLO_MAGIC, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_SENDER, PROTOCOL_VERSION } from './wire.js'
+
+/** §2b: a direction's key is ratcheted after this many batches or bytes. */
+const REKEY_BATCHES = 65_536
+const REKEY_BYTES = 2 ** 30
+const REKEY_INFO = Buffer.from('nexres-rpc/1 rekey', 'latin1')
+
+function nextKey(key: Buffer): Buffer {
+  return Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), REKEY_INFO, 32))
+}
 
 export const TAG_BYTES = 16
 export const SEAL_FRAME_BYTES = HEADER_BYTES + TAG_BYTES
@@ -56,8 +84,8 @@ export interface KeyedHello {
   ephPublic: Buffer
 }
 
-/** CLIENT_HELLO with auth 1: cluster id | nonce_C | X_C | P_C. */
-export function keyedHello(clusterId: string, key: ClientKeyPair): KeyedHello {
+/** CLIENT_HELLO with auth 1 (§6a) or 2 (§6b, `seal`): cluster id | nonce_C | X_C | P_C (zeros without a key). */
+export function keyedHello(clusterId: string, key: ClientKeyPair | undefined, seal: boolean): KeyedHello {
   const cid = Buffer.from(clusterId, 'utf8')
   const { privateKey: eph, publicKey } = generateKeyPairSync('x25519')
   const ephPublic = Buffer.from((publicKey.export({ format: 'jwk' }) as { x?: string }).x ?? '', 'base64url')
@@ -66,14 +94,14 @@ export function keyedHello(clusterId: string, key: ClientKeyPair): KeyedHello {
   h.writeUInt32LE(HELLO_MAGIC, 0)
   h.writeUInt16LE(PROTOCOL_VERSION, 4)
   h.writeUInt16LE(HELLO_CLIENT, 6)
-  h.writeUInt16LE(1, 8)
+  h.writeUInt16LE(seal ? 2 : 1, 8)
   h[10] = cid.length
   h.writeUInt32LE(cid.length + HELLO_KEY_BYTES, 24)
   cid.copy(h, HELLO_FIXED_BYTES)
   let at = HELLO_FIXED_BYTES + cid.length
   nonce.copy(h, at)
   ephPublic.copy(h, (at += NONCE))
-  Buffer.from(key.publicKey).copy(h, at + NONCE)
+  if (key !== undefined) Buffer.from(key.publicKey).copy(h, at + NONCE)
   return { hello: h, nonce, eph, ephPublic }
 }
 
@@ -92,13 +120,21 @@ export interface KeyedSession {
   authFrame: Buffer
   sealer: Sealer
   opener: Opener
+  /** §6b: decrypts what the replica sends before it is parsed. */
+  decryptor: Decryptor | undefined
 }
 
 /**
  * Checks the replica's proof (when `replicaKey` is known) and derives the
  * session. Returns the reason as a string when the handshake fails.
  */
-export function finishKeyed(h: KeyedHello, key: ClientKeyPair, w: WelcomeProof, replicaKey: Uint8Array | undefined): KeyedSession | string {
+export function finishKeyed(
+  h: KeyedHello,
+  key: ClientKeyPair | undefined,
+  w: WelcomeProof,
+  replicaKey: Uint8Array | undefined,
+  seal: boolean,
+): KeyedSession | string {
   const nonceR = w.ext.subarray(0, NONCE)
   const ephR = w.ext.subarray(NONCE, 2 * NONCE)
   const sigR = w.ext.subarray(2 * NONCE, 2 * NONCE + 64)
@@ -115,7 +151,7 @@ export function finishKeyed(h: KeyedHello, key: ClientKeyPair, w: WelcomeProof, 
   p += h.ephPublic.copy(t, p)
   p += nonceR.copy(t, p)
   ephR.copy(t, p)
-  const signed = Buffer.concat([t, key.publicKey])
+  const signed = Buffer.concat([t, key?.publicKey ?? Buffer.alloc(32)])
   if (replicaKey !== undefined) {
     const pub = createPublicKey({ key: Buffer.concat([SPKI_ED25519, replicaKey]), format: 'der', type: 'spki' })
     if (!verify(null, Buffer.concat([Buffer.from('S'), signed]), pub, sigR)) {
@@ -136,8 +172,14 @@ export function finishKeyed(h: KeyedHello, key: ClientKeyPair, w: WelcomeProof, 
   const authFrame = Buffer.alloc(HEADER_BYTES + 64)
   authFrame.writeUInt32LE(64, 0)
   authFrame[OFFSET_KIND] = KIND_AUTH
-  sign(null, Buffer.concat([Buffer.from('C'), signed]), key.privateKey).copy(authFrame, HEADER_BYTES)
-  return { authFrame, sealer: new Sealer(okm.subarray(0, 32)), opener: new Opener(okm.subarray(32, 64), w.replicaId) }
+  // §6b without a key: the signature is all zero.
+  if (key !== undefined) sign(null, Buffer.concat([Buffer.from('C'), signed]), key.privateKey).copy(authFrame, HEADER_BYTES)
+  return {
+    authFrame,
+    sealer: new Sealer(okm.subarray(0, 32), seal),
+    opener: new Opener(okm.subarray(32, 64), w.replicaId, seal),
+    decryptor: seal ? new Decryptor(okm.subarray(32, 64), w.replicaId) : undefined,
+  }
 }
 
 function nonceOf(seq: number): Buffer {
@@ -146,29 +188,201 @@ function nonceOf(seq: number): Buffer {
   return iv
 }
 
-/** Tags each batch the client writes (§2a "Sealed batches", sender 0). */
+/** Tags (§6a) or encrypts (§6b) each batch the client writes (sender 0). */
 export class Sealer {
   private seq = 0
-  constructor(private readonly key: Buffer) {}
+  private key: Buffer
+  private batches = 0
+  private bytes = 0
+  constructor(
+    key: Buffer,
+    /** §6b: batches are encrypted. */
+    readonly encrypt = false,
+  ) {
+    this.key = key
+  }
 
-  /** The SEAL frame closing a batch made of `parts`. */
+  private sealHeader(out: Buffer, at: number): void {
+    out.fill(0, at, at + HEADER_BYTES)
+    out.writeUInt32LE(TAG_BYTES, at)
+    out[at + OFFSET_KIND] = KIND_SEAL
+    out.writeBigUInt64LE(BigInt(this.seq), at + OFFSET_MSG_ID)
+  }
+
+  private next(batchBytes: number): void {
+    this.seq++
+    if (!this.encrypt) return
+    this.batches++
+    this.bytes += batchBytes
+    if (this.batches >= REKEY_BATCHES || this.bytes >= REKEY_BYTES) {
+      this.key = nextKey(this.key)
+      this.batches = this.bytes = 0
+    }
+  }
+
+  /**
+   * The batch staged in stage[0..pos) goes out with its SEAL after it, at
+   * stage[pos..pos + SEAL_FRAME_BYTES): tagged (§6a), or (§6b) encrypted in
+   * place with the SEAL header, the tag after them.
+   */
+  sealStaged(stage: Buffer, pos: number): void {
+    if (!this.encrypt) {
+      this.sealInto([stage.subarray(0, pos)], stage, pos)
+      return
+    }
+    this.sealHeader(stage, pos)
+    const c = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
+    c.update(stage.subarray(0, pos + HEADER_BYTES)).copy(stage, 0)
+    c.final()
+    c.getAuthTag().copy(stage, pos + HEADER_BYTES)
+    this.next(pos + HEADER_BYTES)
+  }
+
+  /** What to write for a batch made of `parts` (left as they are): the parts and their SEAL, or (§6b) their ciphertext. */
+  sealParts(parts: readonly Uint8Array[]): Buffer[] {
+    if (!this.encrypt) return [...parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)), this.seal(parts)]
+    const c = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
+    const out: Buffer[] = []
+    let n = 0
+    for (const part of parts) {
+      out.push(c.update(part))
+      n += part.byteLength
+    }
+    const tail = Buffer.alloc(SEAL_FRAME_BYTES)
+    this.sealHeader(tail, 0)
+    c.update(tail.subarray(0, HEADER_BYTES)).copy(tail, 0)
+    c.final()
+    c.getAuthTag().copy(tail, HEADER_BYTES)
+    out.push(tail)
+    this.next(n + HEADER_BYTES)
+    return out
+  }
+
+  /** §6a: the SEAL frame closing a batch made of `parts`. */
   seal(parts: readonly Uint8Array[]): Buffer {
     const f = Buffer.alloc(SEAL_FRAME_BYTES)
     this.sealInto(parts, f, 0)
     return f
   }
 
-  /** Writes the SEAL frame closing a batch made of `parts` at out[at..]. */
+  /** §6a: writes the SEAL frame closing a batch made of `parts` at out[at..]. */
   sealInto(parts: readonly Uint8Array[], out: Buffer, at: number): void {
     const c = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
     for (const part of parts) c.setAAD(part)
     c.final()
-    out.fill(0, at, at + HEADER_BYTES)
-    out.writeUInt32LE(TAG_BYTES, at)
-    out[at + OFFSET_KIND] = KIND_SEAL
-    out.writeBigUInt64LE(BigInt(this.seq), at + OFFSET_MSG_ID)
+    this.sealHeader(out, at)
     c.getAuthTag().copy(out, at + HEADER_BYTES)
+    this.next(0)
+  }
+}
+
+/**
+ * §6b: decrypts the replica's batches in place as their bytes arrive, never
+ * past the frame in progress (the tag after a SEAL header is in clear), and
+ * checks each batch's tag when it is complete. What it lets through is
+ * plaintext; a SEAL frame only once its batch checked (the Opener holds a
+ * batch's frames until then).
+ */
+export class Decryptor {
+  private seq = 0
+  private key: Buffer
+  private d: DecipherGCM
+  private batches = 0
+  private bytes = 0
+  private batchBytes = 0
+  private state: 'head' | 'body' | 'tag' = 'head'
+  private readonly head = Buffer.alloc(HEADER_BYTES)
+  private have = 0
+  private left = 0
+  private readonly tag = Buffer.alloc(TAG_BYTES)
+
+  constructor(
+    key: Buffer,
+    private readonly replicaId: number,
+  ) {
+    this.key = key
+    this.d = createDecipheriv('aes-256-gcm', key, nonceOf(0))
+  }
+
+  /**
+   * Decrypts `buf` in place. Returns how many of its bytes may be parsed:
+   * all of them, or, with the reason the stream failed, those before the
+   * batch that failed.
+   */
+  feed(buf: Buffer): { ok: number; error?: string } {
+    let i = 0
+    let good = 0  // end of the last batch that checked, or of frames of the batch in progress
+    while (i < buf.length) {
+      const n = Math.min(buf.length - i, this.state === 'head' ? HEADER_BYTES - this.have : this.left)
+      if (this.state === 'tag') {
+        buf.copy(this.tag, TAG_BYTES - this.left, i, i + n)
+        i += n
+        this.left -= n
+        if (this.left > 0) break
+        this.d.setAuthTag(this.tag)
+        try {
+          this.d.final()
+        } catch {
+          return { ok: this.failedAt(buf, i), error: 'a batch from the replica failed its check (BAD_MAC)' }
+        }
+        this.nextBatch()
+        good = i
+        continue
+      }
+      this.d.update(buf.subarray(i, i + n)).copy(buf, i)
+      this.batchBytes += n
+      if (this.state === 'body') {
+        i += n
+        this.left -= n
+        if (this.left === 0) {
+          this.state = 'head'
+          good = i
+        }
+        continue
+      }
+      buf.copy(this.head, this.have, i, i + n)
+      i += n
+      this.have += n
+      if (this.have < HEADER_BYTES) break
+      this.have = 0
+      const len = this.head.readUInt32LE(0)
+      if (this.head[OFFSET_KIND] === KIND_SEAL) {
+        if (len !== TAG_BYTES || this.head.readBigUInt64LE(OFFSET_MSG_ID) !== BigInt(this.seq) || this.head.readUInt32LE(OFFSET_SENDER) !== this.replicaId) {
+          return { ok: this.failedAt(buf, i), error: 'a SEAL frame out of sequence (BAD_MAC)' }
+        }
+        this.state = 'tag'
+        this.left = TAG_BYTES
+        continue
+      }
+      if (this.batchBytes > MAX_UNSEALED_BYTES) return { ok: good, error: 'more than a batch from the replica without a SEAL' }
+      if (len === 0) {
+        good = i
+        continue
+      }
+      this.state = 'body'
+      this.left = len
+    }
+    return { ok: i }
+  }
+
+  // The bytes of `buf` before the SEAL frame that failed (the frames of its
+  // batch before it are held by the Opener and never released).
+  private failedAt(buf: Buffer, i: number): number {
+    void buf
+    return Math.max(0, i - SEAL_FRAME_BYTES)
+  }
+
+  private nextBatch(): void {
     this.seq++
+    this.batches++
+    this.bytes += this.batchBytes
+    this.batchBytes = 0
+    this.state = 'head'
+    if (this.batches >= REKEY_BATCHES || this.bytes >= REKEY_BYTES) {
+      this.key = nextKey(this.key)
+      this.batches = this.bytes = 0
+    }
+    this.d = createDecipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
   }
 }
 
@@ -186,6 +400,8 @@ export class Opener {
   constructor(
     private readonly key: Buffer,
     private readonly replicaId: number,
+    /** §6b: the Decryptor checked each batch before its SEAL frame gets here. */
+    private readonly decrypted = false,
   ) {
     this.cipher = createCipheriv('aes-256-gcm', key, nonceOf(0))
   }
@@ -199,7 +415,9 @@ export class Opener {
       // Frames that follow each other in one buffer go to the MAC as one
       // range (a setAAD per frame cost a microsecond each).
       const end = p + HEADER_BYTES + len
-      if (buf === this.runBuf && p === this.runEnd) this.runEnd = end
+      if (this.decrypted) {
+        // Checked upstream: nothing to feed.
+      } else if (buf === this.runBuf && p === this.runEnd) this.runEnd = end
       else {
         this.feedRun()
         this.runBuf = buf
@@ -215,12 +433,14 @@ export class Opener {
     if (len !== TAG_BYTES || buf.readBigUInt64LE(p + OFFSET_MSG_ID) !== BigInt(this.seq) || buf.readUInt32LE(p + OFFSET_SENDER) !== this.replicaId) {
       return 'a SEAL frame out of sequence'
     }
-    this.feedRun()
-    this.cipher.final()
-    const ok = timingSafeEqual(this.cipher.getAuthTag(), buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + TAG_BYTES))
     this.seq++
-    this.cipher = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
-    if (!ok) return 'a batch from the replica failed its MAC check (BAD_MAC)'
+    if (!this.decrypted) {
+      this.feedRun()
+      this.cipher.final()
+      const ok = timingSafeEqual(this.cipher.getAuthTag(), buf.subarray(p + HEADER_BYTES, p + HEADER_BYTES + TAG_BYTES))
+      this.cipher = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
+      if (!ok) return 'a batch from the replica failed its MAC check (BAD_MAC)'
+    }
     const out = this.held
     this.held = []
     this.heldBytes = 0

@@ -19,8 +19,10 @@ export interface WelcomeLimits {
   maxInFlight: number | undefined
   /** The replica's id (the CLIENT_WELCOME's sender). */
   replicaId: number
-  /** §6a, when the WELCOME answers a keyed CLIENT_HELLO (auth 1); else undefined. */
+  /** §6a, when the WELCOME answers a keyed or sealed CLIENT_HELLO (auth 1 or 2); else undefined. */
   proof: WelcomeProof | undefined
+  /** The WELCOME's auth mode: 0 none, 1 keyed (§6a), 2 sealed (§6b). */
+  auth: number
 }
 
 /**
@@ -69,7 +71,8 @@ export function readWelcome(b: Buffer, ep: Endpoint, closed: boolean, clusterId:
   const at = HELLO_FIXED_BYTES + cidLen
   const extra = bodyLen - cidLen
   let proof: WelcomeProof | undefined
-  if (b.readUInt16LE(8) === 1) {
+  const auth = b.readUInt16LE(8)
+  if (auth !== 0) {
     // §6a: nonce_R | X_R | sig_R after the limits.
     if (extra < 8 + WELCOME_KEY_BYTES) return new ConnectionLostError(`${where}: malformed CLIENT_WELCOME (no key exchange in a keyed answer)`, undefined, { endpoint: ep })
     proof = {
@@ -85,6 +88,7 @@ export function readWelcome(b: Buffer, ep: Endpoint, closed: boolean, clusterId:
     maxInFlight: extra >= 8 ? b.readUInt32LE(at + 4) : undefined,
     replicaId: b.readUInt32LE(12),
     proof,
+    auth,
   }
 }
 

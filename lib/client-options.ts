@@ -35,6 +35,14 @@ export interface ClientOptions {
    * does not.
    */
   publicKey?: string | Uint8Array
+  /**
+   * Encrypt the connection (PROTOCOL.md §6b), with or without `privateKey`:
+   * ephemeral session keys from an X25519 exchange, then every batch both
+   * ways encrypted with AES-256-GCM. Needed by replicas with `clientSeal:
+   * 'required'`. Give the replica's `publicKey` too, or an active man in the
+   * middle could stand in for the replica.
+   */
+  seal?: boolean
   /** Cluster id to check in the handshake (optional). */
   clusterId?: string
   /** Default per-call timeout in ms (default 30000). */
@@ -98,6 +106,7 @@ const CLIENT_OPTION_KEYS: Readonly<Record<keyof ClientOptions | 'waitForReady', 
   f: true,
   privateKey: true,
   publicKey: true,
+  seal: true,
 }
 const ENDPOINT_KEYS: Readonly<Record<keyof Endpoint | 'publicKey', true>> = { host: true, port: true, publicKey: true }
 const CLIENT_RECONNECT_KEYS: Readonly<Record<keyof NonNullable<ClientOptions['reconnect']>, true>> = { minMs: true, maxMs: true }
@@ -137,6 +146,8 @@ export interface ResolvedClientOptions {
   f: number | undefined
   /** The client's key (§6a); undefined: none. */
   key: ClientKeyPair | undefined
+  /** §6b: the connection is encrypted. */
+  seal: boolean
   /** Each endpoint's public key, when given. */
   replicaKeys: (Uint8Array | undefined)[]
 }
@@ -184,13 +195,15 @@ export function resolveClientOptions(options: ClientOptions): { endpoints: Endpo
     maxMs: positive('reconnect.maxMs', rc.maxMs, 2000),
     f: undefined,
     key: options.privateKey === undefined ? undefined : clientKeyPair(decodeKey('privateKey', options.privateKey)),
+    seal: options.seal ?? false,
     replicaKeys: single
       ? [options.publicKey === undefined ? undefined : decodeKey('publicKey', options.publicKey)]
       : (endpoints as { publicKey?: unknown }[]).map((e, i) => (e.publicKey === undefined ? undefined : decodeKey(`replicas[${i}].publicKey`, e.publicKey))),
   }
   if (!single && options.publicKey !== undefined) throw new ConfigError('publicKey', 'goes with host and port; with replicas, give each its replicas[].publicKey')
-  if (opts.key === undefined && opts.replicaKeys.some((k) => k !== undefined)) {
-    throw new ConfigError(single ? 'publicKey' : 'replicas[].publicKey', "is checked in a keyed handshake only: give privateKey too (see generateKeyPair())")
+  if (typeof opts.seal !== 'boolean') throw new ConfigError('seal', `must be a boolean, got ${describeValue(opts.seal)}`)
+  if (opts.key === undefined && !opts.seal && opts.replicaKeys.some((k) => k !== undefined)) {
+    throw new ConfigError(single ? 'publicKey' : 'replicas[].publicKey', "is checked in a keyed or sealed handshake only: give privateKey or seal: true too (see generateKeyPair())")
   }
   if (opts.whenFull !== 'wait' && opts.whenFull !== 'reject') throw new ConfigError('whenFull', `must be 'wait' or 'reject', got ${describeValue(opts.whenFull)}`)
   if (Buffer.byteLength(opts.clusterId) > 255) throw new ConfigError('clusterId', 'must be at most 255 bytes')

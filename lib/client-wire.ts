@@ -110,17 +110,15 @@ export class RequestStager {
     if (this.sealer !== undefined && this.large.length === 0 && this.pos + SEAL_FRAME_BYTES <= this.stage.length) {
       // The common case: the batch and its SEAL in one write.
       if (this.pos === 0) return
-      this.sealer.sealInto([this.stage.subarray(0, this.pos)], this.stage, this.pos)
+      this.sealer.sealStaged(this.stage, this.pos)
       this.pos += SEAL_FRAME_BYTES
       s.write(this.stage.subarray(0, this.pos))
       this.batchFrames = 0
     } else if (this.sealer !== undefined) {
       if (this.large.length === 0 && this.pos === 0) return
       const parts = this.pos > 0 ? [...this.large, this.stage.subarray(0, this.pos)] : this.large
-      const seal = this.sealer.seal(parts)
       s.cork()
-      for (const part of parts) s.write(part)
-      s.write(seal)
+      for (const part of this.sealer.sealParts(parts)) s.write(part)
       process.nextTick(() => s.uncork())
       this.large = []
       this.batchFrames = 0

@@ -586,7 +586,7 @@ export class Client {
         fail(new TimeoutError(`${where}: ${what} within ${budget}`, { endpoint: ep }))
       }, timeoutMs)
       const i = this.endpoints.indexOf(ep)
-      const keyed = this.opts.key !== undefined ? keyedHello(this.opts.clusterId, this.opts.key) : undefined
+      const keyed = this.opts.key !== undefined || this.opts.seal ? keyedHello(this.opts.clusterId, this.opts.key, this.opts.seal) : undefined
       // The connection is the client's: calls may go out on it.
       const ready = (answer: WelcomeLimits, session: KeyedSession | undefined): void => {
         welcomed = true
@@ -620,18 +620,31 @@ export class Client {
         if (answer.proof === undefined) {
           return fail(new ConnectionLostError(`${where} answered without a key exchange: it does not know client keys (a version before them)`, undefined, { endpoint: ep, reasonCode: 'BAD_AUTH' }))
         }
-        const session = finishKeyed(keyed, this.opts.key!, answer.proof, this.opts.replicaKeys[i])
+        if (this.opts.seal && answer.auth !== 2) {
+          return fail(new ConnectionLostError(`${where} answered without encryption: it does not know sealed client connections (a version before them)`, undefined, { endpoint: ep, reasonCode: 'BAD_AUTH' }))
+        }
+        const session = finishKeyed(keyed, this.opts.key, answer.proof, this.opts.replicaKeys[i], this.opts.seal)
         if (typeof session === 'string') {
           return fail(new ConnectionLostError(`${where}: ${session}`, undefined, { endpoint: ep, reasonCode: 'BAD_AUTH', reason: session }))
         }
         s.write(session.authFrame)
         this.opener = session.opener
+        const decryptor = session.decryptor
         this.preReady = {
           ready: () => ready(answer, session),
           refused: (err) => fail(err),
         }
-        s.on('data', (d: Buffer) => this.reader.feed(d))
-        if (rest.length > 0) this.reader.feed(rest)
+        const feed =
+          decryptor === undefined
+            ? (d: Buffer): void => this.reader.feed(d)
+            : (d: Buffer): void => {
+                // §6b: decrypted in place before it is parsed.
+                const r = decryptor.feed(d)
+                if (r.ok > 0) this.reader.feed(r.ok === d.length ? d : d.subarray(0, r.ok))
+                if (r.error !== undefined) this.protocolError(r.error)
+              }
+        s.on('data', feed)
+        if (rest.length > 0) feed(Buffer.from(rest))
       }
       s.on('data', onHandshake)
       s.once('connect', () => {

@@ -125,6 +125,12 @@ export interface ReplicaOptions {
    */
   clientAuth?: 'none' | 'key'
   /**
+   * Encrypted client connections (PROTOCOL.md §6b): `'required'` serves only
+   * clients that connect with `seal: true` (with or without a key),
+   * refusing others with `BAD_AUTH`; `'optional'` (default) serves both.
+   */
+  clientSeal?: 'optional' | 'required'
+  /**
    * Decides, once a client has proved its key and before any of its
    * requests is read, whether it is served: true serves it, anything else
    * (false, a throw, a rejected promise) refuses it with `BAD_AUTH`. The
@@ -227,6 +233,7 @@ export const REPLICA_OPTION_KEYS: Readonly<Record<keyof ReplicaOptions, true>> =
   clientIdleTimeoutMs: true,
   maxClientConnections: true,
   clientAuth: true,
+  clientSeal: true,
   allowClient: true,
   maxClientKeyConnections: true,
   maxClientKeyInFlight: true,
@@ -271,6 +278,7 @@ export interface ResolvedOptions extends EngineIntegers {
   /** With auth 'mac' or 'seal': every other replica's public key. */
   publicKeys: { id: number; key: Uint8Array }[]
   clientAuth: 'none' | 'key'
+  clientSeal: 'optional' | 'required'
   allowClient: ((publicKey: Uint8Array, client: { id: string; address: string }) => unknown) | undefined
 }
 
@@ -416,12 +424,18 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   }
 }
 
-function resolveClientAuth(o: Record<string, unknown>): { clientAuth: 'none' | 'key'; allowClient: ResolvedOptions['allowClient'] } {
+function resolveClientAuth(o: Record<string, unknown>): {
+  clientAuth: 'none' | 'key'
+  clientSeal: 'optional' | 'required'
+  allowClient: ResolvedOptions['allowClient']
+} {
   const clientAuth = o.clientAuth ?? 'none'
   if (clientAuth !== 'none' && clientAuth !== 'key') throw new ConfigError('clientAuth', `must be 'none' or 'key', got ${describe(clientAuth)}`)
+  const clientSeal = o.clientSeal ?? 'optional'
+  if (clientSeal !== 'optional' && clientSeal !== 'required') throw new ConfigError('clientSeal', `must be 'optional' or 'required', got ${describe(clientSeal)}`)
   const allowClient = o.allowClient
   if (allowClient !== undefined && typeof allowClient !== 'function') throw new ConfigError('allowClient', `must be a function (publicKey, client) => boolean | Promise<boolean>, got ${describe(allowClient)}`)
-  return { clientAuth, allowClient: allowClient as ResolvedOptions['allowClient'] }
+  return { clientAuth, clientSeal, allowClient: allowClient as ResolvedOptions['allowClient'] }
 }
 
 /** Decodes a 32-byte key: Uint8Array, hex, base64 or base64url. */

@@ -24,6 +24,7 @@ export interface EngineOptions extends EngineIntegers {
   /** Replica connections: 'mac' and 'seal' need privateKey (32-byte seed) and every peer's public key. */
   auth: 'seal' | 'mac' | 'none'
   clientAuth?: 'none' | 'key'
+  clientSeal?: 'optional' | 'required'
   allowClientHook?: boolean
   privateKey?: Uint8Array
   publicKeys?: { id: number; key: Uint8Array }[]

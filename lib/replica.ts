@@ -163,6 +163,7 @@ export class Replica extends ReplicaBase {
         incarnationHi: inc.readUInt32LE(4),
         auth: opts.auth,
         clientAuth: opts.clientAuth,
+        clientSeal: opts.clientSeal,
         allowClientHook: opts.allowClient !== undefined,
         ...(opts.auth !== 'none' ? { privateKey: opts.privateKey!, publicKeys: opts.publicKeys } : {}),
         consumers: opts.workers,

@@ -38,7 +38,7 @@ async function rawKeyed(t: Tap, port: number, pair: ClientKeyPair, tamper?: { si
   const closed = new Promise<void>((r) => s.once('close', () => r()))
   s.on('error', () => {})
   await new Promise<void>((r) => s.connect(port, HOST, () => r()))
-  const h = keyedHello('', pair)
+  const h = keyedHello('', pair, false)
   s.write(h.hello)
   s.on('data', (d: Buffer) => chunks.push(d))
   let session: KeyedSession | undefined
@@ -46,7 +46,7 @@ async function rawKeyed(t: Tap, port: number, pair: ClientKeyPair, tamper?: { si
     const b = Buffer.concat(chunks)
     const w = readWelcome(b, { host: HOST, port }, false, '')
     if (w === undefined || w instanceof Error || w.proof === undefined) return false
-    const made = finishKeyed(h, tamper?.signWith ?? pair, w.proof, undefined)
+    const made = finishKeyed(h, tamper?.signWith ?? pair, w.proof, undefined, false)
     if (typeof made === 'string') throw new Error(made)
     session = made
     chunks.splice(0, chunks.length, b.subarray(w.end))

@@ -76,7 +76,7 @@ t.test('a client that does not read: push turns false, nothing queued without bo
   t.teardown(() => s.destroy())
   s.on('error', () => {})
   await new Promise<void>((r) => s.connect(server.endpoint.port, HOST, () => r()))
-  const h = keyedHello('', pair)
+  const h = keyedHello('', pair, false)
   s.write(h.hello)
   let buf = Buffer.alloc(0)
   const onData = (d: Buffer): void => {
@@ -89,7 +89,7 @@ t.test('a client that does not read: push turns false, nothing queued without bo
   }, timeBound(5000), 'the CLIENT_WELCOME')
   const w = readWelcome(buf, server.endpoint, false, '')
   if (w === undefined || w instanceof Error || w.proof === undefined) throw new Error('no keyed welcome')
-  const session = finishKeyed(h, pair, w.proof, undefined)
+  const session = finishKeyed(h, pair, w.proof, undefined, false)
   if (typeof session === 'string') throw new Error(session)
   s.write(session.authFrame)
   await sleep(100)

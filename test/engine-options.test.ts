@@ -16,7 +16,7 @@ const ALL: Record<keyof EngineOptions, true> = {
   heartbeatIntervalMs: true, heartbeatTimeoutMs: true, peerDownDeadlineMs: true, maxReplicaConnections: true,
   maxConnectionsPerAddress: true, frameReadTimeoutMs: true, maxPingsPerSecond: true, incarnationLo: true,
   incarnationHi: true, auth: true, privateKey: true, publicKeys: true, consumers: true, ordered: true,
-  maxClientKeyConnections: true, maxClientKeyInFlight: true, clientAuth: true, allowClientHook: true,
+  maxClientKeyConnections: true, maxClientKeyInFlight: true, clientAuth: true, clientSeal: true, allowClientHook: true,
   handshakesPerSecondPerAddress: true, handshakesPerSecond: true,
 }
 

@@ -9,6 +9,7 @@
 //   delayMs      hold every chunk this long before forwarding it (order kept);
 //   tamper       rewrite the bytes from the dialling side (return null to
 //                drop the chunk); `sent` counts what that side sent before.
+//   tamperBack   the same for the bytes coming back from the target.
 import { type Server, type Socket, connect, createServer } from 'node:net'
 
 import type { Tap } from './helpers.js'
@@ -22,6 +23,7 @@ interface Pair {
   down: Socket
   up: Socket | undefined
   sent: number
+  back: number
 }
 
 export class FaultProxy {
@@ -30,6 +32,7 @@ export class FaultProxy {
   connections = 0
   delayMs = 0
   tamper: Tamper | undefined
+  tamperBack: Tamper | undefined
   private blocked = false
   private readonly pairs = new Set<Pair>()
   private readonly server: Server
@@ -81,7 +84,7 @@ export class FaultProxy {
   }
 
   private accept(down: Socket): void {
-    const p: Pair = { n: ++this.connections, down, up: undefined, sent: 0 }
+    const p: Pair = { n: ++this.connections, down, up: undefined, sent: 0, back: 0 }
     this.pairs.add(p)
     down.on('error', () => this.drop(p))
     down.on('close', () => this.drop(p))
@@ -98,7 +101,11 @@ export class FaultProxy {
       p.sent += d.length
       if (out !== null) this.forward(up, out)
     })
-    up.on('data', (d: Buffer) => this.forward(p.down, d))
+    up.on('data', (d: Buffer) => {
+      const out = this.tamperBack === undefined ? d : this.tamperBack(d, p.back, p.n, p.down)
+      p.back += d.length
+      if (out !== null) this.forward(p.down, out)
+    })
     p.down.setNoDelay(true)
     if (!this.blocked) p.down.resume()
   }

@@ -114,6 +114,12 @@ const field fields[] = {
        if (a != "key" && a != "none") refuse(e, "clientAuth", "expected 'key' or 'none'");
        s.options.require_client_key = a == "key";
      }},
+    {"clientSeal", false,
+     [](Napi::Env e, const Napi::Value& v, engine_setup& s) {
+       const std::string a = text(e, "clientSeal", v);
+       if (a != "required" && a != "optional") refuse(e, "clientSeal", "expected 'required' or 'optional'");
+       s.options.require_client_seal = a == "required";
+     }},
     {"allowClientHook", false, [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.client_allow_hook = flag(e, "allowClientHook", v); }},
     U32("heartbeatIntervalMs", heartbeat_interval_ms),
     U32("heartbeatTimeoutMs", heartbeat_timeout_ms),

@@ -8,6 +8,7 @@
 #include <asio/read.hpp>
 #include <asio/write.hpp>
 
+#include <algorithm>
 #include <cstring>
 
 namespace nexres {
@@ -25,13 +26,15 @@ std::string hex(const std::array<std::uint8_t, 32>& k) {
 }  // namespace
 
 // io thread: the CLIENT_HELLO's body is read and its cluster id checked.
-void client_session::welcome(std::size_t cid_len, bool keyed) {
+void client_session::welcome(std::size_t cid_len, auth_mode mode) {
   const auto& opt = engine_.options();
+  const bool keyed = mode != auth_mode::none;
+  seal_ = mode == auth_mode::seal;
   const std::size_t cid = opt.cluster_id.size();
   const std::size_t ext = keyed ? client_welcome_key_bytes : 0;
   hello_message w{};
   w.type = hello_type::client_welcome;
-  w.auth = keyed ? auth_mode::mac : auth_mode::none;
+  w.auth = mode;
   w.sender = opt.self_id;
   w.incarnation = id_;  // the connection id, for the client's logs
   w.version = protocol_version;
@@ -64,6 +67,10 @@ void client_session::welcome(std::size_t cid_len, bool keyed) {
     if (!auth::derive(*eph_, in + auth::nonce_bytes, transcript_, keys))
       return refuse(reject_code::bad_auth, "the client's X25519 key gives no shared secret");
     std::memcpy(client_key_.data(), in + 2 * auth::nonce_bytes, client_key_.size());
+    // §6b: a sealed connection without a key names the all-zero key.
+    anonymous_ = seal_ && std::all_of(client_key_.begin(), client_key_.end(), [](std::uint8_t b) { return b == 0; });
+    if (anonymous_ && opt.require_client_key)
+      return refuse(reject_code::bad_auth, "this replica serves only clients with a key (clientAuth 'key'): connect with privateKey");
     // Both signatures cover the transcript and the client's key.
     transcript_.insert(transcript_.end(), client_key_.begin(), client_key_.end());
     const auto& signer = engine_.identity().signer;
@@ -71,11 +78,13 @@ void client_session::welcome(std::size_t cid_len, bool keyed) {
       return refuse(reject_code::bad_auth, "could not sign the handshake");
     {
       std::lock_guard<std::mutex> lock(write_mu_);
-      tx_ = std::make_unique<sealed_sender<segment>>(keys.responder_to_initiator, opt.self_id);
+      tx_ = std::make_unique<sealed_sender<segment>>(keys.responder_to_initiator, opt.self_id, auth::seal_batch_bytes,
+                                                     seal_, opt.seal_rekey);
     }
     // A batch holds at most one request over seal_batch_bytes (§6a).
     rx_seal_ = std::make_unique<sealed_receiver<delivery>>(
-        keys.initiator_to_responder, 0, opt.max_request_bytes + auth::seal_batch_bytes + 2 * frame_header_bytes);
+        keys.initiator_to_responder, 0, opt.max_request_bytes + auth::seal_batch_bytes + 2 * frame_header_bytes, seal_,
+        opt.seal_rekey);
   } else {
     timer_.cancel();
     welcomed_ = true;
@@ -105,6 +114,15 @@ void client_session::on_auth() {
   if (h.kind != frame_kind::auth || h.length != auth::sig_bytes || h.sender != 0 || h.flags != 0 || h.reserved != 0 ||
       h.route != 0 || h.msg_id != 0)
     return refuse(reject_code::bad_frame, "expected the client's AUTH frame");
+  if (anonymous_) {
+    // §6b without a key: nothing to prove, the signature must be all zero.
+    const std::uint8_t* sig = auth_frame_.data() + frame_header_bytes;
+    if (!std::all_of(sig, sig + auth::sig_bytes, [](std::uint8_t b) { return b == 0; }))
+      return refuse(reject_code::bad_auth, "an AUTH signature for no key");
+    transcript_.clear();
+    eph_.reset();
+    return serve();
+  }
   auto v = crypto::ed25519_verifier::from_public(client_key_.data());
   if (!v || !auth::verify(*v, 'C', transcript_, auth_frame_.data() + frame_header_bytes))
     return refuse(reject_code::bad_auth,
@@ -155,7 +173,7 @@ void client_session::serve() {
   encode_header(out_.data(), h);
   {
     std::lock_guard<std::mutex> lock(write_mu_);
-    if (!tx_->seal_buffer(out_, 0)) return refuse(reject_code::bad_auth, "could not seal");
+    if (!tx_->seal_buffer(out_, 0, true)) return refuse(reject_code::bad_auth, "could not seal");
   }
   auto self = shared_from_this();
   asio::async_write(socket_, asio::buffer(out_), [self](const std::error_code& e, std::size_t) {

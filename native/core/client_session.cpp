@@ -80,17 +80,21 @@ void client_session::on_hello() {
   if (magic != hello_magic) return refuse(reject_code::bad_magic, "not a nexres-rpc handshake");
   if (m.version != protocol_version) return refuse(reject_code::bad_version, "unsupported protocol version");
   if (m.type != hello_type::client_hello) return refuse(reject_code::bad_frame, "expected CLIENT_HELLO");
-  if (m.auth != auth_mode::none && m.auth != auth_mode::mac) return refuse(reject_code::bad_auth, "unsupported auth mode");
-  const bool keyed = m.auth == auth_mode::mac;
+  if (m.auth != auth_mode::none && m.auth != auth_mode::mac && m.auth != auth_mode::seal)
+    return refuse(reject_code::bad_auth, "unsupported auth mode");
+  const bool keyed = m.auth != auth_mode::none;
+  const auth_mode mode = m.auth;
   if (!keyed && opt.require_client_key)
     return refuse(reject_code::bad_auth, "this replica serves only clients with a key (clientAuth 'key'): connect with privateKey");
+  if (mode != auth_mode::seal && opt.require_client_seal)
+    return refuse(reject_code::bad_auth, "this replica serves only encrypted client connections (clientSeal 'required'): connect with seal: true");
   if (m.body_length > hello_max_body_bytes || m.cluster_id_length > m.body_length ||
       (keyed && m.body_length != m.cluster_id_length + client_hello_key_bytes))
     return refuse(reject_code::bad_frame, "handshake body length out of range");
   const std::size_t cid_len = m.cluster_id_length;
   hello_body_.resize(m.body_length);
   auto self = shared_from_this();
-  asio::async_read(socket_, asio::buffer(hello_body_), [self, cid_len, keyed](const std::error_code& ec, std::size_t) {
+  asio::async_read(socket_, asio::buffer(hello_body_), [self, cid_len, mode](const std::error_code& ec, std::size_t) {
     // Refused meanwhile (handshake deadline): never finish the handshake.
     if (ec || !self->open_) return self->close();
     const auto& o = self->engine_.options();
@@ -98,7 +102,7 @@ void client_session::on_hello() {
     if (cid_len != 0 && (cid_len != o.cluster_id.size() ||
                          std::memcmp(self->hello_body_.data(), o.cluster_id.data(), cid_len) != 0))
       return self->refuse(reject_code::wrong_cluster, "cluster id does not match");
-    self->welcome(cid_len, keyed);
+    self->welcome(cid_len, mode);
   });
 }
 
@@ -240,6 +244,8 @@ bool client_session::inflight_full() const {
 // under the in-flight bound).
 bool client_session::request_waiting() const {
   if (rx_.current == nullptr || rx_.filled - rx_.parsed < frame_header_bytes) return false;
+  // §6b: a header not decrypted yet is not known to be a REQUEST.
+  if (seal_ && rx_.decrypted < rx_.parsed + frame_header_bytes) return false;
   return decode_header(rx_.current->data() + rx_.parsed).kind == frame_kind::request;
 }
 
@@ -251,6 +257,19 @@ bool client_session::parse() {
   std::uint8_t* base = rx_.current->data();
   std::size_t start = rx_.parsed;
   std::size_t mac_from = rx_.parsed;  // parsed, not yet fed to the MAC
+  // §6b: decrypts the batch in place up to `upto`, never past the frame
+  // being parsed (a SEAL's tag, in clear, follows its header).
+  auto plain = [&](std::size_t upto) -> bool {
+    if (!seal_ || upto <= rx_.decrypted) return true;
+    const std::size_t from = std::max(rx_.decrypted, rx_.parsed);
+    if (rx_seal_->decrypt(base + from, upto - from) != sealed_receiver<delivery>::fed::ok) return false;
+    rx_.decrypted = upto;
+    return true;
+  };
+  // Bytes of the batch in progress before `parsed`.
+  auto batch_so_far = [&]() -> std::size_t {
+    return seal_ ? rx_seal_->batch_bytes() - (rx_.decrypted - rx_.parsed) : rx_seal_->batch_bytes() + (rx_.parsed - mac_from);
+  };
   std::uint32_t count = 0;   // requests in the run being cut
   std::uint32_t frames = 0;  // and cancels
   std::int64_t taken = 0;    // requests taken by this call
@@ -282,7 +301,18 @@ bool client_session::parse() {
   // (receive_buffer::ensure_space sizes a chunk from it), including the one
   // that waits behind the in-flight bound.
   while (rx_.filled - rx_.parsed >= frame_header_bytes) {
+    if (!plain(rx_.parsed + frame_header_bytes)) {
+      cut();
+      refuse(reject_code::bad_mac, "too much data without a SEAL");
+      return false;
+    }
     const frame_header h = decode_header(base + rx_.parsed);
+    if (seal_ && (h.reserved != 0 ||
+                  (h.kind != frame_kind::request && h.kind != frame_kind::cancel && h.kind != frame_kind::seal))) {
+      cut();
+      refuse(reject_code::bad_mac, "a batch that does not decrypt to frames (altered, replayed, reordered or cut ciphertext)");
+      return false;
+    }
     if (rx_seal_ && h.kind == frame_kind::seal) {
       if (h.length != auth::tag_bytes) {
         cut();
@@ -293,7 +323,7 @@ bool client_session::parse() {
       cut();
       std::optional<std::uint64_t> pong;
       // The batch is authentic, or nothing it carried goes on.
-      if (rx_seal_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<delivery>::fed::ok ||
+      if ((!seal_ && rx_seal_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<delivery>::fed::ok) ||
           !rx_seal_->open(h, base + rx_.parsed + frame_header_bytes, ready_, pong)) {
         refuse(reject_code::bad_mac, "a batch failed its MAC check (forged, altered, replayed or reordered frames)");
         return false;
@@ -302,10 +332,16 @@ bool client_session::parse() {
       if (key_state_) key_state_->inflight.fetch_add(held_requests_, std::memory_order_seq_cst);
       held_requests_ = 0;
       rx_.parsed += auth::seal_frame_bytes;
+      rx_.decrypted = rx_.parsed;
       mac_from = start = rx_.parsed;
       // The key's bound is checked at each batch start.
       if (key_over_limit()) {
         key_blocked_ = true;
+        // The next header in clear, for the receive buffer's sizing.
+        if (!plain(rx_.parsed + std::min(frame_header_bytes, rx_.filled - rx_.parsed))) {
+          refuse(reject_code::bad_mac, "too much data without a SEAL");
+          return false;
+        }
         break;
       }
       continue;
@@ -313,7 +349,7 @@ bool client_session::parse() {
     // §6a: small frames fill at most client_seal_batch_bytes of a batch (one
     // more frame may end it), so a batch fits the connection's receive
     // memory and is never left waiting for memory its own frames hold.
-    if (rx_seal_ && rx_seal_->batch_bytes() + (rx_.parsed - mac_from) > auth::client_seal_batch_bytes) {
+    if (rx_seal_ && batch_so_far() > auth::client_seal_batch_bytes) {
       cut();
       refuse(reject_code::bad_mac, "too much data without a SEAL");
       return false;
@@ -328,6 +364,7 @@ bool client_session::parse() {
     // CANCEL (§6): the client gave up on a request; handed on with the
     // requests, in order, for the consumer to abort its handler.
     if (h.kind == frame_kind::cancel && h.length == 0 && h.reserved == 0 && h.flags == 0 && h.sender == 0) {
+      rx_.decrypted = std::max(rx_.decrypted, rx_.parsed + frame_header_bytes);
       rx_.parsed += frame_header_bytes;
       ++frames;
       continue;
@@ -346,6 +383,11 @@ bool client_session::parse() {
     }
     if (taken >= room) break;  // checked; waits for room
     const std::size_t total = frame_header_bytes + h.length;
+    if (!plain(rx_.parsed + std::min(total, rx_.filled - rx_.parsed))) {
+      cut();
+      refuse(reject_code::bad_mac, "too much data without a SEAL");
+      return false;
+    }
     if (rx_.filled - rx_.parsed < total) break;
     rx_.parsed += total;
     ++count;
@@ -353,7 +395,7 @@ bool client_session::parse() {
     ++taken;
   }
   cut();
-  if (rx_seal_ && rx_seal_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<delivery>::fed::ok) {
+  if (rx_seal_ && !seal_ && rx_seal_->feed(base + mac_from, rx_.parsed - mac_from) != sealed_receiver<delivery>::fed::ok) {
     refuse(reject_code::bad_mac, "too much data without a SEAL");
     return false;
   }
@@ -491,7 +533,7 @@ void client_session::refuse(reject_code code, const std::string& detail) {
     }
     write_closed_ = true;  // the reason frame is the last thing written
     // §6a: after the WELCOME the reason frame comes sealed like any other.
-    if (tx_) tx_->seal_buffer(out_, 0);
+    if (tx_) tx_->seal_buffer(out_, 0, true);
     // It goes out on its own (engine::linger_close: FIN after it, then what
     // the client still sends is read and dropped until it closes, at most a
     // second). Closing with unread input would send RST, and a RST can

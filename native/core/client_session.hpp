@@ -105,7 +105,7 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   void close();
   // PROTOCOL.md §6: the CLIENT_WELCOME, with the §6a key exchange when the
   // client named a key (client_auth.cpp).
-  void welcome(std::size_t cid_len, bool keyed);
+  void welcome(std::size_t cid_len, auth_mode mode);
   void read_auth();
   void on_auth();
   void serve();
@@ -135,6 +135,8 @@ class client_session : public chunk_owner, public std::enable_shared_from_this<c
   std::array<std::uint8_t, auth::auth_frame_bytes> auth_frame_{};
   std::array<std::uint8_t, 32> client_key_{};
   std::atomic<bool> keyed_{false};  // client_key_ is set
+  bool seal_ = false;       // §6b: batches both ways encrypted
+  bool anonymous_ = false;  // §6b without a key: no AUTH signature, no key
   std::atomic<bool> served_{false};  // keyed and accepted
   bool awaiting_allow_ = false;
   std::unique_ptr<sealed_receiver<delivery>> rx_seal_;  // io thread

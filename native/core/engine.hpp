@@ -83,6 +83,9 @@ struct engine_options {
   /// ask the consumer (client_auth event, allow_client) before serving a key.
   bool require_client_key = false;
   bool client_allow_hook = false;
+  /// PROTOCOL.md §6b: refuse client connections that are not sealed
+  /// (encrypted) (clientSeal 'required').
+  bool require_client_seal = false;
   /// Per client key, over all its connections: connections open at once, and
   /// requests unanswered (checked at each sealed batch) before its
   /// connections are no longer read.

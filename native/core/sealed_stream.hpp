@@ -187,8 +187,19 @@ class sealed_sender {
   }
 
   /// Seals buf[from..] as the next batch outside the queue (a frame written
-  /// on its own: a REJECT, a handshake's last word): appends its SEAL.
-  bool seal_buffer(std::vector<std::uint8_t>& buf, std::size_t from) {
+  /// on its own: a REJECT, a handshake's last word): appends its SEAL, or,
+  /// when this sender encrypts and `encrypt` says so (a client connection,
+  /// §6b, where everything after the handshake is encrypted), encrypts it in
+  /// place with its SEAL header and appends the tag.
+  bool seal_buffer(std::vector<std::uint8_t>& buf, std::size_t from, bool encrypt = false) {
+    if (encrypt && encrypt_) {
+      const std::size_t at = buf.size();
+      buf.resize(at + auth::seal_frame_bytes);
+      const crypto::byte_view v(buf.data() + from, at - from);
+      if (tx_.encrypt(&v, 1, self_, buf.data() + from)) return true;
+      buf.resize(at);
+      return false;
+    }
     const std::size_t at = buf.size();
     buf.resize(at + auth::seal_frame_bytes);
     const crypto::byte_view v(buf.data() + from, at - from);

@@ -37,7 +37,7 @@ bool hello_acceptable(const std::vector<std::uint8_t>& in) {
          std::memcmp(in.data() + hello_fixed_bytes, cluster_id, m.cluster_id_length) == 0;
 }
 
-// A keyed CLIENT_HELLO (PROTOCOL.md §6a): it may be answered (a keyed
+// A keyed or sealed CLIENT_HELLO (PROTOCOL.md §6a, §6b): it may be answered (a keyed
 // WELCOME, then sealed frames this harness does not follow: its AUTH would
 // have to sign that WELCOME) or refused (an X25519 key with no shared
 // secret); a WELCOME must be the keyed one.
@@ -45,15 +45,22 @@ bool keyed_hello(const std::vector<std::uint8_t>& in) {
   if (in.size() < hello_fixed_bytes) return false;
   std::uint32_t magic = 0;
   const hello_message m = decode_hello(in.data(), magic);
-  return magic == hello_magic && m.type == hello_type::client_hello && m.auth == auth_mode::mac;
+  return magic == hello_magic && m.type == hello_type::client_hello &&
+         (m.auth == auth_mode::mac || m.auth == auth_mode::seal);
 }
 
-void check_keyed_response(const std::vector<std::uint8_t>& r) {
+// The auth mode of a keyed or sealed CLIENT_HELLO (§6a, §6b).
+auth_mode hello_auth(const std::vector<std::uint8_t>& in) {
+  std::uint32_t magic = 0;
+  return decode_hello(in.data(), magic).auth;
+}
+
+void check_keyed_response(const std::vector<std::uint8_t>& r, auth_mode mode) {
   if (r.size() < hello_fixed_bytes || load_u32(r.data()) != hello_magic) return;
   std::uint32_t magic = 0;
   const hello_message w = decode_hello(r.data(), magic);
   const std::size_t cid = std::strlen(cluster_id);
-  FUZZ_CHECK(w.type == hello_type::client_welcome && w.auth == auth_mode::mac && w.sender == self_id);
+  FUZZ_CHECK(w.type == hello_type::client_welcome && w.auth == mode && w.sender == self_id);
   FUZZ_CHECK(w.cluster_id_length == cid && w.body_length == cid + client_welcome_limits_bytes + client_welcome_key_bytes);
 }
 
@@ -149,7 +156,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   const exchange_result r = exchange(e.client_port(), input.data(), input.size(), on_delivery);
   check_after_input(r);
-  if (keyed_hello(input)) check_keyed_response(r.response);
+  if (keyed_hello(input)) check_keyed_response(r.response, hello_auth(input));
   else check_response(e, r.response, hello_acceptable(input), replies_sent);
   return 0;
 }
