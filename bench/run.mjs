@@ -61,7 +61,7 @@ const only = opt('only', '')
 const write = !args.includes('--no-write')
 // Sections to measure (the others are kept as they are in docs/benchmarks.md):
 // --sections w1,w2,w3,w4 (default all); --only-w1 / --only-w2 are shorthands.
-const allSections = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6']
+const allSections = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7']
 let sections = opt('sections', allSections.join(',')).split(',').filter(Boolean)
 if (args.includes('--only-w1')) sections = ['w1']
 if (args.includes('--only-w2')) sections = ['w2']
@@ -73,6 +73,7 @@ const doW3 = sections.includes('w3')
 const doW4 = sections.includes('w4')
 const doW5 = sections.includes('w5')
 const doW6 = sections.includes('w6')
+const doW7 = sections.includes('w7')
 const w3 = {
   // workers[:ordering]; 0 = handlers on the main thread
   variants: opt('w3-variants', '0,1,2,2:none').split(',').filter(Boolean),
@@ -691,6 +692,81 @@ ${table}
 }
 
 
+// ---------------------------------------------------------------- W7
+
+const w7 = { intervalMs: 2, warmupMs: 1000, durationMs: 4000, loops: 48 }
+
+async function onceW7(mode) {
+  const ports = [await freePort(), await freePort(), await freePort()]
+  return withProcs(async (procs) => {
+    const recv = start(process.execPath, ['bench/w7-handshakes.mjs', 'recv', ...ports, mode === 'flood-no-budget' ? 'off' : 'on'])
+    procs.push(recv)
+    await recv.nextLine(20_000)
+    let attack
+    if (mode !== 'quiet') {
+      attack = start(process.execPath, ['bench/w7-handshakes.mjs', 'attack', ports[0], w7.loops, w7.warmupMs + w7.durationMs + 2000])
+      procs.push(attack)
+    }
+    procs.push(start(process.execPath, ['bench/w7-handshakes.mjs', 'honest', ...ports, w7.intervalMs, w7.warmupMs, w7.durationMs]))
+    const r = JSON.parse(await recv.nextLine(w7.warmupMs + w7.durationMs + 60_000))
+    const a = attack ? JSON.parse(await attack.nextLine(60_000)) : undefined
+    return { ...r, attack: a }
+  }, { reapMs: 15_000 })
+}
+
+async function runW7() {
+  const modes = ['quiet', 'flood', 'flood-no-budget']
+  const per = Object.fromEntries(modes.map((m) => [m, []]))
+  for (let i = 0; i < runs; i++) {
+    for (const m of modes) {
+      const r = await onceW7(m)
+      per[m].push(r)
+      const a = r.attack ? `; ${fmtRate(r.attack.attempts / r.attack.seconds)} attempts/s, ${fmtRate(r.attack.welcomes / r.attack.seconds)} key exchanges/s` : ''
+      console.log(`W7 ${m} run ${i + 1}: honest p50 ${r.p50} µs, p99 ${r.p99} µs, max ${r.max} µs${a}`)
+    }
+  }
+  const names = {
+    quiet: 'no flood',
+    flood: `${w7.loops} loops of handshakes from one address, budget on (defaults)`,
+    'flood-no-budget': `the same flood, budget off (handshakesPerSecond*: 0)`,
+  }
+  const lines = []
+  lines.push('| replica port | honest p50 µs | honest p99 µs | max µs | attempts/s | key exchanges/s done | runs: p99 µs |')
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | --- |')
+  for (const m of modes) {
+    const xs = per[m]
+    const med = (f) => median(xs.map(f))
+    const att = m === 'quiet' ? '–' : fmtRate(med((r) => r.attack.attempts / r.attack.seconds))
+    const kex = m === 'quiet' ? '–' : fmtRate(med((r) => r.attack.welcomes / r.attack.seconds))
+    lines.push(`| ${names[m]} | ${fmtUs(med((r) => r.p50))} | ${fmtUs(med((r) => r.p99))} | ${fmtUs(med((r) => r.max))} | ${att} | ${kex} | ${xs.map((r) => fmtUs(r.p99)).join(', ')} |`)
+  }
+  const q = median(per.quiet.map((r) => r.p99))
+  const f = median(per.flood.map((r) => r.p99))
+  const g = median(per['flood-no-budget'].map((r) => r.p99))
+  const table = lines.join('\n')
+  console.log('\n' + table + '\n')
+  return `## W7: an established link while strangers flood the replica port with handshakes
+
+Measured on ${today}, ${runsText} (\`${command}\`).
+
+Replica 1 (\`auth: 'mac'\`) and replica 2 in two processes
+(\`bench/w7-handshakes.mjs\`); replica 2 sends replica 1 a 64-byte message every
+${w7.intervalMs} ms over their established link, stamped with the send time, and replica 1
+records how long each took (${w7.durationMs / 1000} s after a ${w7.warmupMs / 1000} s warm-up). A third process runs
+${w7.loops} loops from 127.0.0.1, each connecting, sending a HELLO that claims replica 3
+with a fresh nonce and X25519 key (it passes every check before key
+exchange, so without a budget each costs replica 1 an X25519 key and an
+Ed25519 signature) and closing when answered. With the handshake budget
+(\`handshakesPerSecondPerAddress\` 100, \`handshakesPerSecond\` 2000, the
+defaults) all but ~100 a second are refused \`RATE_LIMITED\` before any
+public-key operation; the attacker's own process shares the 2 cores.
+
+${table}
+
+Honest p99 during the flood ÷ quiet: ${(f / q).toFixed(2)}× with the budget, ${(g / q).toFixed(2)}× without it.
+`
+}
+
 // ---------------------------------------------------------------- W5
 
 async function onceW5({ floods, honest, count, size, warmup, honestMs }) {
@@ -877,6 +953,14 @@ const w3Section = doW3 ? await runW3() : keptSection('W3')
 const w4Section = doW4 ? await runW4() : keptSection('W4')
 const w5Section = doW5 ? await runW5() : keptSection('W5')
 const w6Section = doW6 ? await runW6() : keptSection('W6')
+const w7Section = doW7 ? await runW7() : keptSection('W7')
+// Sections written by hand (not "## W<n>": before/after comparisons of
+// issues) are kept as they are, after the generated ones.
+const handWritten = []
+for (const m of previous.matchAll(/\n## (?!W\d)[^\n]*/g)) {
+  const j = previous.indexOf('\n## ', m.index + 1)
+  handWritten.push(previous.slice(m.index + 1, j < 0 ? undefined : j).trimEnd() + '\n')
+}
 
 if (write) {
   const cpu = os.cpus()
@@ -896,7 +980,8 @@ ${w2Section}
 ${w3Section}
 ${w4Section}
 ${w5Section}
-${w6Section}`
+${w6Section}
+${w7Section}${handWritten.length > 0 ? '\n' + handWritten.join('\n') : ''}`
   writeFileSync(docPath, doc)
   console.log('wrote docs/benchmarks.md')
 }
