@@ -47,7 +47,8 @@ export function printSummary(
   out.line(`${label('latency')}p50 ${ms(latency.total.percentile(50))}  p99 ${ms(latency.total.percentile(99))}  max ${ms(latency.total.max())}  (${latency.kind})`)
   out.line(`${label('backpressure')}the broadcast loops waited for 'drain' ${count(sum.drainWaits)} times (high-water mark ${bytes(children[0]?.got.ready?.highWaterMark ?? 0)} per peer)`)
   if (opts.auth !== 'none') {
-    out.line(`${label('auth')}mac: Ed25519 replica identities, MAC'ed frames; ${count(sum.signedSent)} signed broadcasts sent, ${count(sum.signedIn)} signatures verified on receipt`)
+    const frames = opts.auth === 'seal' ? 'encrypted frames (AES-256-GCM)' : "MAC'ed frames"
+    out.line(`${label('auth')}${opts.auth}: Ed25519 replica identities, ${frames}; ${count(sum.signedSent)} signed broadcasts sent, ${count(sum.signedIn)} signatures verified on receipt`)
   } else {
     out.line(`${label('auth')}none: replica connections not authenticated (run with --auth mac, the default, for keys and MACs)`)
   }
