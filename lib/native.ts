@@ -138,7 +138,22 @@ const require = createRequire(import.meta.url)
 const load = require('node-gyp-build') as (dir: string) => unknown
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 
-export const addon = load(root) as NativeAddon
+function loadAddon(): NativeAddon {
+  try {
+    return load(root) as NativeAddon
+  } catch (e) {
+    // No binary for this platform: say which, and what a source build needs.
+    if (e instanceof Error && /No native build was found/.test(e.message)) {
+      const help = require('../tools/native-help.cjs') as { missingForSource(): string[]; message(missing: string[]): string; platformName(): string }
+      const missing = help.missingForSource()
+      const text = missing.length > 0 ? help.message(missing) : `nexres-rpc: no binary for ${help.platformName()} yet: build it with \`npm rebuild nexres-rpc\` (the tools for a source build are there)`
+      throw new Error(text, { cause: e })
+    }
+    throw e
+  }
+}
+
+export const addon = loadAddon()
 
 // One wire description: lib/wire.ts must say what the core does.
 for (const [name, value] of Object.entries(addon.wire)) {
