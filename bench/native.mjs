@@ -8,12 +8,13 @@
 //               their headers are installed: libboost-dev, libconcurrentqueue-dev)
 // and writes the "Native benchmarks" section of docs/benchmarks.md (the
 // other sections are left as they are). --no-write prints only.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+
+import { freePort, median, start, withProcs } from './procs.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const build = join(root, 'build-native')
@@ -30,42 +31,17 @@ function sh(cmd, args) {
 sh('cmake', ['-S', 'native', '-B', build, '-DCMAKE_BUILD_TYPE=Release'])
 sh('cmake', ['--build', build, '-j', String(Math.max(2, os.cpus().length)), '--target', 'w1_native', 'crypto_bench', 'queue_bench'])
 
-const freePort = () =>
-  new Promise((resolve) => {
-    const s = createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-
 async function w1Once(count, size) {
   const [p1, p2] = [await freePort(), await freePort()]
   const bin = join(build, 'w1_native')
-  const recv = spawn(bin, ['recv', p2, p1, count, size], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  const lines = []
-  let wake
-  recv.stdout.on('data', (d) => {
-    out += d
-    let i
-    while ((i = out.indexOf('\n')) >= 0) {
-      lines.push(out.slice(0, i))
-      out = out.slice(i + 1)
-      wake?.()
-    }
-  })
-  const line = async () => {
-    while (lines.length === 0) await new Promise((r) => (wake = r))
-    return lines.shift()
-  }
-  await line() // ready
-  const send = spawn(bin, ['send', p2, p1, count, size], { stdio: 'ignore' })
-  const r = JSON.parse(await line())
-  send.kill()
-  recv.kill()
-  return r
+  return withProcs(async (procs) => {
+    const recv = start(bin, ['recv', p2, p1, count, size])
+    procs.push(recv)
+    await recv.nextLine(20_000) // ready
+    const send = start(bin, ['send', p2, p1, count, size])
+    procs.push(send)
+    return JSON.parse(await recv.nextLine(120_000))
+  }, { reapMs: 10_000 })
 }
 
 const w1 = []

@@ -21,12 +21,13 @@
 //       honest signing peer's latency alone and while another floods.
 //   W6: quorum calls to 4 replicas (f = 1, quorum 2) against single-replica calls.
 // Sections not measured in a run are kept as they are in docs/benchmarks.md.
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+
+import { freePort, median, start, withProcs } from './procs.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const args = process.argv.slice(2)
@@ -122,104 +123,6 @@ function ensureNative() {
   return b.status === 0 && existsSync(nativeBin)
 }
 
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-// A child process whose stdout is read line by line. nextLine() throws when
-// the child ends without a line or none comes within `ms`.
-function start(cmd, argv) {
-  const child = spawn(cmd, argv.map(String), { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  const lines = []
-  const waiters = []
-  const wake = () => waiters.splice(0).forEach((w) => w())
-  child.stdout.on('data', (d) => {
-    out += d
-    let i
-    while ((i = out.indexOf('\n')) >= 0) {
-      lines.push(out.slice(0, i))
-      out = out.slice(i + 1)
-      wake()
-    }
-  })
-  let status = null
-  let closed = false
-  const exited = new Promise((resolve) =>
-    child.once('exit', (code, signal) => {
-      status = code ?? signal
-      resolve(status)
-    }),
-  )
-  child.once('error', (err) => {
-    status = err.message
-    closed = true
-    wake()
-  })
-  child.once('close', () => {
-    closed = true
-    wake()
-  })
-  const what = `${cmd === process.execPath ? 'node' : cmd} ${argv.join(' ')}`
-  const nextLine = async (ms) => {
-    const end = Date.now() + ms
-    while (lines.length === 0) {
-      if (closed) throw new Error(`${what}: exited (${status}) without output`)
-      const left = end - Date.now()
-      if (left <= 0) throw new Error(`${what}: no output within ${ms} ms`)
-      let timer
-      await new Promise((resolve) => {
-        waiters.push(resolve)
-        timer = setTimeout(resolve, left)
-      })
-      clearTimeout(timer)
-    }
-    return lines.shift()
-  }
-  const running = () => child.exitCode === null && child.signalCode === null && child.pid !== undefined
-  const kill = (signal) => {
-    if (running()) child.kill(signal)
-  }
-  return { child, nextLine, exited, kill, running }
-}
-
-// Waits for every child to exit; SIGKILLs those still running after `ms`.
-/**
- * Runs `body(procs)`, which starts child processes and pushes them on
- * `procs`: all are killed (SIGKILL) if it throws, and reaped at the end
- * (the first one sent SIGTERM first when `term`).
- */
-async function withProcs(body, { reapMs, term = false }) {
-  const procs = []
-  try {
-    return await body(procs)
-  } catch (err) {
-    procs.forEach((p) => p.kill('SIGKILL'))
-    throw err
-  } finally {
-    if (term) procs[0]?.kill('SIGTERM')
-    await reap(procs, reapMs)
-  }
-}
-
-async function reap(procs, ms) {
-  const killer = setTimeout(() => procs.forEach((p) => p.kill('SIGKILL')), ms)
-  await Promise.all(procs.map((p) => p.exited))
-  clearTimeout(killer)
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = s.length >> 1
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
-}
 const fmtRate = (x) => (x >= 1e6 ? `${(x / 1e6).toFixed(2)} M` : `${(x / 1e3).toFixed(1)} k`)
 const fmtBytes = (x) => (x >= 1e9 ? `${(x / 1e9).toFixed(2)} GB/s` : `${(x / 1e6).toFixed(0)} MB/s`)
 const fmtUs = (x) => (x >= 10_000 ? x.toLocaleString('en-US', { maximumFractionDigits: 0 }) : String(Math.round(x)))
@@ -249,7 +152,7 @@ async function onceW1(kind, { size, count, warmup }) {
   const p2 = await freePort()
   return withProcs(async (procs) => {
     let recv, send
-    if (kind === 'nexres' || kind === 'nexres-mac') {
+    if (kind === 'nexres' || kind === 'nexres-mac' || kind === 'nexres-seal') {
       const auth = kind === 'nexres-mac' ? 'mac' : kind === 'nexres-seal' ? 'seal' : 'none'
       procs.push((recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup, auth])))
       await recv.nextLine(20_000)
@@ -266,10 +169,12 @@ async function onceW1(kind, { size, count, warmup }) {
       const m = /^ready (\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/\w+)$/.exec(ready)
       if (m === null) throw new Error(`w1-libp2p recv: unexpected "${ready}"`)
       procs.push((send = start(process.execPath, ['bench/w1-libp2p.mjs', 'send', m[1], count, size, warmup])))
-    } else {
+    } else if (kind === 'native') {
       procs.push((recv = start(nativeBin, ['recv', p1, p2, count, size, 2, warmup])))
       await recv.nextLine(20_000)
       procs.push((send = start(nativeBin, ['send', p1, p2, count, size, 2, warmup])))
+    } else {
+      throw new Error(`W1: unknown contender ${kind}`)
     }
     const line = await recv.nextLine(180_000)
     const r = JSON.parse(line)

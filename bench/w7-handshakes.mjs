@@ -18,6 +18,8 @@ import { connect } from 'node:net'
 import { build } from 'hdr-histogram-js'
 import { Replica } from 'nexres-rpc'
 
+import { paceHonest } from './honest.mjs'
+
 const [role, ...rest] = process.argv.slice(2)
 const watchdog = setTimeout(() => {
   process.stderr.write(`w7 ${role}: still running after 120 s\n`)
@@ -69,22 +71,7 @@ if (role === 'recv') {
   const [intervalMs, warmupMs, durationMs] = rest.slice(3, 6).map(Number)
   const r = await Replica.start({ auth: 'mac', privateKey: seedOf(2), id: 2, cluster: clusterOf(ports) })
   await r.waitForPeers([1], { timeoutMs: 20_000 })
-  const body = new Uint8Array(64)
-  const dv = new DataView(body.buffer)
-  const t0 = Date.now()
-  const total = Math.ceil((warmupMs + durationMs) / intervalMs)
-  for (let i = 0; i < total; i++) {
-    const due = t0 + i * intervalMs
-    const wait = due - Date.now()
-    if (wait > 0) await new Promise((res) => setTimeout(res, wait))
-    body[8] = Date.now() - t0 < warmupMs ? 0 : 1
-    dv.setBigUint64(0, process.hrtime.bigint(), true)
-    r.send(1, 'honest', body)
-    r.flush()
-  }
-  body[8] = 2
-  dv.setBigUint64(0, process.hrtime.bigint(), true)
-  r.send(1, 'honest', body)
+  await paceHonest(r, 1, 'honest', intervalMs, warmupMs, durationMs)
   await r.close({ timeoutMs: 5000 })
   process.exit(0)
 } else if (role === 'attack') {

@@ -260,11 +260,9 @@ bool client_session::parse() {
   // §6b: decrypts the batch in place up to `upto`, never past the frame
   // being parsed (a SEAL's tag, in clear, follows its header).
   auto plain = [&](std::size_t upto) -> bool {
-    if (!seal_ || upto <= rx_.decrypted) return true;
-    const std::size_t from = std::max(rx_.decrypted, rx_.parsed);
-    if (rx_seal_->decrypt(base + from, upto - from) != sealed_receiver<delivery>::fed::ok) return false;
-    rx_.decrypted = upto;
-    return true;
+    return !seal_ || rx_.decrypt_until(upto, [this](std::uint8_t* p, std::size_t n) {
+      return rx_seal_->decrypt(p, n) == sealed_receiver<delivery>::fed::ok;
+    });
   };
   // Bytes of the batch in progress before `parsed`.
   auto batch_so_far = [&]() -> std::size_t {

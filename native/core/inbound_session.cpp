@@ -210,11 +210,9 @@ bool inbound_session::parse() {
   // frame being parsed: a SEAL's tag, in clear, follows its header). False:
   // the batch passed its bound without a SEAL.
   auto plain = [&](std::size_t upto) -> bool {
-    if (!seal_ || upto <= rx_.decrypted) return true;
-    const std::size_t from = std::max(rx_.decrypted, rx_.parsed);
-    if (sealed_rx_->decrypt(base + from, upto - from) != sealed_receiver<ready_run>::fed::ok) return false;
-    rx_.decrypted = upto;
-    return true;
+    return !seal_ || rx_.decrypt_until(upto, [this](std::uint8_t* p, std::size_t n) {
+      return sealed_rx_->decrypt(p, n) == sealed_receiver<ready_run>::fed::ok;
+    });
   };
   std::uint64_t run_ticket = 0;
   auto cut = [&](std::size_t end) {

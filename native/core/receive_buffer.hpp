@@ -50,6 +50,18 @@ class receive_buffer {
   /// Any thread: one of our chunks came back from the consumer.
   void on_chunk_released() { inflight_.fetch_sub(1, std::memory_order_acq_rel); }
 
+  /// auth seal: decrypts [max(decrypted, parsed), upto) in place with
+  /// decrypt(pointer, length) -> bool; false when it refused (the batch
+  /// passed its bound).
+  template <typename Decrypt>
+  bool decrypt_until(std::size_t upto, Decrypt&& decrypt) {
+    if (upto <= decrypted) return true;
+    const std::size_t from = decrypted > parsed ? decrypted : parsed;
+    if (!decrypt(current->data() + from, upto - from)) return false;
+    decrypted = upto;
+    return true;
+  }
+
   std::uint8_t* write_ptr() const noexcept { return current->data() + filled; }
   std::size_t write_room() const noexcept { return current->capacity - filled; }
 

@@ -169,10 +169,12 @@ class sealed_sender {
         // one segment written in place of the batch's own (now shadows).
         std::size_t total = auth::seal_frame_bytes;
         for (const auto& v : views) total += v.size;
-        auto buf = std::make_shared<std::vector<std::uint8_t>>(total);
-        if (!tx_.encrypt(views.data(), views.size(), self_, buf->data())) return std::nullopt;
+        // Not zeroed first: every byte is written by the cipher (a memset of
+        // each 256 KiB batch was 14 % of a sender's CPU).
+        std::shared_ptr<std::uint8_t[]> buf(new std::uint8_t[total]);
+        if (!tx_.encrypt(views.data(), views.size(), self_, buf.get())) return std::nullopt;
         for (std::size_t k = i; k <= cut; ++k) q[k].shadow = true;
-        const std::uint8_t* data = buf->data();
+        const std::uint8_t* data = buf.get();
         q.insert(q.begin() + static_cast<std::ptrdiff_t>(i), Segment::control_frame(std::move(buf), data, total));
         i = cut + 2;
         continue;

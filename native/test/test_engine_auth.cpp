@@ -26,6 +26,19 @@ std::array<std::uint8_t, 32> seed_for(int n) {
 
 auth_mode mode = auth_mode::mac;
 
+// One signed frame (payload: the id, then incarnation and signature) by `signer`.
+segment signed_frame(const crypto::ed25519_signer& signer, engine& eng, std::uint64_t id) {
+  std::array<std::uint8_t, 8 + auth::signed_trailer_bytes> body{};
+  std::memcpy(body.data(), &id, 8);
+  frame_builder sb(1, 256);
+  sb.add(7, id, body.data(), static_cast<std::uint32_t>(body.size()));
+  segment sg = sb.take();
+  auto* f = const_cast<std::uint8_t*>(sg.data);
+  f[frame_offset::flags] |= auth::flag_signed;
+  CHECK(auth::sign_frame(signer, eng.options().cluster_id, eng.options().incarnation, f));
+  return sg;
+}
+
 engine_options keyed(std::uint32_t self, const std::vector<std::uint16_t>& ports, int key_of_self) {
   engine_options o = nexres_test::options_for(self, ports);
   o.auth = mode;
@@ -79,16 +92,7 @@ void run() {
       for (int i = 0; i < run && id <= small && id % 997 != 0; ++i, ++id) fb.add(7, id, &id, 8);
       if (fb.bytes() > 0) a.eng().enqueue(2, fb.take());
       if (id % 997 == 0 && id <= small) {
-        // A signed frame: payload, incarnation, signature.
-        std::array<std::uint8_t, 8 + auth::signed_trailer_bytes> body{};
-        std::memcpy(body.data(), &id, 8);
-        frame_builder sb(1, 256);
-        sb.add(7, id, body.data(), static_cast<std::uint32_t>(body.size()));
-        segment sg = sb.take();
-        auto* f = const_cast<std::uint8_t*>(sg.data);
-        f[frame_offset::flags] |= auth::flag_signed;
-        CHECK(auth::sign_frame(signer, a.eng().options().cluster_id, a.eng().options().incarnation, f));
-        a.eng().enqueue(2, sg);
+        a.eng().enqueue(2, signed_frame(signer, a.eng(), id));
         ++id;
       }
       run = run * 3 % 9973 + 1;  // runs of 1..~10k frames
@@ -144,14 +148,7 @@ void run() {
     const std::uint64_t before = b.eng().stats().rejects_by_code[static_cast<std::size_t>(reject_code::bad_signature)];
     const crypto::ed25519_signer wrong(seed_for(9).data());
     std::uint64_t id = next;
-    std::array<std::uint8_t, 8 + auth::signed_trailer_bytes> body{};
-    frame_builder sb(1, 256);
-    sb.add(7, id, body.data(), static_cast<std::uint32_t>(body.size()));
-    segment sg = sb.take();
-    auto* f = const_cast<std::uint8_t*>(sg.data);
-    f[frame_offset::flags] |= auth::flag_signed;
-    CHECK(auth::sign_frame(wrong, a.eng().options().cluster_id, a.eng().options().incarnation, f));
-    a.eng().enqueue(2, sg);
+    a.eng().enqueue(2, signed_frame(wrong, a.eng(), id));
     frame_builder after(1, 256);
     std::uint64_t id2 = id + 1;
     after.add(7, id2, &id2, 8);
