@@ -51,6 +51,14 @@ bool client_session::take_receive_memory() {
     return true;
   }
   paused_ = true;
+  if (!rx_.refused_by_pool() && rx_seal_ && rx_seal_->holding() && ready_.empty() &&
+      inflight_.load(std::memory_order_acquire) == 0) {
+    // §6a: this connection's own receive memory is full of a batch still
+    // waiting for its SEAL and nothing of it is with the consumer: no chunk
+    // will come back, the SEAL can never be read.
+    refuse(reject_code::bad_mac, "too much data without a SEAL (more than this connection's receive memory)");
+    return false;
+  }
   if (rx_.refused_by_pool()) {
     constexpr std::chrono::steady_clock::duration min_age = std::chrono::seconds(1);
     auto wait = engine_.evict_oldest_client_partial(this, min_age);
