@@ -26,7 +26,7 @@ import {
 } from 'node:crypto'
 
 import { InvalidArgumentError } from './errors.js'
-import { HEADER_BYTES, HELLO_CLIENT, KIND_AUTH, KIND_SEAL, HELLO_FIXED_BYTES, HELLO_MAGIC, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_SENDER, PROTOCOL_VERSION } from './wire.js'
+import { HEADER_BYTES, HELLO_CLIENT, KIND_AUTH, KIND_SEAL, KIND_SEALED, HELLO_FIXED_BYTES, HELLO_MAGIC, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_SENDER, PROTOCOL_VERSION } from './wire.js'
 
 /** §2b: a direction's key is ratcheted after this many batches or bytes. */
 const REKEY_BATCHES = 65_536
@@ -221,33 +221,30 @@ export class Sealer {
   }
 
   /**
-   * The batch staged in stage[0..pos) goes out with its SEAL after it, at
-   * stage[pos..pos + SEAL_FRAME_BYTES): tagged (§6a), or (§6b) encrypted in
-   * place with the SEAL header, the tag after them.
+   * §6a: the batch staged in stage[0..pos) goes out with its SEAL after it,
+   * at stage[pos..pos + SEAL_FRAME_BYTES).
    */
   sealStaged(stage: Buffer, pos: number): void {
-    if (!this.encrypt) {
-      this.sealInto([stage.subarray(0, pos)], stage, pos)
-      return
-    }
-    this.sealHeader(stage, pos)
-    const c = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
-    c.update(stage.subarray(0, pos + HEADER_BYTES)).copy(stage, 0)
-    c.final()
-    c.getAuthTag().copy(stage, pos + HEADER_BYTES)
-    this.next(pos + HEADER_BYTES)
+    this.sealInto([stage.subarray(0, pos)], stage, pos)
   }
 
-  /** What to write for a batch made of `parts` (left as they are): the parts and their SEAL, or (§6b) their ciphertext. */
+  /**
+   * What to write for a batch made of `parts` (left as they are): the parts
+   * and their SEAL, or (§6b) the batch's clear SEALED header, the
+   * ciphertext of the parts and of their SEAL header, and the tag.
+   */
   sealParts(parts: readonly Uint8Array[]): Buffer[] {
     if (!this.encrypt) return [...parts.map((p) => Buffer.from(p.buffer, p.byteOffset, p.byteLength)), this.seal(parts)]
-    const c = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
-    const out: Buffer[] = []
     let n = 0
-    for (const part of parts) {
-      out.push(c.update(part))
-      n += part.byteLength
-    }
+    for (const part of parts) n += part.byteLength
+    const head = Buffer.alloc(HEADER_BYTES)
+    head.writeUInt32LE(n + SEAL_FRAME_BYTES, 0)
+    head[OFFSET_KIND] = KIND_SEALED
+    head.writeBigUInt64LE(BigInt(this.seq), OFFSET_MSG_ID)
+    const c = createCipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
+    c.setAAD(head)
+    const out: Buffer[] = [head]
+    for (const part of parts) out.push(c.update(part))
     const tail = Buffer.alloc(SEAL_FRAME_BYTES)
     this.sealHeader(tail, 0)
     c.update(tail.subarray(0, HEADER_BYTES)).copy(tail, 0)
@@ -277,112 +274,108 @@ export class Sealer {
 }
 
 /**
- * §6b: decrypts the replica's batches in place as their bytes arrive, never
- * past the frame in progress (the tag after a SEAL header is in clear), and
- * checks each batch's tag when it is complete. What it lets through is
- * plaintext; a SEAL frame only once its batch checked (the Opener holds a
- * batch's frames until then).
+ * §6b: decrypts the replica's batches as their bytes arrive: each batch's
+ * clear SEALED header says how long it is, and everything of it that has
+ * arrived is decrypted at once, in place. What it passes on is plaintext
+ * frames; a batch's SEAL frame only once the batch's tag checked (the
+ * Opener holds the batch's frames until then).
  */
 export class Decryptor {
   private seq = 0
   private key: Buffer
-  private d: DecipherGCM
+  private d: DecipherGCM | undefined
   private batches = 0
   private bytes = 0
-  private batchBytes = 0
   private state: 'head' | 'body' | 'tag' = 'head'
   private readonly head = Buffer.alloc(HEADER_BYTES)
   private have = 0
+  /** Ciphertext of the batch not yet decrypted (frames and SEAL header). */
   private left = 0
-  private readonly tag = Buffer.alloc(TAG_BYTES)
+  private batchBytes = 0
+  /** The batch's SEAL header and tag, passed on once the tag checks. */
+  private seal = Buffer.alloc(SEAL_FRAME_BYTES)
 
   constructor(
     key: Buffer,
     private readonly replicaId: number,
   ) {
     this.key = key
-    this.d = createDecipheriv('aes-256-gcm', key, nonceOf(0))
   }
 
   /**
-   * Decrypts `buf` in place. Returns how many of its bytes may be parsed:
-   * all of them, or, with the reason the stream failed, those before the
-   * batch that failed.
+   * Decrypts `buf` in place and passes its plaintext on to `emit` (frames,
+   * in order). Returns the reason the stream failed, if it did: nothing of
+   * the failed batch past its frames was passed on, and its SEAL never.
    */
-  feed(buf: Buffer): { ok: number; error?: string } {
+  feed(buf: Buffer, emit: (plain: Buffer) => void): string | undefined {
     let i = 0
-    let good = 0  // end of the last batch that checked, or of frames of the batch in progress
     while (i < buf.length) {
-      const n = Math.min(buf.length - i, this.state === 'head' ? HEADER_BYTES - this.have : this.left)
-      if (this.state === 'tag') {
-        buf.copy(this.tag, TAG_BYTES - this.left, i, i + n)
+      if (this.state === 'head') {
+        const n = Math.min(buf.length - i, HEADER_BYTES - this.have)
+        buf.copy(this.head, this.have, i, i + n)
         i += n
-        this.left -= n
-        if (this.left > 0) break
-        this.d.setAuthTag(this.tag)
-        try {
-          this.d.final()
-        } catch {
-          return { ok: this.failedAt(buf, i), error: 'a batch from the replica failed its check (BAD_MAC)' }
+        this.have += n
+        if (this.have < HEADER_BYTES) break
+        this.have = 0
+        const len = this.head.readUInt32LE(0)
+        if (
+          this.head[OFFSET_KIND] !== KIND_SEALED ||
+          this.head.readBigUInt64LE(OFFSET_MSG_ID) !== BigInt(this.seq) ||
+          this.head.readUInt32LE(OFFSET_SENDER) !== this.replicaId ||
+          len < SEAL_FRAME_BYTES
+        ) {
+          return 'a sealed batch out of sequence (BAD_MAC)'
         }
-        this.nextBatch()
-        good = i
+        if (len - SEAL_FRAME_BYTES > MAX_UNSEALED_BYTES) return 'more than a batch from the replica without a SEAL'
+        this.d = createDecipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
+        this.d.setAAD(this.head)
+        this.left = len - TAG_BYTES
+        this.batchBytes = this.left
+        this.state = 'body'
         continue
       }
-      this.d.update(buf.subarray(i, i + n)).copy(buf, i)
-      this.batchBytes += n
+      const d = this.d as DecipherGCM
       if (this.state === 'body') {
+        const n = Math.min(buf.length - i, this.left)
+        const plain = d.update(buf.subarray(i, i + n))
+        // The batch's last HEADER_BYTES are its SEAL header: kept back.
+        const frames = Math.max(0, Math.min(n, this.left - HEADER_BYTES))
+        if (frames > 0) emit(plain.subarray(0, frames))
+        if (frames < n) plain.copy(this.seal, HEADER_BYTES - (this.left - frames), frames, n)
         i += n
         this.left -= n
-        if (this.left === 0) {
-          this.state = 'head'
-          good = i
-        }
+        if (this.left === 0) this.state = 'tag'
         continue
       }
-      buf.copy(this.head, this.have, i, i + n)
+      const n = Math.min(buf.length - i, SEAL_FRAME_BYTES - this.left - HEADER_BYTES)
+      buf.copy(this.seal, HEADER_BYTES + this.left, i, i + n)
       i += n
-      this.have += n
-      if (this.have < HEADER_BYTES) break
-      this.have = 0
-      const len = this.head.readUInt32LE(0)
-      if (this.head[OFFSET_KIND] === KIND_SEAL) {
-        if (len !== TAG_BYTES || this.head.readBigUInt64LE(OFFSET_MSG_ID) !== BigInt(this.seq) || this.head.readUInt32LE(OFFSET_SENDER) !== this.replicaId) {
-          return { ok: this.failedAt(buf, i), error: 'a SEAL frame out of sequence (BAD_MAC)' }
-        }
-        this.state = 'tag'
-        this.left = TAG_BYTES
-        continue
+      this.left += n
+      if (this.left < TAG_BYTES) break
+      d.setAuthTag(this.seal.subarray(HEADER_BYTES))
+      try {
+        d.final()
+      } catch {
+        return 'a batch from the replica failed its check (BAD_MAC)'
       }
-      if (this.batchBytes > MAX_UNSEALED_BYTES) return { ok: good, error: 'more than a batch from the replica without a SEAL' }
-      if (len === 0) {
-        good = i
-        continue
-      }
-      this.state = 'body'
-      this.left = len
+      emit(this.seal)
+      this.seal = Buffer.alloc(SEAL_FRAME_BYTES)
+      this.nextBatch()
     }
-    return { ok: i }
-  }
-
-  // The bytes of `buf` before the SEAL frame that failed (the frames of its
-  // batch before it are held by the Opener and never released).
-  private failedAt(buf: Buffer, i: number): number {
-    void buf
-    return Math.max(0, i - SEAL_FRAME_BYTES)
+    return undefined
   }
 
   private nextBatch(): void {
     this.seq++
     this.batches++
     this.bytes += this.batchBytes
-    this.batchBytes = 0
+    this.left = 0
+    this.d = undefined
     this.state = 'head'
     if (this.batches >= REKEY_BATCHES || this.bytes >= REKEY_BYTES) {
       this.key = nextKey(this.key)
       this.batches = this.bytes = 0
     }
-    this.d = createDecipheriv('aes-256-gcm', this.key, nonceOf(this.seq))
   }
 }
 

@@ -107,6 +107,18 @@ export class RequestStager {
   flush(): void {
     const s = this.socket()
     if (s === undefined) return this.reset()
+    if (this.sealer?.encrypt === true) {
+      // §6b: the ciphertext is written, in new buffers: the stage is free again.
+      if (this.large.length === 0 && this.pos === 0) return
+      const parts = this.pos > 0 ? [...this.large, this.stage.subarray(0, this.pos)] : this.large
+      s.cork()
+      for (const part of this.sealer.sealParts(parts)) s.write(part)
+      process.nextTick(() => s.uncork())
+      this.large = []
+      this.batchFrames = 0
+      this.pos = 0
+      return
+    }
     if (this.sealer !== undefined && this.large.length === 0 && this.pos + SEAL_FRAME_BYTES <= this.stage.length) {
       // The common case: the batch and its SEAL in one write.
       if (this.pos === 0) return

@@ -129,6 +129,7 @@ export class Client {
     (buf, p, len) => (this.opener === undefined ? this.onFrame(buf, p, len) : this.onSealed(buf, p, len)),
     (reason) => this.protocolError(reason),
   )
+  private readonly feedReader = (b: Buffer): void => this.reader.feed(b)
   private sweepTimer: NodeJS.Timeout | undefined
   // Limits in force: the options, or the replica's announced limits (§6).
   private requestLimit: number
@@ -638,10 +639,9 @@ export class Client {
           decryptor === undefined
             ? (d: Buffer): void => this.reader.feed(d)
             : (d: Buffer): void => {
-                // §6b: decrypted in place before it is parsed.
-                const r = decryptor.feed(d)
-                if (r.ok > 0) this.reader.feed(r.ok === d.length ? d : d.subarray(0, r.ok))
-                if (r.error !== undefined) this.protocolError(r.error)
+                // §6b: decrypted before it is parsed.
+                const error = decryptor.feed(d, this.feedReader)
+                if (error !== undefined) this.protocolError(error)
               }
         s.on('data', feed)
         if (rest.length > 0) feed(Buffer.from(rest))

@@ -35,6 +35,8 @@ export const KIND_PONG = 5
 export const KIND_CANCEL = 11
 /** Replica -> client: a message the client did not ask for (§6). */
 export const KIND_PUSH = 12
+/** §2b/§6b: the clear header of an encrypted batch (its sequence number and length). */
+export const KIND_SEALED = 13
 /** A batch's tag, and a handshake's signature (§2a, §6a). */
 export const KIND_SEAL = 9
 export const KIND_AUTH = 10

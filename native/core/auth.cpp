@@ -142,11 +142,24 @@ bool sealer::seal(const crypto::byte_view* bufs, std::size_t count, std::uint32_
 bool sealer::encrypt(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender, std::uint8_t* out) {
   std::uint64_t seq = 0;
   if (!aead_ || !take_seq(seq) || !aead_->begin(seq)) return false;
-  std::size_t at = 0;
+  std::size_t payload = 0;
+  for (std::size_t k = 0; k < count; ++k) payload += bufs[k].size;
+  frame_header sh{};
+  sh.length = static_cast<std::uint32_t>(payload + seal_frame_bytes);
+  sh.sender = sender;
+  sh.kind = frame_kind::sealed;
+  sh.msg_id = seq;
+  std::uint8_t clear[frame_header_bytes];
+  encode_header(clear, sh);
+  if (payload > UINT32_MAX - seal_frame_bytes || !aead_->aad(clear, frame_header_bytes)) return false;
+  // Written after the buffers are read: out's header may overlap nothing
+  // but out + frame_header_bytes may be the buffer itself (in place).
+  std::size_t at = frame_header_bytes;
   for (std::size_t k = 0; k < count; ++k) {
     if (!aead_->update(bufs[k].data, out + at, bufs[k].size)) return false;
     at += bufs[k].size;
   }
+  std::memcpy(out, clear, frame_header_bytes);
   frame_header h{};
   h.length = static_cast<std::uint32_t>(tag_bytes);
   h.sender = sender;
@@ -155,7 +168,7 @@ bool sealer::encrypt(const crypto::byte_view* bufs, std::size_t count, std::uint
   std::uint8_t head[frame_header_bytes];
   encode_header(head, h);
   if (!aead_->update(head, out + at, frame_header_bytes) || !aead_->finish(out + at + frame_header_bytes)) return false;
-  return after_batch(at + frame_header_bytes);
+  return after_batch(payload + frame_header_bytes);
 }
 
 opener::opener(const crypto::key32& key, bool decrypt, rekey_policy rekey) : key_(key), mac_(key), rekey_(rekey) {
@@ -182,6 +195,11 @@ bool opener::open(const frame_header& h, const std::uint8_t tag[tag_bytes]) {
   mac_.begin(seq_);
   if (aead_) aead_->begin(seq_);
   return ok;
+}
+
+bool opener::begin_sealed(const frame_header& h, const std::uint8_t raw[frame_header_bytes]) {
+  return aead_ != nullptr && h.kind == frame_kind::sealed && h.msg_id == seq_ && h.flags == 0 && h.reserved == 0 &&
+         h.route == 0 && batch_bytes_ == 0 && h.length >= seal_frame_bytes && aead_->aad(raw, frame_header_bytes);
 }
 
 bool opener::decrypt(std::uint8_t* data, std::size_t n) {

@@ -32,6 +32,9 @@ constexpr std::size_t welcome_ext_bytes = nonce_bytes + eph_bytes + sig_bytes;
 constexpr std::size_t auth_frame_bytes = frame_header_bytes + sig_bytes;
 /// SEAL frame: header (kind seal, length 16, msg_id = batch seq) | tag.
 constexpr std::size_t seal_frame_bytes = frame_header_bytes + tag_bytes;
+/// auth 'seal': what encryption adds to a batch's frames: the clear SEALED
+/// header before them, their SEAL header (encrypted with them) and the tag.
+constexpr std::size_t sealed_overhead = frame_header_bytes + seal_frame_bytes;
 /// The sender seals at least this often (at a frame boundary).
 constexpr std::size_t seal_batch_bytes = 256u << 10;
 /// A client (PROTOCOL.md §6a) seals at least this often: a frame may start
@@ -89,8 +92,10 @@ class sealer {
   bool seal(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender,
             std::uint8_t out[seal_frame_bytes]);
   /// auth 'seal': encrypts `count` buffers as the next batch into `out`
-  /// (their total + seal_frame_bytes): ciphertext of the buffers and of the
-  /// batch's SEAL header, then the tag in clear.
+  /// (their total + sealed_overhead): the batch's clear SEALED header (the
+  /// AEAD's additional data), the ciphertext of the buffers and of the
+  /// batch's SEAL header, then the tag. `out` + frame_header_bytes may be
+  /// the one buffer's own bytes (encrypted in place).
   bool encrypt(const crypto::byte_view* bufs, std::size_t count, std::uint32_t sender, std::uint8_t* out);
   std::uint64_t next_seq() const noexcept { return seq_; }
   /// Keys used so far in this direction (1 + rekeys).
@@ -119,6 +124,9 @@ class opener {
   bool update(const std::uint8_t* data, std::size_t size);
   /// Checks a SEAL frame's header fields and tag; starts the next batch.
   bool open(const frame_header& h, const std::uint8_t tag[tag_bytes]);
+  /// auth 'seal': the clear SEALED header starting the next batch (`raw`,
+  /// decoded as `h`): checks its fields and takes it as additional data.
+  bool begin_sealed(const frame_header& h, const std::uint8_t raw[frame_header_bytes]);
   /// auth 'seal': decrypts n bytes of the batch in place.
   bool decrypt(std::uint8_t* data, std::size_t n);
   /// auth 'seal': the batch's SEAL (its header decrypted) and its tag.

@@ -257,12 +257,33 @@ bool client_session::parse() {
   std::uint8_t* base = rx_.current->data();
   std::size_t start = rx_.parsed;
   std::size_t mac_from = rx_.parsed;  // parsed, not yet fed to the MAC
-  // §6b: decrypts the batch in place up to `upto`, never past the frame
-  // being parsed (a SEAL's tag, in clear, follows its header).
+  // §6b: what has arrived of the batch in progress is decrypted in place at
+  // once. False: `upto` passes the batch's end (a frame that crosses it).
   auto plain = [&](std::size_t upto) -> bool {
-    return !seal_ || rx_.decrypt_until(upto, [this](std::uint8_t* p, std::size_t n) {
-      return rx_seal_->decrypt(p, n) == sealed_receiver<delivery>::fed::ok;
-    });
+    if (!seal_) return true;
+    if (!rx_.decrypt_arrived(rx_seal_->cipher_left(), [this](std::uint8_t* p, std::size_t n) {
+          return rx_seal_->decrypt(p, n) == sealed_receiver<delivery>::fed::ok;
+        }))
+      return false;
+    return upto <= rx_.plain_end() || rx_seal_->cipher_left() > 0;
+  };
+  auto garbled = [&] {
+    refuse(reject_code::bad_mac, "a batch that does not decrypt to frames (altered, replayed, reordered or cut ciphertext)");
+    return false;
+  };
+  // §6b: the next batch's SEALED header, in clear (its sequence number and
+  // length; the tag covers it). False: refused.
+  auto begin_batch = [&]() -> bool {
+    const auto r = rx_seal_->begin(base + rx_.parsed);
+    if (r != sealed_receiver<delivery>::fed::ok) {
+      refuse(reject_code::bad_mac, r == sealed_receiver<delivery>::fed::too_big
+                                       ? "too much data without a SEAL (a sealed batch over its bound)"
+                                       : "a sealed batch out of sequence (forged, altered, replayed or reordered)");
+      return false;
+    }
+    rx_.parsed += frame_header_bytes;
+    rx_.decrypted = mac_from = start = rx_.parsed;
+    return true;
   };
   // Bytes of the batch in progress before `parsed`.
   auto batch_so_far = [&]() -> std::size_t {
@@ -299,17 +320,20 @@ bool client_session::parse() {
   // (receive_buffer::ensure_space sizes a chunk from it), including the one
   // that waits behind the in-flight bound.
   while (rx_.filled - rx_.parsed >= frame_header_bytes) {
+    if (seal_ && !rx_seal_->in_batch()) {
+      cut();
+      if (!begin_batch()) return false;
+      continue;
+    }
     if (!plain(rx_.parsed + frame_header_bytes)) {
       cut();
-      refuse(reject_code::bad_mac, "too much data without a SEAL");
-      return false;
+      return garbled();
     }
     const frame_header h = decode_header(base + rx_.parsed);
     if (seal_ && (h.reserved != 0 ||
                   (h.kind != frame_kind::request && h.kind != frame_kind::cancel && h.kind != frame_kind::seal))) {
       cut();
-      refuse(reject_code::bad_mac, "a batch that does not decrypt to frames (altered, replayed, reordered or cut ciphertext)");
-      return false;
+      return garbled();
     }
     if (rx_seal_ && h.kind == frame_kind::seal) {
       if (h.length != auth::tag_bytes) {
@@ -335,11 +359,10 @@ bool client_session::parse() {
       // The key's bound is checked at each batch start.
       if (key_over_limit()) {
         key_blocked_ = true;
-        // The next header in clear, for the receive buffer's sizing.
-        if (!plain(rx_.parsed + std::min(frame_header_bytes, rx_.filled - rx_.parsed))) {
-          refuse(reject_code::bad_mac, "too much data without a SEAL");
-          return false;
-        }
+        // §6b: the next batch's SEALED header is taken now (its length is
+        // the batch's, not a frame's: the receive buffer sizes a chunk from
+        // the header at `parsed`).
+        if (seal_ && rx_.filled - rx_.parsed >= frame_header_bytes && !begin_batch()) return false;
         break;
       }
       continue;
@@ -381,10 +404,9 @@ bool client_session::parse() {
     }
     if (taken >= room) break;  // checked; waits for room
     const std::size_t total = frame_header_bytes + h.length;
-    if (!plain(rx_.parsed + std::min(total, rx_.filled - rx_.parsed))) {
+    if (!plain(rx_.parsed + total)) {
       cut();
-      refuse(reject_code::bad_mac, "too much data without a SEAL");
-      return false;
+      return garbled();
     }
     if (rx_.filled - rx_.parsed < total) break;
     rx_.parsed += total;

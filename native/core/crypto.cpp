@@ -380,6 +380,13 @@ bool batch_aead::begin(std::uint64_t seq) {
   return true;
 }
 
+bool batch_aead::aad(const std::uint8_t* data, std::size_t n) {
+  int outl = 0;
+  if (ctx_ == nullptr || n > (1u << 30) || EVP_CipherUpdate(ctx_, nullptr, &outl, data, static_cast<int>(n)) != 1)
+    return fail();
+  return true;
+}
+
 bool batch_aead::update(const std::uint8_t* in, std::uint8_t* out, std::size_t left) {
   if (ctx_ == nullptr) return false;
   while (left > 0) {

@@ -240,6 +240,8 @@ class batch_aead {
 
   bool encrypting() const noexcept { return encrypt_; }
   bool begin(std::uint64_t seq);
+  /// Additional authenticated data (before any update() of the batch).
+  bool aad(const std::uint8_t* data, std::size_t n);
   /// n bytes from `in` to `out` (in == out: in place).
   bool update(const std::uint8_t* in, std::uint8_t* out, std::size_t n);
   /// Encrypting: the tag of everything since begin().

@@ -206,13 +206,16 @@ bool inbound_session::parse() {
   std::uint64_t run_last = 0;
   // auth mac: bytes [mac_from, parsed) are parsed and not yet fed to the MAC.
   std::size_t mac_from = rx_.parsed;
-  // auth seal: decrypts the batch in place up to `upto` (never past the
-  // frame being parsed: a SEAL's tag, in clear, follows its header). False:
-  // the batch passed its bound without a SEAL.
+  // auth seal: what has arrived of the batch in progress is decrypted in
+  // place at once (one call per read, not one per frame). False: `upto`
+  // passes the batch's end (a frame that crosses it).
   auto plain = [&](std::size_t upto) -> bool {
-    return !seal_ || rx_.decrypt_until(upto, [this](std::uint8_t* p, std::size_t n) {
-      return sealed_rx_->decrypt(p, n) == sealed_receiver<ready_run>::fed::ok;
-    });
+    if (!seal_) return true;
+    if (!rx_.decrypt_arrived(sealed_rx_->cipher_left(), [this](std::uint8_t* p, std::size_t n) {
+          return sealed_rx_->decrypt(p, n) == sealed_receiver<ready_run>::fed::ok;
+        }))
+      return false;
+    return upto <= rx_.plain_end() || sealed_rx_->cipher_left() > 0;
   };
   std::uint64_t run_ticket = 0;
   auto cut = [&](std::size_t end) {
@@ -227,22 +230,34 @@ bool inbound_session::parse() {
     run_msgs = 0;
     run_ticket = 0;
   };
-  auto too_big = [&] {
+  auto garbled = [&] {
     cut(rx_.parsed);
-    refuse(reject_code::bad_mac, "too much data without a SEAL");
+    refuse(reject_code::bad_mac, "a batch that does not decrypt to frames (altered, replayed, reordered or cut ciphertext)");
     return false;
   };
   while (rx_.filled - rx_.parsed >= frame_header_bytes) {
-    if (!plain(rx_.parsed + frame_header_bytes)) return too_big();
-    const frame_header h = decode_header(base + rx_.parsed);
-    if (seal_ && (h.sender != peer_id_ || h.reserved != 0 ||
-                  (h.kind != frame_kind::data && h.kind != frame_kind::ping && h.kind != frame_kind::seal))) {
-      // Every frame an honest peer encrypts names it: this one did not
-      // decrypt to a frame (altered, replayed, reordered or cut ciphertext).
-      cut(rx_.parsed);
-      refuse(reject_code::bad_mac, "a batch that does not decrypt to frames (altered, replayed, reordered or cut ciphertext)");
-      return false;
+    if (seal_ && !sealed_rx_->in_batch()) {
+      // The next batch's SEALED header, in clear: its sequence number and
+      // length (the tag covers it).
+      const auto r = sealed_rx_->begin(base + rx_.parsed);
+      if (r != sealed_receiver<ready_run>::fed::ok) {
+        cut(rx_.parsed);
+        refuse(reject_code::bad_mac, r == sealed_receiver<ready_run>::fed::too_big
+                                         ? "too much data without a SEAL (a sealed batch over its bound)"
+                                         : "a sealed batch out of sequence (forged, altered, replayed or reordered)");
+        return false;
+      }
+      rx_.parsed += frame_header_bytes;
+      rx_.decrypted = run_start = mac_from = rx_.parsed;
+      continue;
     }
+    if (!plain(rx_.parsed + frame_header_bytes)) return garbled();
+    const frame_header h = decode_header(base + rx_.parsed);
+    // Every frame an honest peer encrypts names it: this one did not
+    // decrypt to a frame (altered, replayed, reordered or cut ciphertext).
+    if (seal_ && (h.sender != peer_id_ || h.reserved != 0 ||
+                  (h.kind != frame_kind::data && h.kind != frame_kind::ping && h.kind != frame_kind::seal)))
+      return garbled();
     if (h.length > opt.max_frame_bytes) {
       cut(rx_.parsed);
       refuse(reject_code::frame_too_large, "frame of " + std::to_string(h.length) +
@@ -308,7 +323,7 @@ bool inbound_session::parse() {
       return false;
     }
     const std::size_t total = frame_header_bytes + h.length;
-    if (!plain(rx_.parsed + std::min(total, rx_.filled - rx_.parsed))) return too_big();
+    if (!plain(rx_.parsed + total)) return garbled();
     if (rx_.filled - rx_.parsed < total) break;
     if ((h.flags & auth::flag_signed) != 0 && h.msg_id > last_seen_id_) {
       // Handlers only see verified signatures. What costs nothing is checked

@@ -89,10 +89,14 @@ void peer_link::on_wakeup() {
 void peer_link::do_write() {
   if (writing_ || state_ != state::up) return;
   for (;;) {
-    // With auth mac only sealed batches (each followed by its SEAL) go out.
-    if (mac_) seal_pending();
+    // With auth mac only sealed batches (each followed by its SEAL) go out,
+    // sealed a few at a time as the socket takes them.
+    if (mac_ && sealed_count_ == 0) seal_pending();
     const std::size_t writable = mac_ ? sealed_count_ : pending_.size();
-    if (writable == 0) break;
+    if (writable == 0) {
+      if (tx_ && pending_.empty()) tx_->trim();
+      break;
+    }
     const gather_result r = gather_write(socket_.native_handle(), pending_, front_offset_, writable);
     if (mac_) sealed_count_ -= r.segments_done;
     std::uint64_t msgs = 0, bytes = 0;
@@ -250,7 +254,7 @@ void peer_link::on_pong(std::uint64_t sent_us) {
 // into batches, each followed by its SEAL (sealed_stream.hpp).
 void peer_link::seal_pending() {
   if (!tx_) return;
-  const std::optional<std::size_t> sealed = tx_->seal(pending_, sealed_count_);
+  const std::optional<std::size_t> sealed = tx_->seal(pending_, sealed_count_, seal_ahead_batches);
   if (!sealed) return fail(reject_code::bad_auth, "sealing failed");
   sealed_count_ = *sealed;
 }

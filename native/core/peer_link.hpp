@@ -111,6 +111,9 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   std::unique_ptr<crypto::x25519_keypair> eph_;
   std::unique_ptr<sealed_sender<segment>> tx_;  // auth mac: batches and their SEALs
   std::unique_ptr<auth::opener> rx_;
+  // auth mac/seal: batches sealed ahead of the socket at a time (each about
+  // auth::seal_batch_bytes).
+  static constexpr std::size_t seal_ahead_batches = 2;
   std::size_t sealed_count_ = 0;  // segments at the front of pending_ sealed (writable)
   std::size_t unsealed_bytes_ = 0;
   std::array<std::uint8_t, auth::seal_frame_bytes> seal_in_{};

@@ -65,6 +65,7 @@ enum class frame_kind : std::uint8_t {
   auth = 10,   // auth mac: the initiator's handshake signature
   cancel = 11, // client -> replica: the client gave up on request msg_id (PROTOCOL.md §6)
   push = 12,   // replica -> client: a message the client did not ask for (PROTOCOL.md §6)
+  sealed = 13, // auth seal: the clear header of an encrypted batch (PROTOCOL.md §2b)
 };
 
 // PROTOCOL.md §4 "Reject reasons": stable numeric codes of reject frames.

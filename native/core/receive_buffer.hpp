@@ -50,17 +50,21 @@ class receive_buffer {
   /// Any thread: one of our chunks came back from the consumer.
   void on_chunk_released() { inflight_.fetch_sub(1, std::memory_order_acq_rel); }
 
-  /// auth seal: decrypts [max(decrypted, parsed), upto) in place with
-  /// decrypt(pointer, length) -> bool; false when it refused (the batch
-  /// passed its bound).
+  /// auth seal: decrypts in place, in one call, what has arrived past the
+  /// plaintext [parsed, decrypted), at most `left` bytes (the rest of the
+  /// batch in progress), with decrypt(pointer, length) -> bool; false when
+  /// it refused.
   template <typename Decrypt>
-  bool decrypt_until(std::size_t upto, Decrypt&& decrypt) {
-    if (upto <= decrypted) return true;
+  bool decrypt_arrived(std::size_t left, Decrypt&& decrypt) {
     const std::size_t from = decrypted > parsed ? decrypted : parsed;
-    if (!decrypt(current->data() + from, upto - from)) return false;
-    decrypted = upto;
+    const std::size_t n = filled - from < left ? filled - from : left;
+    if (n == 0) return true;
+    if (!decrypt(current->data() + from, n)) return false;
+    decrypted = from + n;
     return true;
   }
+  /// auth seal: the end of the plaintext from `parsed`.
+  std::size_t plain_end() const noexcept { return decrypted > parsed ? decrypted : parsed; }
 
   std::uint8_t* write_ptr() const noexcept { return current->data() + filled; }
   std::size_t write_room() const noexcept { return current->capacity - filled; }

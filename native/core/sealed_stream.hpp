@@ -8,11 +8,14 @@
 // runs on one io thread.
 //
 // Auth 'seal': the sender encrypts each batch and its SEAL header into one
-// buffer written in place of the batch's segments (they stay queued, in
-// clear, as shadows: counted, acknowledged, and sealed again under the next
-// connection's keys if this one fails); the receiver decrypts in place in
-// its receive chunk as it parses (decrypt()), and the tag after the SEAL
-// header checks the batch.
+// buffer, after the batch's clear SEALED header, written in place of the
+// batch's segments (they stay queued, in clear, as shadows: counted,
+// acknowledged, and sealed again under the next connection's keys if this
+// one fails). The receiver takes the SEALED header (begin()), which says
+// how long the batch is, then decrypts in place in its receive chunk
+// everything of the batch that has arrived, one call per read (decrypt()),
+// and parses the plaintext; the tag after the SEAL header checks the batch
+// before anything it carried is released.
 #pragma once
 
 #include "auth.hpp"
@@ -22,6 +25,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <iterator>
 #include <memory>
 #include <optional>
@@ -32,7 +36,7 @@ namespace nexres {
 template <typename Run>
 class sealed_receiver {
  public:
-  enum class fed { ok, too_big };
+  enum class fed { ok, too_big, bad };
 
   /// key: this direction's session key; peer: the sender every SEAL must
   /// name; max_batch_bytes: the most a batch may carry before its SEAL.
@@ -42,11 +46,31 @@ class sealed_receiver {
 
   bool decrypting() const noexcept { return opener_.decrypting(); }
 
-  /// auth 'seal': n more bytes of the batch in progress, decrypted in place.
+  /// auth 'seal': the clear SEALED header of the next batch (raw bytes).
+  /// too_big: it announces more than max_batch_bytes of frames; bad: it is
+  /// not the next batch from this peer.
+  fed begin(const std::uint8_t* raw) {
+    const frame_header h = decode_header(raw);
+    if (in_batch_ || h.sender != peer_ || !opener_.begin_sealed(h, raw)) return fed::bad;
+    const std::size_t frames = h.length - auth::seal_frame_bytes;
+    if (frames > max_batch_bytes_) return fed::too_big;
+    cipher_left_ = frames + frame_header_bytes;
+    in_batch_ = true;
+    return fed::ok;
+  }
+  /// auth 'seal': a batch's SEALED header was taken and its SEAL not yet.
+  bool in_batch() const noexcept { return in_batch_; }
+  /// auth 'seal': ciphertext of the batch in progress not yet decrypted (its
+  /// frames and its SEAL header; the tag follows).
+  std::size_t cipher_left() const noexcept { return cipher_left_; }
+
+  /// auth 'seal': n more bytes of the batch in progress (at most
+  /// cipher_left()), decrypted in place.
   fed decrypt(std::uint8_t* data, std::size_t n) {
     if (n == 0) return fed::ok;
+    if (n > cipher_left_ || !opener_.decrypt(data, n)) return fed::bad;
+    cipher_left_ -= n;
     batch_bytes_ += n;
-    if (batch_bytes_ > max_batch_bytes_ || !opener_.decrypt(data, n)) return fed::too_big;
     return fed::ok;
   }
 
@@ -68,8 +92,10 @@ class sealed_receiver {
   /// reordered or truncated (nothing is released).
   bool open(const frame_header& seal, const std::uint8_t tag[auth::tag_bytes], std::vector<Run>& out,
             std::optional<std::uint64_t>& pong) {
+    if (opener_.decrypting() && (!in_batch_ || cipher_left_ != 0)) return false;  // not the batch's last bytes
     if (seal.sender != peer_ || !(opener_.decrypting() ? opener_.open_sealed(seal, tag) : opener_.open(seal, tag)))
       return false;
+    in_batch_ = false;
     out.insert(out.end(), held_.begin(), held_.end());
     held_.clear();
     batch_bytes_ = 0;
@@ -96,6 +122,8 @@ class sealed_receiver {
   const std::uint32_t peer_;
   const std::size_t max_batch_bytes_;
   std::size_t batch_bytes_ = 0;
+  std::size_t cipher_left_ = 0;
+  bool in_batch_ = false;
   std::vector<Run> held_;
   std::optional<std::uint64_t> pong_;
 };
@@ -113,12 +141,15 @@ class sealed_sender {
   /// Cuts what follows the first `sealed` segments of `q` into batches of
   /// about batch_bytes at frame boundaries (splitting runs where needed)
   /// and puts each batch's SEAL after it. A tail that ends inside a frame
-  /// waits. Returns the new count of sealed segments; nullopt when sealing
-  /// failed (the link must close).
+  /// waits. At most `max_batches` batches are made (the writer seals a
+  /// little ahead of the socket, not its whole queue: with auth 'seal' the
+  /// ciphertext would double the queue's memory and come in one burst).
+  /// Returns the new count of sealed segments; nullopt when sealing failed
+  /// (the link must close).
   template <typename Queue>
-  std::optional<std::size_t> seal(Queue& q, std::size_t sealed) {
+  std::optional<std::size_t> seal(Queue& q, std::size_t sealed, std::size_t max_batches = SIZE_MAX) {
     std::size_t i = sealed;
-    while (i < q.size()) {
+    for (std::size_t made = 0; i < q.size() && made < max_batches; ++made) {
       std::size_t bytes = 0, cut = 0;
       bool found = false;
       // Each run's frame headers are walked once: a run too big for the
@@ -167,11 +198,11 @@ class sealed_sender {
       if (encrypt_) {
         // The batch's ciphertext, then its encrypted SEAL header and tag, in
         // one segment written in place of the batch's own (now shadows).
-        std::size_t total = auth::seal_frame_bytes;
+        std::size_t total = auth::sealed_overhead;
         for (const auto& v : views) total += v.size;
         // Not zeroed first: every byte is written by the cipher (a memset of
         // each 256 KiB batch was 14 % of a sender's CPU).
-        std::shared_ptr<std::uint8_t[]> buf(new std::uint8_t[total]);
+        std::shared_ptr<std::uint8_t[]> buf = buffer(total);
         if (!tx_.encrypt(views.data(), views.size(), self_, buf.get())) return std::nullopt;
         for (std::size_t k = i; k <= cut; ++k) q[k].shadow = true;
         const std::uint8_t* data = buf.get();
@@ -195,11 +226,14 @@ class sealed_sender {
   /// place with its SEAL header and appends the tag.
   bool seal_buffer(std::vector<std::uint8_t>& buf, std::size_t from, bool encrypt = false) {
     if (encrypt && encrypt_) {
-      const std::size_t at = buf.size();
-      buf.resize(at + auth::seal_frame_bytes);
-      const crypto::byte_view v(buf.data() + from, at - from);
+      // The frames move up to make room for the SEALED header before them,
+      // then are encrypted in place.
+      const std::size_t at = buf.size(), n = at - from;
+      buf.resize(at + auth::sealed_overhead);
+      std::memmove(buf.data() + from + frame_header_bytes, buf.data() + from, n);
+      const crypto::byte_view v(buf.data() + from + frame_header_bytes, n);
       if (tx_.encrypt(&v, 1, self_, buf.data() + from)) return true;
-      buf.resize(at);
+      buf.resize(from);
       return false;
     }
     const std::size_t at = buf.size();
@@ -257,10 +291,34 @@ class sealed_sender {
     return off;
   }
 
+  // A ciphertext buffer of at least `n` bytes. Batches of up to a full
+  // batch take one of a few kept buffers no longer in use (the writer drops
+  // a ciphertext segment once written, on this sender's io thread): a fresh
+  // 256 KiB allocation per batch cost the sender page faults and madvise
+  // calls (a fifth of its CPU in W1).
+  std::shared_ptr<std::uint8_t[]> buffer(std::size_t n) {
+    const std::size_t cap = batch_bytes_ + auth::sealed_overhead;
+    if (n > cap || n < cap / 8) return std::shared_ptr<std::uint8_t[]>(new std::uint8_t[n]);
+    for (auto& b : spare_)
+      if (b.use_count() == 1) return b;
+    if (spare_.size() < kept_buffers) return spare_.emplace_back(new std::uint8_t[cap]);
+    return std::shared_ptr<std::uint8_t[]>(new std::uint8_t[n]);
+  }
+
+ public:
+  /// Frees the kept ciphertext buffers not in use (the link is idle).
+  void trim() {
+    spare_.erase(std::remove_if(spare_.begin(), spare_.end(), [](const auto& b) { return b.use_count() == 1; }),
+                 spare_.end());
+  }
+
+ private:
+  static constexpr std::size_t kept_buffers = 4;
   auth::sealer tx_;
   const std::uint32_t self_;
   const std::size_t batch_bytes_;
   const bool encrypt_;
+  std::vector<std::shared_ptr<std::uint8_t[]>> spare_;
 };
 
 }  // namespace nexres

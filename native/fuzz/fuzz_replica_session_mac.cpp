@@ -42,9 +42,10 @@
 // auth seal (PROTOCOL.md §2b). The harness then encrypts each batch and its
 // SEAL header itself (crypto::batch_aead, its own sequence numbers and key
 // ratchet, every 3 batches or 4 KiB: the engine's rekey schedule is set to
-// the same), so the engine decrypts in place what it parses; the actions
-// change the SEAL header before encryption, the tag after it, and a
-// dropped SEAL leaves ciphertext without header and tag. The invariants are
+// the same) after its clear SEALED header, so the engine decrypts in place
+// what it parses; the actions change the SEAL header before encryption, the
+// tag after it, and a dropped SEAL leaves ciphertext without SEAL header
+// and tag. The invariants are
 // the same, checked against the plaintext.
 #ifndef NEXRES_FUZZ_SEAL
 #define NEXRES_FUZZ_SEAL 0
@@ -410,18 +411,29 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
   bool chain_ok = proven;
   std::size_t tag_from = wire.size();
   std::size_t c = 0;
-  // auth seal: what goes on the socket (wire holds the plaintext, at the
-  // same offsets: GCM keeps lengths), and the I -> R cipher state.
+  // auth seal: what goes on the socket (wire holds the plaintext: the
+  // handshake, then each batch's frames and SEAL; cipher the handshake, then
+  // each batch's clear SEALED header, its ciphertext and tag), and the
+  // I -> R cipher state.
   std::vector<std::uint8_t> cipher(wire);
   crypto::key32 skey = sk.initiator_to_responder;
   std::uint64_t sseq = 0, sbatches = 0, sbytes = 0;
   auto encrypt_to_cipher = [&](std::size_t from, const std::uint8_t* header, std::uint8_t* tag) {
     crypto::batch_aead aead(skey, true);
     FUZZ_CHECK(aead.begin(sseq));
-    cipher.resize(from);
-    cipher.resize(wire.size() + (header ? frame_header_bytes : 0));
-    FUZZ_CHECK(aead.update(wire.data() + from, cipher.data() + from, wire.size() - from));
-    if (header) FUZZ_CHECK(aead.update(header, cipher.data() + wire.size(), frame_header_bytes));
+    frame_header bh{};
+    bh.kind = frame_kind::sealed;
+    bh.sender = claimed;
+    bh.msg_id = sseq;
+    bh.length = static_cast<std::uint32_t>(wire.size() - from + auth::seal_frame_bytes);
+    std::uint8_t clear[frame_header_bytes];
+    encode_header(clear, bh);
+    FUZZ_CHECK(aead.aad(clear, frame_header_bytes));
+    cipher.insert(cipher.end(), clear, clear + frame_header_bytes);
+    const std::size_t at = cipher.size();
+    cipher.resize(at + wire.size() - from + (header ? frame_header_bytes : 0));
+    FUZZ_CHECK(aead.update(wire.data() + from, cipher.data() + at, wire.size() - from));
+    if (header) FUZZ_CHECK(aead.update(header, cipher.data() + at + wire.size() - from, frame_header_bytes));
     if (tag) FUZZ_CHECK(aead.finish(tag));
     ++sseq;
     ++sbatches;
@@ -459,7 +471,7 @@ void run_handshaken(bool impostor, const std::uint8_t* data, std::size_t size) {
       if (action & act_seal_flags) sh.flags = 1;
       encode_header(sf, sh);
       encrypt_to_cipher(tag_from, sf, sf + frame_header_bytes);
-      if (a == act_dropped_seal) cipher.resize(wire.size());  // ciphertext without its SEAL
+      if (a == act_dropped_seal) cipher.resize(cipher.size() - frame_header_bytes);  // ciphertext without its SEAL
       ok = a != act_wrong_seq && !(action & (act_seal_sender | act_seal_flags));
     } else {
       const crypto::byte_view v(wire.data() + tag_from, wire.size() - tag_from);

@@ -127,21 +127,29 @@ long open_encrypted(const std::deque<nexres::segment>& q, std::size_t sealed, ne
     const nexres::segment& s = q[k];
     if (s.shadow) continue;
     CHECK(s.control);
-    std::vector<std::uint8_t> c(s.data, s.data + s.length);  // as received
-    const std::size_t body = c.size() - nexres::auth::tag_bytes;  // frames + SEAL header
+    std::vector<std::uint8_t> wire(s.data, s.data + s.length);  // as received
+    // The clear SEALED header: the batch's number and length.
+    const nexres::frame_header head = nexres::decode_header(wire.data());
+    if (head.kind != nexres::frame_kind::sealed || head.length != wire.size() - nexres::frame_header_bytes) return -1;
+    if (rx.begin(wire.data()) != nexres::sealed_receiver<int>::fed::ok) return -1;
+    std::uint8_t* c = wire.data() + nexres::frame_header_bytes;
+    const std::size_t body = head.length - nexres::auth::tag_bytes;  // frames + SEAL header
     for (std::size_t at = 0; at < body; at += piece)
-      CHECK(rx.decrypt(c.data() + at, std::min(piece, body - at)) == nexres::sealed_receiver<int>::fed::ok);
+      CHECK(rx.decrypt(c + at, std::min(piece, body - at)) == nexres::sealed_receiver<int>::fed::ok);
+    // Not a byte past the batch's ciphertext.
+    std::uint8_t extra = 0;
+    CHECK(rx.decrypt(&extra, 1) == nexres::sealed_receiver<int>::fed::bad);
     std::size_t p = 0;
     while (p + nexres::frame_header_bytes < body) {
-      const nexres::frame_header h = nexres::decode_header(c.data() + p);
+      const nexres::frame_header h = nexres::decode_header(c + p);
       if (h.kind != nexres::frame_kind::data || h.msg_id != next_id) return -1;
       ++next_id;
       ++frames;
       p += nexres::frame_header_bytes + h.length;
     }
     if (p + nexres::frame_header_bytes != body) return -1;
-    const nexres::frame_header sh = nexres::decode_header(c.data() + p);
-    if (!rx.open(sh, c.data() + body, out, pong)) return -1;
+    const nexres::frame_header sh = nexres::decode_header(c + p);
+    if (!rx.open(sh, c + body, out, pong)) return -1;
   }
   return frames;
 }
@@ -188,7 +196,9 @@ void sealed_mode(const nexres::crypto::key32& key) {
     CHECK(open_encrypted(q, *sealed, late, 1 << 20, next) == -1);
     CHECK(next > 1);  // the batches before the rekey opened
     // Tampered ciphertext, a tampered tag, truncated, reordered, replayed.
-    for (int attack = 0; attack < 5; ++attack) {
+    // 5: a frame's worth of ciphertext cut out and the clear header's
+    // length made to match (the tag covers the header).
+    for (int attack = 0; attack < 6; ++attack) {
       std::deque<nexres::segment> bad;
       std::vector<std::shared_ptr<std::vector<std::uint8_t>>> keep;
       std::vector<const nexres::segment*> cts;
@@ -214,6 +224,11 @@ void sealed_mode(const nexres::crypto::key32& key) {
           b->erase(b->begin() + 50);
           bad.back().length -= 1;
         }
+        if (attack == 5) {
+          b->erase(b->begin() + 100, b->begin() + 100 + 524);
+          bad.back().length -= 524;
+          nexres::store_u32(b->data(), nexres::load_u32(b->data()) - 524);
+        }
       }
       nexres::sealed_receiver<int> rx(key, 1, 1u << 20, true, often);
       std::uint64_t n = 1;
@@ -224,13 +239,14 @@ void sealed_mode(const nexres::crypto::key32& key) {
     // Nonces: equal batches encrypt differently, one sequence per direction
     // shared by MAC'd frames and encrypted batches.
     nexres::auth::sealer tx(key, true, {1u << 20, 1ull << 40});
-    std::vector<std::uint8_t> plain(2000, 0x55), a(plain.size() + seal_frame_bytes), b(a.size());
+    std::vector<std::uint8_t> plain(2000, 0x55), a(plain.size() + nexres::auth::sealed_overhead), b(a.size());
+    constexpr std::size_t h = nexres::frame_header_bytes;  // the clear SEALED header
     const nexres::crypto::byte_view v(plain.data(), plain.size());
     CHECK(tx.encrypt(&v, 1, 1, a.data()) && tx.next_seq() == 1);
     std::array<std::uint8_t, seal_frame_bytes> mac{};
     CHECK(tx.seal(&v, 1, 1, mac.data()) && tx.next_seq() == 2);
     CHECK(tx.encrypt(&v, 1, 1, b.data()) && tx.next_seq() == 3);
-    CHECK(std::memcmp(a.data(), b.data(), plain.size()) != 0);
+    CHECK(std::memcmp(a.data() + h, b.data() + h, plain.size()) != 0);
     CHECK(std::memcmp(a.data() + a.size() - 16, b.data() + b.size() - 16, 16) != 0);
     // The rekeyed key is not the old one: after a ratchet equal batches at
     // the same position of the schedule differ too.
@@ -238,7 +254,7 @@ void sealed_mode(const nexres::crypto::key32& key) {
     std::vector<std::uint8_t> c1(a.size()), c2(a.size());
     CHECK(r1.encrypt(&v, 1, 1, c1.data()) && r1.generation() == 2);
     CHECK(r1.encrypt(&v, 1, 1, c2.data()) && r1.generation() == 3);
-    CHECK(std::memcmp(c1.data(), c2.data(), plain.size()) != 0);
+    CHECK(std::memcmp(c1.data() + h, c2.data() + h, plain.size()) != 0);
   }
 }
 }  // namespace
