@@ -5,7 +5,7 @@
 // temporary directory without prebuilds/ or build/, and run with a PATH
 // that holds only sh and node (no compiler, make or Python) and no Asio.
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -59,19 +59,39 @@ t.test('npm pack refuses a package without every listed binary (prepack)', async
   const dir = mkdtempSync(join(tmpdir(), 'nexres-prepack-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   mkdirSync(join(dir, 'tools'))
-  for (const f of ['prepack.mjs', 'native-help.cjs']) copyFileSync(join(root, 'tools', f), join(dir, 'tools', f))
-  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { nexres: { binaries: string[] } }
-  const host = `${process.platform}-${process.arch}`
+  for (const f of ['prepack.mjs', 'native-help.cjs', 'check-binary.mjs']) copyFileSync(join(root, 'tools', f), join(dir, 'tools', f))
+  type Nexres = { binaries: string[]; floor?: Record<string, { glibc: string; glibcxx: string }> }
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { nexres: Nexres }
   mkdirSync(join(dir, 'prebuilds'))
-  symlinkSync(join(root, 'prebuilds', host), join(dir, 'prebuilds', host))
-  const run = (binaries: string[]): { status: number | null; err: string } => {
-    writeFileSync(join(dir, 'package.json'), JSON.stringify({ ...pkg, nexres: { binaries } }))
-    const r = spawnSync(process.execPath, [join(dir, 'tools', 'prepack.mjs')], { cwd: dir, encoding: 'utf8', timeout: 60_000 })
+  for (const p of readdirSync(join(root, 'prebuilds'))) symlinkSync(join(root, 'prebuilds', p), join(dir, 'prebuilds', p))
+  const run = (nexres: Nexres, env: Record<string, string> = {}): { status: number | null; err: string } => {
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ ...pkg, nexres }))
+    const r = spawnSync(process.execPath, [join(dir, 'tools', 'prepack.mjs')], {
+      cwd: dir,
+      encoding: 'utf8',
+      timeout: 60_000,
+      env: { ...process.env, ...env },
+    })
     return { status: r.status, err: r.stderr }
   }
-  const ok = run(pkg.nexres.binaries)
-  t.equal(ok.status, 0, `the listed binaries are there: ${ok.err.trim()}`)
-  const missing = run([...pkg.nexres.binaries, 'linux-arm64-glibc'])
+  const ok = run(pkg.nexres)
+  t.equal(ok.status, 0, `the listed binaries are there, within their floors: ${ok.err.trim()}`)
+  t.match(ok.err, /GLIBC_2\.\d+ <= GLIBC_2\.31: ok/, 'the x64 binary needs at most GLIBC_2.31')
+  t.match(ok.err, /GLIBCXX_3\.4\.\d+ <= GLIBCXX_3\.4\.28: ok/, 'and at most GLIBCXX_3.4.28')
+  // A platform this machine cannot build for.
+  const missing = run({ ...pkg.nexres, binaries: [...pkg.nexres.binaries, 'darwin-arm64'] })
   t.equal(missing.status, 1, 'a listed platform without its binary stops the pack')
-  t.match(missing.err, /has none for linux-arm64-glibc/, `and says which (${missing.err.trim()})`)
+  t.match(missing.err, /has none for darwin-arm64/, `and says which (${missing.err.trim()})`)
+
+  // A binary over its floor: Debian 12's libstdc++ needs GLIBC_2.34 and later.
+  const libstdcxx = ['/lib/x86_64-linux-gnu/libstdc++.so.6', '/usr/lib/x86_64-linux-gnu/libstdc++.so.6'].find((f) => existsSync(f))
+  if (libstdcxx === undefined || process.arch !== 'x64') return
+  mkdirSync(join(dir, 'prebuilds', 'linux-newer'))
+  copyFileSync(libstdcxx, join(dir, 'prebuilds', 'linux-newer', 'x.glibc.node'))
+  const floor = { binaries: ['linux-newer-glibc'], floor: { 'linux-newer-glibc': { glibc: '2.31', glibcxx: '3.4.28' } } }
+  const over = run(floor)
+  t.equal(over.status, 1, 'a binary needing a newer glibc than its floor stops the pack')
+  t.match(over.err, /needs a newer glibc than the README promises/, 'and says so')
+  t.match(over.err, /over the floor GLIBC_2\.31: \S+@GLIBC_2\.3[2-9]/, 'naming a symbol over the floor')
+  t.equal(run(floor, { NEXRES_ALLOW_NEWER_GLIBC: '1' }).status, 0, 'NEXRES_ALLOW_NEWER_GLIBC=1 packs it anyway')
 })

@@ -42,9 +42,15 @@ fi
 log "npm dependencies"
 npm ci --ignore-scripts --no-audit --no-fund || exit 1
 
-log "build the addon from source (and its prebuild for the package test) and compile TypeScript"
-# prebuildify builds build/Release as build:native does and copies the
-# binary to prebuilds/: test/package-install.test.ts then packs it instead of
-# rebuilding the addon in place while other test files load it.
-npm run prebuild --silent || exit 1
+log "build the addon's binaries from source and compile TypeScript"
+# As root on Debian (CI): the binaries the package ships (README
+# "Platforms"), linux-x64 inside a Debian 11 chroot (its glibc floor) and
+# linux-arm64 cross-compiled, into prebuilds/, where the tests load the x64
+# one and test/package-install.test.ts packs both. Elsewhere this machine's
+# own (prebuildify: build/Release copied to prebuilds/).
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1 && [ "$(uname -m)" = x86_64 ]; then
+  bash tools/cross-prebuild.sh x64 arm64 || exit 1
+else
+  npm run prebuild --silent || exit 1
+fi
 npm run build:ts --silent || exit 1
