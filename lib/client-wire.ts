@@ -103,20 +103,25 @@ export class RequestStager {
     this.flush()
   }
 
+  /** The large bodies and the stage as one sealed batch (false: nothing to write). */
+  private writeSealedParts(s: net.Socket, sealer: Sealer): boolean {
+    if (this.large.length === 0 && this.pos === 0) return false
+    const parts = this.pos > 0 ? [...this.large, this.stage.subarray(0, this.pos)] : this.large
+    s.cork()
+    for (const part of sealer.sealParts(parts)) s.write(part)
+    process.nextTick(() => s.uncork())
+    this.large = []
+    this.batchFrames = 0
+    return true
+  }
+
   /** One write: everything staged (and any large bodies) at once. */
   flush(): void {
     const s = this.socket()
     if (s === undefined) return this.reset()
     if (this.sealer?.encrypt === true) {
       // §6b: the ciphertext is written, in new buffers: the stage is free again.
-      if (this.large.length === 0 && this.pos === 0) return
-      const parts = this.pos > 0 ? [...this.large, this.stage.subarray(0, this.pos)] : this.large
-      s.cork()
-      for (const part of this.sealer.sealParts(parts)) s.write(part)
-      process.nextTick(() => s.uncork())
-      this.large = []
-      this.batchFrames = 0
-      this.pos = 0
+      if (this.writeSealedParts(s, this.sealer)) this.pos = 0
       return
     }
     if (this.sealer !== undefined && this.large.length === 0 && this.pos + SEAL_FRAME_BYTES <= this.stage.length) {
@@ -127,13 +132,7 @@ export class RequestStager {
       s.write(this.stage.subarray(0, this.pos))
       this.batchFrames = 0
     } else if (this.sealer !== undefined) {
-      if (this.large.length === 0 && this.pos === 0) return
-      const parts = this.pos > 0 ? [...this.large, this.stage.subarray(0, this.pos)] : this.large
-      s.cork()
-      for (const part of this.sealer.sealParts(parts)) s.write(part)
-      process.nextTick(() => s.uncork())
-      this.large = []
-      this.batchFrames = 0
+      if (!this.writeSealedParts(s, this.sealer)) return
     } else if (this.large.length > 0) {
       s.cork()
       for (const part of this.large) s.write(part)

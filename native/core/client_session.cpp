@@ -276,9 +276,7 @@ bool client_session::parse() {
   auto begin_batch = [&]() -> bool {
     const auto r = rx_seal_->begin(base + rx_.parsed);
     if (r != sealed_receiver<delivery>::fed::ok) {
-      refuse(reject_code::bad_mac, r == sealed_receiver<delivery>::fed::too_big
-                                       ? "too much data without a SEAL (a sealed batch over its bound)"
-                                       : "a sealed batch out of sequence (forged, altered, replayed or reordered)");
+      refuse(reject_code::bad_mac, sealed_receiver<delivery>::refusal(r));
       return false;
     }
     rx_.parsed += frame_header_bytes;

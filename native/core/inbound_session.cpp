@@ -242,9 +242,7 @@ bool inbound_session::parse() {
       const auto r = sealed_rx_->begin(base + rx_.parsed);
       if (r != sealed_receiver<ready_run>::fed::ok) {
         cut(rx_.parsed);
-        refuse(reject_code::bad_mac, r == sealed_receiver<ready_run>::fed::too_big
-                                         ? "too much data without a SEAL (a sealed batch over its bound)"
-                                         : "a sealed batch out of sequence (forged, altered, replayed or reordered)");
+        refuse(reject_code::bad_mac, sealed_receiver<ready_run>::refusal(r));
         return false;
       }
       rx_.parsed += frame_header_bytes;

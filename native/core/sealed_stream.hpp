@@ -58,6 +58,11 @@ class sealed_receiver {
     in_batch_ = true;
     return fed::ok;
   }
+  /// Why begin() refused (the REJECT's text).
+  static const char* refusal(fed r) noexcept {
+    return r == fed::too_big ? "too much data without a SEAL (a sealed batch over its bound)"
+                             : "a sealed batch out of sequence (forged, altered, replayed or reordered)";
+  }
   /// auth 'seal': a batch's SEALED header was taken and its SEAL not yet.
   bool in_batch() const noexcept { return in_batch_; }
   /// auth 'seal': ciphertext of the batch in progress not yet decrypted (its
