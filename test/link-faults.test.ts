@@ -32,12 +32,21 @@ for (const auth of ['none', 'mac'] as const) {
     const { a, b, proxy } = await throughProxy(t, `cut-${auth}`, auth)
     const stream = honestStream(t, b, a)
     let downs = 0
+    // Up since waitForPeers; a link is reported up (and later down) once
+    // the peer accepted it: with auth mac, at its first ACK.
+    let ups = 1
     b.events.on('peer-down', () => downs++)
+    b.events.on('peer-up', () => ups++)
     for (let cut = 0; cut < 20; cut++) {
       // Cut while messages are flowing over the connection made since the
-      // last cut: more have arrived through it.
+      // last cut (more have arrived through it), once the sender has
+      // reported that connection up.
       const mark = stream.got
-      await until(() => proxy.connections > cut && stream.got > mark + 100, 10_000, () => `messages after cut ${cut} (${stream.got})`)
+      await until(
+        () => proxy.connections > cut && stream.got > mark + 100 && ups > cut,
+        10_000,
+        () => `messages and peer-up after cut ${cut} (${stream.got}, ${ups} up)`,
+      )
       proxy.cut()
     }
     await stream.finish()
