@@ -11,6 +11,7 @@ import t from 'tap'
 import { type ReplicaOptions, type RequestContext, Replica } from 'nexres-rpc'
 
 import { HOST, connectClient, expectReject, observed, sleep, startServer, utf8, within } from './client-support.js'
+import { spawnFixture } from './child-helpers.js'
 import { type Tap, freePorts, timeBound, until } from './helpers.js'
 
 type Why = { code?: string } | undefined
@@ -93,6 +94,23 @@ t.test('a client that disconnects fires ctx.signal (CONNECTION_LOST) for every c
   await until(() => server.reasons.length === 20, timeBound(5000), () => `20 signals fired (${server.reasons.length})`)
   t.same([...new Set(server.reasons)], ['CONNECTION_LOST'], 'every reason is CONNECTION_LOST')
 })
+
+for (const mode of ['plain', 'seal'] as const) {
+  t.test(`a client process killed with -9 (${mode}) fires ctx.signal (CONNECTION_LOST) for every call it had open`, async (t) => {
+    const server = await waiting(t)
+    const child = spawnFixture('hanging-client.mjs', [server.endpoint.host, String(server.endpoint.port), '25', mode], {})
+    t.teardown(() => child.kill())
+    await child.waitLine(/^open 25$/, timeBound(20_000), 'the client process opened its calls')
+    await until(() => server.ctxs.length === 25, timeBound(10_000), () => `all 25 requests in handlers (${server.ctxs.length})`)
+    t.equal(server.reasons.length, 0, 'no signal before the kill')
+    child.proc.kill('SIGKILL')
+    await until(() => server.reasons.length === 25, timeBound(10_000), () => `25 signals fired (${server.reasons.length})`)
+    t.same([...new Set(server.reasons)], ['CONNECTION_LOST'], 'every reason is CONNECTION_LOST')
+    // The replica goes on serving other clients.
+    const c = await connectClient(t, server.endpoint)
+    t.equal(utf8(await c.call('echo', 'after')), 'after', 'another client is served after the kill')
+  })
+}
 
 t.test('thousands of cancelled calls free their slots: the connection keeps being served', async (t) => {
   const server = await waiting(t, { maxClientInFlight: 8 })
