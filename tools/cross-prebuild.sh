@@ -45,7 +45,8 @@ apt_install() {
 
 # What the addon is made of, as binding.gyp says (one list, not two).
 mapfile -t sources < <(node -e "const g=JSON.parse(require('fs').readFileSync('binding.gyp','utf8').replace(/#.*$/gm,''));for(const s of g.targets[0].sources)console.log(s)")
-napi=$(node -e "const g=JSON.parse(require('fs').readFileSync('binding.gyp','utf8').replace(/#.*$/gm,''));console.log(g.targets[0].defines.find(d=>d.startsWith('NAPI_VERSION=')))")
+# The defines and C++ flags binding.gyp gives node-gyp, and node-gyp's own.
+mapfile -t gyp_flags < <(node -e "const g=JSON.parse(require('fs').readFileSync('binding.gyp','utf8').replace(/#.*$/gm,'')).targets[0];for(const d of g.defines)console.log('-D'+d);for(const f of g.cflags_cc)console.log(f)")
 node_inc=$(node -p "require('path').join(process.execPath,'..','..','include','node')")
 [ -f "$node_inc/node_api.h" ] || node_inc=/usr/include/node
 [ -f "$node_inc/node_api.h" ] || die "Node's headers (node_api.h) not found"
@@ -53,10 +54,8 @@ addon_api=$(node -p "require('node-addon-api').include_dir")
 asio_inc=""
 for d in ${ASIO_INCLUDE_DIR:-} /usr/include /usr/local/include; do [ -f "$d/asio.hpp" ] && { asio_inc="$d"; break; }; done
 [ -n "$asio_inc" ] || die "standalone Asio headers not found (apt-get install libasio-dev)"
-flags=(-std=c++17 -O3 -fPIC -pthread -fexceptions -frtti -Wall -Wextra -Wno-unused-parameter
-  "-D$napi" -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED -DASIO_STANDALONE -DASIO_NO_DEPRECATED
-  -DNODE_GYP_MODULE_NAME=nexres -DBUILDING_NODE_EXTENSION -D_GLIBCXX_USE_CXX11_ABI=1 -D_FILE_OFFSET_BITS=64
-  -D_LARGEFILE_SOURCE -DOPENSSL_THREADS)
+flags=("${gyp_flags[@]}" -fPIC -pthread -DNODE_GYP_MODULE_NAME=nexres -DBUILDING_NODE_EXTENSION
+  -D_GLIBCXX_USE_CXX11_ABI=1 -D_FILE_OFFSET_BITS=64 -D_LARGEFILE_SOURCE -DOPENSSL_THREADS)
 
 # build_script <dir> <path of dir as the compiler sees it> <cxx>: writes
 # <dir>/build.sh, which compiles every source two at a time and links

@@ -93,10 +93,7 @@ void peer_link::do_write() {
     // sealed a few at a time as the socket takes them.
     if (mac_ && sealed_count_ == 0) seal_pending();
     const std::size_t writable = mac_ ? sealed_count_ : pending_.size();
-    if (writable == 0) {
-      if (tx_ && pending_.empty()) tx_->trim();
-      break;
-    }
+    if (writable == 0) break;
     const gather_result r = gather_write(socket_.native_handle(), pending_, front_offset_, writable);
     if (mac_) sealed_count_ -= r.segments_done;
     std::uint64_t msgs = 0, bytes = 0;
@@ -155,6 +152,9 @@ void peer_link::heartbeat_tick() {
     return fail(reject_code::heartbeat_timeout,
                 "nothing heard from the peer in " + std::to_string(opt.heartbeat_timeout_ms) + " ms");
   if (!writing_ && pending_.empty()) {
+    // Idle for a heartbeat: the kept ciphertext buffers go (trimmed here, not
+    // each time the queue drains, where bursts would allocate them again).
+    if (tx_) tx_->trim();
     frame_header h{};
     h.kind = frame_kind::ping;
     h.sender = opt.self_id;
