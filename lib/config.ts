@@ -30,6 +30,30 @@ export interface ClusterConfig {
   /** Cluster id (1-255 bytes of UTF-8); peers with another id are refused. */
   id: string
   replicas: ReplicaAddress[]
+  /**
+   * Configuration epoch (an integer in [0, 2^32 - 1], default 0), carried in
+   * every handshake: replicas of this cluster link only while they are on
+   * the same epoch (`STALE_EPOCH` otherwise; the one behind gets
+   * `'epoch-ahead'`). `replica.reconfigure` takes a cluster with an epoch
+   * at least the current one. Remote clusters' epochs are their own.
+   */
+  epoch?: number
+}
+
+/** A replica of this cluster or of a remote one (`sendTo`, `msg.cluster`). */
+export interface PeerRef {
+  cluster: string
+  id: number
+}
+
+/** @internal One peer as the engine takes it (engine::peer_config). */
+export interface PeerEntry {
+  /** Absent: this replica's cluster. */
+  cluster?: string
+  id: number
+  host: string
+  port: number
+  key?: Uint8Array
 }
 
 export interface ReconnectOptions {
@@ -46,6 +70,12 @@ export interface ReplicaOptions {
   /** This replica's id; must appear in `cluster.replicas`. */
   id: number
   cluster: ClusterConfig
+  /**
+   * Replicas of other clusters to link to (each with its own id and keys):
+   * `sendTo({ cluster, id }, ...)`, `broadcastTo(clusterId, ...)`, and
+   * `msg.cluster` on what they send. Changeable with `reconfigure`.
+   */
+  remoteClusters?: ClusterConfig[]
   /**
    * Replica connections: `'mac'` (the default when keys are given) proves
    * both replica ids in the handshake (Ed25519) and authenticates every
@@ -182,6 +212,14 @@ export interface ReplicaOptions {
   /** PINGs a replica connection may send per second before `TOO_MANY_PINGS` (default 100; 0 = no limit). */
   maxPingsPerSecond?: number
   /**
+   * Distinct peers (of this cluster and of remote ones) the replica can know
+   * over its life, 1-65536 (default 256): a replica removed by
+   * `reconfigure` keeps its place (what is in flight from it still names
+   * it) and gets it back when added again. A configuration that would need
+   * more is refused (`CONFIG_INVALID`).
+   */
+  maxPeers?: number
+  /**
    * Handler threads: this many `worker_threads`, each loading the `handlers`
    * module, all taking messages and requests from the same native input
    * queue (default 0: handlers run on the main thread). See docs/API.md.
@@ -246,6 +284,8 @@ export const REPLICA_OPTION_KEYS: Readonly<Record<keyof ReplicaOptions, true>> =
   maxConnectionsPerAddress: true,
   frameReadTimeoutMs: true,
   maxPingsPerSecond: true,
+  maxPeers: true,
+  remoteClusters: true,
   workers: true,
   handlers: true,
   ordering: true,
@@ -260,6 +300,10 @@ export interface ResolvedOptions extends EngineIntegers {
   id: number
   cluster: ClusterConfig
   peers: number[]
+  epoch: number
+  remoteClusters: ClusterConfig[]
+  /** Every peer of remoteClusters, with its key when auth is on. */
+  remotePeers: PeerEntry[]
   listenHost: string | undefined
   highWaterMark: number
   maxQueueBytes: number
@@ -316,8 +360,10 @@ export function validateCluster(cluster: unknown, field = 'cluster'): ClusterCon
   if (typeof cluster !== 'object' || cluster === null) {
     throw new ConfigError(field, `must be an object, got ${describe(cluster)}`)
   }
-  const c = cluster as { id?: unknown; replicas?: unknown }
+  const c = cluster as { id?: unknown; replicas?: unknown; epoch?: unknown }
+  checkKnownKeys(`${field}.`, c as Record<string, unknown>, CLUSTER_KEYS)
   const id = nonEmptyString(`${field}.id`, c.id, 255)
+  const epoch = c.epoch === undefined ? undefined : integer(`${field}.epoch`, c.epoch, 0, 0xffffffff)
   if (!Array.isArray(c.replicas) || c.replicas.length === 0) {
     throw new ConfigError(`${field}.replicas`, `must be a non-empty array, got ${describe(c.replicas)}`)
   }
@@ -346,7 +392,36 @@ export function validateCluster(cluster: unknown, field = 'cluster'): ClusterCon
     }
     return { id: rid, host, port, clientPort, ...withKey }
   })
-  return { id, replicas }
+  return epoch === undefined ? { id, replicas } : { id, replicas, epoch }
+}
+
+const CLUSTER_KEYS: Readonly<Record<keyof ClusterConfig, true>> = { id: true, replicas: true, epoch: true }
+
+/**
+ * Checks `remoteClusters` (each a cluster, none with this cluster's id or
+ * another's); returns them and their replicas as peers, each with its
+ * public key when auth is on.
+ */
+export function resolveRemoteClusters(v: unknown, localId: string, auth: AuthMode, field = 'remoteClusters'): { remoteClusters: ClusterConfig[]; remotePeers: PeerEntry[] } {
+  if (v === undefined) return { remoteClusters: [], remotePeers: [] }
+  if (!Array.isArray(v)) throw new ConfigError(field, `must be an array of clusters, got ${describe(v)}`)
+  const seen = new Set<string>([localId])
+  const remoteClusters: ClusterConfig[] = []
+  const remotePeers: PeerEntry[] = []
+  v.forEach((c: unknown, i: number) => {
+    const f = `${field}[${i}]`
+    const rc = validateCluster(c, f)
+    if (seen.has(rc.id)) throw new ConfigError(`${f}.id`, rc.id === localId ? `is this replica's own cluster id "${rc.id}"` : `cluster "${rc.id}" appears twice`)
+    seen.add(rc.id)
+    remoteClusters.push(rc)
+    rc.replicas.forEach((r, j) => {
+      if (auth !== 'none' && r.publicKey === undefined) throw new ConfigError(`${f}.replicas[${j}].publicKey`, `is required with auth: '${auth}'`)
+      const peer: PeerEntry = { cluster: rc.id, id: r.id, host: r.host, port: r.port }
+      if (auth !== 'none') peer.key = decodeKey(`${f}.replicas[${j}].publicKey`, r.publicKey)
+      remotePeers.push(peer)
+    })
+  })
+  return { remoteClusters, remotePeers }
 }
 
 /** Checks replica options and fills in defaults; throws a `ConfigError` naming the field. */
@@ -402,11 +477,19 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   if (e.maxClientReceiveBytes < 4 * (maxRequestBytes + 24)) {
     throw new ConfigError('maxClientReceiveBytes', `must be at least 4 × (maxRequestBytes + 24) (${4 * (maxRequestBytes + 24)}): a request that grows to its full size holds its last two buffers at once, and growing requests may hold half of it`)
   }
+  const authed = resolveAuth(o, id, cluster)
+  const remote = resolveRemoteClusters(o.remoteClusters, cluster.id, authed.auth)
+  const localPeers = cluster.replicas.length - 1
+  if (localPeers + remote.remotePeers.length > e.maxPeers) {
+    throw new ConfigError('maxPeers', `is ${e.maxPeers}, fewer than the ${localPeers + remote.remotePeers.length} peers configured`)
+  }
   return {
     ...e,
     id,
     cluster,
     peers: cluster.replicas.filter((r) => r.id !== id).map((r) => r.id),
+    epoch: cluster.epoch ?? 0,
+    ...remote,
     listenHost,
     highWaterMark,
     maxQueueBytes,
@@ -419,7 +502,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     handlers,
     ordering,
     workerData: o.workerData,
-    ...resolveAuth(o, id, cluster),
+    ...authed,
     ...resolveClientAuth(o),
   }
 }
@@ -462,7 +545,7 @@ export function publicKeyOf(seed: Uint8Array): Uint8Array {
   return new Uint8Array(Buffer.from(jwk.x ?? '', 'base64url'))
 }
 
-function resolveAuth(
+export function resolveAuth(
   o: Record<string, unknown>,
   id: number,
   cluster: ClusterConfig,

@@ -33,6 +33,7 @@ export const ENGINE_INTEGER_OPTIONS = {
   maxConnectionsPerAddress: [1, 1_000_000, 64],
   frameReadTimeoutMs: [0, 3_600_000, 10_000],
   maxPingsPerSecond: [0, 1_000_000, 100],
+  maxPeers: [1, 65_536, 256],
 } as const satisfies Record<string, readonly [number, number, number]>
 
 export type EngineIntegerOption = keyof typeof ENGINE_INTEGER_OPTIONS

@@ -57,10 +57,21 @@ export class ClosedError extends NexresError {
 
 /** `send` named a replica id that is not a peer in the cluster. */
 export class UnknownPeerError extends NexresError {
+  /** The replica id (0 when a whole cluster is unknown: `broadcastTo`). */
   readonly peer: number
-  constructor(peer: number) {
-    super('UNKNOWN_PEER', `replica ${String(peer)} is not a peer in this cluster`)
-    this.peer = peer
+  /** The cluster asked for, for `sendTo`/`broadcastTo` (undefined for `send`). */
+  readonly cluster: string | undefined
+  constructor(peer: number | undefined, cluster?: string) {
+    super(
+      'UNKNOWN_PEER',
+      peer === undefined
+        ? `cluster ${String(cluster)} has no replica in this replica's configuration (remoteClusters)`
+        : cluster === undefined
+          ? `replica ${String(peer)} is not a peer in this cluster`
+          : `replica ${String(peer)} of cluster ${cluster} is not in this replica's configuration`,
+    )
+    this.peer = peer ?? 0
+    this.cluster = cluster
   }
 }
 

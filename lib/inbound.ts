@@ -6,7 +6,7 @@
 import { checkFunction, checkRoute } from './args.js'
 import { ClosedError, ConfigError, InvalidArgumentError } from './errors.js'
 import { Message } from './message.js'
-import { CLIENT_FLAG, type FreshChunks, type NativeSender } from './native.js'
+import { CLIENT_FLAG, SLOT_ADDRESS, type FreshChunks, type NativeSender } from './native.js'
 import { OpenRequests } from './open-requests.js'
 import { HEADER_BYTES, type Outbox } from './outbox.js'
 import { RequestContext, type ReplySink, type RequestHandler } from './request.js'
@@ -94,8 +94,17 @@ export abstract class Inbound implements ReplySink {
   protected unroutedCount = 0
   protected handlerErrors = 0
 
-  protected constructor(id: number) {
+  /** This replica's cluster id (`msg.cluster` of messages from its own cluster). */
+  readonly cluster: string
+
+  protected constructor(id: number, cluster: string) {
     this.id = id
+    this.cluster = cluster
+  }
+
+  /** Who sent a run named by a slot address (remote peers; ReplicaBase knows the slots). */
+  protected senderOf(address: number): { id: number; cluster: string } {
+    return { id: address, cluster: this.cluster }
   }
 
   protected abstract emitUnrouted(info: UnroutedInfo): void
@@ -237,9 +246,17 @@ export abstract class Inbound implements ReplySink {
       const peer = meta[k + 3]!
       const ab = this.chunkBuffers[cid]!
       const dv = this.chunkViews[cid]!
+      let from = peer
+      let cluster = this.cluster
       if (peer >= CLIENT_FLAG) {
-        this.dispatchRequests(ab, dv, off, end, peer)
-        continue
+        if (peer < SLOT_ADDRESS) {
+          this.dispatchRequests(ab, dv, off, end, peer)
+          continue
+        }
+        // A replica of a remote cluster, named by its slot.
+        const s = this.senderOf(peer)
+        from = s.id
+        cluster = s.cluster
       }
       let p = off
       while (p < end) {
@@ -251,7 +268,7 @@ export abstract class Inbound implements ReplySink {
         }
         if (lastEntry !== undefined) {
           // A signed frame ends with the sender's incarnation and its signature (checked natively).
-          const msg = new Message(peer, lastEntry.name, ab, p, (dv.getUint8(p + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? len : len - SIGNED_TRAILER_BYTES)
+          const msg = new Message(from, lastEntry.name, ab, p, (dv.getUint8(p + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? len : len - SIGNED_TRAILER_BYTES, cluster)
           try {
             const r = lastEntry.fn(msg)
             if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {
@@ -267,17 +284,17 @@ export abstract class Inbound implements ReplySink {
               Promise.resolve(r).then(
                 () => this.settleOne(h),
                 (err: unknown) => {
-                  this.reportError(err, peer, name)
+                  this.reportError(err, from, name)
                   this.settleOne(h)
                 },
               )
             }
           } catch (err) {
-            this.reportError(err, peer, lastEntry.name)
+            this.reportError(err, from, lastEntry.name)
           }
         } else {
           this.unroutedCount++
-          this.emitUnrouted(unroutedInfo(peer, route, len))
+          this.emitUnrouted(unroutedInfo(from, route, len))
         }
         p += HEADER_BYTES + len
       }

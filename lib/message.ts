@@ -15,6 +15,8 @@ export class Message {
     private readonly buffer: ArrayBuffer,
     private readonly offset: number,
     private readonly length: number,
+    /** The sender's cluster id: this replica's own, or a remote cluster's (`remoteClusters`). */
+    readonly cluster: string,
   ) {}
 
   /** The body, as a view valid during the handler call. */

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 import { ENGINE_INTEGER_KEYS, type EngineIntegers } from './engine-options.js'
+import type { PeerEntry } from './config.js'
 import type { ClientConnectionStats, PeerStats } from './stats.js'
 import * as wire from './wire.js'
 
@@ -12,6 +13,10 @@ export interface EngineOptions extends EngineIntegers {
   selfId: number
   clusterId: string
   replicas: { id: number; host: string; port: number }[]
+  /** The configuration epoch at start. */
+  epoch: number
+  /** Replicas of remote clusters (with their keys under auth 'mac'/'seal'). */
+  remotePeers: PeerEntry[]
   listenHost?: string
   chunkBytes: number
   highWaterBytes: number
@@ -34,6 +39,9 @@ export interface EngineOptions extends EngineIntegers {
   ordered: boolean
 }
 
+/** [slot, id, cluster ('' for this replica's), in the configuration now] */
+export type PeerSlotEntry = [number, number, string, boolean]
+
 /** [chunkId, ArrayBuffer, pooled] triples for chunks JS has not seen yet. */
 export type FreshChunks = (number | ArrayBuffer | boolean)[]
 
@@ -44,6 +52,7 @@ export type RawEvent = [number, number, string, string, string, number, number, 
 export type NativePeerStats = PeerStats
 
 export interface NativeStats {
+  epoch?: number
   peers?: NativePeerStats[]
   rejects?: number
   rejectsByReason?: Record<string, number>
@@ -76,6 +85,8 @@ export interface NativeSender {
   lastId(): number
   /** The handlers of a run that onBatch returned as held have settled: release it (ACK, chunk). */
   settle?(token: number): void
+  /** Every peer slot in use: [slot, id, cluster ('' for this cluster), member]. */
+  peers(): PeerSlotEntry[]
 }
 
 export interface NativeEngine extends NativeSender {
@@ -86,6 +97,8 @@ export interface NativeEngine extends NativeSender {
   stats(): NativeStats
   /** Key under which worker threads attach Consumers (options.consumers > 0, running). */
   shareKey(): number
+  /** engine::reconfigure: throws (an Error with the engine's reason) when refused, nothing changed. */
+  reconfigure(m: { epoch: number; peers: PeerEntry[] }): void
   stop(): void
 }
 
@@ -183,3 +196,9 @@ export const EVENT_CLIENT_CLOSED = 7
 
 /** delivery peer / flush destination bit marking a client connection (engine.hpp client_flag). */
 export const CLIENT_FLAG = 0x80000000
+/** A peer named by its slot (remote peers): SLOT_ADDRESS | slot (engine.hpp slot_address). */
+export const SLOT_ADDRESS = 0xc0000000
+/** A flush destination: every member of the cluster of slot (value & 0xffff) (engine.hpp cluster_broadcast). */
+export const CLUSTER_BROADCAST = 0xe0000000
+/** A peer proved a newer configuration epoch: firstId = the epoch. */
+export const EVENT_EPOCH_AHEAD = 8

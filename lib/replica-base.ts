@@ -3,10 +3,11 @@
 // (staging, message ids, queue depths, backpressure, signed broadcasts). Replica (lib/replica.ts) adds the connection events, stats
 // and lifecycle; WorkerReplica (lib/worker.ts) runs in a worker thread.
 import { checkOptions, checkReplicaId, checkRoute, checkSignal, payloadBytes, viewBytes } from './args.js'
+import type { PeerRef } from './config.js'
 import { AbortedError, ClosedError, ConfigError, InvalidArgumentError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
 import { Inbound } from './inbound.js'
 import { clientKeyOf } from './client-auth.js'
-import { CLIENT_FLAG, type NativeSender } from './native.js'
+import { CLIENT_FLAG, CLUSTER_BROADCAST, SLOT_ADDRESS, type NativeSender, type PeerSlotEntry } from './native.js'
 import { BROADCAST, HEADER_BYTES, Outbox } from './outbox.js'
 import { routeId } from './route.js'
 import { KIND_PUSH, KIND_REPLY, SIGNED_TRAILER_BYTES } from './wire.js'
@@ -38,7 +39,13 @@ const NO_ROUTE: unique symbol = Symbol('no route')
 /** @internal the limits the send side checks. */
 export interface ReplicaLimits {
   id: number
+  /** This replica's cluster id (`msg.cluster` of its own cluster's messages). */
+  clusterId: string
   peers: readonly number[]
+  /** Peer slots (queue depth entries): maxPeers. */
+  maxPeers: number
+  /** The slot table, when known (workers: from the main thread). */
+  slots?: PeerSlotEntry[]
   maxFrameBytes: number
   maxQueueBytes: number
   highWaterMark: number
@@ -54,14 +61,25 @@ const MAX_SIGNED_BYTES = 1024 * 1024 - 1024
 
 /** @internal */
 export abstract class ReplicaBase extends Inbound {
-  /** Ids of the other replicas. */
-  readonly peers: readonly number[]
+  /** Ids of the other replicas of this cluster in the current configuration. */
+  get peers(): readonly number[] {
+    return this.memberIds
+  }
 
   protected readonly limits: ReplicaLimits
+  /** Queue depth per peer slot, refreshed natively. */
   protected readonly depths: Float64Array
+  /** Local peer id -> slot, members only. */
   protected readonly peerIndex = new Map<number, number>()
-  /** peer id -> index, for ids below its length (-1: not a peer); the hot path of send. */
-  private readonly slotById: Int32Array
+  /** Remote cluster id -> (replica id -> slot), members only. */
+  protected readonly remoteIndex = new Map<string, Map<number, number>>()
+  /** Slot -> who it is (every slot in use, member or not). */
+  protected slotPeers: { id: number; cluster: string; remote: boolean; member: boolean }[] = []
+  private memberIds: number[] = []
+  /** Slots of this cluster's members (broadcast). */
+  private memberSlots: number[] = []
+  /** peer id -> slot, for ids below its length (-1: not a peer); the hot path of send. */
+  private slotById: Int32Array = new Int32Array(0)
   private lastRouteName: string | typeof NO_ROUTE = NO_ROUTE
   private lastRouteId = 0
   protected readonly staged: Float64Array
@@ -76,18 +94,77 @@ export abstract class ReplicaBase extends Inbound {
   protected readonly lifetime = new AbortController()
 
   protected constructor(limits: ReplicaLimits) {
-    super(limits.id)
+    super(limits.id, limits.clusterId)
     this.limits = limits
-    this.peers = limits.peers
-    limits.peers.forEach((p, i) => this.peerIndex.set(p, i))
-    const maxId = Math.max(0, ...limits.peers)
-    this.slotById = new Int32Array(maxId < 65536 ? maxId + 1 : 0).fill(-1)
-    if (maxId < 65536) limits.peers.forEach((p, i) => (this.slotById[p] = i))
-    const n = limits.peers.length
+    const n = limits.maxPeers
     this.staged = new Float64Array(n)
     this.drainWanted = new Uint8Array(n)
     this.drainRequested = new Uint8Array(n)
     this.depths = new Float64Array(Math.max(1, n))
+    if (limits.slots !== undefined) this.applySlots(limits.slots)
+  }
+
+  /**
+   * The slot table from native (engine::slot order): who each slot is and
+   * which are in the configuration now. Sends to a peer outside it throw
+   * UNKNOWN_PEER.
+   */
+  protected applySlots(entries: readonly PeerSlotEntry[]): void {
+    this.peerIndex.clear()
+    this.remoteIndex.clear()
+    const slotPeers: { id: number; cluster: string; remote: boolean; member: boolean }[] = []
+    const ids: number[] = []
+    const members: number[] = []
+    let maxId = 0
+    for (const [slot, id, cluster, member] of entries) {
+      const remote = cluster !== ''
+      if (!member) this.drainRequested[slot] = 0
+      slotPeers[slot] = { id, cluster: remote ? cluster : this.cluster, remote, member }
+      if (!member) continue
+      if (remote) {
+        let m = this.remoteIndex.get(cluster)
+        if (m === undefined) this.remoteIndex.set(cluster, (m = new Map()))
+        m.set(id, slot)
+      } else {
+        this.peerIndex.set(id, slot)
+        ids.push(id)
+        members.push(slot)
+        if (id > maxId) maxId = id
+      }
+    }
+    this.slotPeers = slotPeers
+    this.memberIds = ids
+    this.memberSlots = members
+    const table = new Int32Array(maxId < 65536 ? maxId + 1 : 0).fill(-1)
+    if (maxId < 65536) for (const [id, slot] of this.peerIndex) table[id] = slot
+    this.slotById = table
+  }
+
+  /** The slot of a peer named in a native address (an id of this cluster, or SLOT_ADDRESS | slot). */
+  protected slotOfAddress(address: number): number {
+    if (address >= SLOT_ADDRESS) return address - SLOT_ADDRESS
+    return this.peerIndex.get(address) ?? this.slotPeers.findIndex((p) => p !== undefined && !p.remote && p.id === address)
+  }
+
+  /** Who a native address names: { id, cluster }; for a slot not known yet, the table is read again. */
+  protected peerOfAddress(address: number): { id: number; cluster: string; remote: boolean } {
+    if (address < SLOT_ADDRESS) return { id: address, cluster: this.cluster, remote: false }
+    const slot = address - SLOT_ADDRESS
+    let p = this.slotPeers[slot]
+    if (p === undefined) {
+      this.refreshSlots()
+      p = this.slotPeers[slot]
+    }
+    return p ?? { id: 0, cluster: '', remote: true }
+  }
+
+  /** Reads the slot table from native again (a slot it has not seen). */
+  protected refreshSlots(): void {
+    if (!this.closed) this.applySlots(this.native.peers())
+  }
+
+  protected override senderOf(address: number): { id: number; cluster: string } {
+    return this.peerOfAddress(address)
   }
 
   /** Subclasses call this once their native side exists. */
@@ -146,6 +223,51 @@ export abstract class ReplicaBase extends Inbound {
     return this.queue(idx, to, rid, bytes, sign)
   }
 
+  /**
+   * `send` to a replica of a remote cluster (`remoteClusters`), or of this
+   * one (`{ cluster: <this cluster's id>, id }`): the same guarantees,
+   * backpressure and errors. Throws `UNKNOWN_PEER` for a replica that is not
+   * in the configuration.
+   */
+  sendTo(to: PeerRef, route: string, payload: Uint8Array | ArrayBufferView | string, options?: SendOptions): boolean {
+    const idx = this.slotOfRef(to)
+    const rid = this.route(route)
+    const bytes = payloadBytes('payload', payload)
+    const sign = options === undefined ? false : this.signOption(options, SEND_OPTION_KEYS)
+    if (this.closing !== undefined) throw new ClosedError()
+    if (idx < 0) throw new UnknownPeerError(to.id, to.cluster)
+    const dest = to.cluster === this.cluster ? to.id : (SLOT_ADDRESS | idx) >>> 0
+    return this.queue(idx, dest, rid, bytes, sign)
+  }
+
+  /**
+   * `broadcast` to every replica of a remote cluster (`remoteClusters`).
+   * Throws `UNKNOWN_CLUSTER` (`UnknownPeerError`, code `UNKNOWN_PEER`) for a
+   * cluster that is not configured, and like `broadcast` otherwise.
+   */
+  broadcastTo(clusterId: string, route: string, payload: Uint8Array | ArrayBufferView | string, options?: BroadcastOptions): boolean {
+    if (typeof clusterId !== 'string' || clusterId.length === 0) throw new InvalidArgumentError('clusterId', 'a cluster id (string)', clusterId)
+    if (clusterId === this.cluster) return this.broadcast(route, payload, options)
+    const rid = this.route(route)
+    const bytes = payloadBytes('payload', payload)
+    const sign = options === undefined ? false : this.signOption(options, BROADCAST_OPTION_KEYS)
+    if (this.closing !== undefined) throw new ClosedError()
+    const members = this.remoteIndex.get(clusterId)
+    if (members === undefined || members.size === 0) throw new UnknownPeerError(undefined, clusterId)
+    const slots = [...members.values()]
+    return this.stageBroadcast((CLUSTER_BROADCAST | slots[0]!) >>> 0, slots, rid, bytes, sign)
+  }
+
+  /** The slot of a { cluster, id } (checked), -1 when it is not a member now. */
+  private slotOfRef(to: PeerRef): number {
+    if (typeof to !== 'object' || to === null) throw new InvalidArgumentError('to', 'a { cluster, id } of a replica', to)
+    const { cluster, id } = to
+    if (typeof cluster !== 'string' || cluster.length === 0) throw new InvalidArgumentError('to.cluster', 'a cluster id (string)', cluster)
+    checkReplicaId('to.id', id)
+    if (cluster === this.cluster) return this.slotOf(id)
+    return this.remoteIndex.get(cluster)?.get(id) ?? -1
+  }
+
   /** `options.sign` checked (options of the kind `keys` lists); true to sign. */
   private signOption(options: SendOptions, keys: Readonly<Record<string, true>>): boolean {
     checkOptions('options', options, keys)
@@ -166,7 +288,7 @@ export abstract class ReplicaBase extends Inbound {
       // The native depth seen at the last flush may be stale: look again.
       this.native.refreshDepths()
       after = this.depths[idx]! + this.staged[idx]! + frame
-      if (after > this.limits.maxQueueBytes) throw new QueueFullError(to, after - frame, this.limits.maxQueueBytes)
+      if (after > this.limits.maxQueueBytes) throw new QueueFullError(this.slotPeers[idx]?.id ?? to, after - frame, this.limits.maxQueueBytes)
     }
     const lo = (this.idLo + 1) >>> 0
     this.idLo = lo
@@ -267,15 +389,21 @@ export abstract class ReplicaBase extends Inbound {
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
     const sign = options === undefined ? false : this.signOption(options, BROADCAST_OPTION_KEYS)
     if (this.closing !== undefined) throw new ClosedError()
+    return this.stageBroadcast(BROADCAST, this.memberSlots, rid, bytes, sign)
+  }
+
+  /** One frame for every slot of `slots` (staged once, for `dest`): the queue checks of broadcast. */
+  private stageBroadcast(dest: number, slots: readonly number[], rid: number, bytes: Uint8Array, sign: boolean): boolean {
     const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
     if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     const frame = HEADER_BYTES + len
-    const n = this.peers.length
+    const n = slots.length
     if (n === 0) return true
     let below = true
     let refreshed = false
-    for (let i = 0; i < n; i++) {
+    for (let k = 0; k < n; k++) {
+      const i = slots[k]!
       let after = this.depths[i]! + this.staged[i]! + frame
       if (after > this.limits.maxQueueBytes && !refreshed) {
         refreshed = true
@@ -283,20 +411,25 @@ export abstract class ReplicaBase extends Inbound {
         after = this.depths[i]! + this.staged[i]! + frame
       }
       if (after > this.limits.maxQueueBytes) {
-        throw new QueueFullError(this.peers[i]!, after - frame, this.limits.maxQueueBytes)
+        const p = this.slotPeers[i]
+        throw new QueueFullError(p?.id ?? 0, after - frame, this.limits.maxQueueBytes)
       }
     }
     const lo = (this.idLo + 1) >>> 0
     this.idLo = lo
     if (lo === 0) this.idHi++
-    if (sign) this.outbox.stageSigned(BROADCAST, rid, lo, this.idHi, bytes)
-    else this.outbox.stage(BROADCAST, rid, lo, this.idHi, bytes, len)
+    if (sign) this.outbox.stageSigned(dest, rid, lo, this.idHi, bytes)
+    else this.outbox.stage(dest, rid, lo, this.idHi, bytes, len)
     let high = false
-    for (let i = 0; i < n; i++) if ((this.staged[i]! += frame) + this.depths[i]! >= this.limits.highWaterMark) high = true
+    for (let k = 0; k < n; k++) {
+      const i = slots[k]!
+      if ((this.staged[i]! += frame) + this.depths[i]! >= this.limits.highWaterMark) high = true
+    }
     if (!high) return true
     // The depths seen at the last flush may predate ACKs: look again first.
     this.native.refreshDepths()
-    for (let i = 0; i < n; i++) {
+    for (let k = 0; k < n; k++) {
+      const i = slots[k]!
       if (this.staged[i]! + this.depths[i]! >= this.limits.highWaterMark) {
         this.drainWanted[i] = 1
         below = false
@@ -347,7 +480,8 @@ export abstract class ReplicaBase extends Inbound {
     for (let i = 0; i < want.length; i++) {
       if (want[i] === 1 && this.drainRequested[i] === 0) {
         this.drainRequested[i] = 1
-        this.native.wantDrain(this.peers[i]!)
+        const p = this.slotPeers[i]
+        if (p !== undefined) this.native.wantDrain(p.remote ? (SLOT_ADDRESS | i) >>> 0 : p.id)
       }
       want[i] = 0
     }

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 
 import { checkDelay, checkOptions, checkReplicaId } from './args.js'
 import { clientIdOf } from './client-auth.js'
-import { type ReplicaOptions, type ResolvedOptions, resolveOptions } from './config.js'
+import { type ClusterConfig, type PeerEntry, type ReplicaOptions, type ResolvedOptions, resolveAuth, resolveOptions, resolveRemoteClusters, validateCluster } from './config.js'
 import { engineIntegers } from './engine-options.js'
 import {
   ClosedError,
@@ -27,6 +27,8 @@ import {
   EVENT_PEER_UP,
   EVENT_REJECT,
   EVENT_UNDELIVERED,
+  EVENT_EPOCH_AHEAD,
+  SLOT_ADDRESS,
   type NativeEngine,
   type RawEvent,
   addon,
@@ -38,12 +40,33 @@ export interface PeerDownInfo {
   /** Stable reason code (docs/PROTOCOL.md §4), e.g. `CONNECTION_LOST`, `WRONG_CLUSTER`. */
   code: string
   message: string
+  /** The peer's cluster: this replica's own, or a remote one (`remoteClusters`). */
+  cluster: string
 }
+
+/** A peer proved it is on a newer configuration epoch than this replica (`'epoch-ahead'`). */
+export interface EpochAheadInfo {
+  peer: number
+  cluster: string
+  /** The peer's epoch; this replica's is `replica.epoch`. */
+  epoch: number
+  remote: string
+}
+
+/** Options of `replica.reconfigure`. */
+export interface ReconfigureOptions {
+  /** The remote clusters from now on (default: those in use, unchanged). */
+  remoteClusters?: ClusterConfig[]
+}
+
+const RECONFIGURE_OPTION_KEYS: Record<keyof ReconfigureOptions, true> = { remoteClusters: true }
 
 /** A connection refused by this replica (or by a peer, for our outbound link). */
 export interface RejectInfo {
   /** The replica id the remote side claimed, when it got that far. */
   peer: number | undefined
+  /** Its cluster, when the peer is known. */
+  cluster?: string
   /** Stable reason code (docs/PROTOCOL.md §4). */
   code: string
   message: string
@@ -52,10 +75,17 @@ export interface RejectInfo {
 }
 
 export interface ReplicaEvents {
-  'peer-up': [peer: number]
+  /** A link is up; `cluster` is this replica's own or a remote one's. */
+  'peer-up': [peer: number, cluster: string]
   'peer-down': [peer: number, info: PeerDownInfo]
   /** The peer's queue fell below the high-water mark after `send` returned false. */
-  drain: [peer: number]
+  drain: [peer: number, cluster: string]
+  /**
+   * A replica of this cluster proved (in a handshake) that it is on a newer
+   * configuration epoch: fetch the new configuration and `reconfigure`.
+   * Until then the two refuse each other (`STALE_EPOCH`). Once per epoch.
+   */
+  'epoch-ahead': [info: EpochAheadInfo]
   reject: [info: RejectInfo]
   /** A handler threw (or its promise rejected); delivery goes on. */
   error: [err: unknown, msg: { from: number; route: string }]
@@ -70,6 +100,10 @@ export interface ReplicaEvents {
 }
 
 export interface UndeliveredInfo {
+  /** The peer's cluster. */
+  cluster: string
+  /** Why: the peer stayed down past the deadline, or left the configuration. */
+  reason: string
   messages: number
   bytes: number
   firstId: number
@@ -80,6 +114,9 @@ export type { ClientConnectionStats, PeerStats } from './stats.js'
 
 export interface ReplicaStats {
   id: number
+  /** The configuration epoch. */
+  epoch: number
+  /** The peers of the current configuration (remote ones with `cluster`). */
   peers: PeerStats[]
   /** Connections refused, total and by reason code. */
   rejects: number
@@ -137,13 +174,13 @@ export class Replica extends ReplicaBase {
   /** The bound client port (undefined when the cluster config gives this replica none). */
   readonly clientPort: number | undefined
 
-  private readonly opts: ResolvedOptions
+  private opts: ResolvedOptions
   private readonly engine: NativeEngine
   private readonly up = new Set<number>()
   private readonly pool: WorkerPool | undefined
 
   private constructor(opts: ResolvedOptions) {
-    super({ ...opts, canSign: opts.auth !== 'none' })
+    super({ ...opts, clusterId: opts.cluster.id, canSign: opts.auth !== 'none' })
     this.opts = opts
     this.stampIds = opts.workers > 0
     const inc = randomBytes(8)
@@ -152,6 +189,8 @@ export class Replica extends ReplicaBase {
         selfId: opts.id,
         clusterId: opts.cluster.id,
         replicas: opts.cluster.replicas.map((r) => ({ id: r.id, host: r.host, port: r.port })),
+        epoch: opts.epoch,
+        remotePeers: opts.remotePeers,
         ...(opts.listenHost !== undefined ? { listenHost: opts.listenHost } : {}),
         ...engineIntegers(opts),
         chunkBytes: Math.max(opts.receiveChunkBytes, 64 * 1024),
@@ -189,8 +228,10 @@ export class Replica extends ReplicaBase {
     }
     this.port = port
     this.clientPort = opts.clientPort !== undefined ? this.engine.clientPort() : undefined
+    this.applySlots(this.engine.peers())
     if (opts.workers > 0) {
       this.pool = new WorkerPool(opts, this.engine.shareKey(), {
+        slots: () => this.engine.peers(),
         error: (err, info) => this.emitError(err, info),
         unrouted: (info) => {
           this.unroutedCount++
@@ -277,8 +318,9 @@ export class Replica extends ReplicaBase {
     const staged = this.staged
     return {
       id: this.id,
+      epoch: s.epoch ?? 0,
       peers: (s.peers ?? []).map((p) => {
-        const i = this.peerIndex.get(p.id)
+        const i = p.cluster === undefined ? this.peerIndex.get(p.id) : this.remoteIndex.get(p.cluster)?.get(p.id)
         const extra = i === undefined ? 0 : staged[i]!
         return { ...p, queuedBytes: p.queuedBytes + extra }
       }),
@@ -326,9 +368,7 @@ export class Replica extends ReplicaBase {
     }
     this.engine.refreshDepths()
     const undeliveredBytes: Record<number, number> = {}
-    this.peers.forEach((p, i) => {
-      if (this.depths[i]! > 0) undeliveredBytes[p] = this.depths[i]!
-    })
+    for (const [p, i] of this.peerIndex) if (this.depths[i]! > 0) undeliveredBytes[p] = this.depths[i]!
     this.engine.stop()
     this.closed = true
     this.up.clear()
@@ -403,37 +443,102 @@ export class Replica extends ReplicaBase {
     }
   }
 
+  /** The configuration epoch (`cluster.epoch`, then what `reconfigure` set). */
+  get epoch(): number {
+    return this.opts.epoch
+  }
+
+  /** The remote clusters linked to now. */
+  get remoteClusters(): readonly ClusterConfig[] {
+    return this.opts.remoteClusters
+  }
+
+  /**
+   * Changes, while running, who this replica links to: `cluster` is this
+   * cluster's new configuration (same id; this replica at the same address;
+   * `epoch` at least the current one, default the current one), and
+   * `options.remoteClusters` the remote clusters (default: unchanged).
+   * Added replicas are dialled and accepted; removed ones' links close and
+   * what was queued for them (not acknowledged) is reported in
+   * `'undelivered'`; a replica whose address or key changed, and every
+   * replica when the epoch changes, is connected to again with a new
+   * handshake, its queue kept in order (nothing lost, nothing twice). A
+   * replica of this cluster on another epoch is refused (`STALE_EPOCH`).
+   * Throws `CONFIG_INVALID` naming the field (nothing changed), `CLOSED`.
+   */
+  reconfigure(cluster: ClusterConfig, options?: ReconfigureOptions): void {
+    checkOptions('options', options, RECONFIGURE_OPTION_KEYS)
+    const c = validateCluster(cluster)
+    if (this.closing !== undefined) throw new ClosedError()
+    const old = this.opts
+    if (c.id !== old.cluster.id) throw new ConfigError('cluster.id', `must stay "${old.cluster.id}" (this replica's cluster), got "${c.id}"`)
+    const epoch = c.epoch ?? old.epoch
+    if (epoch < old.epoch) throw new ConfigError('cluster.epoch', `must be at least the current epoch ${old.epoch}, got ${epoch}`)
+    const self = c.replicas.find((r) => r.id === this.id)
+    const was = old.cluster.replicas.find((r) => r.id === this.id)!
+    if (self === undefined) throw new ConfigError('cluster.replicas', `must include this replica (${this.id}); to leave the cluster, close() it`)
+    if (self.host !== was.host || self.port !== was.port) {
+      throw new ConfigError('cluster.replicas', `replica ${this.id} (this one) must stay at ${was.host}:${was.port}, got ${self.host}:${self.port}`)
+    }
+    const authed = resolveAuth({ auth: old.auth, privateKey: old.privateKey, receiveChunkBytes: old.receiveChunkBytes, maxChunksPerConnection: old.maxChunksPerConnection }, this.id, c)
+    const remote = options?.remoteClusters === undefined ? { remoteClusters: old.remoteClusters, remotePeers: old.remotePeers } : resolveRemoteClusters(options.remoteClusters, c.id, old.auth, 'options.remoteClusters')
+    const keyOf = new Map(authed.publicKeys.map((k) => [k.id, k.key]))
+    const peers: PeerEntry[] = c.replicas
+      .filter((r) => r.id !== this.id)
+      .map((r) => {
+        const key = keyOf.get(r.id)
+        return key === undefined ? { id: r.id, host: r.host, port: r.port } : { id: r.id, host: r.host, port: r.port, key }
+      })
+    // What is staged goes to the links as they are now (a removed peer's
+    // then comes back in 'undelivered').
+    this.outbox.flush()
+    try {
+      this.engine.reconfigure({ epoch, peers: [...peers, ...remote.remotePeers] })
+    } catch (err) {
+      throw new ConfigError('maxPeers', (err as Error).message)
+    }
+    this.opts = { ...old, cluster: c, epoch, peers: peers.map((p) => p.id), publicKeys: authed.publicKeys, ...remote }
+    this.applySlots(this.engine.peers())
+    this.pool?.tell({ type: 'membership', slots: this.engine.peers() })
+  }
+
   private readonly onEvents = (events: RawEvent[]): void => {
-    for (const [type, peer, code, reason, remote, messages, bytes, firstId, lastId] of events) {
+    for (const [type, address, code, reason, remote, messages, bytes, firstId, lastId] of events) {
+      const local = address < SLOT_ADDRESS || type === EVENT_CLIENT_AUTH || type === EVENT_CLIENT_CLOSED
+      const who = local ? { id: address, cluster: this.cluster } : this.peerOfAddress(address)
+      const peer = who.id
       switch (type) {
         case EVENT_PEER_UP:
-          this.up.add(peer)
-          this.events.emit('peer-up', peer)
+          this.up.add(address)
+          this.events.emit('peer-up', peer, who.cluster)
           break
         case EVENT_PEER_DOWN:
-          this.up.delete(peer)
-          this.events.emit('peer-down', peer, { code: code || 'CONNECTION_LOST', message: reason })
+          this.up.delete(address)
+          this.events.emit('peer-down', peer, { code: code || 'CONNECTION_LOST', message: reason, cluster: who.cluster })
           break
         case EVENT_DRAIN: {
-          const i = this.peerIndex.get(peer)
-          if (i !== undefined) this.drainRequested[i] = 0
+          const i = this.slotOfAddress(address)
+          if (i >= 0) this.drainRequested[i] = 0
           this.engine.refreshDepths()
-          this.events.emit('drain', peer)
+          this.events.emit('drain', peer, who.cluster)
           break
         }
         case EVENT_UNDELIVERED:
           this.engine.refreshDepths()
-          this.events.emit('undelivered', peer, { messages, bytes, firstId, lastId })
+          this.events.emit('undelivered', peer, { cluster: who.cluster, reason, messages, bytes, firstId, lastId })
           break
         case EVENT_REJECT:
-          this.events.emit('reject', { peer: peer === 0 ? undefined : peer, code, message: reason, remote })
+          this.events.emit('reject', peer === 0 ? { peer: undefined, code, message: reason, remote } : { peer, cluster: who.cluster, code, message: reason, remote })
+          break
+        case EVENT_EPOCH_AHEAD:
+          this.events.emit('epoch-ahead', { peer, cluster: who.cluster, epoch: firstId, remote })
           break
         case EVENT_CLIENT_AUTH:
-          this.decideClient(peer, reason, remote)
+          this.decideClient(address, reason, remote)
           break
         case EVENT_CLIENT_CLOSED:
-          this.clientClosed((peer | CLIENT_FLAG) >>> 0)
-          this.pool?.tell({ type: 'client-closed', dest: (peer | CLIENT_FLAG) >>> 0 })
+          this.clientClosed((address | CLIENT_FLAG) >>> 0)
+          this.pool?.tell({ type: 'client-closed', dest: (address | CLIENT_FLAG) >>> 0 })
           break
       }
     }

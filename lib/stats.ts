@@ -3,6 +3,8 @@
 
 export interface PeerStats {
   id: number
+  /** The peer's cluster when it is a remote one (`remoteClusters`); absent for this cluster's replicas. */
+  cluster?: string
   connected: boolean
   msgsIn: number
   bytesIn: number

@@ -20,6 +20,7 @@ try {
   port.on('message', (m: WorkerOrder) => {
     if (m.type === 'cancel') return replica.cancelRequest(m.dest, m.key)
     if (m.type === 'client-closed') return replica.clientConnectionClosed(m.dest)
+    if (m.type === 'membership') return replica.membership(m.slots)
     replica.stop()
     post({ type: 'stopped' })
     port.close()

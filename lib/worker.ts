@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events'
 import { parentPort } from 'node:worker_threads'
 
 import { ReplicaBase, type ReplicaLimits, type UnroutedInfo } from './replica-base.js'
-import { type NativeConsumer, addon } from './native.js'
+import { type NativeConsumer, type PeerSlotEntry, addon } from './native.js'
 import type { WorkerReport } from './workers.js'
 
 export interface WorkerReplicaEvents {
@@ -50,6 +50,11 @@ export class WorkerReplica extends ReplicaBase {
   /** @internal the main thread relays a client's CANCEL another worker received. */
   cancelRequest(dest: number, key: number): void {
     this.openRequestCancel(dest, key)
+  }
+
+  /** @internal the main thread's reconfigure(): the slot table now. */
+  membership(slots: PeerSlotEntry[]): void {
+    this.applySlots(slots)
   }
 
   /** @internal the main thread relays that a client connection closed. */

@@ -6,6 +6,7 @@ import { Worker } from 'node:worker_threads'
 
 import type { ResolvedOptions } from './config.js'
 import { ConfigError, TimeoutError } from './errors.js'
+import type { PeerSlotEntry } from './native.js'
 import type { ReplicaLimits, UnroutedInfo } from './replica-base.js'
 
 /** @internal what a worker thread is started with. */
@@ -28,9 +29,16 @@ export type WorkerReport =
   | { type: 'cancel'; dest: number; key: number }
 
 /** What the main thread tells workers besides 'stop'. */
-export type WorkerOrder = { type: 'stop' } | { type: 'cancel'; dest: number; key: number } | { type: 'client-closed'; dest: number }
+export type WorkerOrder =
+  | { type: 'stop' }
+  | { type: 'cancel'; dest: number; key: number }
+  | { type: 'client-closed'; dest: number }
+  /** reconfigure(): the slot table now (who each peer slot is, which are members). */
+  | { type: 'membership'; slots: PeerSlotEntry[] }
 
 export interface PoolHooks {
+  /** The slot table now (a worker starts with it). */
+  slots(): PeerSlotEntry[]
   error(err: unknown, info: { from: number; route: string }): void
   unrouted(info: UnroutedInfo): void
 }
@@ -87,7 +95,10 @@ export class WorkerPool {
       handlers: this.opts.handlers!,
       limits: {
         id: this.opts.id,
+        clusterId: this.opts.cluster.id,
         peers: this.opts.peers,
+        maxPeers: this.opts.maxPeers,
+        slots: this.hooks.slots(),
         maxFrameBytes: this.opts.maxFrameBytes,
         maxQueueBytes: this.opts.maxQueueBytes,
         highWaterMark: this.opts.highWaterMark,

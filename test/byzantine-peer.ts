@@ -112,6 +112,8 @@ export function gmac(key: Buffer, seq: bigint, data: Buffer): Buffer {
 export async function connectAuthenticated(opts: {
   port: number
   clusterId: string
+  /** The responder's cluster when it is another one (a remote link). */
+  responderClusterId?: string
   sender: number
   responder: number
   privateKey: string | Uint8Array
@@ -133,7 +135,8 @@ export async function connectAuthenticated(opts: {
   if (fixed.readUInt32LE(0) !== wire.HELLO_MAGIC) throw new Error('no WELCOME')
   const incR = fixed.readBigUInt64LE(16)
   const body = await readExactly(sock, fixed.readUInt32LE(24))
-  const x = body.subarray(cid.length)
+  const rcid = Buffer.from(opts.responderClusterId ?? opts.clusterId, 'utf8')
+  const x = body.subarray(rcid.length)
   const nonceR = x.subarray(0, 32)
   const ephR = x.subarray(32, 64)
   const v = Buffer.alloc(2)
@@ -143,7 +146,10 @@ export async function connectAuthenticated(opts: {
   ids.writeUInt32LE(opts.responder, 4)
   ids.writeBigUInt64LE(incI, 8)
   ids.writeBigUInt64LE(incR, 16)
-  const t = Buffer.concat([Buffer.from('nexres-rpc/1 handshake'), v, Buffer.from([cid.length]), cid, ids, nonceI, ephPub, nonceR, ephR])
+  // Replica links add the responder's cluster id and both epochs (PROTOCOL.md §2a); this peer is on epoch 0.
+  const epochs = Buffer.alloc(8)
+  epochs.writeUInt32LE(fixed.readUInt32LE(28), 4)
+  const t = Buffer.concat([Buffer.from('nexres-rpc/1 handshake'), v, Buffer.from([cid.length]), cid, ids, Buffer.from([rcid.length]), rcid, epochs, nonceI, ephPub, nonceR, ephR])
   const sig = sign(null, Buffer.concat([Buffer.from('I'), t]), ed25519Key(seedOf(opts.privateKey)))
   sock.write(Buffer.concat([frameHeader({ length: 64, sender: opts.sender, kind: KIND_AUTH, msgId: 0 }), sig]))
   const peerEph = createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(ephR).toString('base64url') }, format: 'jwk' })

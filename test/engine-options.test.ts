@@ -17,7 +17,7 @@ const ALL: Record<keyof EngineOptions, true> = {
   maxConnectionsPerAddress: true, frameReadTimeoutMs: true, maxPingsPerSecond: true, incarnationLo: true,
   incarnationHi: true, auth: true, privateKey: true, publicKeys: true, consumers: true, ordered: true,
   maxClientKeyConnections: true, maxClientKeyInFlight: true, clientAuth: true, clientSeal: true, allowClientHook: true,
-  handshakesPerSecondPerAddress: true, handshakesPerSecond: true,
+  handshakesPerSecondPerAddress: true, handshakesPerSecond: true, epoch: true, remotePeers: true, maxPeers: true,
 }
 
 function valid(): EngineOptions {
@@ -30,7 +30,7 @@ function valid(): EngineOptions {
     maxClientKeyConnections: 64, maxClientKeyInFlight: 4096, handshakesPerSecondPerAddress: 100, handshakesPerSecond: 2000,
     heartbeatTimeoutMs: 5000, peerDownDeadlineMs: 0, maxReplicaConnections: 64, maxConnectionsPerAddress: 16,
     frameReadTimeoutMs: 10_000, maxPingsPerSecond: 100, incarnationLo: 1, incarnationHi: 0, auth: 'none',
-    consumers: 0, ordered: true,
+    consumers: 0, ordered: true, epoch: 0, remotePeers: [], maxPeers: 4,
   }
 }
 

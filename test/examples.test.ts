@@ -13,6 +13,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const cases: [string, RegExp[]][] = [
   ['broadcast.mjs', [/replica 1 says it received 3 prepares/, /^replica \d <- replica \d: view 1, seq 1, from \d \(signature verified\)$/m]],
   ['kv.mjs', [/put \{ applied: 3 \}/, /get from replica 3 \{ value: 'teal' \}/]],
+  ['two-clusters.mjs', [/^west\/1 has block 1 \(from west\/1\)$/m, /^west\/3 has block 1 \(from west\/3\)$/m, /east replica 4 joined at epoch 1: peers 1, 2, 3/]],
   ['bft-kv.mjs', [/get color with quorum 2: teal \(seq 3\)/, /quorum 4: NO_QUORUM/, / {2}replica 4: a lie$/m]],
 ]
 for (const [file, expected] of cases) {

@@ -17,7 +17,7 @@ t.test("a peer down past the deadline: its queue is reported in 'undelivered'", 
   for (let i = 0; i < 10; i++) a.send(2, 'x', `m${i}`)
   t.equal(a.lastMessageId, 10, 'ids 1..10 used')
   await until(() => reports.length > 0, 5000, "an 'undelivered' event")
-  t.same(reports[0], { peer: 2, info: { messages: 10, bytes: 10 * (24 + 2), firstId: 1, lastId: 10 } })
+  t.same(reports[0], { peer: 2, info: { cluster: 'undelivered', reason: 'peer down past peerDownDeadlineMs', messages: 10, bytes: 10 * (24 + 2), firstId: 1, lastId: 10 } })
   t.equal(a.stats().peers[0]!.queuedBytes, 0, 'the queue was emptied')
   t.equal(a.stats().peers[0]!.queuedMsgs, 0)
 

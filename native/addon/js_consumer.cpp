@@ -31,6 +31,7 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
                            InstanceMethod<&JsConsumer::JsAllowClient>("allowClient"),
                            InstanceMethod<&JsConsumer::JsClientConnection>("clientConnection"),
                            InstanceMethod<&JsConsumer::JsLastId>("lastId"),
+                           InstanceMethod<&JsConsumer::JsPeers>("peers"),
                            InstanceMethod<&JsConsumer::JsSettle>("settle"),
                            InstanceMethod<&JsConsumer::JsStop>("stop"),
                        });
@@ -49,7 +50,8 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
     meta_capacity_ = meta.ElementLength() / meta_fields;
     meta_ = Napi::Persistent(meta);
     meta_data_ = meta.Data();
-    out_.bind(std::move(se), info[3].As<Napi::Float64Array>());
+    const std::size_t slots = se->eng ? se->eng->options().max_peers : 0;
+    out_.bind(std::move(se), info[3].As<Napi::Float64Array>(), slots);
     out_.set_running(true);
     on_batch_ = Napi::Persistent(info[4].As<Napi::Function>());
     napi_add_env_cleanup_hook(env, &JsConsumer::CleanupHook, this);
@@ -105,6 +107,7 @@ class JsConsumer : public Napi::ObjectWrap<JsConsumer> {
   Napi::Value JsClientConnection(const Napi::CallbackInfo& info) { return out_.ClientConnection(info); }
   Napi::Value JsWantDrain(const Napi::CallbackInfo& info) { return out_.WantDrain(info); }
   Napi::Value JsLastId(const Napi::CallbackInfo& info) { return out_.LastId(info); }
+  Napi::Value JsPeers(const Napi::CallbackInfo& info) { return out_.Peers(info); }
 
   Napi::Value JsStop(const Napi::CallbackInfo& info) {
     out_.trash().empty(info.Env());

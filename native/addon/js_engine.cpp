@@ -31,6 +31,8 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
                            InstanceMethod<&JsEngine::JsRefreshDepths>("refreshDepths"),
                            InstanceMethod<&JsEngine::JsWantDrain>("wantDrain"),
                            InstanceMethod<&JsEngine::JsStats>("stats"),
+                           InstanceMethod<&JsEngine::JsReconfigure>("reconfigure"),
+                           InstanceMethod<&JsEngine::JsPeers>("peers"),
                            InstanceMethod<&JsEngine::JsStop>("stop"),
                            InstanceMethod<&JsEngine::JsClientPort>("clientPort"),
                            InstanceMethod<&JsEngine::JsClientAddress>("clientAddress"),
@@ -61,8 +63,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     meta_ = Napi::Persistent(meta);
     meta_data_ = meta.Data();
     auto se = std::make_shared<shared_engine>(consumers_ > 0);
-    se->peer_ids = std::move(setup.peer_ids);
-    out_.bind(se, info[2].As<Napi::Float64Array>());
+    out_.bind(se, info[2].As<Napi::Float64Array>(), options_.max_peers);
     on_batch_ = Napi::Persistent(info[3].As<Napi::Function>());
     on_events_ = Napi::Persistent(info[4].As<Napi::Function>());
     napi_add_env_cleanup_hook(env, &JsEngine::CleanupHook, this);
@@ -176,6 +177,20 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     return stats_to_js(info.Env(), eng->stats());
   }
 
+  // reconfigure({ epoch, peers }): engine::reconfigure; throws its refusal.
+  Napi::Value JsReconfigure(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    engine* eng = out_.live();
+    if (eng == nullptr) throw Napi::Error::New(env, "engine not running");
+    const nexres::membership m = read_membership(env, info[0]);
+    std::vector<std::int32_t> slots;
+    std::string error;
+    if (!eng->reconfigure(m, slots, error)) throw Napi::Error::New(env, error);
+    return env.Undefined();
+  }
+
+  Napi::Value JsPeers(const Napi::CallbackInfo& info) { return out_.Peers(info); }
+
   Napi::Value JsStop(const Napi::CallbackInfo& info) {
     Shutdown();
     out_.trash().empty(info.Env());
@@ -206,7 +221,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     const std::size_t active = std::max<std::size_t>(1, held_.sources() + fair_.active_sources());
     const std::size_t share = std::max<std::size_t>(1, max_pending_ / active);
     const std::size_t n = fair_.take(meta_capacity_, nexres::fair_quantum_bytes, batch_, [&](std::uint32_t peer) {
-      if ((peer & nexres::client_flag) != 0) return static_cast<std::size_t>(-1);
+      if (nexres::is_client_address(peer)) return static_cast<std::size_t>(-1);
       const std::size_t pending = held_.pending(peer);
       return pending >= share ? 0 : share - pending;
     });
@@ -269,7 +284,7 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
         const std::uint32_t messages = arr.Get(k + 2).As<Napi::Number>().Uint32Value();
         k += 3;
         next_held = k + 2 < len ? arr.Get(k).As<Napi::Number>().Uint32Value() : static_cast<std::size_t>(-1);
-        if (se && se->eng && (d.peer & nexres::client_flag) == 0) {
+        if (se && se->eng && !nexres::is_client_address(d.peer)) {
           held_.hold(d, token, messages);
           continue;
         }

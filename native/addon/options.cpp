@@ -48,6 +48,32 @@ std::array<std::uint8_t, 32> key32(Napi::Env env, const char* key, const Napi::V
   return out;
 }
 
+// { cluster?, id, host, port, key? }: one peer of a configuration.
+nexres::peer_config peer_of(Napi::Env env, const char* key, const Napi::Value& v) {
+  if (!v.IsObject()) refuse(env, key, "expected objects {cluster?, id, host, port, key?}");
+  Napi::Object o = v.As<Napi::Object>();
+  nexres::peer_config p;
+  if (o.Has("cluster") && !o.Get("cluster").IsUndefined()) p.cluster = text(env, key, o.Get("cluster"));
+  p.id = u32(env, key, o.Get("id"));
+  p.host = text(env, key, o.Get("host"));
+  const std::uint32_t port = u32(env, key, o.Get("port"));
+  if (port > 65535) refuse(env, key, "expected a port number");
+  p.port = static_cast<std::uint16_t>(port);
+  if (o.Has("key") && !o.Get("key").IsUndefined()) {
+    p.has_key = true;
+    p.key = key32(env, key, o.Get("key"));
+  }
+  return p;
+}
+
+std::vector<nexres::peer_config> peers_of(Napi::Env env, const char* key, const Napi::Value& v) {
+  if (!v.IsArray()) refuse(env, key, "expected an array");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<nexres::peer_config> out;
+  for (std::uint32_t i = 0; i < a.Length(); ++i) out.push_back(peer_of(env, key, a.Get(i)));
+  return out;
+}
+
 struct field {
   const char* key;
   bool required;
@@ -80,6 +106,10 @@ const field fields[] = {
          s.options.replicas.push_back(std::move(a));
        }
      }},
+    {"epoch", true, [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.epoch = u32(e, "epoch", v); }},
+    U32("maxPeers", max_peers),
+    {"remotePeers", true,
+     [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.remote_peers = peers_of(e, "remotePeers", v); }},
     {"listenHost", false, [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.listen_host = text(e, "listenHost", v); }},
     U32("ioThreads", io_threads),
     U32("maxFrameBytes", max_frame_bytes),
@@ -182,8 +212,6 @@ engine_setup read_engine_options(Napi::Env env, const Napi::Object& o) {
   const bool mac = s.options.auth != nexres::auth_mode::none;
   if (mac != o.Has("privateKey") || mac != o.Has("publicKeys"))
     refuse(env, "privateKey", "privateKey and publicKeys go with auth 'mac' or 'seal' only, and they need both");
-  for (const auto& r : s.options.replicas)
-    if (r.id != s.options.self_id) s.peer_ids.push_back(r.id);
   return s;
 }
 
@@ -192,6 +220,15 @@ Napi::Array engine_option_keys(Napi::Env env) {
   std::uint32_t i = 0;
   for (const field& f : fields) a.Set(i++, Napi::String::New(env, f.key));
   return a;
+}
+
+nexres::membership read_membership(Napi::Env env, const Napi::Value& v) {
+  if (!v.IsObject()) refuse(env, "reconfigure", "expected {epoch, peers}");
+  Napi::Object o = v.As<Napi::Object>();
+  nexres::membership m;
+  m.epoch = u32(env, "epoch", o.Get("epoch"));
+  m.peers = peers_of(env, "peers", o.Get("peers"));
+  return m;
 }
 
 }  // namespace nexres::addon

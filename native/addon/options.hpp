@@ -18,7 +18,6 @@ namespace nexres::addon {
 /// glue's own.
 struct engine_setup {
   engine_options options;
-  std::vector<std::uint32_t> peer_ids;  // every replica but this one
   std::uint32_t consumers = 0;          // worker consumers (0: the main thread handles)
   bool ordered = true;                  // with consumers: one at a time per source
   std::size_t max_pending = 1024;       // handler promises pending, in all
@@ -30,5 +29,7 @@ engine_setup read_engine_options(Napi::Env env, const Napi::Object& o);
 /// The keys the table knows (exported as engineOptionKeys, for a test that
 /// holds lib/'s resolved options against it).
 Napi::Array engine_option_keys(Napi::Env env);
+/// reconfigure({ epoch, peers: [{ cluster?, id, host, port, key? }] }).
+nexres::membership read_membership(Napi::Env env, const Napi::Value& v);
 
 }  // namespace nexres::addon

@@ -5,6 +5,8 @@
 #include <cstring>
 
 #include "common.hpp"
+#include "peer_link.hpp"
+#include "peer_slot.hpp"
 #include "shared_engine.hpp"
 
 namespace nexres::addon {
@@ -12,9 +14,9 @@ namespace nexres::addon {
 // The sending side of one JS thread: staged frames in, queue depths out.
 class producer {
  public:
-  void bind(std::shared_ptr<shared_engine> se, Napi::Float64Array depths) {
-    if (depths.ElementLength() < se->peer_ids.size())
-      throw Napi::RangeError::New(depths.Env(), "depths array shorter than the peer list");
+  // depths: one entry per peer slot (maxPeers).
+  void bind(std::shared_ptr<shared_engine> se, Napi::Float64Array depths, std::size_t slots) {
+    if (depths.ElementLength() < slots) throw Napi::RangeError::New(depths.Env(), "depths array shorter than maxPeers");
     se_ = std::move(se);
     depths_ = Napi::Persistent(depths);
     depths_data_ = depths.Data();
@@ -34,22 +36,25 @@ class producer {
   // block and queues one segment per run; large payloads are referenced.
   Napi::Value Flush(const Napi::CallbackInfo& info);
 
-  void FillDepths() {
+  // depths[slot] = the bytes queued for the peer of that slot (0 when it
+  // is not in the configuration); returns their sum.
+  double FillDepths() {
     engine* eng = live();
-    if (eng == nullptr) return;
-    const auto& ids = se_->peer_ids;
-    for (std::size_t i = 0; i < ids.size(); ++i) depths_data_[i] = static_cast<double>(eng->queued_bytes(ids[i]));
+    if (eng == nullptr) return 0;
+    const std::uint32_t n = eng->slot_count();
+    double total = 0;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const peer_link* l = eng->slot(static_cast<int>(i)).link.load(std::memory_order_acquire);
+      depths_data_[i] = l != nullptr ? static_cast<double>(l->queued_bytes()) : 0.0;
+      total += depths_data_[i];
+    }
+    return total;
   }
 
   Napi::Value RefreshDepths(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     trash_->empty(env);
-    double total = 0;
-    if (live() != nullptr) {
-      FillDepths();
-      for (std::size_t i = 0; i < se_->peer_ids.size(); ++i) total += depths_data_[i];
-    }
-    return Napi::Number::New(env, total);
+    return Napi::Number::New(env, FillDepths());
   }
 
   Napi::Value ClientAddress(const Napi::CallbackInfo& info) {
@@ -90,6 +95,25 @@ class producer {
   Napi::Value WantDrain(const Napi::CallbackInfo& info) {
     if (engine* eng = live()) eng->want_drain(info[0].As<Napi::Number>().Uint32Value());
     return info.Env().Undefined();
+  }
+
+  // Every slot in use: [index, id, cluster ('' for this cluster), member] each.
+  Napi::Value Peers(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array out = Napi::Array::New(env);
+    engine* eng = live();
+    if (eng == nullptr) return out;
+    const std::uint32_t n = eng->slot_count();
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const nexres::peer_slot& ps = eng->slot(static_cast<int>(i));
+      Napi::Array e = Napi::Array::New(env, 4);
+      e.Set(0u, Napi::Number::New(env, i));
+      e.Set(1u, Napi::Number::New(env, ps.id));
+      e.Set(2u, Napi::String::New(env, ps.remote ? ps.cluster : std::string()));
+      e.Set(3u, Napi::Boolean::New(env, ps.link.load(std::memory_order_acquire) != nullptr));
+      out.Set(i, e);
+    }
+    return out;
   }
 
   // The last message id given at flush (ids given natively); 0 before any.

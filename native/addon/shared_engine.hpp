@@ -17,7 +17,6 @@ namespace nexres::addon {
 struct shared_engine {
   std::shared_ptr<engine> eng;
   std::unique_ptr<nexres::dispatcher> disp;  // only with consumers
-  std::vector<std::uint32_t> peer_ids;
   // Several producers (threads) share the links: message ids are given at
   // flush time, under this lock, in queue order.
   nexres::id_sequence ids;

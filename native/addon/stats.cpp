@@ -62,11 +62,13 @@ Napi::Object stats_to_js(Napi::Env env, const nexres::engine_stats& st) {
   for (std::size_t i = 0; i < st.peers.size(); ++i) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("id", st.peers[i].id);
+    if (!st.peers[i].cluster.empty()) o.Set("cluster", st.peers[i].cluster);
     o.Set("connected", st.peers[i].connected);
     set_counters(o, st.peers[i], peer_counters);
     peers.Set(static_cast<std::uint32_t>(i), o);
   }
   out.Set("peers", peers);
+  out.Set("epoch", st.epoch);
   Napi::Object by = Napi::Object::New(env);
   for (std::size_t c = 1; c < st.rejects_by_code.size(); ++c) {
     if (st.rejects_by_code[c] == 0) continue;

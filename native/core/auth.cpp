@@ -42,6 +42,13 @@ std::vector<std::uint8_t> transcript(const transcript_input& in) {
   put_u32(t, in.responder);
   put_u64(t, in.initiator_incarnation);
   put_u64(t, in.responder_incarnation);
+  if (in.replica_link) {
+    // Before the nonces and keys, which derive() finds at the end.
+    t.push_back(static_cast<std::uint8_t>(in.responder_cluster_id.size()));
+    append(t, in.responder_cluster_id.data(), in.responder_cluster_id.size());
+    put_u32(t, in.initiator_epoch);
+    put_u32(t, in.responder_epoch);
+  }
   append(t, in.nonce_i, nonce_bytes);
   append(t, in.eph_i, eph_bytes);
   append(t, in.nonce_r, nonce_bytes);

@@ -50,6 +50,12 @@ struct transcript_input {
   const std::uint8_t* eph_i = nullptr;    // eph_bytes
   const std::uint8_t* nonce_r = nullptr;
   const std::uint8_t* eph_r = nullptr;
+  /// Replica links (PROTOCOL.md §2a): the responder's cluster id (another
+  /// cluster's for a remote link) and both configuration epochs follow the
+  /// rest. Client handshakes (§6a) have none.
+  bool replica_link = false;
+  std::string responder_cluster_id;
+  std::uint32_t initiator_epoch = 0, responder_epoch = 0;
 };
 
 std::vector<std::uint8_t> transcript(const transcript_input& in);
@@ -170,15 +176,9 @@ bool sign_frame(const crypto::ed25519_signer& key, const std::string& cluster_id
 bool verify_frame(const crypto::ed25519_verifier& key, const std::string& cluster_id, std::uint64_t incarnation,
                   const std::uint8_t* frame);
 
-/// Replica keys an engine holds: its own signer and every peer's verifier.
+/// This replica's own key (its peers' keys are in their slots, peer_slot.hpp).
 struct identity {
   std::unique_ptr<crypto::ed25519_signer> signer;
-  std::vector<std::pair<std::uint32_t, std::unique_ptr<crypto::ed25519_verifier>>> peers;
-  const crypto::ed25519_verifier* verifier(std::uint32_t id) const {
-    for (const auto& p : peers)
-      if (p.first == id) return p.second.get();
-    return nullptr;
-  }
 };
 
 }  // namespace nexres::auth

@@ -165,12 +165,13 @@ std::optional<ed25519_verifier> ed25519_verifier::from_public(const std::uint8_t
     fail();
     return std::nullopt;
   }
-  return ed25519_verifier(p.release());
+  return ed25519_verifier(p.release(), pub);
 }
 ed25519_verifier::ed25519_verifier(ed25519_verifier&& o) noexcept
-    : pkey_(std::exchange(o.pkey_, nullptr)) {}
+    : pkey_(std::exchange(o.pkey_, nullptr)), public_key_(o.public_key_) {}
 ed25519_verifier& ed25519_verifier::operator=(ed25519_verifier&& o) noexcept {
   std::swap(pkey_, o.pkey_);
+  std::swap(public_key_, o.public_key_);
   return *this;
 }
 ed25519_verifier::~ed25519_verifier() { EVP_PKEY_free(pkey_); }

@@ -19,6 +19,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 
 // OpenSSL types, forward-declared so this header does not pull in OpenSSL.
@@ -113,10 +114,15 @@ class ed25519_verifier {
   ~ed25519_verifier();
 
   bool verify(byte_view msg, const std::uint8_t sig[64]) const;
+  /// The same public key (reconfigure: a changed key ends the sessions).
+  bool same_key(const ed25519_verifier& o) const noexcept { return public_key_ == o.public_key_; }
 
  private:
-  explicit ed25519_verifier(evp_pkey_st* p) : pkey_(p) {}
+  ed25519_verifier(evp_pkey_st* p, const std::uint8_t pub[32]) : pkey_(p) {
+    std::memcpy(public_key_.data(), pub, public_key_.size());
+  }
   evp_pkey_st* pkey_ = nullptr;
+  public_key32 public_key_{};
 };
 
 /// One-shot sign with a seed (imports the key each call; prefer ed25519_signer).

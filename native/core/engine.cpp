@@ -11,7 +11,9 @@
 #include "peer_link.hpp"
 #include "sockets.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 #include <thread>
 
@@ -43,6 +45,7 @@ const char* reject_code_name(reject_code c) noexcept {
     case reject_code::rate_limited: return "RATE_LIMITED";
     case reject_code::read_timeout: return "READ_TIMEOUT";
     case reject_code::too_many_pings: return "TOO_MANY_PINGS";
+    case reject_code::stale_epoch: return "STALE_EPOCH";
   }
   return "UNKNOWN";
 }
@@ -58,34 +61,46 @@ engine::engine(engine_options options, std::function<void()> wake)
       rejects_by_code_(std::make_unique<std::atomic<std::uint64_t>[]>(reject_code_count)),
       handshake_budget_(options_.handshakes_per_second_per_address, options_.handshakes_per_second),
       pool_(options_.io_threads) {
-  for (const auto& r : options_.replicas) {
-    if (r.id == options_.self_id) continue;
-    auto s = std::make_unique<peer_slot>();
-    s->id = r.id;
-    slots_.push_back(std::move(s));
-  }
+  slot_capacity_ = std::min<std::uint32_t>(std::max<std::uint32_t>(options_.max_peers, 1), max_slot_index + 1);
+  slots_ = std::make_unique<peer_slot[]>(slot_capacity_);
   for (std::size_t i = 0; i < reject_code_count; ++i) rejects_by_code_[i].store(0);
   if (options_.auth != auth_mode::none) {
     // Throws on a key that does not load (the caller validated them).
     identity_.signer = std::make_unique<crypto::ed25519_signer>(options_.private_seed.data());
-    for (const auto& pk : options_.public_keys) {
-      auto v = crypto::ed25519_verifier::from_public(pk.second.data());
-      if (!v) throw std::invalid_argument("bad public key of replica " + std::to_string(pk.first));
-      identity_.peers.emplace_back(pk.first, std::make_unique<crypto::ed25519_verifier>(std::move(*v)));
-    }
     crypto::cleanse(options_.private_seed.data(), options_.private_seed.size());
     crypto::cleanse(options.private_seed.data(), options.private_seed.size());  // the moved-from copy
     const unsigned cores = std::thread::hardware_concurrency();
     verify_ = std::make_unique<verify_pool>(options_.verify_threads != 0 ? options_.verify_threads : (cores != 0 ? cores : 1));
   }
+  // The configuration at start: this cluster's replicas, then the remote ones.
+  membership m;
+  m.epoch = options_.epoch;
+  for (const auto& r : options_.replicas) {
+    if (r.id == options_.self_id) continue;
+    peer_config p;
+    p.id = r.id;
+    p.host = r.host;
+    p.port = r.port;
+    for (const auto& pk : options_.public_keys)
+      if (pk.first == r.id) {
+        p.has_key = true;
+        p.key = pk.second;
+      }
+    m.peers.push_back(std::move(p));
+  }
+  for (const auto& p : options_.remote_peers) m.peers.push_back(p);
+  std::vector<std::int32_t> ignored;
+  std::string error;
+  if (!apply(m, ignored, error)) throw std::invalid_argument(error);
 }
 
 engine::~engine() {
   stop();
   // I/O objects must die before their io_context (pool_ is destroyed after
   // the slots): drop every reference held outside the handlers now.
-  for (auto& s : slots_) s->link.reset();
+  for (std::uint32_t i = 0; i < slot_capacity_; ++i) slots_[i].link.store(nullptr);
   links_.clear();
+  retired_links_.clear();
   acceptor_.reset();
   client_acceptor_.reset();
   // Deliveries never handed out still hold chunk references.
@@ -133,19 +148,12 @@ std::error_code engine::start() {
     if (auto ec = client_acceptor_->listen(chost, cport)) return failed("client", chost, cport, ec);
     client_port_ = client_acceptor_->port();
   }
-  std::size_t i = 0;
-  for (const auto& r : options_.replicas) {
-    if (r.id == options_.self_id) continue;
-    // Spread outbound links over the pool, starting after the acceptor's.
-    auto link = std::make_shared<peer_link>(*this, pool_.at(1 + i), r);
-    slots_[static_cast<std::size_t>(slot_of(r.id))]->link = link;
-    links_.push_back(link);
-    ++i;
-  }
   pool_.run();
   acceptor_->start();
   if (client_acceptor_) client_acceptor_->start();
-  for (auto& l : links_) l->start();
+  std::lock_guard<std::mutex> lock(config_mu_);
+  for (auto& l : links_)
+    if (l) l->start();
   return {};
 }
 
@@ -157,7 +165,11 @@ void engine::stop() {
   if (!started_) return;
   if (acceptor_) acceptor_->close_async();
   if (client_acceptor_) client_acceptor_->close_async();
-  for (auto& l : links_) l->close_async();
+  {
+    std::lock_guard<std::mutex> lock(config_mu_);
+    for (auto& l : links_)
+      if (l) l->close_async();
+  }
   std::vector<std::shared_ptr<client_session>> clients;
   {
     std::lock_guard<std::mutex> lock(clients_mu_);
@@ -211,11 +223,21 @@ void engine::take_events(std::vector<engine_event>& out) {
 }
 
 bool engine::enqueue(std::uint32_t destination, const segment& seg) {
-  if (destination != broadcast_destination && (destination & client_flag) != 0) {
+  if (destination == broadcast_destination) {
+    // Every member of this cluster.
+    const std::uint32_t n = slot_count();
+    for (std::uint32_t i = 0; i < n; ++i) {
+      peer_slot& ps = slots_[i];
+      if (ps.remote) continue;
+      if (peer_link* l = ps.link.load(std::memory_order_acquire)) l->enqueue(seg);
+    }
+    return true;
+  }
+  if (is_client_address(destination)) {
     std::shared_ptr<client_session> c;
     {
       std::lock_guard<std::mutex> lock(clients_mu_);
-      auto it = clients_.find(destination & ~client_flag);
+      auto it = clients_.find(destination & client_id_mask);
       if (it != clients_.end()) c = it->second.lock();
     }
     if (!c) {
@@ -226,41 +248,226 @@ bool engine::enqueue(std::uint32_t destination, const segment& seg) {
     c->enqueue(seg);
     return true;
   }
-  if (destination == broadcast_destination) {
-    for (auto& l : links_) l->enqueue(seg);
+  if ((destination & cluster_broadcast) == cluster_broadcast) {
+    // Every member of a remote cluster, named by one of its slots.
+    const std::uint32_t k = destination & max_slot_index;
+    const std::uint32_t n = slot_count();
+    if (k >= n) return false;
+    const std::string& cluster = slots_[k].cluster;
+    for (std::uint32_t i = 0; i < n; ++i) {
+      peer_slot& ps = slots_[i];
+      if (!ps.remote || ps.cluster != cluster) continue;
+      if (peer_link* l = ps.link.load(std::memory_order_acquire)) l->enqueue(seg);
+    }
     return true;
   }
   const int s = slot_of(destination);
-  if (s < 0 || !slots_[static_cast<std::size_t>(s)]->link) return false;
-  slots_[static_cast<std::size_t>(s)]->link->enqueue(seg);
-  return true;
+  if (s < 0) return false;
+  peer_slot& ps = slots_[static_cast<std::size_t>(s)];
+  if (peer_link* l = ps.link.load(std::memory_order_acquire)) {
+    l->enqueue(seg);
+    return true;
+  }
+  // Removed from the configuration between the caller's check and now:
+  // reported, not dropped silently.
+  if (seg.messages > 0 && !seg.control) {
+    engine_event ev{event_type::undelivered, ps.address, 0, "not in the configuration (removed by reconfigure)", {}};
+    ev.messages = seg.messages;
+    ev.bytes = seg.length;
+    ev.first_id = seg.framed && seg.length >= frame_header_bytes ? decode_header(seg.data).msg_id : seg.last_msg_id;
+    ev.last_id = seg.last_msg_id;
+    post_event(std::move(ev));
+  }
+  return false;
 }
 
 std::uint64_t engine::queued_bytes(std::uint32_t peer) const {
   const int s = slot_of(peer);
-  if (s < 0 || !slots_[static_cast<std::size_t>(s)]->link) return 0;
-  return slots_[static_cast<std::size_t>(s)]->link->queued_bytes();
+  if (s < 0) return 0;
+  const peer_link* l = slots_[static_cast<std::size_t>(s)].link.load(std::memory_order_acquire);
+  return l != nullptr ? l->queued_bytes() : 0;
 }
 
 std::uint64_t engine::queued_bytes_total() const {
   std::uint64_t total = 0;
-  for (const auto& l : links_) total += l->queued_bytes();
+  const std::uint32_t n = slot_count();
+  for (std::uint32_t i = 0; i < n; ++i)
+    if (const peer_link* l = slots_[i].link.load(std::memory_order_acquire)) total += l->queued_bytes();
   return total;
 }
 
 void engine::want_drain(std::uint32_t peer) {
   const int s = slot_of(peer);
-  if (s >= 0 && slots_[static_cast<std::size_t>(s)]->link) slots_[static_cast<std::size_t>(s)]->link->want_drain();
+  if (s < 0) return;
+  if (peer_link* l = slots_[static_cast<std::size_t>(s)].link.load(std::memory_order_acquire)) l->want_drain();
 }
 
-int engine::slot_of(std::uint32_t peer) const noexcept {
-  for (std::size_t i = 0; i < slots_.size(); ++i)
-    if (slots_[i]->id == peer) return static_cast<int>(i);
+int engine::slot_of(std::uint32_t address) const noexcept {
+  const std::uint32_t n = slot_count();
+  if (is_slot_address(address)) {
+    const std::uint32_t i = address & ~slot_address;
+    return i < n ? static_cast<int>(i) : -1;
+  }
+  for (std::uint32_t i = 0; i < n; ++i)
+    if (!slots_[i].remote && slots_[i].id == address) return static_cast<int>(i);
   return -1;
 }
 
+int engine::member_slot(const std::uint8_t* cluster, std::size_t length, std::uint32_t id) const noexcept {
+  const std::uint32_t n = slot_count();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const peer_slot& ps = slots_[i];
+    if (ps.id != id || ps.cluster.size() != length || std::memcmp(ps.cluster.data(), cluster, length) != 0) continue;
+    return ps.link.load(std::memory_order_acquire) != nullptr ? static_cast<int>(i) : -1;
+  }
+  return -1;
+}
+
+bool engine::knows_cluster(const std::string& cluster) const noexcept {
+  const std::uint32_t n = slot_count();
+  for (std::uint32_t i = 0; i < n; ++i)
+    if (slots_[i].remote && slots_[i].cluster == cluster && slots_[i].link.load(std::memory_order_acquire) != nullptr)
+      return true;
+  return false;
+}
+
+void engine::report_epoch_ahead(std::uint32_t address, std::uint32_t epoch, const std::string& remote) {
+  std::uint32_t seen = epoch_reported_.load(std::memory_order_relaxed);
+  for (;;) {
+    if (epoch <= seen || epoch <= config_epoch()) return;
+    if (epoch_reported_.compare_exchange_weak(seen, epoch, std::memory_order_relaxed)) break;
+  }
+  engine_event ev{event_type::epoch_ahead, address, 0,
+                  "a peer is on configuration epoch " + std::to_string(epoch) + ", this replica on " +
+                      std::to_string(config_epoch()),
+                  remote};
+  ev.first_id = epoch;
+  post_event(std::move(ev));
+}
+
+bool engine::reconfigure(const membership& m, std::vector<std::int32_t>& slots, std::string& error) {
+  return apply(m, slots, error);
+}
+
+// Consumer thread (or the constructor). Checks everything first: on a
+// refusal nothing has changed.
+bool engine::apply(const membership& m, std::vector<std::int32_t>& slots, std::string& error) {
+  std::lock_guard<std::mutex> lock(config_mu_);
+  const std::uint32_t old_epoch = epoch_.load(std::memory_order_relaxed);
+  if (m.epoch < old_epoch) {
+    error = "epoch " + std::to_string(m.epoch) + " is older than the current " + std::to_string(old_epoch);
+    return false;
+  }
+  const bool mac = options_.auth != auth_mode::none;
+  std::uint32_t count = slot_count_.load(std::memory_order_relaxed);
+  // Where each peer goes: its own slot, or a new one.
+  std::vector<std::int32_t> where(m.peers.size(), -1);
+  std::uint32_t fresh = 0;
+  for (std::size_t k = 0; k < m.peers.size(); ++k) {
+    const peer_config& p = m.peers[k];
+    const std::string& cluster = p.cluster.empty() ? options_.cluster_id : p.cluster;
+    if (cluster == options_.cluster_id && p.id == options_.self_id) {
+      error = "the configuration names this replica (" + std::to_string(p.id) + ") as a peer";
+      return false;
+    }
+    if (mac && !p.has_key) {
+      error = "no public key for replica " + std::to_string(p.id) + " of cluster " + cluster;
+      return false;
+    }
+    for (std::size_t j = 0; j < k; ++j) {
+      const std::string& other = m.peers[j].cluster.empty() ? options_.cluster_id : m.peers[j].cluster;
+      if (m.peers[j].id == p.id && other == cluster) {
+        error = "replica " + std::to_string(p.id) + " of cluster " + cluster + " appears twice";
+        return false;
+      }
+    }
+    for (std::uint32_t i = 0; i < count; ++i)
+      if (slots_[i].id == p.id && slots_[i].cluster == cluster) where[k] = static_cast<std::int32_t>(i);
+    if (where[k] < 0) where[k] = static_cast<std::int32_t>(count + fresh++);
+  }
+  if (count + fresh > slot_capacity_) {
+    error = "the configuration needs " + std::to_string(count + fresh) + " peer slots (peers ever configured), " +
+            "more than maxPeers (" + std::to_string(slot_capacity_) + ")";
+    return false;
+  }
+  // Keys first (the one step that can fail).
+  std::vector<std::unique_ptr<crypto::ed25519_verifier>> new_keys(m.peers.size());
+  for (std::size_t k = 0; k < m.peers.size(); ++k) {
+    const peer_config& p = m.peers[k];
+    if (!p.has_key) continue;
+    auto v = crypto::ed25519_verifier::from_public(p.key.data());
+    if (!v) {
+      error = "bad public key of replica " + std::to_string(p.id);
+      return false;
+    }
+    new_keys[k] = std::make_unique<crypto::ed25519_verifier>(std::move(*v));
+  }
+  const bool epoch_changed = m.epoch != old_epoch;
+  epoch_.store(m.epoch, std::memory_order_release);
+  if (links_.size() < slot_capacity_) links_.resize(slot_capacity_);
+  std::vector<bool> keep(slot_capacity_, false);
+  for (std::size_t k = 0; k < m.peers.size(); ++k) {
+    const peer_config& p = m.peers[k];
+    const auto i = static_cast<std::uint32_t>(where[k]);
+    peer_slot& ps = slots_[i];
+    keep[i] = true;
+    if (i >= count) {
+      ps.id = p.id;
+      ps.cluster = p.cluster.empty() ? options_.cluster_id : p.cluster;
+      ps.remote = ps.cluster != options_.cluster_id;
+      ps.address = ps.remote ? (slot_address | i) : p.id;
+    }
+    bool key_changed = false;
+    if (new_keys[k]) {
+      const crypto::ed25519_verifier* old = ps.key.load(std::memory_order_relaxed);
+      key_changed = old == nullptr || !old->same_key(*new_keys[k]);
+      if (key_changed) {
+        ps.key.store(new_keys[k].get(), std::memory_order_release);
+        keys_.push_back(std::move(new_keys[k]));
+      }
+    }
+    const replica_address addr{p.id, p.host, p.port};
+    std::shared_ptr<peer_link>& link = links_[i];
+    if (!link) {
+      // Spread outbound links over the pool, starting after the acceptor's.
+      link = std::make_shared<peer_link>(*this, pool_.at(1 + i % (pool_.size() > 1 ? pool_.size() - 1 : 1)), addr,
+                                         static_cast<int>(i));
+      if (i >= count) slot_count_.store(i + 1, std::memory_order_release);
+      ps.link.store(link.get(), std::memory_order_release);
+      if (started_ && !stopped_) link->start();
+    } else if (epoch_changed || key_changed || link->address_differs(addr)) {
+      link->restart(addr, epoch_changed ? "reconfigured: epoch " + std::to_string(m.epoch)
+                                        : std::string("reconfigured: new address or key"));
+      close_inbound(ps);
+    }
+    slots.push_back(static_cast<std::int32_t>(i));
+  }
+  for (std::uint32_t i = 0; i < count; ++i) {
+    if (keep[i] || !links_[i]) continue;
+    peer_slot& ps = slots_[i];
+    ps.link.store(nullptr, std::memory_order_release);
+    links_[i]->retire("removed from the configuration (epoch " + std::to_string(m.epoch) + ")");
+    retired_links_.push_back(std::move(links_[i]));
+    close_inbound(ps);
+  }
+  // With a new epoch, sessions of peers on the old one end too.
+  if (epoch_changed)
+    for (std::uint32_t i = 0; i < count; ++i)
+      if (keep[i]) close_inbound(slots_[i]);
+  return true;
+}
+
+void engine::close_inbound(peer_slot& ps) {
+  std::shared_ptr<inbound_session> s;
+  {
+    std::lock_guard<std::mutex> lock(ps.rx_mu);
+    s = ps.rx_session.lock();
+  }
+  if (s) s->close_async();
+}
+
 bool engine::push_delivery(delivery& d) {
-  return (d.peer & client_flag) != 0 ? client_miq_.try_push(d) : miq_.try_push(d);
+  return is_client_address(d.peer) ? client_miq_.try_push(d) : miq_.try_push(d);
 }
 
 void engine::wait_for_miq(std::weak_ptr<miq_waiter> w) {
@@ -292,7 +499,7 @@ void engine::release(const delivery& d) {
   std::shared_ptr<inbound_session> notify;
   std::shared_ptr<inbound_session> room;
   if (d.slot >= 0) {
-    peer_slot& ps = *slots_[static_cast<std::size_t>(d.slot)];
+    peer_slot& ps = slots_[static_cast<std::size_t>(d.slot)];
     ps.rx_pending_bytes.fetch_sub(d.length, std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(ps.rx_mu);
     if (ps.rx_pending_runs > 0) --ps.rx_pending_runs;
@@ -335,21 +542,28 @@ void engine::count_reject(reject_code code, std::uint32_t peer, const std::strin
   const auto idx = static_cast<std::size_t>(code);
   if (idx < reject_code_count) rejects_by_code_[idx].fetch_add(1, std::memory_order_relaxed);
   const int s = slot_of(peer);
-  if (s >= 0) slots_[static_cast<std::size_t>(s)]->rejects.fetch_add(1, std::memory_order_relaxed);
+  if (s >= 0) slots_[static_cast<std::size_t>(s)].rejects.fetch_add(1, std::memory_order_relaxed);
   post_event(engine_event{event_type::reject, peer, static_cast<std::uint16_t>(code), detail, remote});
 }
 
 engine_stats engine::stats() const {
   engine_stats st;
-  for (const auto& s : slots_) {
+  st.epoch = config_epoch();
+  const std::uint32_t n = slot_count();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const peer_slot& s = slots_[i];
+    const peer_link* l = s.link.load(std::memory_order_acquire);
+    if (l == nullptr) continue;  // not in the configuration
     peer_stats p;
-    p.id = s->id;
-    if (s->link) s->link->fill_stats(p);
-    p.msgs_in = s->msgs_in.load(std::memory_order_relaxed);
-    p.bytes_in = s->bytes_in.load(std::memory_order_relaxed);
-    p.rejects = s->rejects.load(std::memory_order_relaxed);
-    p.duplicates = s->duplicates.load(std::memory_order_relaxed);
-    p.receive_pending_bytes = s->rx_pending_bytes.load(std::memory_order_relaxed);
+    p.id = s.id;
+    p.address = s.address;
+    if (s.remote) p.cluster = s.cluster;
+    l->fill_stats(p);
+    p.msgs_in = s.msgs_in.load(std::memory_order_relaxed);
+    p.bytes_in = s.bytes_in.load(std::memory_order_relaxed);
+    p.rejects = s.rejects.load(std::memory_order_relaxed);
+    p.duplicates = s.duplicates.load(std::memory_order_relaxed);
+    p.receive_pending_bytes = s.rx_pending_bytes.load(std::memory_order_relaxed);
     st.peers.push_back(p);
   }
   st.rejects_total = rejects_total_.load(std::memory_order_relaxed);

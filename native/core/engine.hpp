@@ -8,6 +8,7 @@
 #include "chunk_pool.hpp"
 #include "handshake_budget.hpp"
 #include "io_pool.hpp"
+#include "peer_slot.hpp"
 #include "verify_pool.hpp"
 #include "protocol.hpp"
 
@@ -34,11 +35,37 @@ struct replica_address {
   std::uint16_t port = 0;
 };
 
+/// One peer of a configuration (engine::reconfigure): a replica of this
+/// cluster, or of a remote cluster it links to.
+struct peer_config {
+  std::string cluster;  // empty: this replica's cluster
+  std::uint32_t id = 0;
+  std::string host;
+  std::uint16_t port = 0;
+  bool has_key = false;  // auth mac/seal: every peer has one
+  std::array<std::uint8_t, 32> key{};
+};
+
+/// Who the replica links to (PROTOCOL.md §2 "Configuration epochs").
+struct membership {
+  std::uint32_t epoch = 0;
+  /// Every peer, of this cluster and of remote clusters; not this replica.
+  std::vector<peer_config> peers;
+};
+
 struct engine_options {
   std::uint32_t self_id = 0;
   std::string cluster_id;
   /// Every replica of the cluster, self included.
   std::vector<replica_address> replicas;
+  /// The configuration epoch at start (PROTOCOL.md §2).
+  std::uint32_t epoch = 0;
+  /// Replicas of other clusters linked to at start (cluster set), with their
+  /// keys (auth mac/seal).
+  std::vector<peer_config> remote_peers;
+  /// Distinct peers (local and remote) the engine can know over its life:
+  /// the slot table is this big (a removed peer keeps its slot).
+  std::uint32_t max_peers = 256;
   /// Address to listen on; defaults to self's host.
   std::string listen_host;
   std::size_t io_threads = 2;
@@ -156,6 +183,7 @@ enum class event_type : std::uint8_t {
   undelivered = 5,
   client_auth = 6,    // a client proved its key: peer = connection id, reason = key (hex); answer allow_client()
   client_closed = 7,  // a client connection with cancellable requests closed: peer = connection id
+  epoch_ahead = 8,    // a peer proved a newer configuration epoch: first_id = that epoch
 };
 
 struct engine_event {
@@ -201,17 +229,32 @@ struct segment {
 };
 
 constexpr std::uint32_t broadcast_destination = 0xffffffffu;
+/// A peer named by its slot (remote peers: a remote id may equal a local
+/// one): slot_address | slot index, in delivery::peer, events and as an
+/// enqueue() destination.
+constexpr std::uint32_t slot_address = 0xc0000000u;
+/// An enqueue() destination: every member of the cluster of slot (value &
+/// 0xffff), a remote cluster's broadcast.
+constexpr std::uint32_t cluster_broadcast = 0xe0000000u;
+/// Highest slot index a slot address can carry.
+constexpr std::uint32_t max_slot_index = 0xffffu;
 /// Data frames in one delivery from a replica connection, at most.
 constexpr std::uint32_t max_run_messages = 256;
 /// Deliveries from one peer handed to the consumer and not yet released, at
 /// most (peer_slot::rx_pending_runs).
 constexpr std::uint32_t max_pending_runs = 1024;
 /// Marks a client connection id where a replica id could stand: in
-/// delivery::peer and as an enqueue() destination.
+/// delivery::peer and as an enqueue() destination. Client ids stay below
+/// 2^30 (bit 30 set with this flag is a slot_address).
 constexpr std::uint32_t client_flag = 0x80000000u;
+constexpr std::uint32_t client_id_mask = 0x3fffffffu;
+inline bool is_client_address(std::uint32_t a) noexcept { return (a & slot_address) == client_flag; }
+inline bool is_slot_address(std::uint32_t a) noexcept { return (a & slot_address) == slot_address; }
 
 struct peer_stats {
   std::uint32_t id = 0;
+  std::uint32_t address = 0;  // peer_slot::address
+  std::string cluster;        // "" for this replica's cluster
   bool connected = false;
   std::uint64_t msgs_in = 0, bytes_in = 0, msgs_out = 0, bytes_out = 0;
   std::uint64_t queued_bytes = 0, queued_msgs = 0, unacked_bytes = 0;
@@ -233,7 +276,8 @@ struct client_stats {
 };
 
 struct engine_stats {
-  std::vector<peer_stats> peers;
+  std::uint32_t epoch = 0;
+  std::vector<peer_stats> peers;  // the current configuration's
   std::uint64_t rejects_total = 0;
   std::vector<std::uint64_t> rejects_by_code;  // index = reject_code
   std::uint64_t miq_depth = 0;
@@ -261,7 +305,6 @@ class acceptor;
 class client_session;
 class inbound_session;
 class peer_link;
-struct peer_slot;
 struct client_key_state;
 
 class engine {
@@ -359,9 +402,31 @@ class engine {
   chunk_pool& client_chunks() { return client_chunks_; }
   io_pool& pool() { return pool_; }
   bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
-  /// Index of a peer id in the slot table, or -1.
-  int slot_of(std::uint32_t peer) const noexcept;
-  peer_slot& slot(int index) { return *slots_[static_cast<std::size_t>(index)]; }
+  /// The slot an address names (an id of this cluster, or a slot_address),
+  /// member or not, or -1.
+  int slot_of(std::uint32_t address) const noexcept;
+  /// The slot of `id`, a current member of cluster `cluster` (this one or a
+  /// remote one), or -1.
+  int member_slot(const std::uint8_t* cluster, std::size_t length, std::uint32_t id) const noexcept;
+  peer_slot& slot(int index) { return slots_[static_cast<std::size_t>(index)]; }
+  /// A remote cluster of the configuration (it has a member now).
+  bool knows_cluster(const std::string& cluster) const noexcept;
+  /// Slots in use (a slot, once published, stays).
+  std::uint32_t slot_count() const noexcept { return slot_count_.load(std::memory_order_acquire); }
+  /// The configuration epoch (PROTOCOL.md §2), sent in every handshake.
+  std::uint32_t config_epoch() const noexcept { return epoch_.load(std::memory_order_acquire); }
+  /// Any thread: a peer (by address) proved it is on `epoch`, newer than
+  /// ours: one epoch_ahead event per newer epoch seen.
+  void report_epoch_ahead(std::uint32_t address, std::uint32_t epoch, const std::string& remote);
+  /// Consumer thread: applies a configuration (PROTOCOL.md §2, API
+  /// reconfigure). New peers get a slot and a link; removed peers' links
+  /// close and report what was queued for them (undelivered); a peer whose
+  /// address or key changed, and every peer when the epoch changes, is
+  /// connected again (its queue kept, in order). `slots` gets each peer's
+  /// slot index, in m.peers order. False (nothing changed) with `error`:
+  /// an epoch lower than the current one, a duplicate peer, no room in the
+  /// slot table, a key that does not load.
+  bool reconfigure(const membership& m, std::vector<std::int32_t>& slots, std::string& error);
   /// Pushes to the MIQ; false when full (the caller waits: wait_for_miq).
   bool push_delivery(delivery& d);
   /// A session's io thread, after push_delivery() found the MIQ full: `w` is
@@ -430,7 +495,19 @@ class engine {
   std::atomic<bool> miq_waiting_{false};
   std::mutex miq_mu_;
   std::vector<std::weak_ptr<miq_waiter>> miq_waiters_;  // miq_mu_
-  std::vector<std::unique_ptr<peer_slot>> slots_;
+  // The slot table (peer_slot.hpp): slot_capacity_ slots, the first
+  // slot_count_ in use; read without a lock by every thread.
+  std::uint32_t slot_capacity_ = 0;
+  std::unique_ptr<peer_slot[]> slots_;
+  std::atomic<std::uint32_t> slot_count_{0};
+  std::atomic<std::uint32_t> epoch_{0};
+  std::atomic<std::uint32_t> epoch_reported_{0};  // highest epoch_ahead posted
+  // reconfigure() and stop(): the links and keys the slots point to.
+  std::mutex config_mu_;
+  std::vector<std::unique_ptr<crypto::ed25519_verifier>> keys_;  // append-only
+  bool apply(const membership& m, std::vector<std::int32_t>& slots, std::string& error);
+  // Closes the slot's inbound session (its peer must handshake again).
+  void close_inbound(peer_slot& ps);
 
   mutable std::mutex events_mu_;
   std::vector<engine_event> events_;
@@ -474,7 +551,11 @@ class engine {
   io_pool pool_;
   std::shared_ptr<acceptor> acceptor_;
   std::shared_ptr<acceptor> client_acceptor_;
+  // config_mu_: the link of each slot (by index; null: not a member), and
+  // links replaced or retired by reconfigure(), kept for the engine's life
+  // (a sender may have loaded one just before it was replaced).
   std::vector<std::shared_ptr<peer_link>> links_;
+  std::vector<std::shared_ptr<peer_link>> retired_links_;
 };
 
 }  // namespace nexres

@@ -29,7 +29,7 @@ void engine::accept_client(asio::ip::tcp::socket socket) {
       return;
     }
     std::uint32_t id = next_client_id_;
-    next_client_id_ = (next_client_id_ + 1) & ~client_flag;
+    next_client_id_ = (next_client_id_ + 1) & client_id_mask;
     if (next_client_id_ == 0) next_client_id_ = 1;
     session = std::make_shared<client_session>(*this, std::move(socket), id);
     clients_[id] = session;
@@ -105,7 +105,7 @@ std::string engine::client_address(std::uint32_t id) {
   std::shared_ptr<client_session> c;
   {
     std::lock_guard<std::mutex> lock(clients_mu_);
-    auto it = clients_.find(id & ~client_flag);
+    auto it = clients_.find(id & client_id_mask);
     if (it != clients_.end()) c = it->second.lock();
   }
   return c ? c->remote() : std::string();
@@ -194,7 +194,7 @@ void engine::track_session(const std::shared_ptr<inbound_session>& s) {
 
 std::shared_ptr<client_session> engine::find_client(std::uint32_t id) {
   std::lock_guard<std::mutex> lock(clients_mu_);
-  auto it = clients_.find(id & ~client_flag);
+  auto it = clients_.find(id & client_id_mask);
   return it != clients_.end() ? it->second.lock() : nullptr;
 }
 

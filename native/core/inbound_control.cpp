@@ -44,7 +44,7 @@ void inbound_session::heartbeat_tick() {
   if (read_since_tick_ || paused_ || reading_ == false) last_read_ = now;
   read_since_tick_ = false;
   if (opt.heartbeat_timeout_ms > 0 && now - last_read_ > std::chrono::milliseconds(opt.heartbeat_timeout_ms)) {
-    engine_.count_reject(reject_code::heartbeat_timeout, peer_id_, remote_, "nothing read from the peer in time");
+    engine_.count_reject(reject_code::heartbeat_timeout, address_, remote_, "nothing read from the peer in time");
     return close();
   }
   arm_heartbeat();

@@ -44,6 +44,7 @@ void inbound_session::on_hello(std::size_t) {
       m.body_length != m.cluster_id_length + (mac_ ? auth::hello_ext_bytes : 0))
     return refuse(reject_code::bad_frame, "handshake body length out of range");
   incarnation_ = m.incarnation;
+  hello_epoch_ = m.epoch;
   peer_id_ = 0;
   const std::uint32_t claimed = m.sender;
   const std::size_t cid_len = m.cluster_id_length;
@@ -53,17 +54,26 @@ void inbound_session::on_hello(std::size_t) {
                    [self, claimed, cid_len](const std::error_code& ec, std::size_t) {
                      // Refused meanwhile (handshake deadline): never finish the handshake.
                      if (ec || !self->open_) return self->close();
-                     const std::string& want = self->engine_.options().cluster_id;
-                     if (cid_len != want.size() ||
-                         std::memcmp(self->hello_body_.data(), want.data(), cid_len) != 0)
-                       return self->refuse(reject_code::wrong_cluster, "cluster id does not match");
-                     const int slot = self->engine_.slot_of(claimed);
-                     if (slot < 0)
+                     // This cluster's replicas and those of the remote
+                     // clusters configured, each with its own key: a remote
+                     // member naming a local id is that cluster's replica.
+                     const std::string cluster(reinterpret_cast<const char*>(self->hello_body_.data()), cid_len);
+                     const int slot = self->engine_.member_slot(self->hello_body_.data(), cid_len, claimed);
+                     if (slot < 0) {
+                       if (cluster != self->engine_.options().cluster_id && !self->engine_.knows_cluster(cluster))
+                         return self->refuse(reject_code::wrong_cluster, "cluster id does not match");
+                       // Not reported as epoch_ahead: nothing proves a non-member's epoch.
+                       const std::uint32_t ours = self->engine_.config_epoch();
                        return self->refuse(reject_code::unknown_peer,
-                                           "replica id " + std::to_string(claimed) +
-                                               " is not a peer in this cluster");
+                                           "replica id " + std::to_string(claimed) + " is not a peer in cluster " + cluster +
+                                               " at epoch " + std::to_string(ours) +
+                                               (self->hello_epoch_ > ours ? " (it says it is on epoch " + std::to_string(self->hello_epoch_) + ")" : ""));
+                     }
+                     self->peer_cluster_ = cluster;
                      if (self->mac_) return self->start_auth(claimed, slot);
+                     if (!self->same_epoch(slot)) return;
                      self->peer_id_ = claimed;
+                     self->address_ = self->engine_.slot(slot).address;
                      self->slot_ = slot;
                      self->on_hello_body();
                    });
@@ -72,19 +82,37 @@ void inbound_session::on_hello(std::size_t) {
 // io thread, auth mac: WELCOME with our nonce, ephemeral key and signature,
 // then the peer's AUTH frame. Nothing of this session touches the peer's
 // state (a live session from the real peer stays) until its signature checks.
+// io thread: the HELLO's epoch is ours (a peer of this cluster); else STALE_EPOCH (both sides report
+// it; its msg_id carries our epoch) and, from a newer peer, epoch_ahead.
+bool inbound_session::same_epoch(int slot) {
+  const std::uint32_t ours = engine_.config_epoch();
+  // A remote cluster counts its epochs on its own.
+  if (hello_epoch_ == ours || engine_.slot(slot).remote) return true;
+  const std::uint32_t address = engine_.slot(slot).address;
+  engine_.report_epoch_ahead(address, hello_epoch_, remote_);
+  peer_id_ = address_ = address;  // the refusal is reported as this peer's
+  refuse(reject_code::stale_epoch,
+         "replica " + std::to_string(engine_.slot(slot).id) + " is on configuration epoch " + std::to_string(hello_epoch_) +
+             ", this replica on " + std::to_string(ours),
+         ours);
+  peer_id_ = address_ = 0;
+  return false;
+}
+
 void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   const auto& opt = engine_.options();
-  if (engine_.identity().verifier(claimed) == nullptr)
+  key_ = engine_.slot(slot).key.load(std::memory_order_acquire);
+  if (key_ == nullptr)
     return refuse(reject_code::bad_auth, "no public key for replica " + std::to_string(claimed));
   // The handshake budget, before any public-key operation.
   std::string why;
   if (!engine_.take_handshake(remote_, why)) return refuse(reject_code::rate_limited, why);
-  const std::uint8_t* x = hello_body_.data() + opt.cluster_id.size();
+  const std::uint8_t* x = hello_body_.data() + peer_cluster_.size();
   std::array<std::uint8_t, auth::nonce_bytes> nonce_r{};
   if (!crypto::random_bytes(nonce_r.data(), nonce_r.size())) return refuse(reject_code::bad_auth, "no randomness");
   eph_ = std::make_unique<crypto::x25519_keypair>(crypto::x25519_keypair::generate());
   auth::transcript_input ti;
-  ti.cluster_id = opt.cluster_id;
+  ti.cluster_id = peer_cluster_;
   ti.initiator = claimed;
   ti.responder = opt.self_id;
   ti.initiator_incarnation = incarnation_;
@@ -93,6 +121,10 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   ti.eph_i = x + auth::nonce_bytes;
   ti.nonce_r = nonce_r.data();
   ti.eph_r = eph_->public_key().data();
+  ti.replica_link = true;
+  ti.responder_cluster_id = opt.cluster_id;
+  ti.initiator_epoch = hello_epoch_;
+  ti.responder_epoch = welcome_epoch_ = engine_.config_epoch();
   transcript_ = auth::transcript(ti);
   std::uint8_t* b = build_welcome(engine_.options().auth, auth::welcome_ext_bytes);
   std::memcpy(b, nonce_r.data(), auth::nonce_bytes);
@@ -149,12 +181,15 @@ void inbound_session::on_auth_header(std::uint32_t claimed, int slot) {
 
 void inbound_session::on_auth_frame(std::uint32_t claimed, int slot) {
   const frame_header h = decode_header(auth_in_.data());
-  const crypto::ed25519_verifier* v = engine_.identity().verifier(claimed);
+  const crypto::ed25519_verifier* v = key_;
   if (h.kind != frame_kind::auth || h.length != auth::sig_bytes || h.sender != claimed || h.flags != 0 ||
       h.reserved != 0 || v == nullptr || !auth::verify(*v, 'I', transcript_, auth_in_.data() + frame_header_bytes))
     return refuse(reject_code::bad_auth, "replica " + std::to_string(claimed) + " could not prove its identity");
   transcript_.clear();
+  // The initiator's epoch is proven now (both signatures cover both epochs).
+  if (!same_epoch(slot)) return;
   peer_id_ = claimed;
+  address_ = engine_.slot(slot).address;
   slot_ = slot;
   established();
 }
@@ -193,6 +228,7 @@ std::uint8_t* inbound_session::build_welcome(auth_mode mode, std::size_t ext) {
   w.sender = opt.self_id;
   w.incarnation = opt.incarnation;
   w.version = protocol_version;
+  w.epoch = mode == auth_mode::none ? engine_.config_epoch() : welcome_epoch_;
   w.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
   w.body_length = static_cast<std::uint32_t>(opt.cluster_id.size() + ext);
   welcome_buf_.assign(hello_fixed_bytes + w.body_length, 0);
@@ -216,6 +252,12 @@ void inbound_session::on_hello_body() {
 void inbound_session::established() {
   timer_.cancel();
   peer_slot& ps = engine_.slot(slot_);
+  if (ps.link.load(std::memory_order_acquire) == nullptr) {
+    // Removed from the configuration during its handshake.
+    slot_ = -1;
+    peer_id_ = address_ = 0;
+    return refuse(reject_code::unknown_peer, "replica " + std::to_string(ps.id) + " left the configuration");
+  }
   std::shared_ptr<inbound_session> previous;
   {
     std::lock_guard<std::mutex> lock(ps.rx_mu);

@@ -222,7 +222,7 @@ bool inbound_session::parse() {
     if (run_msgs > 0) {
       rx_.current->refs.fetch_add(1, std::memory_order_relaxed);
       delivery d{rx_.current, static_cast<std::uint32_t>(run_start), static_cast<std::uint32_t>(end - run_start),
-                 peer_id_, run_msgs, slot_, incarnation_, run_last};
+                 address_, run_msgs, slot_, incarnation_, run_last};
       // auth mac: held until the SEAL after them checks.
       if (mac_) sealed_rx_->hold(ready_run{d, run_last, run_ticket});
       else ready_.push_back(ready_run{d, run_last, run_ticket});
@@ -329,7 +329,7 @@ bool inbound_session::parse() {
       // signature itself in the verification pool, off this io thread, and
       // the frame's run waits for the answer. A peer with verify_window
       // frames there is not parsed (nor read) further until answers come.
-      const crypto::ed25519_verifier* v = engine_.identity().verifier(peer_id_);
+      const crypto::ed25519_verifier* v = key_;
       verify_pool* pool = engine_.verifier_pool();
       if (v == nullptr || pool == nullptr || h.length < auth::signed_trailer_bytes ||
           load_u64(base + rx_.parsed + frame_header_bytes + h.length - auth::signed_trailer_bytes) != incarnation_) {
@@ -347,12 +347,12 @@ bool inbound_session::parse() {
       j.client = weak_from_this();
       j.ticket = next_ticket_++;
       j.key = v;
-      j.cluster_id = &opt.cluster_id;
+      j.cluster_id = &engine_.slot(slot_).cluster;  // the sender's cluster signed it
       j.incarnation = incarnation_;
       j.frame = base + rx_.parsed;
       j.source = rx_.current;
       run_ticket = j.ticket;
-      pool->submit(peer_id_, std::move(j));
+      pool->submit(address_, std::move(j));
     }
     if (h.msg_id <= last_seen_id_) {
       // A resend after reconnect of something already delivered.
@@ -477,12 +477,12 @@ void inbound_session::on_verified() {
   if (!flush_ready()) wait_for_miq();
 }
 
-void inbound_session::refuse(reject_code code, const std::string& detail) {
+void inbound_session::refuse(reject_code code, const std::string& detail, std::uint64_t msg_id) {
   if (!open_) return;
-  engine_.count_reject(code, peer_id_ != 0 ? peer_id_ : 0, remote_, detail);
+  engine_.count_reject(code, peer_id_ != 0 ? (address_ != 0 ? address_ : peer_id_) : 0, remote_, detail);
   open_ = false;  // stop reading; close once the reason frame is out
   std::vector<std::uint8_t> buf;
-  encode_reject(buf, code, engine_.options().self_id, detail);
+  encode_reject(buf, code, engine_.options().self_id, detail, 0, msg_id);
   // After the handshake (auth mac) the reason frame comes sealed like any other.
   if (tx_ && !seal_into(buf, 0)) buf.resize(buf.size() - auth::seal_frame_bytes);
   reject_buf_ = std::move(buf);

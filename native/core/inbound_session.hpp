@@ -104,7 +104,8 @@ class inbound_session : public chunk_owner,
   void heartbeat_tick();
   void on_ack_request();
   void check_acks_flushed();
-  void refuse(reject_code code, const std::string& detail);
+  void refuse(reject_code code, const std::string& detail, std::uint64_t msg_id = 0);
+  bool same_epoch(int slot);
   void close();
   void on_verified();
   // Hostile-input limits (SECURITY.md "Connection limits").
@@ -128,7 +129,12 @@ class inbound_session : public chunk_owner,
   std::array<std::uint8_t, hello_fixed_bytes> hello_{};
   std::vector<std::uint8_t> hello_body_;
   std::uint32_t peer_id_ = 0;
+  std::uint32_t address_ = 0;  // peer_slot::address of peer_id_ (deliveries, events)
   int slot_ = -1;
+  std::uint32_t hello_epoch_ = 0;    // the HELLO's configuration epoch
+  std::uint32_t welcome_epoch_ = 0;  // ours, as the WELCOME carried it (auth mac)
+  std::string peer_cluster_;         // the HELLO's cluster id
+  const crypto::ed25519_verifier* key_ = nullptr;  // the claimed peer's (auth mac), owned by the engine
   std::uint64_t generation_ = 0;
   std::uint64_t incarnation_ = 0;
   bool open_ = true;

@@ -74,7 +74,7 @@ outbound_error outbound_batch::add(const staged_run& run, const external_payload
 
 void id_sequence::stamp(std::uint32_t dest, segment& seg) {
   // Replies keep the client's request id; replica frames get the next ids.
-  const bool to_client = (dest & client_flag) != 0 && dest != broadcast_destination;
+  const bool to_client = is_client_address(dest);
   if (to_client) return;
   if (seg.framed)
     seg.last_msg_id = stamp_ids(const_cast<std::uint8_t*>(seg.data), seg.length, last_);

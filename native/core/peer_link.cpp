@@ -16,10 +16,14 @@
 
 namespace nexres {
 
-peer_link::peer_link(engine& eng, asio::io_context& io, replica_address peer)
+peer_link::peer_link(engine& eng, asio::io_context& io, replica_address peer, int slot)
     : engine_(eng),
       io_(io),
-      peer_(std::move(peer)),
+      peer_(peer),
+      configured_(std::move(peer)),
+      slot_(slot),
+      address_(eng.slot(slot).address),
+      cluster_(eng.slot(slot).cluster),
       socket_(io),
       timer_(io),
       hb_timer_(io),
@@ -39,6 +43,53 @@ void peer_link::start() {
 void peer_link::close_async() {
   auto self = shared_from_this();
   asio::post(io_, [self] { self->close(); });
+}
+
+void peer_link::retire(std::string reason) {
+  auto self = shared_from_this();
+  asio::post(io_, [self, reason = std::move(reason)] {
+    if (self->state_ == state::closed) return;
+    const bool was_up = self->state_ == state::up && self->confirmed_;
+    self->retired_ = true;
+    self->close();
+    // What was written and not acknowledged counts as not delivered too
+    // (the peer may have some of it).
+    if (!self->unacked_.empty()) {
+      self->unacked_bytes_.store(0, std::memory_order_relaxed);
+      self->pending_.insert(self->pending_.begin(), std::make_move_iterator(self->unacked_.begin()),
+                            std::make_move_iterator(self->unacked_.end()));
+      self->unacked_.clear();
+    }
+    self->give_up_queue("removed from the configuration");
+    if (was_up)
+      self->engine_.post_event(engine_event{event_type::peer_down, self->address_,
+                                            static_cast<std::uint16_t>(reject_code::shutting_down), reason, {}});
+  });
+}
+
+void peer_link::restart(replica_address peer, std::string reason) {
+  {
+    std::lock_guard<std::mutex> lock(peer_mu_);
+    configured_ = peer;
+  }
+  auto self = shared_from_this();
+  asio::post(io_, [self, peer = std::move(peer), reason = std::move(reason)] {
+    if (self->state_ == state::closed || self->engine_.stopping()) return;
+    self->peer_ = peer;
+    self->backoff_ms_ = self->engine_.options().reconnect_min_ms;
+    if (self->state_ == state::idle) return;  // not started yet: start() dials the new address
+    if (self->state_ == state::backoff) {
+      self->timer_.cancel();
+      self->do_connect();
+      return;
+    }
+    self->fail(reject_code::shutting_down, reason);
+  });
+}
+
+bool peer_link::address_differs(const replica_address& peer) const {
+  std::lock_guard<std::mutex> lock(peer_mu_);
+  return configured_.host != peer.host || configured_.port != peer.port;
 }
 
 void peer_link::close() {
@@ -69,7 +120,7 @@ void peer_link::want_drain() {
   drain_wanted_.store(true, std::memory_order_seq_cst);
   if (queued_bytes_.load(std::memory_order_seq_cst) <= engine_.options().high_water_bytes / 2 &&
       drain_wanted_.exchange(false, std::memory_order_seq_cst))
-    engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
+    engine_.post_event(engine_event{event_type::drain, address_, 0, {}, {}});
 }
 
 void peer_link::pull_queue() {
@@ -79,6 +130,8 @@ void peer_link::pull_queue() {
 
 void peer_link::on_wakeup() {
   wake_scheduled_.store(false, std::memory_order_release);
+  // A sender that loaded this link before it was retired: reported, not lost.
+  if (retired_) return give_up_queue("removed from the configuration");
   pull_queue();
   if (state_ == state::up && !writing_) do_write();
 }
@@ -209,7 +262,7 @@ void peer_link::on_control() {
       if (epoch != self->epoch_ || self->state_ != state::up) return;
       if (ec) return self->fail(reject_code::shutting_down, "connection lost");
       const reject_body r = decode_reject_body(self->body_in_.data(), self->body_in_.size());
-      self->fail(r.code, "refused by peer: " + r.text);
+      self->on_refused(decode_header(self->ctrl_.data()), r);
     });
     return;
   }
@@ -238,6 +291,12 @@ void peer_link::on_sealed_control(const frame_header& h) {
     return read_control();
   }
   const reject_body r = decode_reject_body(body_in_.data(), body);
+  on_refused(h, r);
+}
+
+void peer_link::on_refused(const frame_header& h, const reject_body& r) {
+  if (r.code == reject_code::stale_epoch && h.msg_id <= 0xffffffffu)
+    engine_.report_epoch_ahead(address_, static_cast<std::uint32_t>(h.msg_id), peer_.host + ":" + std::to_string(peer_.port));
   fail(r.code, "refused by peer: " + r.text);
 }
 
@@ -297,7 +356,7 @@ void peer_link::on_acked(std::uint64_t id) {
   // for a real batch instead of one message per wake-up.
   if (left <= engine_.options().high_water_bytes / 2 && drain_wanted_.load(std::memory_order_seq_cst) &&
       drain_wanted_.exchange(false, std::memory_order_seq_cst))
-    engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
+    engine_.post_event(engine_event{event_type::drain, address_, 0, {}, {}});
 }
 
 // io thread. Drops the connection; what was written but not acknowledged
@@ -333,10 +392,10 @@ void peer_link::fail(reject_code code, const std::string& reason) {
   for (segment& s : pending_) s.shadow = false;
   if (was_up) {
     down_since_ = std::chrono::steady_clock::now();
-    engine_.post_event(engine_event{event_type::peer_down, peer_.id, static_cast<std::uint16_t>(code), reason, {}});
+    engine_.post_event(engine_event{event_type::peer_down, address_, static_cast<std::uint16_t>(code), reason, {}});
   }
   if (code != reject_code::shutting_down && !was_up)
-    engine_.count_reject(code, peer_.id, peer_.host + ":" + std::to_string(peer_.port), reason);
+    engine_.count_reject(code, address_, peer_.host + ":" + std::to_string(peer_.port), reason);
   schedule_reconnect();
 }
 
@@ -353,7 +412,7 @@ void peer_link::schedule_reconnect() {
   timer_.expires_after(std::chrono::milliseconds(wait));
   const auto deadline = engine_.options().peer_down_deadline_ms;
   if (deadline > 0 && std::chrono::steady_clock::now() - down_since_ > std::chrono::milliseconds(deadline))
-    give_up_queue();
+    give_up_queue("peer down past peerDownDeadlineMs");
   timer_.async_wait([self](const std::error_code& ec) {
     if (ec || self->state_ != state::backoff) return;
     // Retries before the first successful connection are not reconnects.
@@ -364,7 +423,7 @@ void peer_link::schedule_reconnect() {
 
 // io thread, link down past the deadline: everything queued for the peer is
 // dropped and reported (count, bytes, message id range), never silently.
-void peer_link::give_up_queue() {
+void peer_link::give_up_queue(const char* reason) {
   pull_queue();
   if (pending_.empty()) return;
   std::uint64_t msgs = 0, bytes = 0, first = 0, last = 0;
@@ -380,14 +439,14 @@ void peer_link::give_up_queue() {
   queued_msgs_.fetch_sub(std::min(msgs, queued_msgs_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
   queued_bytes_.fetch_sub(std::min(bytes, queued_bytes_.load(std::memory_order_relaxed)), std::memory_order_seq_cst);
   if (msgs == 0) return;
-  engine_event ev{event_type::undelivered, peer_.id, 0, "peer down past peerDownDeadlineMs", {}};
+  engine_event ev{event_type::undelivered, address_, 0, reason, {}};
   ev.messages = msgs;
   ev.bytes = bytes;
   ev.first_id = first;
   ev.last_id = last;
   engine_.post_event(std::move(ev));
   if (drain_wanted_.exchange(false, std::memory_order_seq_cst))
-    engine_.post_event(engine_event{event_type::drain, peer_.id, 0, {}, {}});
+    engine_.post_event(engine_event{event_type::drain, address_, 0, {}, {}});
 }
 
 void peer_link::fill_stats(peer_stats& s) const {

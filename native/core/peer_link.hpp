@@ -20,6 +20,7 @@
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
@@ -28,12 +29,22 @@ namespace nexres {
 
 class peer_link : public std::enable_shared_from_this<peer_link> {
  public:
-  peer_link(engine& eng, asio::io_context& io, replica_address peer);
+  /// `slot`: the peer's slot in the engine (its cluster, key, address).
+  peer_link(engine& eng, asio::io_context& io, replica_address peer, int slot);
 
   /// Any thread: begin connecting.
   void start();
   /// Any thread: close for good.
   void close_async();
+  /// Config thread (engine::reconfigure): the peer left the configuration.
+  /// The link closes for good and what was queued (and what is enqueued
+  /// after, by a sender that still held the link) is reported undelivered.
+  void retire(std::string reason);
+  /// Config thread: connect again (to `peer`, its address possibly new),
+  /// at once, with a new handshake (new epoch or key); the queue is kept.
+  void restart(replica_address peer, std::string reason);
+  /// Config thread: `peer` is not the address this link dials.
+  bool address_differs(const replica_address& peer) const;
   /// Any thread: queue a slice of frames.
   void enqueue(const segment& seg);
   /// Any thread: emit a drain event once the queue is below the high-water mark.
@@ -72,7 +83,14 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
 
   engine& engine_;
   asio::io_context& io_;
-  replica_address peer_;
+  replica_address peer_;  // io thread (restart() changes it there)
+  mutable std::mutex peer_mu_;
+  replica_address configured_;  // peer_mu_: what reconfigure() last gave
+  const int slot_;
+  const std::uint32_t address_;  // peer_slot::address: events name the peer by it
+  const std::string cluster_;    // the peer's cluster
+  bool retired_ = false;         // io thread
+  std::uint32_t hello_epoch_ = 0;  // the epoch our last HELLO carried
   asio::ip::tcp::socket socket_;
   asio::steady_timer timer_;
   asio::steady_timer hb_timer_;
@@ -98,7 +116,10 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   // up, and the reconnect backoff reset.
   bool confirmed_ = false;
   std::chrono::steady_clock::time_point down_since_ = std::chrono::steady_clock::now();
-  void give_up_queue();
+  void give_up_queue(const char* reason);
+  // A STALE_EPOCH refusal: the refuser's epoch (the REJECT's msg_id); a
+  // newer one than ours is reported (engine::report_epoch_ahead).
+  void on_refused(const frame_header& h, const reject_body& r);
 
   std::vector<std::uint8_t> hello_out_;
   std::array<std::uint8_t, hello_fixed_bytes> hello_in_{};

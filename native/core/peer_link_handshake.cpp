@@ -68,6 +68,8 @@ void peer_link::on_connected() {
   m.sender = opt.self_id;
   m.incarnation = opt.incarnation;
   m.version = protocol_version;
+  m.epoch = engine_.config_epoch();
+  hello_epoch_ = m.epoch;
   m.cluster_id_length = static_cast<std::uint8_t>(opt.cluster_id.size());
   const std::size_t ext = mac_ ? auth::hello_ext_bytes : 0;
   m.body_length = static_cast<std::uint32_t>(opt.cluster_id.size() + ext);
@@ -121,7 +123,7 @@ void peer_link::on_welcome_header() {
       if (self->state_ != state::handshaking) return;
       if (ec) return self->fail(reject_code::shutting_down, "connection closed during handshake");
       const reject_body r = decode_reject_body(self->body_in_.data(), self->body_in_.size());
-      self->fail(r.code, "refused by peer: " + r.text);
+      self->on_refused(decode_header(self->hello_in_.data()), r);
     });
     return;
   }
@@ -144,18 +146,26 @@ void peer_link::on_welcome_header() {
                                                        auth_mode_name(w.auth) + ", this replica uses " +
                                                        auth_mode_name(opt.auth));
         const std::size_t ext = self->mac_ ? auth::welcome_ext_bytes : 0;
-        if (w.body_length > hello_max_body_bytes || w.cluster_id_length != opt.cluster_id.size() ||
+        // The WELCOME names the peer's cluster (another one for a remote link).
+        if (w.body_length > hello_max_body_bytes || w.cluster_id_length != self->cluster_.size() ||
             w.body_length != w.cluster_id_length + ext)
-          return self->fail(reject_code::wrong_cluster, "peer belongs to another cluster");
+          return self->fail(reject_code::wrong_cluster, "peer is not of cluster " + self->cluster_);
         self->body_in_.resize(w.body_length);
         asio::async_read(self->socket_, asio::buffer(self->body_in_),
                          [self, w](const std::error_code& ec2, std::size_t) {
                            if (self->state_ != state::handshaking) return;
                            if (ec2) return self->fail(reject_code::shutting_down, "connection closed during handshake");
-                           const auto& o = self->engine_.options();
-                           if (std::memcmp(self->body_in_.data(), o.cluster_id.data(), o.cluster_id.size()) != 0)
-                             return self->fail(reject_code::wrong_cluster, "peer belongs to another cluster");
+                           if (std::memcmp(self->body_in_.data(), self->cluster_.data(), self->cluster_.size()) != 0)
+                             return self->fail(reject_code::wrong_cluster, "peer is not of cluster " + self->cluster_);
                            if (self->mac_ && !self->on_welcome_auth(w)) return;
+                           // Auth none: the peer refuses another epoch before its
+                           // WELCOME (with mac, after our AUTH frame proves ours).
+                           if (!self->mac_ && w.epoch != self->hello_epoch_ && !self->engine_.slot(self->slot_).remote) {
+                             self->engine_.report_epoch_ahead(self->address_, w.epoch, self->peer_.host);
+                             return self->fail(reject_code::stale_epoch,
+                                               "peer is on configuration epoch " + std::to_string(w.epoch) +
+                                                   ", this replica on " + std::to_string(self->hello_epoch_));
+                           }
                            self->on_up();
                          });
       });
@@ -192,7 +202,7 @@ void peer_link::confirm() {
 // wire) and derives the session keys. False when it failed the link.
 bool peer_link::on_welcome_auth(const hello_message& w) {
   const auto& o = engine_.options();
-  const std::uint8_t* x = body_in_.data() + o.cluster_id.size();
+  const std::uint8_t* x = body_in_.data() + cluster_.size();
   const std::uint8_t* nonce_r = x;
   const std::uint8_t* eph_r = x + auth::nonce_bytes;
   const std::uint8_t* sig_r = eph_r + auth::eph_bytes;
@@ -206,8 +216,12 @@ bool peer_link::on_welcome_auth(const hello_message& w) {
   ti.eph_i = eph_->public_key().data();
   ti.nonce_r = nonce_r;
   ti.eph_r = eph_r;
+  ti.replica_link = true;
+  ti.responder_cluster_id = cluster_;
+  ti.initiator_epoch = hello_epoch_;
+  ti.responder_epoch = w.epoch;
   const std::vector<std::uint8_t> t = auth::transcript(ti);
-  const crypto::ed25519_verifier* v = engine_.identity().verifier(peer_.id);
+  const crypto::ed25519_verifier* v = engine_.slot(slot_).key.load(std::memory_order_acquire);
   if (v == nullptr || !auth::verify(*v, 'R', t, sig_r)) {
     refuse_welcome(reject_code::bad_auth,
                    "replica " + std::to_string(peer_.id) + " could not prove its identity (its WELCOME does not " +

@@ -5,15 +5,33 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 
 namespace nexres {
 
+namespace crypto {
+class ed25519_verifier;
+}
 class peer_link;
 class inbound_session;
 
+// A slot belongs to one (cluster, id) for the engine's life: a replica
+// removed from the configuration keeps its slot (deliveries and ACK state
+// still name it) and gets it back when it is added again.
 struct peer_slot {
+  // Set before the slot is published (engine::slot_count_), then fixed.
   std::uint32_t id = 0;
-  std::shared_ptr<peer_link> link;  // set once at start
+  std::string cluster;
+  bool remote = false;  // of another cluster (engine_options::remote_clusters)
+  /// What deliveries, events and send destinations call it: the id for a
+  /// peer of this cluster, slot_address | index for a remote one.
+  std::uint32_t address = 0;
+  /// The current link; null while the peer is not in the configuration.
+  /// Owned by the engine (a replaced or retired link lives as long as the
+  /// engine, so a reader that loaded it may still use it).
+  std::atomic<peer_link*> link{nullptr};
+  /// Its Ed25519 public key (auth mac/seal); owned by the engine likewise.
+  std::atomic<const crypto::ed25519_verifier*> key{nullptr};
 
   // Receive side. rx_mu_ is held by the active inbound session while it
   // filters duplicates and pushes a read's deliveries, so a replaced session

@@ -89,6 +89,7 @@ enum class reject_code : std::uint16_t {
   bad_signature = 17,      // a signed broadcast whose signature does not check
   bad_mac = 18,            // auth mac: a batch failed its MAC check
   rate_limited = 19,       // the handshake budget (SECURITY.md) refused a key exchange
+  stale_epoch = 20,        // the two replicas are on different configuration epochs (msg_id: the refuser's)
 };
 
 const char* reject_code_name(reject_code c) noexcept;
@@ -125,6 +126,9 @@ struct hello_message {
   std::uint32_t body_length;  // cluster id + auth extension bytes
   std::uint16_t version;
   std::uint8_t cluster_id_length;
+  /// PROTOCOL.md §2: the writer's configuration epoch (replica links; 0 in
+  /// client handshakes).
+  std::uint32_t epoch = 0;
 };
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
@@ -209,7 +213,7 @@ inline void encode_header(std::uint8_t* p, const frame_header& h) noexcept {
 
 // Layout (PROTOCOL.md §2): u32 magic | u16 version | u16 type | u16 auth |
 // u8 cluster_id_length | u8 zero | u32 sender | u64 incarnation |
-// u32 body_length | u32 zero.
+// u32 body_length | u32 epoch.
 inline void encode_hello(std::uint8_t* p, const hello_message& m) noexcept {
   std::memset(p, 0, hello_fixed_bytes);
   store_u32(p, hello_magic);
@@ -220,6 +224,7 @@ inline void encode_hello(std::uint8_t* p, const hello_message& m) noexcept {
   store_u32(p + 12, m.sender);
   store_u64(p + 16, m.incarnation);
   store_u32(p + 24, m.body_length);
+  store_u32(p + 28, m.epoch);
 }
 
 // Decodes the fixed part; the magic is returned separately so callers can
@@ -234,20 +239,23 @@ inline hello_message decode_hello(const std::uint8_t* p, std::uint32_t& magic) n
   m.sender = load_u32(p + 12);
   m.incarnation = load_u64(p + 16);
   m.body_length = load_u32(p + 24);
+  m.epoch = load_u32(p + 28);
   return m;
 }
 
 /// Writes a REJECT frame (PROTOCOL.md §4) into `out`, resized to the frame
 /// plus `tail` spare bytes after it (room for a SEAL): the reason code and
-/// the first 512 bytes of `detail`.
+/// the first 512 bytes of `detail`; `msg_id` in its header (STALE_EPOCH: the
+/// refusing replica's epoch, PROTOCOL.md §4).
 inline void encode_reject(std::vector<std::uint8_t>& out, reject_code code, std::uint32_t sender,
-                          const std::string& detail, std::size_t tail = 0) {
+                          const std::string& detail, std::size_t tail = 0, std::uint64_t msg_id = 0) {
   const std::size_t text = detail.size() < 512 ? detail.size() : 512;
   out.assign(frame_header_bytes + 2 + text + tail, 0);
   frame_header h{};
   h.kind = frame_kind::reject;
   h.sender = sender;
   h.length = static_cast<std::uint32_t>(2 + text);
+  h.msg_id = msg_id;
   encode_header(out.data(), h);
   store_u16(out.data() + frame_header_bytes, static_cast<std::uint16_t>(code));
   std::memcpy(out.data() + frame_header_bytes + 2, detail.data(), text);

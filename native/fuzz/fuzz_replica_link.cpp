@@ -323,6 +323,8 @@ std::vector<std::uint8_t> link_transcript(const fake_peer& P, const std::vector<
   ti.eph_i = hello_eph(hello);
   ti.nonce_r = nonce_r;
   ti.eph_r = eph_r;
+  ti.replica_link = true;  // the fuzzed engines stay on epoch 0
+  ti.responder_cluster_id = cluster_id;
   return auth::transcript(ti);
 }
 

@@ -189,6 +189,10 @@ std::vector<std::uint8_t> transcript_of(const std::uint8_t* hello, const std::ui
   ti.eph_i = ti.nonce_i + auth::nonce_bytes;
   ti.nonce_r = welcome + hello_fixed_bytes + cid_len;
   ti.eph_r = ti.nonce_r + auth::nonce_bytes;
+  ti.replica_link = true;
+  ti.responder_cluster_id = cluster_id;
+  ti.initiator_epoch = hm.epoch;
+  ti.responder_epoch = wm.epoch;
   return auth::transcript(ti);
 }
 
