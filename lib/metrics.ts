@@ -43,7 +43,9 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
     }
     return snapshot
   }
-  const peerLabels = ['replica', 'peer']
+  // A peer is (cluster, id): remote clusters' replicas may share ids with this one's.
+  const peerLabels = ['replica', 'cluster', 'peer']
+  const peerOf = (s: ReplicaStats, p: ReplicaStats['peers'][number]): Labels => ({ replica: String(s.id), cluster: p.cluster ?? s.cluster, peer: String(p.id) })
 
   const perPeerCounter = (name: string, help: string, pick: (p: ReplicaStats['peers'][number]) => number): void => {
     const last = new Map<string, number>()
@@ -55,8 +57,8 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
       collect() {
         for (const s of stats()) {
           for (const p of s.peers) {
-            const labels: Labels = { replica: String(s.id), peer: String(p.id) }
-            const key = `${s.id}/${p.id}`
+            const labels = peerOf(s, p)
+            const key = `${s.id}/${labels.cluster}/${p.id}`
             const v = pick(p)
             const prev = last.get(key) ?? 0
             if (v > prev) this.inc(labels, v - prev)
@@ -74,7 +76,9 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
       labelNames: peerLabels,
       registers,
       collect() {
-        for (const s of stats()) for (const p of s.peers) this.set({ replica: String(s.id), peer: String(p.id) }, pick(p))
+        // Peers that left the configuration (reconfigure) leave the gauge.
+        this.reset()
+        for (const s of stats()) for (const p of s.peers) this.set(peerOf(s, p), pick(p))
       },
     })
   }
@@ -138,6 +142,7 @@ export function collectReplicaMetrics(replicas: Replica | Replica[], options: Me
       },
     })
   }
+  replicaGauge('configuration_epoch', 'The configuration epoch (cluster.epoch, replica.reconfigure).', (s) => s.epoch)
   replicaGauge('input_queue_depth', 'Runs of frames waiting in the input queue (MIQ).', (s) => s.miqDepth)
   replicaGauge('client_connections', 'Open connections on the client port.', (s) => s.clients.length)
   replicaGauge('client_requests_in_flight', 'Client requests read and not yet answered, over every connection.', (s) =>

@@ -114,6 +114,8 @@ export type { ClientConnectionStats, PeerStats } from './stats.js'
 
 export interface ReplicaStats {
   id: number
+  /** This replica's cluster id. */
+  cluster: string
   /** The configuration epoch. */
   epoch: number
   /** The peers of the current configuration (remote ones with `cluster`). */
@@ -318,6 +320,7 @@ export class Replica extends ReplicaBase {
     const staged = this.staged
     return {
       id: this.id,
+      cluster: this.cluster,
       epoch: s.epoch ?? 0,
       peers: (s.peers ?? []).map((p) => {
         const i = p.cluster === undefined ? this.peerIndex.get(p.id) : this.remoteIndex.get(p.cluster)?.get(p.id)

@@ -134,6 +134,23 @@ t.test('--byzantine 1 (4 replicas, auth none): replica 4 lies on every call; quo
   t.notMatch(r.stdout, /calls failed/, 'no call failed', info)
 })
 
+t.test('--clusters 2 (2 replicas each, auth mac): every replica linked to the other cluster, cross-cluster broadcasts all delivered with their cluster', async (t) => {
+  const r = await run(['demo', '--clusters', '2', '--replicas', '2', '--duration', '1', '--size', '32'], 60_000, { NEXRES_DEMO_NO_HDR: '1' })
+  const info = { stdout: r.stdout, stderr: r.stderr }
+  t.same({ code: r.code, signal: r.signal }, { code: 0, signal: null }, 'exit code 0', info)
+  t.match(r.stdout, /^nexres-rpc demo: 2 clusters of 2 replicas on 127\.0\.0\.1, 1 s of traffic, 32-byte payloads, auth mac$/m, info)
+  t.match(r.stdout, /^clusters up in \d+ ms: 4 processes in 2 clusters \(epoch 0\), 4 authenticated links within them and 8 to the other clusters, replica ports \d+ \d+ \| \d+ \d+$/m, info)
+  t.match(r.stdout, /links up 12\/12/, 'the progress line counts the remote links', info)
+  t.match(r.stdout, /^ {3}c1\/1 /m, 'the table names replicas by cluster', info)
+  const cross = /^clusters\s+2 clusters \(epoch 0\): ([\d,]+) broadcasts to other clusters \(broadcastTo\), ([\d,]+) of their ([\d,]+) copies delivered/m.exec(r.stdout)
+  t.ok(cross, 'a clusters line in the summary', info)
+  if (cross) {
+    t.ok(num(cross[1]!) > 0, `cross-cluster broadcasts sent (${cross[1]})`)
+    t.equal(num(cross[2]!), num(cross[3]!), 'every copy delivered')
+  }
+  t.notMatch(r.stdout, /^note/m, 'no notes (nothing lost, no failures)', info)
+})
+
 t.test('bad options exit non-zero, naming the option', async (t) => {
   const cases: [string[], RegExp][] = [
     [['demo', '--replicas', '1'], /--replicas must be an integer from 2 to 16 \(got "1"\)/],
@@ -147,6 +164,9 @@ t.test('bad options exit non-zero, naming the option', async (t) => {
     [['demo', '--auth', 'tls'], /--auth must be "seal", "mac" or "none" \(got "tls"\)/],
     [['demo', '--replicas', '3', '--byzantine', '1'], /--byzantine 1 needs at least 4 replicas \(3f \+ 1\), got --replicas 3/],
     [['demo', '--byzantine', 'x'], /--byzantine must be an integer from 0 to 5/],
+    [['demo', '--clusters', '5'], /--clusters must be an integer from 1 to 4/],
+    [['demo', '--clusters', '3', '--replicas', '6'], /--clusters must be .*clusters × replicas at most 16 \(got --clusters 3 --replicas 6\)/],
+    [['demo', '--clusters', '2', '--byzantine', '1'], /--byzantine works with one cluster/],
     [['demo', '--auth'], /--auth needs a value: "seal", "mac" or "none"/],
     [['keygen', '--count', '0'], /--count must be an integer from 1 to 1000 \(got "0"\)/],
     [['keygen', '--count', 'two'], /--count must be an integer/],

@@ -17,6 +17,8 @@ export interface DemoOptions {
   auth: AuthMode
   /** Replicas that lie (answer every echo call wrong); the client uses quorum calls (f = byzantine). */
   byzantine: number
+  /** Clusters of `replicas` each, every replica linked to the others' (remoteClusters). */
+  clusters: number
 }
 
 export interface KeygenOptions {
@@ -31,9 +33,9 @@ export type Command =
   | { command: 'demo'; opts: DemoOptions }
   | { command: 'keygen'; opts: KeygenOptions }
 
-type Limited = 'replicas' | 'duration' | 'size' | 'count' | 'byzantine'
-const DEFAULTS = { replicas: 4, duration: 5, size: 64, auth: 'mac' as AuthMode, count: 1, byzantine: 0 }
-const LIMITS: Record<Limited, [number, number]> = { replicas: [2, 16], duration: [1, 600], size: [0, MiB], count: [1, 1000], byzantine: [0, 5] }
+type Limited = 'replicas' | 'duration' | 'size' | 'count' | 'byzantine' | 'clusters'
+const DEFAULTS = { replicas: 4, duration: 5, size: 64, auth: 'mac' as AuthMode, count: 1, byzantine: 0, clusters: 1 }
+const LIMITS: Record<Limited, [number, number]> = { replicas: [2, 16], duration: [1, 600], size: [0, MiB], count: [1, 1000], byzantine: [0, 5], clusters: [1, 4] }
 
 /** What each option takes, for error messages. */
 const VALUES: Record<Limited | 'auth', string> = {
@@ -43,6 +45,7 @@ const VALUES: Record<Limited | 'auth', string> = {
   auth: '"seal", "mac" or "none"',
   count: `an integer from ${LIMITS.count[0]} to ${LIMITS.count[1]}`,
   byzantine: `an integer from ${LIMITS.byzantine[0]} to ${LIMITS.byzantine[1]}, at most (replicas - 1) / 3`,
+  clusters: `an integer from ${LIMITS.clusters[0]} to ${LIMITS.clusters[1]}, with clusters × replicas at most ${LIMITS.replicas[1]}`,
 }
 
 const USAGE_TOP = `Usage: nexres-rpc <command> [options]
@@ -75,12 +78,16 @@ Options:
   --byzantine N    N replicas answer every echo call with wrong bytes; the client
                    then makes quorum calls (f = N, quorum N + 1) to all replicas
                    and counts the lies it outvoted (needs replicas >= 3N + 1)
+  --clusters N     N clusters of --replicas each, ${LIMITS.clusters[0]}..${LIMITS.clusters[1]} (default ${DEFAULTS.clusters}); every
+                   replica also links to the other clusters' replicas
+                   (remoteClusters) and broadcasts to them (broadcastTo)
   -h, --help       show this help
 
 Example:
   nexres-rpc demo --replicas 4 --duration 10 --size 1024
   nexres-rpc demo --auth none
   nexres-rpc demo --replicas 4 --byzantine 1
+  nexres-rpc demo --clusters 2 --replicas 3
 `
 
 const KEYGEN_USAGE = `Usage: nexres-rpc keygen [options]
@@ -160,11 +167,15 @@ function parseDemo(args: string[]): Command {
     size: { type: 'string' },
     auth: { type: 'string' },
     byzantine: { type: 'string' },
+    clusters: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   })
   if (values.help === true) return { command: 'help', usage: DEMO_USAGE }
+  const clusters = numberOption('clusters', stringValue(values.clusters), 'demo', true)
   const replicas = numberOption('replicas', stringValue(values.replicas), 'demo', true)
   const byzantine = numberOption('byzantine', stringValue(values.byzantine), 'demo', true)
+  if (clusters * replicas > LIMITS.replicas[1]) throw new UsageError(`--clusters must be ${VALUES.clusters} (got --clusters ${clusters} --replicas ${replicas})`, 'demo')
+  if (clusters > 1 && byzantine > 0) throw new UsageError('--byzantine works with one cluster (--clusters 1)', 'demo')
   if (3 * byzantine + 1 > replicas) throw new UsageError(`--byzantine ${byzantine} needs at least ${3 * byzantine + 1} replicas (3f + 1), got --replicas ${replicas}`, 'demo')
   const auth = stringValue(values.auth) ?? DEFAULTS.auth
   if (!(AUTH_MODES as readonly string[]).includes(auth)) throw new UsageError(`--auth must be ${VALUES.auth} (got ${JSON.stringify(auth)})`, 'demo')
@@ -176,6 +187,7 @@ function parseDemo(args: string[]): Command {
       size: numberOption('size', stringValue(values.size), 'demo', true),
       auth: auth as AuthMode,
       byzantine,
+      clusters,
     },
   }
 }

@@ -31,6 +31,8 @@ export const EXIT_TIMEOUT_MS = 10_000
 export interface ChildConfig {
   id: number
   cluster: ClusterConfig
+  /** demo --clusters: the other clusters, linked to with remoteClusters. */
+  remoteClusters?: ClusterConfig[]
   size: number
   highWaterMark: number
   maxQueueBytes: number
@@ -55,6 +57,11 @@ export interface ChildStats {
   signedIn: number
   proofsChecked: number
   proofsFailed: number
+  /** demo --clusters: broadcasts to the other clusters (broadcastTo), and messages from them. */
+  crossSent: number
+  crossIn: number
+  /** Links up to replicas of other clusters. */
+  remoteUp: number
   msgsIn: number
   bytesIn: number
   msgsOut: number
@@ -100,7 +107,8 @@ export type Got = {
 
 /** One replica process, as the parent sees it. */
 export interface DemoChild {
-  id: number
+  /** Its name in output: the replica id, or cluster/id with --clusters. */
+  id: string
   proc: ChildProcess
   got: Got
   latest: ChildStats | undefined

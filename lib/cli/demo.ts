@@ -109,27 +109,47 @@ export async function demo(opts: DemoOptions): Promise<number> {
     auth: opts.auth,
   }
 
-  out.line(`nexres-rpc demo: ${opts.replicas} replicas on ${HOST}, ${opts.duration} s of traffic, ${count(opts.size)}-byte payloads, auth ${opts.auth}${opts.byzantine > 0 ? `, ${opts.byzantine} lying` : ''}`)
+  const many = opts.clusters > 1
+  out.line(`nexres-rpc demo: ${many ? `${opts.clusters} clusters of ` : ''}${opts.replicas} replicas on ${HOST}, ${opts.duration} s of traffic, ${count(opts.size)}-byte payloads, auth ${opts.auth}${opts.byzantine > 0 ? `, ${opts.byzantine} lying` : ''}`)
 
   const clients: Client[] = []
   const load: LoadState = { running: false, requests: 0, errors: 0, mismatches: 0, liesSeen: 0, lastError: '', endedAt: 0 }
   let code = 0
   try {
     // -- start: pick ports, spawn the replicas, wait until they are bound ---
-    let cluster: ClusterConfig
+    let clusters: ClusterConfig[] = []
     const t0 = performance.now()
     for (let attempt = 1; ; attempt++) {
-      const ports = await freePorts(opts.replicas)
+      const ports = await freePorts(opts.replicas * opts.clusters)
       // auth mac: one key pair per replica; the public keys go into the
       // cluster config every replica gets, each private key to its replica only.
       const keys = ports.map(() => (opts.auth !== 'none' ? nexres.generateKeyPair() : undefined))
-      const c: ClusterConfig = {
-        id: `demo-${randomBytes(4).toString('hex')}`,
-        replicas: ports.map((port, i) => ({ id: i + 1, host: HOST, port, clientPort: 0, ...(keys[i] ? { publicKey: keys[i].publicKey } : {}) })),
-      }
-      cluster = c
-      // --byzantine N: the last N replicas lie.
-      children = c.replicas.map((r, i) => spawnReplica({ id: r.id, cluster: c, ...replicaConfig, privateKey: keys[i]?.privateKey, liar: i >= opts.replicas - opts.byzantine }, bus, out))
+      const tag = randomBytes(4).toString('hex')
+      clusters = Array.from({ length: opts.clusters }, (_, k) => ({
+        id: many ? `demo-${tag}-c${k + 1}` : `demo-${tag}`,
+        replicas: Array.from({ length: opts.replicas }, (_, i) => {
+          const j = k * opts.replicas + i
+          return { id: i + 1, host: HOST, port: ports[j]!, clientPort: 0, ...(keys[j] ? { publicKey: keys[j].publicKey } : {}) }
+        }),
+      }))
+      // --byzantine N: the last N replicas lie. --clusters: each replica links to the other clusters too.
+      children = clusters.flatMap((c, k) =>
+        c.replicas.map((r, i) =>
+          spawnReplica(
+            {
+              id: r.id,
+              cluster: c,
+              ...(many ? { remoteClusters: clusters.filter((o) => o !== c) } : {}),
+              ...replicaConfig,
+              privateKey: keys[k * opts.replicas + i]?.privateKey,
+              liar: i >= opts.replicas - opts.byzantine,
+            },
+            many ? `c${k + 1}/${r.id}` : String(r.id),
+            bus,
+            out,
+          ),
+        ),
+      )
       try {
         await waitAll(children, 'ready', START_TIMEOUT_MS, 'start', bus, () => interrupted)
         break
@@ -140,10 +160,17 @@ export async function demo(opts: DemoOptions): Promise<number> {
         await stopChildren(children, 3000)
       }
     }
+    const cluster = clusters[0]!
     await waitAll(children, 'up', PEERS_TIMEOUT_MS, 'connect to every peer', bus, () => interrupted)
-    const links = opts.replicas * (opts.replicas - 1)
+    const total = opts.replicas * opts.clusters
+    const localLinks = opts.clusters * opts.replicas * (opts.replicas - 1)
+    const remoteLinks = total * (total - opts.replicas)
+    const links = localLinks + remoteLinks
+    const kind = opts.auth === 'seal' ? 'encrypted ' : opts.auth === 'mac' ? 'authenticated ' : ''
     out.line(
-      `cluster up in ${(performance.now() - t0).toFixed(0)} ms: ${opts.replicas} processes, ${links} ${opts.auth === 'seal' ? 'encrypted ' : opts.auth === 'mac' ? 'authenticated ' : ''}links, replica ports ${cluster.replicas.map((r) => r.port).join(' ')}`,
+      many
+        ? `clusters up in ${(performance.now() - t0).toFixed(0)} ms: ${total} processes in ${opts.clusters} clusters (epoch 0), ${localLinks} ${kind}links within them and ${remoteLinks} to the other clusters, replica ports ${clusters.map((c) => c.replicas.map((r) => r.port).join(' ')).join(' | ')}`
+        : `cluster up in ${(performance.now() - t0).toFixed(0)} ms: ${opts.replicas} processes, ${links} ${kind}links, replica ports ${cluster.replicas.map((r) => r.port).join(' ')}`,
     )
 
     // -- clients: one per replica, OUTSTANDING calls spread over them -------
@@ -152,7 +179,8 @@ export async function demo(opts: DemoOptions): Promise<number> {
       const replicas = children.map((c) => ({ host: HOST, port: c.got.ready?.clientPort ?? 0 }))
       clients.push(await nexres.Client.connect({ replicas, f: opts.byzantine, clusterId: cluster.id, timeoutMs: CALL_TIMEOUT_MS }))
     } else {
-      for (const c of children) {
+      // (With --clusters, the first cluster's replicas serve the calls.)
+      for (const c of children.slice(0, opts.replicas)) {
         clients.push(await nexres.Client.connect({ host: HOST, port: c.got.ready?.clientPort ?? 0, clusterId: cluster.id, timeoutMs: CALL_TIMEOUT_MS }))
       }
     }
@@ -176,14 +204,16 @@ export async function demo(opts: DemoOptions): Promise<number> {
     load.running = true
     const workers = Array.from({ length: OUTSTANDING }, (_, i) => callLoop(clients[i % clients.length]!, request, load, latency, callOptions))
 
-    const totals = (): { msgs: number; up: number } => {
+    const totals = (): { msgs: number; up: number; cross: number } => {
       let msgs = 0
       let up = 0
+      let cross = 0
       for (const c of children) {
         msgs += c.latest?.msgsIn ?? 0
         up += c.latest?.up ?? 0
+        cross += c.latest?.crossIn ?? 0
       }
-      return { msgs, up }
+      return { msgs, up, cross }
     }
     const samples = [{ t: tGo, msgs: 0, reqs: 0 }]
     let lastTick = tGo
@@ -264,13 +294,13 @@ function send(c: DemoChild, msg: ParentMessage): void {
   if (c.proc.connected) c.proc.send(msg, () => {})
 }
 
-function spawnReplica(config: ChildConfig, bus: EventEmitter, out: Output): DemoChild {
+function spawnReplica(config: ChildConfig, name: string, bus: EventEmitter, out: Output): DemoChild {
   const proc = spawn(process.execPath, [ENTRY, 'replica'], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     env: { ...process.env, NEXRES_DEMO_REPLICA: JSON.stringify(config) },
   })
   const c: DemoChild = {
-    id: config.id,
+    id: name,
     proc,
     got: {},
     latest: undefined,
@@ -349,13 +379,13 @@ function waitAll(children: readonly DemoChild[], type: keyof Got, timeoutMs: num
 }
 
 /** Asks every child to close, waits for them to exit, kills the stragglers; returns the ids killed. */
-async function stopChildren(children: readonly DemoChild[], timeoutMs: number): Promise<number[]> {
+async function stopChildren(children: readonly DemoChild[], timeoutMs: number): Promise<string[]> {
   for (const c of children) send(c, { t: 'close' })
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise((r) => (timer = setTimeout(r, timeoutMs)))
   await Promise.race([Promise.all(children.map((c) => c.exited)), timeout])
   clearTimeout(timer)
-  const killed: number[] = []
+  const killed: string[] = []
   for (const c of children) {
     if (c.exit) continue
     killed.push(c.id)

@@ -28,8 +28,10 @@ const MAX_SIGNED_PAYLOAD = 64 * 1024
 
 type Counters = Pick<
   ChildStats,
-  'handled' | 'handledBytes' | 'broadcasts' | 'drainWaits' | 'drainStalls' | 'queueFull' | 'peerDowns' | 'startReconnects' | 'signedSent' | 'signedIn' | 'proofsChecked' | 'proofsFailed'
+  'handled' | 'handledBytes' | 'broadcasts' | 'drainWaits' | 'drainStalls' | 'queueFull' | 'peerDowns' | 'startReconnects' | 'signedSent' | 'signedIn' | 'proofsChecked' | 'proofsFailed' | 'crossSent' | 'crossIn'
 >
+/** demo --clusters: one broadcast in this many also goes to each other cluster (broadcastTo). */
+const CROSS_EVERY = 8
 
 export async function replicaRole(): Promise<number> {
   const raw = process.env.NEXRES_DEMO_REPLICA
@@ -57,13 +59,14 @@ export async function replicaRole(): Promise<number> {
   let stallTimer: NodeJS.Timeout | undefined
   let signTimer: NodeJS.Timeout | undefined
   let signDue = false
-  const n: Counters = { handled: 0, handledBytes: 0, broadcasts: 0, drainWaits: 0, drainStalls: 0, queueFull: 0, peerDowns: 0, startReconnects: 0, signedSent: 0, signedIn: 0, proofsChecked: 0, proofsFailed: 0 }
+  const n: Counters = { handled: 0, handledBytes: 0, broadcasts: 0, drainWaits: 0, drainStalls: 0, queueFull: 0, peerDowns: 0, startReconnects: 0, signedSent: 0, signedIn: 0, proofsChecked: 0, proofsFailed: 0, crossSent: 0, crossIn: 0 }
   let touched = 0
+  const remotes = cfg.remoteClusters ?? []
 
   const snapshot = (r: Replica): ChildStats => {
     const st = r.stats()
     // The replica's own rejects count: per-peer rejects are a subset of it.
-    const s: ChildStats = { ...n, msgsIn: 0, bytesIn: 0, msgsOut: 0, bytesOut: 0, queuedBytes: 0, reconnects: 0, duplicates: 0, up: 0, rejects: st.rejects, handlerErrors: st.handlerErrors, unrouted: st.unrouted }
+    const s: ChildStats = { ...n, msgsIn: 0, bytesIn: 0, msgsOut: 0, bytesOut: 0, queuedBytes: 0, reconnects: 0, duplicates: 0, up: 0, remoteUp: 0, rejects: st.rejects, handlerErrors: st.handlerErrors, unrouted: st.unrouted }
     for (const p of st.peers) {
       s.msgsIn += p.msgsIn
       s.bytesIn += p.bytesIn
@@ -73,6 +76,7 @@ export async function replicaRole(): Promise<number> {
       s.reconnects += p.reconnects
       s.duplicates += p.duplicates
       if (p.connected) s.up++
+      if (p.connected && p.cluster !== undefined) s.remoteUp++
     }
     return s
   }
@@ -138,6 +142,13 @@ export async function replicaRole(): Promise<number> {
       const sign = signDue
       try {
         below = sign ? replica.broadcast(ROUTE_MSG, signedPayload, { sign: true }) : replica.broadcast(ROUTE_MSG, payload)
+        if (remotes.length > 0 && (n.broadcasts + 1) % CROSS_EVERY === 0) {
+          // The same payload to every replica of each other cluster.
+          for (const rc of remotes) {
+            if (!replica.broadcastTo(rc.id, ROUTE_MSG, payload)) below = false
+            n.crossSent++
+          }
+        }
       } catch (err) {
         if (errorCode(err) === 'QUEUE_FULL') {
           n.queueFull++
@@ -204,6 +215,7 @@ export async function replicaRole(): Promise<number> {
       ioThreads: cfg.ioThreads,
       highWaterMark: cfg.highWaterMark,
       maxQueueBytes: cfg.maxQueueBytes,
+      ...(remotes.length > 0 ? { remoteClusters: remotes } : {}),
     })
   } catch (err) {
     const code = errorCode(err)
@@ -215,6 +227,7 @@ export async function replicaRole(): Promise<number> {
   replica = r
   r.on(ROUTE_MSG, (msg) => {
     n.handled++
+    if (msg.cluster !== cfg.cluster.id) n.crossIn++
     n.handledBytes += msg.size
     if (msg.size > 0) touched ^= msg.payload[msg.size - 1]! // read the payload, as a real handler would
     const signature = msg.signature
@@ -246,6 +259,13 @@ export async function replicaRole(): Promise<number> {
   }
   try {
     await r.waitForPeers(undefined, { timeoutMs: PEERS_TIMEOUT_MS })
+    // --clusters: the links to the other clusters' replicas too.
+    const remoteCount = remotes.reduce((k, c) => k + c.replicas.length, 0)
+    const until = Date.now() + PEERS_TIMEOUT_MS
+    while (snapshot(r).remoteUp < remoteCount) {
+      if (Date.now() > until) throw new Error(`${remoteCount - snapshot(r).remoteUp} links to other clusters not up after ${PEERS_TIMEOUT_MS} ms`)
+      await new Promise((res) => setTimeout(res, 10))
+    }
     report({ t: 'up' })
   } catch (err) {
     if (!closing) report({ t: 'fatal', code: errorCode(err), message: `could not connect to every peer: ${errorMessage(err)}` })

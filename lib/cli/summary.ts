@@ -19,9 +19,9 @@ export function printSummary(
   load: LoadState,
   tTraffic: number,
   tLoad: number,
-  killed: readonly number[],
+  killed: readonly string[],
 ): void {
-  const keys = ['msgsIn', 'msgsOut', 'bytesIn', 'bytesOut', 'reconnects', 'rejects', 'handled', 'startReconnects', 'drainWaits', 'drainStalls', 'queueFull', 'peerDowns', 'handlerErrors', 'unrouted', 'duplicates', 'signedSent', 'signedIn', 'proofsChecked', 'proofsFailed'] as const
+  const keys = ['msgsIn', 'msgsOut', 'bytesIn', 'bytesOut', 'reconnects', 'rejects', 'handled', 'startReconnects', 'drainWaits', 'drainStalls', 'queueFull', 'peerDowns', 'handlerErrors', 'unrouted', 'duplicates', 'signedSent', 'signedIn', 'proofsChecked', 'proofsFailed', 'crossSent', 'crossIn', 'remoteUp'] as const
   const sum = Object.fromEntries(keys.map((k) => [k, 0])) as Summed
   const rows: Array<Array<string | number>> = children.map((c) => {
     const s = lastStats(c)
@@ -32,6 +32,7 @@ export function printSummary(
     return [c.id, count(s.msgsIn ?? 0), count(s.msgsOut ?? 0), bytes(s.bytesIn ?? 0), bytes(s.bytesOut ?? 0), count(reconnects), count(s.rejects ?? 0)]
   })
   rows.push(['total', count(sum.msgsIn), count(sum.msgsOut), bytes(sum.bytesIn), bytes(sum.bytesOut), count(sum.reconnects - sum.startReconnects), count(sum.rejects)])
+  const notes: string[] = []
   const secs = tTraffic / 1000
   const loadSecs = tLoad / 1000
   const label = (s: string): string => s.padEnd(13)
@@ -39,7 +40,13 @@ export function printSummary(
   out.line(table(['replica', 'msgs in', 'msgs out', 'bytes in', 'bytes out', 'reconnects', 'rejects'], rows))
   out.line('')
   out.line(`${label('messages')}${count(sum.msgsIn)} delivered in ${secs.toFixed(2)} s: ${rate(sum.msgsIn / secs)} msgs/s, ${bytes(sum.bytesIn / secs)}/s (${count(opts.size)}-byte payloads, every replica broadcasting)`)
-  out.line(`${label('requests')}${count(load.requests)} echo calls in ${loadSecs.toFixed(2)} s: ${rate(load.requests / loadSecs)} req/s (${OUTSTANDING} outstanding over ${children.length} client connections)`)
+  if (opts.clusters > 1) {
+    // Each cross-cluster broadcast reaches every replica of each other cluster.
+    const expected = sum.crossSent * opts.replicas
+    out.line(`${label('clusters')}${opts.clusters} clusters (epoch 0): ${count(sum.crossSent)} broadcasts to other clusters (broadcastTo), ${count(sum.crossIn)} of their ${count(expected)} copies delivered with msg.cluster set to the sender's cluster`)
+    if (sum.crossIn !== expected) notes.push(`${count(expected)} cross-cluster copies sent, ${count(sum.crossIn)} received`)
+  }
+  out.line(`${label('requests')}${count(load.requests)} echo calls in ${loadSecs.toFixed(2)} s: ${rate(load.requests / loadSecs)} req/s (${OUTSTANDING} outstanding over ${opts.replicas} client connections)`)
   if (opts.byzantine > 0) {
     const liars = children.slice(children.length - opts.byzantine).map((c) => c.id)
     out.line(`${label('byzantine')}replica${liars.length > 1 ? 's' : ''} ${liars.join(', ')} answered every call wrong; quorum calls (f = ${opts.byzantine}, ${opts.byzantine + 1} equal replies) outvoted ${count(load.liesSeen)} lies seen; ${count(load.mismatches)} wrong answers accepted`)
@@ -52,10 +59,9 @@ export function printSummary(
   } else {
     out.line(`${label('auth')}none: replica connections not authenticated (run with --auth mac, the default, for keys and MACs)`)
   }
-  const notes: string[] = []
   if (sum.startReconnects > 0) notes.push(`reconnects: ${count(sum.startReconnects)} more while the cluster was starting (a peer not listening yet), not counted above`)
-  if (opts.auth !== 'none' && sum.signedIn !== sum.signedSent * (children.length - 1)) {
-    notes.push(`${count(sum.signedSent)} signed broadcasts to ${children.length - 1} peers each, but ${count(sum.signedIn)} signatures received`)
+  if (opts.auth !== 'none' && sum.signedIn !== sum.signedSent * (opts.replicas - 1)) {
+    notes.push(`${count(sum.signedSent)} signed broadcasts to ${opts.replicas - 1} peers each, but ${count(sum.signedIn)} signatures received`)
   }
   if (sum.proofsFailed > 0) notes.push(`verifySigned() rejected ${count(sum.proofsFailed)} of ${count(sum.proofsChecked)} received signatures`)
   if (sum.handled !== sum.msgsIn) notes.push(`handlers saw ${count(sum.handled)} messages, the engine counted ${count(sum.msgsIn)} in`)
