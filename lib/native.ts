@@ -98,7 +98,7 @@ export interface NativeEngine extends NativeSender {
   /** Key under which worker threads attach Consumers (options.consumers > 0, running). */
   shareKey(): number
   /** engine::reconfigure: throws (an Error with the engine's reason) when refused, nothing changed. */
-  reconfigure(m: { epoch: number; peers: PeerEntry[] }): void
+  reconfigure(m: { epoch: number; peers: PeerEntry[]; privateKey?: Uint8Array }): void
   stop(): void
 }
 

@@ -213,7 +213,7 @@ export abstract class ReplicaBase extends Inbound {
    * Any ArrayBufferView is sent as its bytes, a string as UTF-8.
    */
   send(to: number, route: string, payload: Uint8Array | ArrayBufferView | string, options?: SendOptions): boolean {
-    const idx = this.slotOf(to)
+    const idx = this.slotOfFresh(to)
     if (idx < 0) checkReplicaId('to', to)
     const rid = this.route(route)
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
@@ -252,6 +252,7 @@ export abstract class ReplicaBase extends Inbound {
     const bytes = payloadBytes('payload', payload)
     const sign = options === undefined ? false : this.signOption(options, BROADCAST_OPTION_KEYS)
     if (this.closing !== undefined) throw new ClosedError()
+    if (!this.remoteIndex.has(clusterId)) this.refreshSlots()
     const members = this.remoteIndex.get(clusterId)
     if (members === undefined || members.size === 0) throw new UnknownPeerError(undefined, clusterId)
     const slots = [...members.values()]
@@ -264,8 +265,23 @@ export abstract class ReplicaBase extends Inbound {
     const { cluster, id } = to
     if (typeof cluster !== 'string' || cluster.length === 0) throw new InvalidArgumentError('to.cluster', 'a cluster id (string)', cluster)
     checkReplicaId('to.id', id)
-    if (cluster === this.cluster) return this.slotOf(id)
+    if (cluster === this.cluster) return this.slotOfFresh(id)
+    const idx = this.remoteIndex.get(cluster)?.get(id)
+    if (idx !== undefined) return idx
+    this.refreshSlots()
     return this.remoteIndex.get(cluster)?.get(id) ?? -1
+  }
+
+  /**
+   * slotOf, and for a peer not known here the slot table read again from
+   * native first (a worker may see a message from a peer added by the main
+   * thread's reconfigure before the news of it).
+   */
+  private slotOfFresh(peer: number): number {
+    const idx = this.slotOf(peer)
+    if (idx >= 0 || typeof peer !== 'number') return idx
+    this.refreshSlots()
+    return this.slotOf(peer)
   }
 
   /** `options.sign` checked (options of the kind `keys` lists); true to sign. */
@@ -352,7 +368,7 @@ export abstract class ReplicaBase extends Inbound {
    * `INVALID_ARGUMENT` (checked before waiting).
    */
   async sendAsync(to: number, route: string, payload: Uint8Array | ArrayBufferView | string, options?: SendAsyncOptions): Promise<void> {
-    const idx = this.slotOf(to)
+    const idx = this.slotOfFresh(to)
     if (idx < 0) checkReplicaId('to', to)
     const rid = this.route(route)
     const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events'
 
 import { checkDelay, checkOptions, checkReplicaId } from './args.js'
 import { clientIdOf } from './client-auth.js'
-import { type ClusterConfig, type PeerEntry, type ReplicaOptions, type ResolvedOptions, resolveAuth, resolveOptions, resolveRemoteClusters, validateCluster } from './config.js'
+import { type ClusterConfig, type PeerEntry, type ReplicaOptions, type ResolvedOptions, decodeKey, resolveAuth, resolveOptions, resolveRemoteClusters, validateCluster } from './config.js'
 import { engineIntegers } from './engine-options.js'
 import {
   ClosedError,
@@ -57,9 +57,16 @@ export interface EpochAheadInfo {
 export interface ReconfigureOptions {
   /** The remote clusters from now on (default: those in use, unchanged). */
   remoteClusters?: ClusterConfig[]
+  /**
+   * This replica's new private key (auth 'mac'/'seal'), matching its new
+   * `publicKey` in `cluster`: every session starts again under it; signed
+   * messages queued under the old key and not acknowledged are reported in
+   * `'undelivered'` (their signatures would not check any more).
+   */
+  privateKey?: string | Uint8Array
 }
 
-const RECONFIGURE_OPTION_KEYS: Record<keyof ReconfigureOptions, true> = { remoteClusters: true }
+const RECONFIGURE_OPTION_KEYS: Record<keyof ReconfigureOptions, true> = { remoteClusters: true, privateKey: true }
 
 /** A connection refused by this replica (or by a peer, for our outbound link). */
 export interface RejectInfo {
@@ -483,7 +490,9 @@ export class Replica extends ReplicaBase {
     if (self.host !== was.host || self.port !== was.port) {
       throw new ConfigError('cluster.replicas', `replica ${this.id} (this one) must stay at ${was.host}:${was.port}, got ${self.host}:${self.port}`)
     }
-    const authed = resolveAuth({ auth: old.auth, privateKey: old.privateKey, receiveChunkBytes: old.receiveChunkBytes, maxChunksPerConnection: old.maxChunksPerConnection }, this.id, c)
+    if (options?.privateKey !== undefined && old.auth === 'none') throw new ConfigError('options.privateKey', "is given but auth is 'none'")
+    const privateKey = options?.privateKey === undefined ? old.privateKey : decodeKey('options.privateKey', options.privateKey)
+    const authed = resolveAuth({ auth: old.auth, privateKey, receiveChunkBytes: old.receiveChunkBytes, maxChunksPerConnection: old.maxChunksPerConnection }, this.id, c)
     const remote = options?.remoteClusters === undefined ? { remoteClusters: old.remoteClusters, remotePeers: old.remotePeers } : resolveRemoteClusters(options.remoteClusters, c.id, old.auth, 'options.remoteClusters')
     const keyOf = new Map(authed.publicKeys.map((k) => [k.id, k.key]))
     const peers: PeerEntry[] = c.replicas
@@ -496,11 +505,14 @@ export class Replica extends ReplicaBase {
     // then comes back in 'undelivered').
     this.outbox.flush()
     try {
-      this.engine.reconfigure({ epoch, peers: [...peers, ...remote.remotePeers] })
+      const newKey = privateKey !== old.privateKey && privateKey !== undefined ? { privateKey } : {}
+      this.engine.reconfigure({ epoch, peers: [...peers, ...remote.remotePeers], ...newKey })
     } catch (err) {
-      throw new ConfigError('maxPeers', (err as Error).message)
+      // What only the engine can check: the slot table, and keys OpenSSL refuses.
+      const m = (err as Error).message
+      throw new ConfigError(/maxPeers/.test(m) ? 'maxPeers' : /private key/.test(m) ? 'options.privateKey' : 'cluster', m)
     }
-    this.opts = { ...old, cluster: c, epoch, peers: peers.map((p) => p.id), publicKeys: authed.publicKeys, ...remote }
+    this.opts = { ...old, cluster: c, epoch, peers: peers.map((p) => p.id), publicKeys: authed.publicKeys, privateKey, ...remote }
     this.applySlots(this.engine.peers())
     this.pool?.tell({ type: 'membership', slots: this.engine.peers() })
   }

@@ -296,3 +296,65 @@ t.test('reconfigure checks its arguments before touching anything', async (t) =>
   await a.close({ timeoutMs: 0 })
   t.throws(() => a.reconfigure(config('args', ports, [1, 2], 5)), { code: 'CLOSED' }, 'CLOSED once closed')
 })
+
+t.test("a replica replaces its own key while running: sessions start again under it, signed messages queued under the old key are reported, the old key is refused", async (t) => {
+  const k = await keyedCluster(3, 'rotate')
+  const rs = await Promise.all([1, 2, 3].map((i) => start(t, { id: i, cluster: { ...k.cluster }, privateKey: k.keys[i - 1]!.privateKey })))
+  await Promise.all(rs.map((r) => r.waitForPeers()))
+  const [a, b] = [rs[0]!, rs[1]!]
+  const plain = record(b, 'plain')
+  const signed: { id: number; ok: boolean }[] = []
+  // Replica 3 goes down; what 1 sends it meanwhile waits in 1's queue.
+  await rs[2]!.close({ timeoutMs: 0 })
+  const lost = undelivered(a)
+  const reasons: string[] = []
+  a.events.on('undelivered', (peer, info) => reasons.push(`${peer}: ${info.reason}`))
+  for (let i = 0; i < 40; i++) {
+    a.send(3, 'signed', Buffer.from([i]), { sign: true })
+    a.send(3, 'plain', Buffer.from([i]))
+  }
+  a.flush()
+  const queuedSigned = a.lastMessageId
+
+  // New key for 1; epoch 1 everywhere; 1 keeps streaming to 2 throughout.
+  const fresh = generateKeyPair()
+  const next: ClusterConfig = { ...k.cluster, epoch: 1, replicas: k.cluster.replicas.map((r) => (r.id === 1 ? { ...r, publicKey: fresh.publicKey } : r)) }
+  let n = 0
+  const pump = setInterval(() => {
+    for (let i = 0; i < 20; i++) a.send(2, 'plain', Buffer.from([n++ & 0xff]))
+  }, 2)
+  t.teardown(() => clearInterval(pump))
+  await delay(50)
+  b.reconfigure(next)
+  a.reconfigure(next, { privateKey: fresh.privateKey })
+  await delay(50)
+  clearInterval(pump)
+  await until(() => (plain.get(1)?.length ?? 0) === n, 10_000, 'every plain message to 2')
+  t.ok(increasing(plain.get(1)!), '1 -> 2: all plain messages, in order, none twice, across the key change')
+
+  await until(() => (lost.get(3) ?? []).length > 0, 10_000, 'the stale signed messages reported')
+  t.ok(reasons.some((r) => r.startsWith('3: ') && /key that reconfigure replaced/.test(r)), `reported with the reason (${reasons.join('; ')})`)
+  const c = await start(t, { id: 3, cluster: next, privateKey: k.keys[2]!.privateKey })
+  c.on('signed', (m) => signed.push({ id: m.id, ok: m.signature !== undefined }))
+  const plain3 = record(c, 'plain')
+  await until(() => (plain3.get(1)?.length ?? 0) === 40, 10_000, 'the plain messages queued for 3')
+  await delay(100)
+  t.equal(signed.length, 0, 'none of the 40 signed under the old key reached 3 (they were given up)')
+  const ranges = lost.get(3)!
+  const covered = (id: number): boolean => ranges.some(([x, y]) => id >= x && id <= y)
+  t.ok(ranges.reduce((s, [x, y]) => s + (y - x + 1), 0) >= 40 && covered(queuedSigned - 1), 'the given-up ids are reported')
+
+  // Signed under the new key: delivered, and they verify with the new public key.
+  a.send(3, 'signed', 'new key', { sign: true })
+  await until(() => signed.length === 1, 10_000, 'a signed message under the new key')
+  t.ok(signed[0]!.ok, 'delivered with its signature (checked on receipt against the new key)')
+
+  // The old key no longer proves replica 1.
+  const rejects: string[] = []
+  b.events.on('reject', (i) => rejects.push(i.code))
+  const old = await connectAuthenticated({ port: k.cluster.replicas[1]!.port, clusterId: 'rotate', sender: 1, responder: 2, privateKey: k.keys[0]!.privateKey })
+  old.send([dataFrame(1, 'plain', 1e9, Buffer.from('old'))])
+  t.equal((await readReject(old.socket)).code, 10, 'a handshake with the old key: BAD_AUTH')
+  old.close()
+  t.throws(() => b.reconfigure(next, { privateKey: fresh.privateKey }), { code: 'CONFIG_INVALID', field: 'privateKey' }, "another replica's key for this one: refused")
+})

@@ -195,3 +195,38 @@ t.test('remote clusters change with reconfigure; sendTo/broadcastTo check their 
   await until(() => got.length === 1, 10_000, 'the message after re-adding B')
   t.same(got, ['again'])
 })
+
+t.test('with workers: remote senders reach worker handlers with msg.cluster; peers added by reconfigure are known to the workers', async (t) => {
+  const A = await keyedCluster(3, 'wA')
+  const B = await keyedCluster(1, 'wB')
+  const two: ClusterConfig = { ...A.cluster, replicas: A.cluster.replicas.slice(0, 2) }
+  const a1 = await start(t, {
+    id: 1,
+    cluster: two,
+    privateKey: A.keys[0]!.privateKey,
+    remoteClusters: [B.cluster],
+    workers: 2,
+    handlers: new URL('./fixtures/worker-membership.mjs', import.meta.url),
+  })
+  const a2 = await start(t, { id: 2, cluster: two, privateKey: A.keys[1]!.privateKey })
+  const b1 = await start(t, { id: 1, cluster: B.cluster, privateKey: B.keys[0]!.privateKey, remoteClusters: [two] })
+  const pongs: string[] = []
+  for (const r of [a2, b1]) r.on('pong', (m) => pongs.push(`${m.cluster}/${m.from} -> ${r.cluster}/${r.id}: ${m.text()}`))
+  await until(() => a1.stats().peers.every((p) => p.connected), 20_000, 'links up')
+  b1.sendTo({ cluster: 'wA', id: 1 }, 'ping', '')
+  a2.send(1, 'ping', '')
+  await until(() => pongs.length === 2, 10_000, 'two pongs')
+  t.match(pongs.sort(), [/^wA\/1 -> wA\/2: worker \d of wA\/1: ping from wA\/2$/, /^wA\/1 -> wB\/1: worker \d of wA\/1: ping from wB\/1$/], 'a worker answered each sender at its (cluster, id)')
+
+  // Replica 3 joins (epoch 1); a worker answers it at once.
+  const three: ClusterConfig = { ...A.cluster, epoch: 1 }
+  a1.reconfigure(three, { remoteClusters: [B.cluster] })
+  a2.reconfigure(three)
+  const a3 = await start(t, { id: 3, cluster: three, privateKey: A.keys[2]!.privateKey })
+  a3.on('pong', (m) => pongs.push(`${m.cluster}/${m.from} -> wA/3: ${m.text()}`))
+  await a3.waitForPeers([1])
+  a3.send(1, 'ping', '')
+  await until(() => pongs.length === 3, 10_000, 'the new replica’s pong')
+  t.match(pongs[2], /^wA\/1 -> wA\/3: worker \d of wA\/1: ping from wA\/3$/, 'the workers know replica 3')
+  t.equal(a1.stats().epoch, 1)
+})

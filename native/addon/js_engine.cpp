@@ -182,10 +182,12 @@ class JsEngine : public Napi::ObjectWrap<JsEngine> {
     Napi::Env env = info.Env();
     engine* eng = out_.live();
     if (eng == nullptr) throw Napi::Error::New(env, "engine not running");
-    const nexres::membership m = read_membership(env, info[0]);
+    nexres::membership m = read_membership(env, info[0]);
     std::vector<std::int32_t> slots;
     std::string error;
-    if (!eng->reconfigure(m, slots, error)) throw Napi::Error::New(env, error);
+    const bool ok = eng->reconfigure(m, slots, error);
+    nexres::crypto::cleanse(m.private_seed.data(), m.private_seed.size());
+    if (!ok) throw Napi::Error::New(env, error);
     return env.Undefined();
   }
 

@@ -228,6 +228,10 @@ nexres::membership read_membership(Napi::Env env, const Napi::Value& v) {
   nexres::membership m;
   m.epoch = u32(env, "epoch", o.Get("epoch"));
   m.peers = peers_of(env, "peers", o.Get("peers"));
+  if (o.Has("privateKey") && !o.Get("privateKey").IsUndefined()) {
+    m.has_private_key = true;
+    m.private_seed = key32(env, "privateKey", o.Get("privateKey"));
+  }
   return m;
 }
 

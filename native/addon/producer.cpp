@@ -27,8 +27,11 @@ Napi::Value producer::Flush(const Napi::CallbackInfo& info) {
   if (has_ext) externals = info[4].As<Napi::Array>();
   // External payloads: one owner per payload, made on first use.
   std::vector<nexres::external_payload> ext_payloads;
+  // The key signed frames of this flush are signed with (reconfigure may
+  // replace it meanwhile: the frames then carry the generation that tells).
+  const engine::own_key* own = eng->key();
   nexres::outbound_batch batch(block, block ? block->data : nullptr, length,
-                               eng->identity().signer.get(), eng->options().cluster_id);
+                               own != nullptr ? own->signer.get() : nullptr, eng->options().cluster_id);
   const std::uint32_t* r = runs.Data();
   for (std::size_t i = 0; i < run_count; ++i, r += run_fields) {
     nexres::staged_run run;
@@ -67,10 +70,11 @@ Napi::Value producer::Flush(const Napi::CallbackInfo& info) {
   bool signed_ok = true;
   se_->ids.stamp_and_enqueue(
       batch.segments(), [eng](std::uint32_t dest, const segment& seg) { eng->enqueue(dest, seg); },
-      [eng, &signed_ok](segment& seg) {
+      [eng, own, &signed_ok](segment& seg) {
         const auto& o = eng->options();
         // add() refused signed runs without a key.
-        signed_ok = nexres::sign_segment(seg, *eng->identity().signer, o.cluster_id, o.incarnation) && signed_ok;
+        seg.key_generation = own->generation;
+        signed_ok = nexres::sign_segment(seg, *own->signer, o.cluster_id, o.incarnation) && signed_ok;
       });
   if (!signed_ok) throw Napi::Error::New(env, nexres::describe(nexres::outbound_error::signing_failed));
   FillDepths();

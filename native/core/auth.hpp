@@ -176,9 +176,4 @@ bool sign_frame(const crypto::ed25519_signer& key, const std::string& cluster_id
 bool verify_frame(const crypto::ed25519_verifier& key, const std::string& cluster_id, std::uint64_t incarnation,
                   const std::uint8_t* frame);
 
-/// This replica's own key (its peers' keys are in their slots, peer_slot.hpp).
-struct identity {
-  std::unique_ptr<crypto::ed25519_signer> signer;
-};
-
 }  // namespace nexres::auth

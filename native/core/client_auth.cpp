@@ -73,7 +73,7 @@ void client_session::welcome(std::size_t cid_len, auth_mode mode) {
       return refuse(reject_code::bad_auth, "this replica serves only clients with a key (clientAuth 'key'): connect with privateKey");
     // Both signatures cover the transcript and the client's key.
     transcript_.insert(transcript_.end(), client_key_.begin(), client_key_.end());
-    const auto& signer = engine_.identity().signer;
+    const crypto::ed25519_signer* signer = engine_.signer();
     if (signer && !auth::sign(*signer, 'S', transcript_, x + auth::nonce_bytes + auth::eph_bytes))
       return refuse(reject_code::bad_auth, "could not sign the handshake");
     {

@@ -66,7 +66,10 @@ engine::engine(engine_options options, std::function<void()> wake)
   for (std::size_t i = 0; i < reject_code_count; ++i) rejects_by_code_[i].store(0);
   if (options_.auth != auth_mode::none) {
     // Throws on a key that does not load (the caller validated them).
-    identity_.signer = std::make_unique<crypto::ed25519_signer>(options_.private_seed.data());
+    auto k = std::make_unique<own_key>();
+    k->signer = std::make_unique<crypto::ed25519_signer>(options_.private_seed.data());
+    key_.store(k.get(), std::memory_order_release);
+    keys_owned_.push_back(std::move(k));
     crypto::cleanse(options_.private_seed.data(), options_.private_seed.size());
     crypto::cleanse(options.private_seed.data(), options.private_seed.size());  // the moved-from copy
     const unsigned cores = std::thread::hardware_concurrency();
@@ -402,6 +405,29 @@ bool engine::apply(const membership& m, std::vector<std::int32_t>& slots, std::s
     }
     new_keys[k] = std::make_unique<crypto::ed25519_verifier>(std::move(*v));
   }
+  std::unique_ptr<own_key> new_own;
+  if (m.has_private_key) {
+    if (!mac) {
+      error = "a private key, but auth is 'none'";
+      return false;
+    }
+    new_own = std::make_unique<own_key>();
+    try {
+      new_own->signer = std::make_unique<crypto::ed25519_signer>(m.private_seed.data());
+    } catch (const std::exception&) {
+      error = "the private key does not load";
+      return false;
+    }
+    const own_key* cur = key_.load(std::memory_order_relaxed);
+    if (cur != nullptr && cur->signer->public_key() == new_own->signer->public_key()) new_own.reset();  // the same key
+  }
+  const bool own_key_changed = new_own != nullptr;
+  if (own_key_changed) {
+    new_own->generation = key_.load(std::memory_order_relaxed)->generation + 1;
+    key_.store(new_own.get(), std::memory_order_release);
+    keys_owned_.push_back(std::move(new_own));
+  }
+  // A new epoch or a new own key: every session of this cluster starts again.
   const bool epoch_changed = m.epoch != old_epoch;
   epoch_.store(m.epoch, std::memory_order_release);
   if (links_.size() < slot_capacity_) links_.resize(slot_capacity_);
@@ -435,9 +461,10 @@ bool engine::apply(const membership& m, std::vector<std::int32_t>& slots, std::s
       if (i >= count) slot_count_.store(i + 1, std::memory_order_release);
       ps.link.store(link.get(), std::memory_order_release);
       if (started_ && !stopped_) link->start();
-    } else if (epoch_changed || key_changed || link->address_differs(addr)) {
-      link->restart(addr, epoch_changed ? "reconfigured: epoch " + std::to_string(m.epoch)
-                                        : std::string("reconfigured: new address or key"));
+    } else if ((epoch_changed && !ps.remote) || own_key_changed || key_changed || link->address_differs(addr)) {
+      link->restart(addr, own_key_changed ? std::string("reconfigured: this replica's key replaced")
+                          : epoch_changed  ? "reconfigured: epoch " + std::to_string(m.epoch)
+                                           : std::string("reconfigured: new address or key"));
       close_inbound(ps);
     }
     slots.push_back(static_cast<std::int32_t>(i));
@@ -450,10 +477,11 @@ bool engine::apply(const membership& m, std::vector<std::int32_t>& slots, std::s
     retired_links_.push_back(std::move(links_[i]));
     close_inbound(ps);
   }
-  // With a new epoch, sessions of peers on the old one end too.
-  if (epoch_changed)
+  // With a new epoch, sessions of peers on the old one end too; with a new
+  // own key, every session (each proved the old one).
+  if (epoch_changed || own_key_changed)
     for (std::uint32_t i = 0; i < count; ++i)
-      if (keep[i]) close_inbound(slots_[i]);
+      if (keep[i] && (own_key_changed || !slots_[i].remote)) close_inbound(slots_[i]);
   return true;
 }
 

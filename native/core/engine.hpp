@@ -49,6 +49,10 @@ struct peer_config {
 /// Who the replica links to (PROTOCOL.md §2 "Configuration epochs").
 struct membership {
   std::uint32_t epoch = 0;
+  /// A new private key for this replica (auth mac/seal): its sessions start
+  /// again, and signed frames queued under the old key are given up.
+  bool has_private_key = false;
+  std::array<std::uint8_t, 32> private_seed{};
   /// Every peer, of this cluster and of remote clusters; not this replica.
   std::vector<peer_config> peers;
 };
@@ -215,6 +219,9 @@ struct segment {
   /// the queue (counted, resent in clear to be sealed again on the next
   /// connection) but not written itself.
   bool shadow = false;
+  /// Signed frames: engine::own_key::generation of the key that signed them
+  /// (a link gives up signed frames of a replaced key, peer_link::pull_queue).
+  std::uint32_t key_generation = 0;
 
   /// A control frame of `length` bytes at `data`, kept alive by `owner`.
   static segment control_frame(std::shared_ptr<const void> owner, const std::uint8_t* data, std::size_t length) {
@@ -376,7 +383,18 @@ class engine {
   engine_stats stats() const;
   const engine_options& options() const noexcept { return options_; }
   /// Keys for auth mode mac (empty signer otherwise).
-  const auth::identity& identity() const noexcept { return identity_; }
+  /// This replica's key (auth mac/seal; null with auth none), and which one
+  /// it is (0, then 1, 2, ... as reconfigure replaces it). Any thread; the
+  /// signer lives as long as the engine.
+  struct own_key {
+    std::unique_ptr<crypto::ed25519_signer> signer;
+    std::uint32_t generation = 0;
+  };
+  const own_key* key() const noexcept { return key_.load(std::memory_order_acquire); }
+  const crypto::ed25519_signer* signer() const noexcept {
+    const own_key* k = key();
+    return k != nullptr ? k->signer.get() : nullptr;
+  }
   /// auth mac/seal: where signed frames are verified (null with auth none).
   verify_pool* verifier_pool() noexcept { return verify_.get(); }
   /// Bound local port (after start); useful with port 0.
@@ -473,7 +491,8 @@ class engine {
 
  private:
   engine_options options_;
-  auth::identity identity_;
+  std::atomic<const own_key*> key_{nullptr};
+  std::vector<std::unique_ptr<own_key>> keys_owned_;  // config_mu_ (after construction), append-only
   std::function<void()> wake_;
   std::atomic<bool> wake_pending_{false};
   std::function<void()> event_wake_;

@@ -129,7 +129,8 @@ void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   std::uint8_t* b = build_welcome(engine_.options().auth, auth::welcome_ext_bytes);
   std::memcpy(b, nonce_r.data(), auth::nonce_bytes);
   std::memcpy(b + auth::nonce_bytes, eph_->public_key().data(), auth::eph_bytes);
-  if (!auth::sign(*engine_.identity().signer, 'R', transcript_, b + auth::nonce_bytes + auth::eph_bytes))
+  const crypto::ed25519_signer* own = engine_.signer();
+  if (own == nullptr || !auth::sign(*own, 'R', transcript_, b + auth::nonce_bytes + auth::eph_bytes))
     return refuse(reject_code::bad_auth, "signing failed");
   // The session keys now: everything we write after the WELCOME is sealed
   // (a REJECT too), and the initiator may answer with a sealed REJECT

@@ -80,10 +80,14 @@ void peer_link::restart(replica_address peer, std::string reason) {
     if (self->state_ == state::idle) return;  // not started yet: start() dials the new address
     if (self->state_ == state::backoff) {
       self->timer_.cancel();
+      self->pull_queue();
+      self->drop_stale_signed();
       self->do_connect();
       return;
     }
-    self->fail(reject_code::shutting_down, reason);
+    self->fail(reject_code::shutting_down, reason);  // what was written goes back to pending_
+    self->pull_queue();
+    self->drop_stale_signed();
   });
 }
 
@@ -125,7 +129,34 @@ void peer_link::want_drain() {
 
 void peer_link::pull_queue() {
   segment s;
-  while (moq_.pop(s)) pending_.push_back(std::move(s));
+  const engine::own_key* key = nullptr;
+  while (moq_.pop(s)) {
+    if (s.sign) {
+      // Signed under a key reconfigure replaced: the peer would refuse it.
+      if (key == nullptr) key = engine_.key();
+      if (key != nullptr && s.key_generation != key->generation) {
+        stale_signed_.push_back(std::move(s));
+        continue;
+      }
+    }
+    pending_.push_back(std::move(s));
+  }
+  if (!stale_signed_.empty()) give_up(stale_signed_, "signed with this replica's key that reconfigure replaced");
+}
+
+// io thread: drops the signed segments of pending_ signed under a replaced key.
+void peer_link::drop_stale_signed() {
+  const engine::own_key* key = engine_.key();
+  if (key == nullptr) return;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->sign && it->key_generation != key->generation) {
+      stale_signed_.push_back(std::move(*it));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!stale_signed_.empty()) give_up(stale_signed_, "signed with this replica's key that reconfigure replaced");
 }
 
 void peer_link::on_wakeup() {
@@ -421,21 +452,28 @@ void peer_link::schedule_reconnect() {
   });
 }
 
-// io thread, link down past the deadline: everything queued for the peer is
-// dropped and reported (count, bytes, message id range), never silently.
+// io thread, link down past the deadline (or the peer removed): everything
+// queued for the peer is dropped and reported (count, bytes, message id
+// range), never silently.
 void peer_link::give_up_queue(const char* reason) {
   pull_queue();
-  if (pending_.empty()) return;
+  front_offset_ = 0;
+  give_up(pending_, reason);
+}
+
+// io thread: drops `q` (not written, or written and given back) and reports
+// its messages in one undelivered event.
+void peer_link::give_up(std::deque<segment>& q, const char* reason) {
+  if (q.empty()) return;
   std::uint64_t msgs = 0, bytes = 0, first = 0, last = 0;
-  for (const segment& s : pending_) {
+  for (const segment& s : q) {
     if (s.control) continue;
     msgs += s.messages;
     bytes += s.length;
     if (first == 0 && s.framed && s.length >= frame_header_bytes) first = decode_header(s.data).msg_id;
     if (s.last_msg_id > last) last = s.last_msg_id;
   }
-  pending_.clear();
-  front_offset_ = 0;
+  q.clear();
   queued_msgs_.fetch_sub(std::min(msgs, queued_msgs_.load(std::memory_order_relaxed)), std::memory_order_relaxed);
   queued_bytes_.fetch_sub(std::min(bytes, queued_bytes_.load(std::memory_order_relaxed)), std::memory_order_seq_cst);
   if (msgs == 0) return;

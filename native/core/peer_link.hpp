@@ -117,6 +117,9 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   bool confirmed_ = false;
   std::chrono::steady_clock::time_point down_since_ = std::chrono::steady_clock::now();
   void give_up_queue(const char* reason);
+  void give_up(std::deque<segment>& q, const char* reason);
+  void drop_stale_signed();
+  std::deque<segment> stale_signed_;  // io thread: scratch of pull_queue
   // A STALE_EPOCH refusal: the refuser's epoch (the REJECT's msg_id); a
   // newer one than ours is reported (engine::report_epoch_ahead).
   void on_refused(const frame_header& h, const reject_body& r);

@@ -241,7 +241,8 @@ bool peer_link::on_welcome_auth(const hello_message& w) {
   h.sender = o.self_id;
   h.kind = frame_kind::auth;
   encode_header(frame->data(), h);
-  if (!auth::sign(*engine_.identity().signer, 'I', t, frame->data() + frame_header_bytes)) {
+  const crypto::ed25519_signer* own = engine_.signer();
+  if (own == nullptr || !auth::sign(*own, 'I', t, frame->data() + frame_header_bytes)) {
     fail(reject_code::bad_auth, "signing failed");
     return false;
   }
