@@ -163,6 +163,8 @@ const CLOSE_OPTION_KEYS: Record<keyof CloseOptions, true> = { timeoutMs: true }
 export interface CloseResult {
   /** Bytes per peer id that were queued but not acknowledged when the replica closed. */
   undeliveredBytes: Record<number, number>
+  /** The same for replicas of remote clusters: cluster id -> replica id -> bytes. */
+  remoteUndeliveredBytes: Record<string, Record<number, number>>
 }
 
 /**
@@ -379,10 +381,14 @@ export class Replica extends ReplicaBase {
     this.engine.refreshDepths()
     const undeliveredBytes: Record<number, number> = {}
     for (const [p, i] of this.peerIndex) if (this.depths[i]! > 0) undeliveredBytes[p] = this.depths[i]!
+    const remoteUndeliveredBytes: Record<string, Record<number, number>> = {}
+    for (const [cluster, members] of this.remoteIndex) {
+      for (const [p, i] of members) if (this.depths[i]! > 0) (remoteUndeliveredBytes[cluster] ??= {})[p] = this.depths[i]!
+    }
     this.engine.stop()
     this.closed = true
     this.up.clear()
-    return { undeliveredBytes }
+    return { undeliveredBytes, remoteUndeliveredBytes }
   }
 
   /** Registers the handler of a route (one per route). With `workers`, register in the handlers module instead. */

@@ -232,7 +232,7 @@ t.test('Replica: send, broadcast, sendAsync refuse wrong kinds; a 3-replica clus
   for (const r of rs) r.broadcast('good', `from ${r.id}`)
   await until(() => count(got) === count(want) + 6, 10_000, 'a last broadcast from each replica')
   const results = await Promise.all([a, b, c].map((r) => r.close({ timeoutMs: 2000 })))
-  t.same(results, [{ undeliveredBytes: {} }, { undeliveredBytes: {} }, { undeliveredBytes: {} }], 'every message was acknowledged: nothing was lost silently')
+  t.same(results, [{ undeliveredBytes: {}, remoteUndeliveredBytes: {} }, { undeliveredBytes: {}, remoteUndeliveredBytes: {} }, { undeliveredBytes: {}, remoteUndeliveredBytes: {} }], 'every message was acknowledged: nothing was lost silently')
 })
 
 t.test('Replica: on, handle, off, serve, waitForPeers, isConnected, close refuse wrong kinds and stay usable', async (t) => {

@@ -81,7 +81,7 @@ t.test('close() leaves no thread, socket or handle behind', async (t) => {
   t.test('3 replicas exchange messages, close, and the process exits by itself', async (t) => {
     const res = await runLifecycleChild(t, 'exchange')
     t.same(res.received, { 1: 8000, 2: 8000, 3: 8000 }, 'every message arrived before the close')
-    t.same(res.close, [{ undeliveredBytes: {} }, { undeliveredBytes: {} }, { undeliveredBytes: {} }], 'nothing undelivered')
+    t.same(res.close, [{ undeliveredBytes: {}, remoteUndeliveredBytes: {} }, { undeliveredBytes: {}, remoteUndeliveredBytes: {} }, { undeliveredBytes: {}, remoteUndeliveredBytes: {} }], 'nothing undelivered')
   })
 
   t.test('closing while messages are sent in a tight loop', async (t) => {
@@ -101,7 +101,7 @@ t.test('close() leaves no thread, socket or handle behind', async (t) => {
     const res = await runLifecycleChild(t, 'peers-down')
     const frame = HEADER + 100
     // 10 sends + 1 broadcast to replica 2, 5 sends + 1 broadcast to replica 3
-    t.same(res.close, { undeliveredBytes: { 2: 11 * frame, 3: 6 * frame } }, 'undeliveredBytes per down peer')
+    t.same(res.close, { undeliveredBytes: { 2: 11 * frame, 3: 6 * frame }, remoteUndeliveredBytes: {} }, 'undeliveredBytes per down peer')
     t.ok(res.closeMs >= 190, `close waited for the timeout (${res.closeMs} ms)`)
     t.ok(res.closeMs < 3000, `close did not wait much longer than its timeout (${res.closeMs} ms)`)
   })
@@ -144,7 +144,7 @@ t.test('close() leaves no thread, socket or handle behind', async (t) => {
     t.ok(res.peerStats!.connected, 'the link to the fake peer was up')
     t.equal(res.peerStats!.queuedBytes, total, 'nothing acknowledged')
     t.ok(res.peerStats!.unackedBytes < total, `writes are stuck (${res.peerStats!.unackedBytes} of ${total} bytes written)`)
-    t.same(res.close, { undeliveredBytes: { 2: total } }, 'everything reported undelivered')
+    t.same(res.close, { undeliveredBytes: { 2: total }, remoteUndeliveredBytes: {} }, 'everything reported undelivered')
     t.ok(res.closeMs < 3000, `close returned promptly (${res.closeMs} ms)`)
   })
 })

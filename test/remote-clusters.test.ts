@@ -194,6 +194,13 @@ t.test('remote clusters change with reconfigure; sendTo/broadcastTo check their 
   a2.sendTo({ cluster: 'B', id: 1 }, 'late', 'again')
   await until(() => got.length === 1, 10_000, 'the message after re-adding B')
   t.same(got, ['again'])
+
+  // What is still queued for a remote replica at close is reported per cluster.
+  await b1.close({ timeoutMs: 0 })
+  a2.sendTo({ cluster: 'B', id: 1 }, 'late', 'never')
+  const res = await a2.close({ timeoutMs: 100 })
+  t.equal(res.remoteUndeliveredBytes.B?.[1], 24 + 5, 'close() reports the bytes queued for B’s replica 1')
+  t.same(res.undeliveredBytes, {}, 'and none for this cluster')
 })
 
 t.test('with workers: remote senders reach worker handlers with msg.cluster; peers added by reconfigure are known to the workers', async (t) => {
