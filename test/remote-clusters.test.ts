@@ -237,3 +237,31 @@ t.test('with workers: remote senders reach worker handlers with msg.cluster; pee
   t.match(pongs[2], /^wA\/1 -> wA\/3: worker \d of wA\/1: ping from wA\/3$/, 'the workers know replica 3')
   t.equal(a1.stats().epoch, 1)
 })
+
+t.test("backpressure to a remote replica: sendTo returns false past highWaterMark, 'drain' names it with its cluster, and QUEUE_FULL past maxQueueBytes", async (t) => {
+  const A = await keyedCluster(1, 'bpA')
+  const B = await keyedCluster(1, 'bpB')
+  const a = await start(t, { id: 1, cluster: A.cluster, privateKey: A.keys[0]!.privateKey, remoteClusters: [B.cluster], highWaterMark: 64 * 1024, maxQueueBytes: 256 * 1024 })
+  const body = new Uint8Array(8 * 1024)
+  let sent = 0
+  while (a.sendTo({ cluster: 'bpB', id: 1 }, 'bulk', body)) sent++
+  sent++
+  t.ok(sent >= 7 && sent <= 9, `false once ~64 KiB is queued for the remote replica (after ${sent})`)
+  t.throws(
+    () => {
+      for (let i = 0; i < 40; i++) a.sendTo({ cluster: 'bpB', id: 1 }, 'bulk', body)
+    },
+    { code: 'QUEUE_FULL' },
+    'QUEUE_FULL past maxQueueBytes',
+  )
+  const queued = a.stats().peers.find((p) => p.cluster === 'bpB')!.queuedBytes
+  const drained = new Promise<[number, string]>((resolve) => a.events.once('drain', (peer, cluster) => resolve([peer, cluster])))
+  const b = await start(t, { id: 1, cluster: B.cluster, privateKey: B.keys[0]!.privateKey, remoteClusters: [A.cluster] })
+  let got = 0
+  b.on('bulk', () => {
+    got++
+  })
+  t.same(await drained, [1, 'bpB'], "'drain' for replica 1 of bpB once it takes the backlog")
+  await until(() => got * (24 + body.length) === queued, 10_000, 'the whole backlog')
+  t.pass(`all ${got} queued messages arrived`)
+})
