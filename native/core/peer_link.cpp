@@ -61,6 +61,15 @@ void peer_link::retire(std::string reason) {
       self->unacked_.clear();
     }
     self->give_up_queue("removed from the configuration");
+    // A retired link stays allocated as long as the engine (a sender may
+    // still hold it): it keeps no buffers.
+    self->tx_.reset();
+    self->rx_.reset();
+    self->eph_.reset();
+    std::vector<std::uint8_t>().swap(self->hello_out_);
+    std::vector<std::uint8_t>().swap(self->body_in_);
+    std::deque<segment>().swap(self->pending_);
+    std::deque<segment>().swap(self->unacked_);
     if (was_up)
       self->engine_.post_event(engine_event{event_type::peer_down, self->address_,
                                             static_cast<std::uint16_t>(reject_code::shutting_down), reason, {}});

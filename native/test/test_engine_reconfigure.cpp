@@ -10,6 +10,7 @@
 #include "harness.hpp"
 
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -132,6 +133,26 @@ int main() {
   // (the reports also count broadcasts given up, and may count some it got).
   CHECK(c.direct.load() + undelivered >= sent_to_3.load());
   CHECK(undelivered > 0);
+  // Each removal keeps the retired link (and its queue-less shell) for the
+  // engine's life: measure what one costs.
+  const auto rss_kib = [] {
+    long pages = 0, resident = 0;
+    if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
+      if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+      std::fclose(f);
+    }
+    return resident * 4;
+  };
+  const long before = rss_kib();
+  constexpr int cycles = 300;
+  for (int k = 0; k < cycles; ++k) {
+    CHECK(a.eng().reconfigure(config_of(ports, 1, {1, 2}, epoch), slots, error));
+    CHECK(a.eng().reconfigure(config_of(ports, 1, {1, 2, 3}, epoch), slots, error));
+    if (k % 50 == 0) a.poll([](std::uint32_t, const frame_header&, const std::uint8_t*) {}, 1ms);
+  }
+  a.events.clear();
+  std::printf("%d removals: RSS %+ld KiB (%.1f KiB each)\n", cycles, rss_kib() - before,
+              static_cast<double>(rss_kib() - before) / cycles);
   b.stop();
   c.stop();
   std::printf("engine reconfigure ok: %llu to 2, %llu at 3, %zu reported undelivered\n",
