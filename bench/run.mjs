@@ -94,13 +94,13 @@ const w2 = {
   concurrency: opt('w2-conc', '1,64').split(',').filter(Boolean).map(Number),
   // Safety bound on calls per run (far above what the window allows).
   maxCalls: 50_000_000,
-  contenders: opt('w2-contenders', 'nexres,nexres-seal,net,grpc,libp2p').split(',').filter(Boolean),
+  contenders: opt('w2-contenders', 'nexres,nexres-seal,net,raw,grpc,libp2p').split(',').filter(Boolean),
 }
-for (const k of w2.contenders) if (!['nexres', 'nexres-seal', 'net', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
+for (const k of w2.contenders) if (!['nexres', 'nexres-seal', 'net', 'raw', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
 if (w2.contenders.length === 0) throw new Error('--w2-contenders: none given')
 // W1 contenders; native is skipped when it cannot be built.
-const w1Contenders = opt('w1-contenders', 'nexres,nexres-mac,nexres-seal,net,libp2p,native').split(',').filter(Boolean)
-for (const k of w1Contenders) if (!['nexres', 'nexres-mac', 'nexres-seal', 'net', 'libp2p', 'native'].includes(k)) throw new Error(`--w1-contenders: unknown ${k}`)
+const w1Contenders = opt('w1-contenders', 'nexres,nexres-batch,nexres-mac,nexres-seal,net,libp2p,native').split(',').filter(Boolean)
+for (const k of w1Contenders) if (!['nexres', 'nexres-batch', 'nexres-mac', 'nexres-seal', 'net', 'libp2p', 'native'].includes(k)) throw new Error(`--w1-contenders: unknown ${k}`)
 if (w1Contenders.length === 0) throw new Error('--w1-contenders: none given')
 if (!(w2.durationMs > 0) || !(w2.warmupMs >= 0)) throw new Error('--w2-seconds > 0 and --w2-warmup >= 0')
 if (w2.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 10_000)) throw new Error('--w2-conc: integers in [1, 10000]')
@@ -152,9 +152,10 @@ async function onceW1(kind, { size, count, warmup }) {
   const p2 = await freePort()
   return withProcs(async (procs) => {
     let recv, send
-    if (kind === 'nexres' || kind === 'nexres-mac' || kind === 'nexres-seal') {
+    if (kind === 'nexres' || kind === 'nexres-batch' || kind === 'nexres-mac' || kind === 'nexres-seal') {
       const auth = kind === 'nexres-mac' ? 'mac' : kind === 'nexres-seal' ? 'seal' : 'none'
-      procs.push((recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup, auth])))
+      const extra = kind === 'nexres-batch' ? [auth, 'batch'] : [auth]
+      procs.push((recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup, ...extra])))
       await recv.nextLine(20_000)
       procs.push((send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size, 2, warmup, auth])))
     } else if (kind === 'net') {
@@ -185,10 +186,11 @@ async function onceW1(kind, { size, count, warmup }) {
 
 async function runW1() {
   const haveNative = w1Contenders.includes('native') && ensureNative()
-  const kinds = ['nexres', 'nexres-mac', 'nexres-seal', 'net', 'libp2p', 'native'].filter((k) => w1Contenders.includes(k) && (k !== 'native' || haveNative))
+  const kinds = ['nexres', 'nexres-batch', 'nexres-mac', 'nexres-seal', 'net', 'libp2p', 'native'].filter((k) => w1Contenders.includes(k) && (k !== 'native' || haveNative))
   if (kinds.length === 0) throw new Error('W1: no contender left to run')
   const names = {
     nexres: "nexres-rpc (TS handler), auth 'none'",
+    'nexres-batch': "nexres-rpc (onBatch handler), auth 'none'",
     'nexres-mac': "nexres-rpc (TS handler), auth 'mac'",
     'nexres-seal': "nexres-rpc (TS handler), auth 'seal' (encrypted)",
     net: 'node:net, length-prefixed',
@@ -231,17 +233,23 @@ async function runW1() {
   }
   // nexres-rpc's msgs/s ÷ each other contender's, and as a share of the
   // native ceiling.
-  const vs = kinds.filter((k) => k !== 'nexres' && k !== 'native' && k !== 'nexres-mac' && k !== 'nexres-seal')
+  const vs = kinds.filter((k) => k !== 'nexres' && k !== 'nexres-batch' && k !== 'native' && k !== 'nexres-mac' && k !== 'nexres-seal')
   if (kinds.includes('nexres') && (vs.length > 0 || haveNative)) {
     const short = { net: 'node:net', libp2p: 'js-libp2p' }
-    const heads = [...vs.map((k) => `nexres-rpc / ${short[k]}`), ...(haveNative ? ['nexres-rpc / native ceiling'] : [])]
+    // The per-message handler, and (when measured) the onBatch handler.
+    const bases = ['nexres', 'nexres-batch'].filter((k) => kinds.includes(k))
+    const baseName = { nexres: 'nexres-rpc', 'nexres-batch': 'nexres-rpc onBatch' }
+    const heads = bases.flatMap((b) => [...vs.map((k) => `${baseName[b]} / ${short[k]}`), ...(haveNative ? [`${baseName[b]} / native ceiling`] : [])])
     lines.push('')
     lines.push(`| workload | ${heads.join(' | ')} |`)
     lines.push(`| --- | ${heads.map(() => '---:').join(' | ')} |`)
     for (const r of results) {
-      const n = r.stats.nexres.msgsPerSec
-      const cells = vs.map((k) => `${(n / r.stats[k].msgsPerSec).toFixed(2)}×`)
-      if (haveNative) cells.push(`${((100 * n) / r.stats.native.msgsPerSec).toFixed(0)} %`)
+      const cells = bases.flatMap((b) => {
+        const n = r.stats[b].msgsPerSec
+        const c = vs.map((k) => `${(n / r.stats[k].msgsPerSec).toFixed(2)}×`)
+        if (haveNative) c.push(`${((100 * n) / r.stats.native.msgsPerSec).toFixed(0)} %`)
+        return c
+      })
       lines.push(`| W1 ${label(r.size)} | ${cells.join(' | ')} |`)
     }
   }
@@ -341,6 +349,7 @@ async function runW2() {
     nexres: 'nexres-rpc (Client.call → TS handler)',
     'nexres-seal': 'nexres-rpc, encrypted client connection (seal: true)',
     net: 'node:net, length-prefixed + id',
+    raw: 'raw node:net loop (no promise per call, one write per read)',
     grpc: '@grpc/grpc-js unary',
     libp2p: 'js-libp2p (TCP + Noise + Yamux), one stream, pipelined',
   }
@@ -380,7 +389,7 @@ async function runW2() {
   }
   const others = kinds.filter((k) => k !== 'nexres' && k !== 'nexres-seal')
   if (kinds.includes('nexres') && others.length > 0) {
-    const short = { net: 'node:net', grpc: 'grpc-js', libp2p: 'js-libp2p' }
+    const short = { net: 'node:net', raw: 'raw net loop', grpc: 'grpc-js', libp2p: 'js-libp2p' }
     lines.push('')
     lines.push(
       `| workload | ${others.map((k) => `req/s: nexres-rpc ÷ ${short[k]}`).join(' | ')} | ${others.map((k) => `p99: nexres-rpc ÷ ${short[k]}`).join(' | ')} |`,
@@ -456,6 +465,14 @@ lower.
   staging frames and writing once per tick, parsing in place with
   zero-copy views, the client matching replies to calls by id in a \`Map\`;
   the server's handler is \`(req) => req\`.
+- **raw node:net loop** (\`bench/w2-raw.mjs\`), the yardstick of what a
+  request loop on Node's sockets can do when nothing is spent per call: the
+  same frames; the server echoes every complete request of a read in one
+  write; the client keeps C call slots (start times in a typed array), issues
+  a slot's next call as soon as its reply is parsed and writes the calls of
+  one read at once, with no promise, closure or timer per call (so it is not
+  driven by \`bench/w2-loop.mjs\`, but measures the same window, warm-up and
+  latency).
 - **@grpc/grpc-js** (\`bench/w2-grpc.mjs\`): one unary method of a generic
   service defined without .proto files (\`makeGenericClientConstructor\` /
   \`server.addService\` with identity serializers on Buffers), insecure

@@ -1,6 +1,7 @@
 // W1 one-way stream through nexres-rpc: replica 1 (sender) -> replica 2
 // (receiver, counting in a JS handler that reads msg.payload).
-//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup] [none|mac] [signed]
+//   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup] [none|mac|seal] [signed|batch]
+// With `batch` the receiver counts in an onBatch handler (no object per message).
 // With `signed` (auth mac) the sender broadcasts with { sign: true } and the
 // receiver counts only messages whose msg.signature is there (verified).
 // The sender first sends `warmup` messages (JIT warm-up, not timed), then
@@ -18,6 +19,7 @@ const warmup = Number(process.argv[8] ?? 0)
 const total = count + warmup
 const auth = process.argv[9] ?? 'none'
 const signed = process.argv[10] === 'signed'
+const batched = process.argv[10] === 'batch'
 // With auth 'mac', fixed benchmark keys (seeds derived from the replica id):
 // both processes know both public keys and their own private key.
 const seedOf = (id) => createHash('sha256').update(`nexres-bench-replica-${id}`).digest()
@@ -43,6 +45,22 @@ if (role === 'recv') {
   let first = 0
   let firstAny = 0
   const done = new Promise((resolve) => {
+    if (batched) {
+      r.onBatch('w1', (b) => {
+        const bytesView = b.bytes
+        for (let i = 0; i < b.count; i++) {
+          if (got === 0) firstAny = performance.now()
+          sum += bytesView[b.offset(i)]
+          bytes += b.length(i)
+          if (++got === warmup) {
+            first = performance.now()
+            bytes = 0
+          }
+        }
+        if (got === total) resolve(performance.now())
+      })
+      return
+    }
     r.on('w1', (msg) => {
       const p = msg.payload
       if (signed && msg.signature === undefined) return

@@ -5,7 +5,7 @@
 // ReplicaBase (replica-base.ts) adds the send side.
 import { checkFunction, checkRoute } from './args.js'
 import { ClosedError, ConfigError, InvalidArgumentError } from './errors.js'
-import { Message } from './message.js'
+import { Message, MessageBatch } from './message.js'
 import { CLIENT_FLAG, SLOT_ADDRESS, type FreshChunks, type NativeSender } from './native.js'
 import { OpenRequests } from './open-requests.js'
 import { HEADER_BYTES, type Outbox } from './outbox.js'
@@ -20,6 +20,14 @@ import { FLAG_SIGNED, KIND_CANCEL, KIND_ERROR, OFFSET_FLAGS, OFFSET_KIND, OFFSET
  * acknowledged to its sender only then); copy it to keep it longer.
  */
 export type Handler = (msg: Message) => unknown
+
+/**
+ * A batch handler (`onBatch`): consecutive messages of its route from one
+ * sender in one call, with no object per message. What it returns is
+ * treated as a `Handler`'s: a promise holds the whole batch (payloads
+ * valid, not acknowledged) until it settles.
+ */
+export type BatchHandler = (batch: MessageBatch) => unknown
 
 /** A message for a route with no handler (the `'unrouted'` event). */
 export interface UnroutedInfo {
@@ -56,10 +64,15 @@ interface PendingRun {
 interface RouteEntry {
   name: string
   fn: Handler
+  /** Registered with onBatch: fn is unused, this takes runs of the route. */
+  batch?: BatchHandler
 }
 
 /** @internal meta array entries per wake-up (4 u32 each). */
 export const META_ENTRIES = 4096
+
+/** The per-message function of an onBatch route (never called: its runs go to the batch handler). */
+const noHandler: Handler = () => undefined
 
 /** Refuses a route whose id is another route's in the table (a hash collision). */
 function checkCollision(table: Map<number, { name: string }>, route: string): void {
@@ -88,6 +101,10 @@ export abstract class Inbound implements ReplySink {
   private readonly chunkBuffers: (ArrayBuffer | undefined)[] = []
   private readonly chunkViews: (DataView | undefined)[] = []
   private readonly chunkPooled: boolean[] = []
+  /** A byte view per chunk, made for onBatch handlers (MessageBatch.bytes). */
+  private readonly chunkBytes: (Uint8Array | undefined)[] = []
+  /** The one MessageBatch handed to onBatch handlers (reused). */
+  private batchView = new MessageBatch()
   private readonly openRequests = new OpenRequests()
   protected closing: Promise<unknown> | undefined
   protected closed = false
@@ -121,6 +138,22 @@ export abstract class Inbound implements ReplySink {
   /** Registers the handler of a route (one per route). */
   on(route: string, handler: Handler): this {
     return this.registerChecked('on', this.routes, route, handler)
+  }
+
+  /**
+   * Registers a batch handler for a route, in place of a per-message one
+   * (one handler per route, whichever kind): it is called once per run of
+   * consecutive messages of the route from one sender, as read (up to 256
+   * at a time), with a `MessageBatch` that iterates them without an object
+   * per message. For high message rates.
+   */
+  onBatch(route: string, handler: BatchHandler): this {
+    checkRoute('route', route)
+    checkFunction('handler', handler)
+    this.beforeRegister('on')
+    checkCollision(this.routes, route)
+    this.routes.set(routeId(route), { name: route, fn: noHandler, batch: handler })
+    return this
   }
 
   /**
@@ -220,13 +253,14 @@ export abstract class Inbound implements ReplySink {
   // returned promises, returns [handled, entry, token, messages, ...]
   // instead: those runs stay held (not acknowledged, payloads valid) until
   // settle(token).
-  protected readonly onBatch = (count: number, fresh: FreshChunks | undefined): number | number[] => {
+  protected readonly onDeliveries = (count: number, fresh: FreshChunks | undefined): number | number[] => {
     if (fresh !== undefined) {
       for (let i = 0; i < fresh.length; i += 3) {
         const id = fresh[i] as number
         const ab = fresh[i + 1] as ArrayBuffer
         this.chunkBuffers[id] = ab
         this.chunkViews[id] = new DataView(ab)
+        this.chunkBytes[id] = undefined
         this.chunkPooled[id] = fresh[i + 2] as boolean
       }
     }
@@ -265,6 +299,44 @@ export abstract class Inbound implements ReplySink {
         if (route !== lastRoute) {
           lastRoute = route
           lastEntry = routes.get(route)
+        }
+        if (lastEntry !== undefined && lastEntry.batch !== undefined) {
+          // onBatch: every frame of this route up to the next other one.
+          const b = this.batchView
+          b.count = 0
+          let q = p
+          while (q < end) {
+            const l = dv.getUint32(q, true)
+            if (q !== p && dv.getUint32(q + OFFSET_ROUTE, true) !== route) break
+            b.push(q, (dv.getUint8(q + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? l : l - SIGNED_TRAILER_BYTES)
+            q += HEADER_BYTES + l
+          }
+          b.from = from
+          b.cluster = cluster
+          b.route = lastEntry.name
+          b.bytes = this.chunkBytes[cid] ??= new Uint8Array(ab)
+          try {
+            const r = lastEntry.batch(b)
+            if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {
+              // The handler keeps this batch until it settles: the next one gets its own.
+              this.batchView = new MessageBatch()
+              if (hold === undefined) hold = { n: 0, token: ++this.holdToken, registered: false }
+              hold.n++
+              const h = hold
+              const name = lastEntry.name
+              Promise.resolve(r).then(
+                () => this.settleOne(h),
+                (err: unknown) => {
+                  this.reportError(err, from, name)
+                  this.settleOne(h)
+                },
+              )
+            }
+          } catch (err) {
+            this.reportError(err, from, lastEntry.name)
+          }
+          p = q
+          continue
         }
         if (lastEntry !== undefined) {
           // A signed frame ends with the sender's incarnation and its signature (checked natively).
@@ -306,6 +378,7 @@ export abstract class Inbound implements ReplySink {
       if (!this.chunkPooled[cid]) {
         this.chunkBuffers[cid] = undefined
         this.chunkViews[cid] = undefined
+        this.chunkBytes[cid] = undefined
       }
     }
     return this.handledUpTo(count, held)
@@ -331,6 +404,7 @@ export abstract class Inbound implements ReplySink {
       if (!this.chunkPooled[cid]) {
         this.chunkBuffers[cid] = undefined
         this.chunkViews[cid] = undefined
+        this.chunkBytes[cid] = undefined
       }
     }
     return from

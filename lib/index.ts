@@ -1,7 +1,7 @@
 export { Replica } from './replica.js'
 export { WorkerReplica } from './worker.js'
 export type { WorkerReplicaEvents } from './worker.js'
-export type { BroadcastOptions, Handler, SendAsyncOptions, SendOptions, UnroutedInfo } from './replica-base.js'
+export type { BatchHandler, BroadcastOptions, Handler, SendAsyncOptions, SendOptions, UnroutedInfo } from './replica-base.js'
 export type {
   ClientConnectionStats,
   CloseOptions,
@@ -14,7 +14,7 @@ export type {
   ReplicaStats,
   WaitForPeersOptions,
 } from './replica.js'
-export { Message } from './message.js'
+export { Message, MessageBatch } from './message.js'
 export { Client } from './client.js'
 export type { CallOptions, ClientEvents, ClientLimits, ClientOptions, Endpoint, PushHandler } from './client.js'
 export { RequestContext } from './request.js'

@@ -77,3 +77,70 @@ export class Message {
     return Buffer.from(this.buffer, this.offset + HEADER_BYTES, this.length).toString('utf8')
   }
 }
+
+/**
+ * Consecutive messages of one route from one sender, handed to an `onBatch`
+ * handler in one call: no object per message. Message `i` (0 ≤ i < count)
+ * is `bytes.subarray(offset(i), offset(i) + length(i))`. Like a message's
+ * payload, everything here is valid during the call (and, when the handler
+ * returns a promise, until it settles); the object itself is reused.
+ */
+export class MessageBatch {
+  /** Replica id of the sender. */
+  from = 0
+  /** The sender's cluster id (this replica's, or a remote cluster's). */
+  cluster = ''
+  /** Route name. */
+  route = ''
+  /** Messages in the batch. */
+  count = 0
+  /** The receive buffer the payloads are in. */
+  bytes: Uint8Array = new Uint8Array(0)
+  /** @internal payload offsets and lengths, then frame offsets */
+  offsets: Int32Array<ArrayBuffer> = new Int32Array(256)
+  /** @internal */
+  lengths: Int32Array<ArrayBuffer> = new Int32Array(256)
+  /** @internal */
+  frames: Int32Array<ArrayBuffer> = new Int32Array(256)
+
+  /** Where message `i`'s payload starts in `bytes`. */
+  offset(i: number): number {
+    return this.offsets[i]!
+  }
+
+  /** Payload bytes of message `i`. */
+  length(i: number): number {
+    return this.lengths[i]!
+  }
+
+  /** Message `i`'s payload as a view (one object; `offset`/`length` make none). */
+  payload(i: number): Uint8Array {
+    return this.bytes.subarray(this.offsets[i]!, this.offsets[i]! + this.lengths[i]!)
+  }
+
+  /** The sender's message id of message `i`. */
+  id(i: number): number {
+    const p = this.frames[i]! + OFFSET_MSG_ID
+    const b = this.bytes
+    return (b[p]! | (b[p + 1]! << 8) | (b[p + 2]! << 16)) + b[p + 3]! * 0x1000000 + (b[p + 4]! | (b[p + 5]! << 8) | (b[p + 6]! << 16) | (b[p + 7]! << 24)) * 2 ** 32
+  }
+
+  /** @internal adds a message: frame at `frame`, payload `length` bytes after its header. */
+  push(frame: number, length: number): void {
+    const n = this.count
+    if (n === this.offsets.length) {
+      const grow = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
+        const b = new Int32Array(a.length * 2)
+        b.set(a)
+        return b
+      }
+      this.offsets = grow(this.offsets)
+      this.lengths = grow(this.lengths)
+      this.frames = grow(this.frames)
+    }
+    this.frames[n] = frame
+    this.offsets[n] = frame + HEADER_BYTES
+    this.lengths[n] = length
+    this.count = n + 1
+  }
+}

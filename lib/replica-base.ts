@@ -55,7 +55,7 @@ export interface ReplicaLimits {
 
 /** Frame flag: the body ends with the sender's Ed25519 signature (PROTOCOL.md §3). */
 export { FLAG_SIGNED } from './wire.js'
-export { META_ENTRIES, type Handler, type UnroutedInfo } from './inbound.js'
+export { META_ENTRIES, type BatchHandler, type Handler, type UnroutedInfo } from './inbound.js'
 /** Signed payloads are copied into the staging buffer: at most this big. */
 const MAX_SIGNED_BYTES = 1024 * 1024 - 1024
 

@@ -221,7 +221,7 @@ export class Replica extends ReplicaBase {
       },
       this.meta,
       this.depths,
-      this.onBatch,
+      this.onDeliveries,
       this.onEvents,
     )
     this.attach(this.engine)

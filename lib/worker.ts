@@ -42,7 +42,7 @@ export class WorkerReplica extends ReplicaBase {
     this.workerIndex = index
     this.workerData = data
     this.stampIds = true
-    this.consumer = new addon.Consumer(key, index, this.meta, this.depths, this.onBatch)
+    this.consumer = new addon.Consumer(key, index, this.meta, this.depths, this.onDeliveries)
     this.attach(this.consumer)
   }
 

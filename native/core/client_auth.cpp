@@ -61,7 +61,14 @@ void client_session::welcome(std::size_t cid_len, auth_mode mode) {
     }
     if (!crypto::random_bytes(x, auth::nonce_bytes)) return refuse(reject_code::bad_auth, "no randomness");
     std::memcpy(x + auth::nonce_bytes, eph_->public_key().data(), auth::eph_bytes);
-    auth::transcript_input t{opt.cluster_id, 0, opt.self_id, 0, id_, in, in + auth::nonce_bytes, x, x + auth::nonce_bytes};
+    auth::transcript_input t;  // §6a: no responder cluster or epochs
+    t.cluster_id = opt.cluster_id;
+    t.responder = opt.self_id;
+    t.responder_incarnation = id_;
+    t.nonce_i = in;
+    t.eph_i = in + auth::nonce_bytes;
+    t.nonce_r = x;
+    t.eph_r = x + auth::nonce_bytes;
     transcript_ = auth::transcript(t);
     auth::session_keys keys;
     if (!auth::derive(*eph_, in + auth::nonce_bytes, transcript_, keys))

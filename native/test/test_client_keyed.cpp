@@ -57,7 +57,14 @@ void handshake(keyed_conn& c, const crypto::ed25519_keypair& key, const engine_o
   std::vector<std::uint8_t> body(wm.body_length);
   asio::read(c.s, asio::buffer(body));
   const std::uint8_t* r = body.data() + cid + client_welcome_limits_bytes;  // nonce_R | X_R | sig_R
-  auth::transcript_input ti{opts.cluster_id, 0, wm.sender, 0, wm.incarnation, x, x + auth::nonce_bytes, r, r + auth::nonce_bytes};
+  auth::transcript_input ti;  // a client handshake: no responder cluster or epochs
+  ti.cluster_id = opts.cluster_id;
+  ti.responder = wm.sender;
+  ti.responder_incarnation = wm.incarnation;
+  ti.nonce_i = x;
+  ti.eph_i = x + auth::nonce_bytes;
+  ti.nonce_r = r;
+  ti.eph_r = r + auth::nonce_bytes;
   std::vector<std::uint8_t> t = auth::transcript(ti);
   auth::session_keys keys;
   CHECK(auth::derive(eph, r + auth::nonce_bytes, t, keys));
