@@ -49,7 +49,13 @@ export async function closedLoop({ call, size, concurrency, warmupMs, durationMs
     }
   }
   await Promise.all(Array.from({ length: concurrency }, worker))
-  const seconds = (stoppedBy === 'time' ? durationMs : lastMeasured - tStart) / 1000
+  return loopResult({ h, measured, warm, stoppedBy, durationMs, window: lastMeasured - tStart })
+}
+
+// The JSON line of a closed loop (also bench/w2-raw.mjs's): rates over the
+// window, or over the measured part of it when the call bound stopped it.
+export function loopResult({ h, measured, warm, stoppedBy, durationMs, window }) {
+  const seconds = (stoppedBy === 'time' ? durationMs : window) / 1000
   if (measured === 0) throw new Error('no call completed in the measured window')
   return {
     calls: measured,
@@ -64,6 +70,22 @@ export async function closedLoop({ call, size, concurrency, warmupMs, durationMs
     warmupCalls: warm,
     stoppedBy,
   }
+}
+
+// A W2 server: exits on SIGTERM, listens on 127.0.0.1:port, says "ready <port>".
+export function serve(server, port) {
+  process.once('SIGTERM', () => process.exit(0))
+  server.listen(port, '127.0.0.1', () => process.stdout.write(`ready ${server.address().port}\n`))
+}
+
+// A W2 client's connection to 127.0.0.1:port, Nagle off.
+export async function connectTo(net, port) {
+  const s = net.connect({ host: '127.0.0.1', port, noDelay: true })
+  await new Promise((resolve, reject) => {
+    s.once('connect', resolve)
+    s.once('error', reject)
+  })
+  return s
 }
 
 // argv of a client role: <port> <concurrency> <size> <warmupMs> <durationMs> <maxCalls>

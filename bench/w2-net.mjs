@@ -7,7 +7,7 @@
 //   node bench/w2-net.mjs client <port> <C> <size> <warmupMs> <durationMs> <maxCalls>
 import net from 'node:net'
 
-import { clientArgs, runClient } from './w2-loop.mjs'
+import { clientArgs, connectTo, runClient, serve } from './w2-loop.mjs'
 
 const HDR = 8
 const STAGE = 256 * 1024
@@ -75,15 +75,10 @@ if (role === 'server') {
     s.on('data', reader((id, req) => send(id, handler(req))))
     s.on('error', () => {})
   })
-  process.once('SIGTERM', () => process.exit(0))
-  server.listen(Number(rest[0]), '127.0.0.1', () => process.stdout.write(`ready ${server.address().port}\n`))
+  serve(server, Number(rest[0]))
 } else if (role === 'client') {
   const a = clientArgs(rest)
-  const s = net.connect({ host: '127.0.0.1', port: a.port, noDelay: true })
-  await new Promise((resolve, reject) => {
-    s.once('connect', resolve)
-    s.once('error', reject)
-  })
+  const s = await connectTo(net, a.port)
   const pending = new Map()
   let nextId = 0
   const send = writer(s)

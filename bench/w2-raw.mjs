@@ -12,7 +12,7 @@ import net from 'node:net'
 
 import { build } from 'hdr-histogram-js'
 
-import { clientArgs } from './w2-loop.mjs'
+import { clientArgs, connectTo, loopResult, serve } from './w2-loop.mjs'
 
 const HDR = 8
 const HIGHEST_US = 60_000_000
@@ -47,15 +47,10 @@ if (role === 'server') {
     })
     s.on('error', () => {})
   })
-  process.once('SIGTERM', () => process.exit(0))
-  server.listen(Number(rest[0]), '127.0.0.1', () => process.stdout.write(`ready ${server.address().port}\n`))
+  serve(server, Number(rest[0]))
 } else if (role === 'client') {
   const a = clientArgs(rest)
-  const s = net.connect({ host: '127.0.0.1', port: a.port, noDelay: true })
-  await new Promise((resolve, reject) => {
-    s.once('connect', resolve)
-    s.once('error', reject)
-  })
+  const s = await connectTo(net, a.port)
   const size = a.size
   const payload = Buffer.alloc(size)
   for (let i = 0; i < size; i++) payload[i] = (i * 7 + 1) & 0xff
@@ -129,23 +124,7 @@ if (role === 'server') {
   }, a.warmupMs + a.durationMs + 30_000)
   await done
   clearTimeout(watchdog)
-  const seconds = (stoppedBy === 'time' ? a.durationMs : lastMeasured - tStart) / 1000
-  if (measured === 0) throw new Error('no call completed in the measured window')
-  process.stdout.write(
-    JSON.stringify({
-      calls: measured,
-      seconds,
-      reqPerSec: measured / seconds,
-      p50: h.getValueAtPercentile(50),
-      p90: h.getValueAtPercentile(90),
-      p99: h.getValueAtPercentile(99),
-      p999: h.getValueAtPercentile(99.9),
-      max: h.maxValue,
-      mean: h.mean,
-      warmupCalls: warm,
-      stoppedBy,
-    }) + '\n',
-  )
+  process.stdout.write(JSON.stringify(loopResult({ h, measured, warm, stoppedBy, durationMs: a.durationMs, window: lastMeasured - tStart })) + '\n')
   s.destroy()
   process.exit(0)
 } else {

@@ -320,17 +320,7 @@ export abstract class Inbound implements ReplySink {
             if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {
               // The handler keeps this batch until it settles: the next one gets its own.
               this.batchView = new MessageBatch()
-              if (hold === undefined) hold = { n: 0, token: ++this.holdToken, registered: false }
-              hold.n++
-              const h = hold
-              const name = lastEntry.name
-              Promise.resolve(r).then(
-                () => this.settleOne(h),
-                (err: unknown) => {
-                  this.reportError(err, from, name)
-                  this.settleOne(h)
-                },
-              )
+              hold = this.holdFor(r, hold, from, lastEntry.name)
             }
           } catch (err) {
             this.reportError(err, from, lastEntry.name)
@@ -343,24 +333,7 @@ export abstract class Inbound implements ReplySink {
           const msg = new Message(from, lastEntry.name, ab, p, (dv.getUint8(p + OFFSET_FLAGS) & FLAG_SIGNED) === 0 ? len : len - SIGNED_TRAILER_BYTES, cluster)
           try {
             const r = lastEntry.fn(msg)
-            if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') {
-              // The run stays held (its payloads valid, not acknowledged)
-              // until every promise it returned settles.
-              if (hold === undefined) hold = { n: 0, token: ++this.holdToken, registered: false }
-              hold.n++
-              const h = hold
-              const name = lastEntry.name
-              // Through Promise.resolve: a thenable that calls back at once,
-              // twice, or throws still settles the run once, after onBatch
-              // has handed it to native (a Promise is passed through as is).
-              Promise.resolve(r).then(
-                () => this.settleOne(h),
-                (err: unknown) => {
-                  this.reportError(err, from, name)
-                  this.settleOne(h)
-                },
-              )
-            }
+            if (r !== null && r !== undefined && typeof (r as Promise<void>).then === 'function') hold = this.holdFor(r, hold, from, lastEntry.name)
           } catch (err) {
             this.reportError(err, from, lastEntry.name)
           }
@@ -389,6 +362,26 @@ export abstract class Inbound implements ReplySink {
     if (held === undefined) return handled
     held[0] = handled
     return held
+  }
+
+  /**
+   * A handler returned a promise (or thenable): the run stays held (its
+   * payloads valid, not acknowledged) until every promise it returned
+   * settles. Returns the run's hold (made at its first promise). Through
+   * Promise.resolve: a thenable that calls back at once, twice, or throws
+   * still settles the run once, after the batch was handed to native.
+   */
+  private holdFor(r: unknown, hold: PendingRun | undefined, from: number, name: string): PendingRun {
+    const h = hold ?? { n: 0, token: ++this.holdToken, registered: false }
+    h.n++
+    Promise.resolve(r).then(
+      () => this.settleOne(h),
+      (err: unknown) => {
+        this.reportError(err, from, name)
+        this.settleOne(h)
+      },
+    )
+    return h
   }
 
   /** One promise of a held run settled; the last one releases the run. */
