@@ -358,3 +358,55 @@ t.test("a replica replaces its own key while running: sessions start again under
   old.close()
   t.throws(() => b.reconfigure(next, { privateKey: fresh.privateKey }), { code: 'CONFIG_INVALID', field: 'privateKey' }, "another replica's key for this one: refused")
 })
+
+t.test('reconfigure from inside a handler, and 100 removals and additions in a row while streaming: nothing lost in silence, order kept', async (t) => {
+  const ports = new Map((await freePorts(3)).map((p, i) => [i + 1, p]))
+  const all = config('churn', ports, [1, 2, 3], 0)
+  const a = await start(t, { id: 1, cluster: all, auth: 'none' })
+  const b = await start(t, { id: 2, cluster: all, auth: 'none' })
+  const c = await start(t, { id: 3, cluster: all, auth: 'none' })
+  await Promise.all([a, b, c].map((r) => r.waitForPeers()))
+  const gotB = record(b, 's')
+  const gotC = record(c, 's')
+  let reported = 0
+  a.events.on('undelivered', (peer, info) => {
+    if (peer === 3) reported += info.messages
+  })
+  // A handler of replica 1 changes its configuration (re-entrant: it runs inside a delivery).
+  let toggles = 0
+  a.on('toggle', (m) => {
+    toggles++
+    a.reconfigure(m.text() === 'drop' ? config('churn', ports, [1, 2], 0) : all)
+  })
+  let sentB = 0
+  let sentC = 0
+  let refused = 0
+  for (let k = 0; k < 100; k++) {
+    for (let i = 0; i < 30; i++) {
+      a.send(2, 's', 'x')
+      sentB++
+      try {
+        a.send(3, 's', 'y')
+        sentC++
+      } catch (e) {
+        if ((e as { code?: string }).code === 'UNKNOWN_PEER') refused++
+        else throw e
+      }
+    }
+    if (k % 10 === 5) {
+      b.send(1, 'toggle', k % 20 === 5 ? 'drop' : 'add')
+      await until(() => toggles === Math.floor(k / 10) + 1, 5000, 'the handler’s reconfigure')
+    } else {
+      a.reconfigure(k % 2 === 0 ? config('churn', ports, [1, 2], 0) : all)
+    }
+    await delay(1)
+  }
+  a.reconfigure(all)
+  await until(() => (gotB.get(1)?.length ?? 0) === sentB, 20_000, 'everything to 2')
+  t.ok(increasing(gotB.get(1)!), `1 -> 2: all ${sentB}, in order, through 100 reconfigurations (10 from a handler)`)
+  await until(() => a.stats().peers.every((p) => p.queuedBytes === 0), 20_000, 'queues drained')
+  const toC = gotC.get(1) ?? []
+  t.ok(increasing(toC), '1 -> 3: in order, none twice')
+  t.ok(toC.length + reported >= sentC, `1 -> 3: ${toC.length} delivered + ${reported} reported undelivered >= ${sentC} accepted (${refused} sends refused UNKNOWN_PEER while 3 was out)`)
+  t.ok(refused > 0, 'sends to 3 while it was out were refused at once')
+})
