@@ -259,6 +259,12 @@ void inbound_session::established() {
     peer_id_ = address_ = 0;
     return refuse(reject_code::unknown_peer, "replica " + std::to_string(ps.id) + " left the configuration");
   }
+  if (mac_ && key_ != ps.key.load(std::memory_order_acquire)) {
+    // Its key was replaced (reconfigure) while it proved the old one.
+    slot_ = -1;
+    peer_id_ = address_ = 0;
+    return refuse(reject_code::bad_auth, "the public key of replica " + std::to_string(ps.id) + " changed during the handshake");
+  }
   std::shared_ptr<inbound_session> previous;
   {
     std::lock_guard<std::mutex> lock(ps.rx_mu);
