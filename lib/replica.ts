@@ -523,36 +523,44 @@ export class Replica extends ReplicaBase {
     this.pool?.tell({ type: 'membership', slots: this.engine.peers() })
   }
 
+  /**
+   * The main thread's slot table is always current (reconfigure applies it
+   * before returning): a peer it does not know is not a peer, no native
+   * call needed. Workers read theirs again (replica-base.ts).
+   */
+  protected override refreshSlots(): void {}
+
   private readonly onEvents = (events: RawEvent[]): void => {
     for (const [type, address, code, reason, remote, messages, bytes, firstId, lastId] of events) {
-      const local = address < SLOT_ADDRESS || type === EVENT_CLIENT_AUTH || type === EVENT_CLIENT_CLOSED
-      const who = local ? { id: address, cluster: this.cluster } : this.peerOfAddress(address)
-      const peer = who.id
+      // Replicas of this cluster (and client connections) by id; remote ones by slot.
+      const who = address < SLOT_ADDRESS || type === EVENT_CLIENT_AUTH || type === EVENT_CLIENT_CLOSED ? undefined : this.peerOfAddress(address)
+      const peer = who?.id ?? address
+      const cluster = who?.cluster ?? this.cluster
       switch (type) {
         case EVENT_PEER_UP:
           this.up.add(address)
-          this.events.emit('peer-up', peer, who.cluster)
+          this.events.emit('peer-up', peer, cluster)
           break
         case EVENT_PEER_DOWN:
           this.up.delete(address)
-          this.events.emit('peer-down', peer, { code: code || 'CONNECTION_LOST', message: reason, cluster: who.cluster })
+          this.events.emit('peer-down', peer, { code: code || 'CONNECTION_LOST', message: reason, cluster: cluster })
           break
         case EVENT_DRAIN: {
           const i = this.slotOfAddress(address)
           if (i >= 0) this.drainRequested[i] = 0
           this.engine.refreshDepths()
-          this.events.emit('drain', peer, who.cluster)
+          this.events.emit('drain', peer, cluster)
           break
         }
         case EVENT_UNDELIVERED:
           this.engine.refreshDepths()
-          this.events.emit('undelivered', peer, { cluster: who.cluster, reason, messages, bytes, firstId, lastId })
+          this.events.emit('undelivered', peer, { cluster: cluster, reason, messages, bytes, firstId, lastId })
           break
         case EVENT_REJECT:
-          this.events.emit('reject', peer === 0 ? { peer: undefined, code, message: reason, remote } : { peer, cluster: who.cluster, code, message: reason, remote })
+          this.events.emit('reject', peer === 0 ? { peer: undefined, code, message: reason, remote } : { peer, cluster: cluster, code, message: reason, remote })
           break
         case EVENT_EPOCH_AHEAD:
-          this.events.emit('epoch-ahead', { peer, cluster: who.cluster, epoch: firstId, remote })
+          this.events.emit('epoch-ahead', { peer, cluster: cluster, epoch: firstId, remote })
           break
         case EVENT_CLIENT_AUTH:
           this.decideClient(address, reason, remote)

@@ -94,7 +94,7 @@ engine::engine(engine_options options, std::function<void()> wake)
   for (const auto& p : options_.remote_peers) m.peers.push_back(p);
   std::vector<std::int32_t> ignored;
   std::string error;
-  if (!apply(m, ignored, error)) throw std::invalid_argument(error);
+  if (!reconfigure(m, ignored, error)) throw std::invalid_argument(error);
 }
 
 engine::~engine() {
@@ -348,13 +348,9 @@ void engine::report_epoch_ahead(std::uint32_t address, std::uint32_t epoch, cons
   post_event(std::move(ev));
 }
 
-bool engine::reconfigure(const membership& m, std::vector<std::int32_t>& slots, std::string& error) {
-  return apply(m, slots, error);
-}
-
 // Consumer thread (or the constructor). Checks everything first: on a
 // refusal nothing has changed.
-bool engine::apply(const membership& m, std::vector<std::int32_t>& slots, std::string& error) {
+bool engine::reconfigure(const membership& m, std::vector<std::int32_t>& slots, std::string& error) {
   std::lock_guard<std::mutex> lock(config_mu_);
   const std::uint32_t old_epoch = epoch_.load(std::memory_order_relaxed);
   if (m.epoch < old_epoch) {
@@ -462,6 +458,7 @@ bool engine::apply(const membership& m, std::vector<std::int32_t>& slots, std::s
       ps.link.store(link.get(), std::memory_order_release);
       if (started_ && !stopped_) link->start();
     } else if ((epoch_changed && !ps.remote) || own_key_changed || key_changed || link->address_differs(addr)) {
+      // Its sessions both ways start again (a new epoch, a key, an address).
       link->restart(addr, own_key_changed ? std::string("reconfigured: this replica's key replaced")
                           : epoch_changed  ? "reconfigured: epoch " + std::to_string(m.epoch)
                                            : std::string("reconfigured: new address or key"));
@@ -477,11 +474,6 @@ bool engine::apply(const membership& m, std::vector<std::int32_t>& slots, std::s
     retired_links_.push_back(std::move(links_[i]));
     close_inbound(ps);
   }
-  // With a new epoch, sessions of peers on the old one end too; with a new
-  // own key, every session (each proved the old one).
-  if (epoch_changed || own_key_changed)
-    for (std::uint32_t i = 0; i < count; ++i)
-      if (keep[i] && (own_key_changed || !slots_[i].remote)) close_inbound(slots_[i]);
   return true;
 }
 

@@ -524,7 +524,6 @@ class engine {
   // reconfigure() and stop(): the links and keys the slots point to.
   std::mutex config_mu_;
   std::vector<std::unique_ptr<crypto::ed25519_verifier>> keys_;  // append-only
-  bool apply(const membership& m, std::vector<std::int32_t>& slots, std::string& error);
   // Closes the slot's inbound session (its peer must handshake again).
   void close_inbound(peer_slot& ps);
 

@@ -79,9 +79,6 @@ void inbound_session::on_hello(std::size_t) {
                    });
 }
 
-// io thread, auth mac: WELCOME with our nonce, ephemeral key and signature,
-// then the peer's AUTH frame. Nothing of this session touches the peer's
-// state (a live session from the real peer stays) until its signature checks.
 // io thread: the HELLO's epoch is ours (a peer of this cluster); else STALE_EPOCH (both sides report
 // it; its msg_id carries our epoch) and, from a newer peer, epoch_ahead.
 bool inbound_session::same_epoch(int slot) {
@@ -90,15 +87,18 @@ bool inbound_session::same_epoch(int slot) {
   if (hello_epoch_ == ours || engine_.slot(slot).remote) return true;
   const std::uint32_t address = engine_.slot(slot).address;
   engine_.report_epoch_ahead(address, hello_epoch_, remote_);
-  peer_id_ = address_ = address;  // the refusal is reported as this peer's
+  address_ = address;  // the refusal is reported as this peer's
   refuse(reject_code::stale_epoch,
          "replica " + std::to_string(engine_.slot(slot).id) + " is on configuration epoch " + std::to_string(hello_epoch_) +
              ", this replica on " + std::to_string(ours),
          ours);
-  peer_id_ = address_ = 0;
+  address_ = 0;
   return false;
 }
 
+// io thread, auth mac: WELCOME with our nonce, ephemeral key and signature,
+// then the peer's AUTH frame. Nothing of this session touches the peer's
+// state (a live session from the real peer stays) until its signature checks.
 void inbound_session::start_auth(std::uint32_t claimed, int slot) {
   const auto& opt = engine_.options();
   key_ = engine_.slot(slot).key.load(std::memory_order_acquire);

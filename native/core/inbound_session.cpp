@@ -479,7 +479,7 @@ void inbound_session::on_verified() {
 
 void inbound_session::refuse(reject_code code, const std::string& detail, std::uint64_t msg_id) {
   if (!open_) return;
-  engine_.count_reject(code, peer_id_ != 0 ? (address_ != 0 ? address_ : peer_id_) : 0, remote_, detail);
+  engine_.count_reject(code, address_, remote_, detail);  // 0 before the peer is known
   open_ = false;  // stop reading; close once the reason frame is out
   std::vector<std::uint8_t> buf;
   encode_reject(buf, code, engine_.options().self_id, detail, 0, msg_id);

@@ -54,12 +54,7 @@ void peer_link::retire(std::string reason) {
     self->close();
     // What was written and not acknowledged counts as not delivered too
     // (the peer may have some of it).
-    if (!self->unacked_.empty()) {
-      self->unacked_bytes_.store(0, std::memory_order_relaxed);
-      self->pending_.insert(self->pending_.begin(), std::make_move_iterator(self->unacked_.begin()),
-                            std::make_move_iterator(self->unacked_.end()));
-      self->unacked_.clear();
-    }
+    self->requeue_unacked();
     self->give_up_queue("removed from the configuration");
     // A retired link stays allocated as long as the engine (a sender may
     // still hold it): it keeps no buffers.
@@ -421,12 +416,7 @@ void peer_link::fail(reject_code code, const std::string& reason) {
   socket_.close(ignored);
   timer_.cancel();
   connected_.store(false, std::memory_order_release);
-  if (!unacked_.empty()) {
-    unacked_bytes_.store(0, std::memory_order_relaxed);
-    pending_.insert(pending_.begin(), std::make_move_iterator(unacked_.begin()),
-                    std::make_move_iterator(unacked_.end()));
-    unacked_.clear();
-  }
+  requeue_unacked();
   // auth seal: the ciphertext went with the connection; the frames go out
   // again in clear, to be sealed under the next connection's keys.
   for (segment& s : pending_) s.shadow = false;
@@ -437,6 +427,15 @@ void peer_link::fail(reject_code code, const std::string& reason) {
   if (code != reject_code::shutting_down && !was_up)
     engine_.count_reject(code, address_, peer_.host + ":" + std::to_string(peer_.port), reason);
   schedule_reconnect();
+}
+
+// io thread: what was written and not acknowledged goes back to the front of
+// pending_, in order.
+void peer_link::requeue_unacked() {
+  if (unacked_.empty()) return;
+  unacked_bytes_.store(0, std::memory_order_relaxed);
+  pending_.insert(pending_.begin(), std::make_move_iterator(unacked_.begin()), std::make_move_iterator(unacked_.end()));
+  unacked_.clear();
 }
 
 void peer_link::schedule_reconnect() {

@@ -118,6 +118,7 @@ class peer_link : public std::enable_shared_from_this<peer_link> {
   std::chrono::steady_clock::time_point down_since_ = std::chrono::steady_clock::now();
   void give_up_queue(const char* reason);
   void give_up(std::deque<segment>& q, const char* reason);
+  void requeue_unacked();
   void drop_stale_signed();
   std::deque<segment> stale_signed_;  // io thread: scratch of pull_queue
   // A STALE_EPOCH refusal: the refuser's epoch (the REJECT's msg_id); a
