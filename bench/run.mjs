@@ -157,7 +157,7 @@ async function onceW1(kind, { size, count, warmup }) {
       const extra = kind === 'nexres-batch' ? [auth, 'batch'] : [auth]
       procs.push((recv = start(process.execPath, ['bench/w1-nexres.mjs', 'recv', p1, p2, count, size, 2, warmup, ...extra])))
       await recv.nextLine(20_000)
-      procs.push((send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size, 2, warmup, auth])))
+      procs.push((send = start(process.execPath, ['bench/w1-nexres.mjs', 'send', p1, p2, count, size, 2, warmup, ...extra])))
     } else if (kind === 'net') {
       procs.push((recv = start(process.execPath, ['bench/w1-net.mjs', 'recv', p1, count, size, warmup])))
       await recv.nextLine(20_000)
@@ -190,7 +190,7 @@ async function runW1() {
   if (kinds.length === 0) throw new Error('W1: no contender left to run')
   const names = {
     nexres: "nexres-rpc (TS handler), auth 'none'",
-    'nexres-batch': "nexres-rpc (onBatch handler), auth 'none'",
+    'nexres-batch': "nexres-rpc (sendMany of 64 + onBatch handler), auth 'none'",
     'nexres-mac': "nexres-rpc (TS handler), auth 'mac'",
     'nexres-seal': "nexres-rpc (TS handler), auth 'seal' (encrypted)",
     net: 'node:net, length-prefixed',
@@ -238,7 +238,7 @@ async function runW1() {
     const short = { net: 'node:net', libp2p: 'js-libp2p' }
     // The per-message handler, and (when measured) the onBatch handler.
     const bases = ['nexres', 'nexres-batch'].filter((k) => kinds.includes(k))
-    const baseName = { nexres: 'nexres-rpc', 'nexres-batch': 'nexres-rpc onBatch' }
+    const baseName = { nexres: 'nexres-rpc', 'nexres-batch': 'nexres-rpc sendMany + onBatch' }
     const heads = bases.flatMap((b) => [...vs.map((k) => `${baseName[b]} / ${short[k]}`), ...(haveNative ? [`${baseName[b]} / native ceiling`] : [])])
     lines.push('')
     lines.push(`| workload | ${heads.join(' | ')} |`)

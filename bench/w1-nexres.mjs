@@ -1,7 +1,8 @@
 // W1 one-way stream through nexres-rpc: replica 1 (sender) -> replica 2
 // (receiver, counting in a JS handler that reads msg.payload).
 //   node bench/w1-nexres.mjs recv|send <recvPort> <sendPort> <count> <size> [ioThreads] [warmup] [none|mac|seal] [signed|batch]
-// With `batch` the receiver counts in an onBatch handler (no object per message).
+// With `batch` the receiver counts in an onBatch handler (no object per
+// message) and the sender queues 64 messages per sendMany call.
 // With `signed` (auth mac) the sender broadcasts with { sign: true } and the
 // receiver counts only messages whose msg.signature is there (verified).
 // The sender first sends `warmup` messages (JIT warm-up, not timed), then
@@ -86,9 +87,18 @@ if (role === 'recv') {
   const payload = new Uint8Array(size).fill(0x5a)
   let drained = null
   r.events.on('drain', () => drained?.())
-  for (let i = 0; i < total; i++) {
-    const ok = signed ? r.broadcast('w1', payload, { sign: true }) : r.send(2, 'w1', payload)
-    if (!ok) await new Promise((resolve) => (drained = resolve))
+  if (batched) {
+    const GROUP = 64
+    const group = Array.from({ length: GROUP }, () => payload)
+    for (let i = 0; i < total; i += GROUP) {
+      const ok = r.sendMany(2, 'w1', total - i >= GROUP ? group : group.slice(0, total - i))
+      if (!ok) await new Promise((resolve) => (drained = resolve))
+    }
+  } else {
+    for (let i = 0; i < total; i++) {
+      const ok = signed ? r.broadcast('w1', payload, { sign: true }) : r.send(2, 'w1', payload)
+      if (!ok) await new Promise((resolve) => (drained = resolve))
+    }
   }
   await r.close({ timeoutMs: 60_000 })
 }

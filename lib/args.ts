@@ -26,6 +26,26 @@ export function payloadBytes(parameter: string, v: unknown): Uint8Array {
   return viewBytes(parameter, v)
 }
 
+/**
+ * A list of payloads (sendMany) as bytes, each checked as `payloadBytes`
+ * checks one (`parameter[i]` named); the array itself when every element is
+ * a Uint8Array already.
+ */
+export function payloadList(parameter: string, v: unknown): readonly Uint8Array[] {
+  if (!Array.isArray(v)) throw new InvalidArgumentError(parameter, `an array of payloads (${BYTES})`, v)
+  let out: Uint8Array[] | undefined
+  for (let i = 0; i < v.length; i++) {
+    const p: unknown = v[i]
+    if (p instanceof Uint8Array) {
+      if (out !== undefined) out.push(p)
+      continue
+    }
+    if (out === undefined) out = (v as Uint8Array[]).slice(0, i)
+    out.push(payloadBytes(`${parameter}[${i}]`, p))
+  }
+  return out ?? (v as Uint8Array[])
+}
+
 /** True for what `payloadBytes` takes. */
 export function isPayload(v: unknown): v is Uint8Array | string | ArrayBufferView {
   return typeof v === 'string' || ArrayBuffer.isView(v)

@@ -2,7 +2,7 @@
 // (inbound.ts: route tables, batches to handlers) and, here, the send side
 // (staging, message ids, queue depths, backpressure, signed broadcasts). Replica (lib/replica.ts) adds the connection events, stats
 // and lifecycle; WorkerReplica (lib/worker.ts) runs in a worker thread.
-import { checkOptions, checkReplicaId, checkRoute, checkSignal, payloadBytes, viewBytes } from './args.js'
+import { checkOptions, checkReplicaId, checkRoute, checkSignal, payloadBytes, payloadList, viewBytes } from './args.js'
 import type { PeerRef } from './config.js'
 import { AbortedError, ClosedError, ConfigError, InvalidArgumentError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
 import { Inbound } from './inbound.js'
@@ -224,6 +224,47 @@ export abstract class ReplicaBase extends Inbound {
   }
 
   /**
+   * `send` of several messages to one peer in one call, in order: each
+   * payload is a message of its own (its own message id; the peer's
+   * handlers see them one by one, or together in an `onBatch` handler).
+   * All or nothing: every argument and every payload's size is checked, and
+   * the queue bound taken for all of them, before any is queued. Returns
+   * false once the peer's queue is past `highWaterMark`; throws as `send`
+   * (`INVALID_ARGUMENT` naming `payloads[i]`).
+   */
+  sendMany(to: number, route: string, payloads: readonly (Uint8Array | ArrayBufferView | string)[], options?: SendOptions): boolean {
+    const idx = this.slotOfFresh(to)
+    if (idx < 0) checkReplicaId('to', to)
+    const rid = this.route(route)
+    const list = payloadList('payloads', payloads)
+    const sign = options === undefined ? false : this.signOption(options, SEND_OPTION_KEYS)
+    if (this.closing !== undefined) throw new ClosedError()
+    if (idx < 0) throw new UnknownPeerError(to)
+    const n = list.length
+    const extra = sign ? SIGNED_TRAILER_BYTES : 0
+    const maxLen = sign ? Math.min(this.limits.maxFrameBytes, MAX_SIGNED_BYTES) : this.limits.maxFrameBytes
+    let frames = 0
+    for (let i = 0; i < n; i++) {
+      const len = list[i]!.length + extra
+      if (len > maxLen) throw new PayloadTooLargeError(len, maxLen)
+      frames += HEADER_BYTES + len
+    }
+    if (n === 0) return true
+    const after = this.reserve(idx, to, frames)
+    const outbox = this.outbox
+    let lo = this.idLo
+    for (let i = 0; i < n; i++) {
+      lo = (lo + 1) >>> 0
+      if (lo === 0) this.idHi++
+      const bytes = list[i]!
+      if (sign) outbox.stageSigned(to, rid, lo, this.idHi, bytes)
+      else outbox.stage(to, rid, lo, this.idHi, bytes, bytes.length)
+    }
+    this.idLo = lo
+    return this.took(idx, frames, after)
+  }
+
+  /**
    * `send` to a replica of a remote cluster (`remoteClusters`), or of this
    * one (`{ cluster: <this cluster's id>, id }`): the same guarantees,
    * backpressure and errors. Throws `UNKNOWN_PEER` for a replica that is not
@@ -299,19 +340,33 @@ export abstract class ReplicaBase extends Inbound {
     if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
     if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
     const frame = HEADER_BYTES + len
-    let after = this.depths[idx]! + this.staged[idx]! + frame
-    if (after > this.limits.maxQueueBytes) {
-      // The native depth seen at the last flush may be stale: look again.
-      this.native.refreshDepths()
-      after = this.depths[idx]! + this.staged[idx]! + frame
-      if (after > this.limits.maxQueueBytes) throw new QueueFullError(this.slotPeers[idx]?.id ?? to, after - frame, this.limits.maxQueueBytes)
-    }
+    const after = this.reserve(idx, to, frame)
     const lo = (this.idLo + 1) >>> 0
     this.idLo = lo
     if (lo === 0) this.idHi++
     if (sign) this.outbox.stageSigned(to, rid, lo, this.idHi, bytes)
     else this.outbox.stage(to, rid, lo, this.idHi, bytes, len)
-    this.staged[idx]! += frame
+    return this.took(idx, frame, after)
+  }
+
+  /**
+   * Room for `frames` more bytes in slot idx's queue: its depth after them,
+   * or QUEUE_FULL past maxQueueBytes (nothing staged yet).
+   */
+  private reserve(idx: number, to: number, frames: number): number {
+    let after = this.depths[idx]! + this.staged[idx]! + frames
+    if (after > this.limits.maxQueueBytes) {
+      // The native depth seen at the last flush may be stale: look again.
+      this.native.refreshDepths()
+      after = this.depths[idx]! + this.staged[idx]! + frames
+      if (after > this.limits.maxQueueBytes) throw new QueueFullError(this.slotPeers[idx]?.id ?? to, after - frames, this.limits.maxQueueBytes)
+    }
+    return after
+  }
+
+  /** `frames` bytes staged for slot idx (`after`: reserve's answer): false past highWaterMark. */
+  private took(idx: number, frames: number, after: number): boolean {
+    this.staged[idx]! += frames
     if (after < this.limits.highWaterMark) return true
     // The depth seen at the last flush may predate ACKs: look again first.
     this.native.refreshDepths()
