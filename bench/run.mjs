@@ -108,8 +108,8 @@ if (w2.concurrency.some((c) => !Number.isInteger(c) || c < 1 || c > 10_000)) thr
 // Each workload is preceded, on the same connection, by `warmup` untimed
 // messages so JIT compilation is not what gets measured (same for everyone).
 const workloads = [
-  { size: 64, count: 1_000_000, warmup: 300_000 },
-  { size: 1024, count: 200_000, warmup: 50_000 },
+  { size: 64, count: 4_000_000, warmup: 300_000 },
+  { size: 1024, count: 500_000, warmup: 50_000 },
   { size: 65536, count: 20_000, warmup: 2_000 },
 ].filter((w) => only.length === 0 || only.includes(w.size))
 
@@ -292,6 +292,9 @@ steady state, not JIT compilation; every contender gets the same warm-up.
   'seal'\` (the same, every batch encrypted with AES-256-GCM, decrypted in
   place by the receiver; see docs/SECURITY.md). js-libp2p encrypts too
   (Noise): the like-for-like comparison is 'seal' against it.
+- **nexres-rpc sendMany + onBatch**: the batched API at both ends:
+  \`Replica.sendMany\` of 64 messages per call, and a receiver counting in an
+  \`onBatch\` handler (no object per message); \`auth: 'none'\`.
 - **node:net**: the same workload written well on plain sockets: 4-byte
   length prefix, frames coalesced into one write per 1 MiB, write
   backpressure respected, the receiver parsing in place and calling a handler
@@ -312,6 +315,19 @@ ${table}
 }
 
 // ---------------------------------------------------------------- W2
+
+// CPU time (user + system, every thread) of process `pid` in µs, and when
+// it was read (performance.now() ms); null when /proc cannot say.
+function processCpu(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // utime and stime (fields 14 and 15) in clock ticks of 1/100 s.
+    return { us: (Number(f[11]) + Number(f[12])) * 10_000, at: performance.now() }
+  } catch {
+    return null
+  }
+}
 
 async function onceW2(kind, concurrency) {
   return withProcs(async (procs) => {
@@ -336,7 +352,15 @@ async function onceW2(kind, concurrency) {
       ...(kind === 'libp2p' ? [m[2], 'pipelined'] : []),
     ])
     procs.push(client)
+    // The server process's CPU time (every thread) over the client's
+    // measured window, sampled from /proc when the warm-up ends and when the
+    // client reports (Linux; null elsewhere).
+    let cpu0 = null
+    const sampler = setTimeout(() => (cpu0 = processCpu(server.child.pid)), w2.warmupMs)
     const r = JSON.parse(await client.nextLine(w2.warmupMs + w2.durationMs + 60_000))
+    clearTimeout(sampler)
+    const cpu1 = processCpu(server.child.pid)
+    r.serverCpuUs = cpu0 !== null && cpu1 !== null ? (cpu1.us - cpu0.us) / (r.reqPerSec * ((cpu1.at - cpu0.at) / 1000)) : null
     if (r.stoppedBy !== 'time') console.warn(`W2 ${kind} C=${concurrency}: stopped at ${w2.maxCalls} calls before the end of the window`)
     return r
   }, { reapMs: 10_000, term: true })
@@ -378,13 +402,15 @@ async function runW2() {
   }
 
   const lines = []
-  lines.push('| contender | C | req/s (median) | p50 µs | p99 µs | runs: req/s (p50 / p99 µs) |')
-  lines.push('| --- | ---: | ---: | ---: | ---: | --- |')
+  lines.push('| contender | C | req/s (median) | p50 µs | p99 µs | CPU µs per call: client / server | runs: req/s (p50 / p99 µs) |')
+  lines.push('| --- | ---: | ---: | ---: | ---: | ---: | --- |')
+  const cpuCell = (xs) => (xs.every((x) => typeof x === 'number') ? median(xs).toFixed(2) : '–')
   for (const r of results) {
     for (const k of kinds) {
       const s = r.stats[k]
       const all = s.all.map((x) => `${fmtRate(x.reqPerSec)} (${fmtUs(x.p50)} / ${fmtUs(x.p99)})`).join(', ')
-      lines.push(`| ${names[k]} | ${r.concurrency} | ${fmtRate(s.reqPerSec)} | ${fmtUs(s.p50)} | ${fmtUs(s.p99)} | ${all} |`)
+      const cpu = `${cpuCell(s.all.map((x) => x.clientCpuUs))} / ${cpuCell(s.all.map((x) => x.serverCpuUs))}`
+      lines.push(`| ${names[k]} | ${r.concurrency} | ${fmtRate(s.reqPerSec)} | ${fmtUs(s.p50)} | ${fmtUs(s.p99)} | ${cpu} | ${all} |`)
     }
   }
   const others = kinds.filter((k) => k !== 'nexres' && k !== 'nexres-seal')
@@ -448,7 +474,11 @@ checked. A run also stops after ${w2.maxCalls.toLocaleString('en-US')} calls (${
 loop and the measurement are the same code for every contender
 (\`bench/w2-loop.mjs\`), and each contender's call returns a promise.
 The p50 and p99 columns are the medians over the runs of each run's
-percentile. In the ratio table, a req/s ratio above 1 means nexres-rpc
+percentile. The CPU columns are what each process spent per measured call
+over the window (user + system time of every thread; the client's from
+\`process.cpuUsage()\`, the server's sampled from /proc), the medians over
+the runs: with both processes on the same 2 vCPUs, a call's rate is bounded
+by their sum and, in a closed loop, by the turns the two sides take. In the ratio table, a req/s ratio above 1 means nexres-rpc
 answers more calls per second, a p99 ratio below 1 means its tail latency is
 lower.
 

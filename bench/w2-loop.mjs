@@ -24,6 +24,7 @@ export async function closedLoop({ call, size, concurrency, warmupMs, durationMs
   let warm = 0
   let lastMeasured = tStart
   let stoppedBy = 'time'
+  let cpu0 = null // process CPU time at the first measured reply
   const worker = async () => {
     for (;;) {
       if (issued >= maxCalls) {
@@ -39,6 +40,7 @@ export async function closedLoop({ call, size, concurrency, warmupMs, durationMs
       }
       if (e >= tEnd) return
       if (e >= tStart) {
+        if (cpu0 === null) cpu0 = process.cpuUsage()
         const us = Math.round((e - s) * 1000)
         h.recordValue(us < 1 ? 1 : us > HIGHEST_US ? HIGHEST_US : us)
         measured++
@@ -49,15 +51,20 @@ export async function closedLoop({ call, size, concurrency, warmupMs, durationMs
     }
   }
   await Promise.all(Array.from({ length: concurrency }, worker))
-  return loopResult({ h, measured, warm, stoppedBy, durationMs, window: lastMeasured - tStart })
+  return loopResult({ h, measured, warm, stoppedBy, durationMs, window: lastMeasured - tStart, cpu0 })
 }
 
 // The JSON line of a closed loop (also bench/w2-raw.mjs's): rates over the
 // window, or over the measured part of it when the call bound stopped it.
-export function loopResult({ h, measured, warm, stoppedBy, durationMs, window }) {
+// cpu0: process.cpuUsage() at the first measured reply; clientCpuUs is the
+// client process's CPU time (every thread, user + system) from then to now
+// per measured call.
+export function loopResult({ h, measured, warm, stoppedBy, durationMs, window, cpu0 }) {
   const seconds = (stoppedBy === 'time' ? durationMs : window) / 1000
   if (measured === 0) throw new Error('no call completed in the measured window')
+  const cpu = cpu0 === null ? null : process.cpuUsage(cpu0)
   return {
+    clientCpuUs: cpu === null ? null : (cpu.user + cpu.system) / measured,
     calls: measured,
     seconds,
     reqPerSec: measured / seconds,

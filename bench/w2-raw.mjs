@@ -63,6 +63,7 @@ if (role === 'server') {
   let warm = 0
   let lastMeasured = 0
   let stoppedBy = 'time'
+  let cpu0 = null
   let open = a.concurrency
   const t0 = performance.now()
   const tStart = t0 + a.warmupMs
@@ -101,6 +102,7 @@ if (role === 'server') {
       if (len !== size || (size > 0 && (buf[start] !== payload[0] || buf[start + size - 1] !== payload[size - 1]))) throw new Error(`wrong reply: ${len} bytes`)
       if (now < tEnd) {
         if (now >= tStart) {
+          if (cpu0 === null) cpu0 = process.cpuUsage()
           const us = Math.round((now - started[slot]) * 1000)
           h.recordValue(us < 1 ? 1 : us > HIGHEST_US ? HIGHEST_US : us)
           measured++
@@ -124,7 +126,7 @@ if (role === 'server') {
   }, a.warmupMs + a.durationMs + 30_000)
   await done
   clearTimeout(watchdog)
-  process.stdout.write(JSON.stringify(loopResult({ h, measured, warm, stoppedBy, durationMs: a.durationMs, window: lastMeasured - tStart })) + '\n')
+  process.stdout.write(JSON.stringify(loopResult({ h, measured, warm, stoppedBy, durationMs: a.durationMs, window: lastMeasured - tStart, cpu0 })) + '\n')
   s.destroy()
   process.exit(0)
 } else {

@@ -11,6 +11,7 @@ import {
   RequestTooLargeError,
   TimeoutError,
   TooManyRequestsError,
+  failWithCallerStack,
   withCallerStack,
 } from './errors.js'
 import { type Endpoint, type WelcomeLimits, clientHello, describeLoss, describeSocketError, readWelcome, remoteError } from './client-handshake.js'
@@ -87,6 +88,21 @@ class MemberPending implements Pending {
 
   reject(err: Error): void {
     this.sink.memberFailed(this.index, err)
+  }
+}
+
+/** A call of this client's own: its promise fails with the caller's stack (failWithCallerStack). */
+class CallPending implements Pending {
+  onAbort: (() => void) | undefined = undefined
+  constructor(
+    readonly route: string,
+    readonly resolve: (value: Uint8Array | PromiseLike<Uint8Array>) => void,
+    readonly deadline: number,
+    readonly signal: AbortSignal | undefined,
+  ) {}
+
+  reject(err: Error): void {
+    failWithCallerStack(this.resolve, err)
   }
 }
 
@@ -233,7 +249,7 @@ export class Client {
     const signal = options.signal
     if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason))
     if (this.socket !== undefined && this.pending.size < this.inFlightLimit) {
-      return withCallerStack(this.issue(route, body, options.timeoutMs ?? this.opts.timeoutMs, signal))
+      return this.issue(route, body, options.timeoutMs ?? this.opts.timeoutMs, signal)
     }
     return withCallerStack(this.callSlow(route, body, options))
   }
@@ -387,8 +403,8 @@ export class Client {
       while (this.pending.has(id)) id = (id + 1) >>> 0
       this.nextId = id
     }
-    return new Promise<Uint8Array>((resolve, reject) => {
-      this.start(id, { route, resolve, reject, deadline: Date.now() + timeoutMs, signal, onAbort: undefined }, body, timeoutMs)
+    return new Promise<Uint8Array>((resolve) => {
+      this.start(id, new CallPending(route, resolve, Date.now() + timeoutMs, signal), body, timeoutMs)
     })
   }
 

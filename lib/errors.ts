@@ -296,8 +296,29 @@ export function withCallerStack(call: Promise<Uint8Array>): Promise<Uint8Array> 
   return call.then(undefined, rethrowWithCallerStack)
 }
 
+/**
+ * Fails a call's promise, given its resolve function, with `err` and the
+ * caller's stack (as withCallerStack does), at no cost to calls that
+ * succeed: the promise is resolved with one that rejects through the same
+ * rethrow, rejected only after the promise it settles is linked to it (the
+ * link is the next microtask; the rejection's reaction comes after it), so
+ * the rethrow runs in a reaction whose chain leads to the awaiting caller.
+ * A `.then` per call (withCallerStack) cost 0.17 µs of the client's
+ * 1.46 µs CPU per call at W2 C = 64.
+ */
+export function failWithCallerStack(resolve: (value: PromiseLike<Uint8Array>) => void, err: Error): void {
+  let fail!: (reason: Error) => void
+  const failed = new Promise<Uint8Array>((_, reject) => (fail = reject))
+  resolve(failed.then(undefined, rethrowWithCallerStack))
+  fail(err)
+}
+
+// Errors rethrown with a caller's stack already (a call through callSlow
+// fails through both paths): not appended twice.
+const withStack = new WeakSet<Error>()
+
 function rethrowWithCallerStack(err: unknown): never {
-  if (!(err instanceof Error)) throw err
+  if (!(err instanceof Error) || withStack.has(err)) throw err
   const siteStack = new Error().stack ?? ''
   const frames = siteStack.slice(siteStack.indexOf('\n') + 1)
   const out = Object.create(Object.getPrototypeOf(err) as object) as Error
@@ -305,5 +326,6 @@ function rethrowWithCallerStack(err: unknown): never {
   Object.defineProperty(out, 'message', { value: err.message, writable: true, configurable: true })
   if ('cause' in err) Object.defineProperty(out, 'cause', { value: err.cause, writable: true, configurable: true })
   Object.defineProperty(out, 'stack', { value: `${err.stack ?? `${err.name}: ${err.message}`}\n    at the call:\n${frames}`, writable: true, configurable: true })
+  withStack.add(out)
   throw out
 }
