@@ -4,21 +4,13 @@
 // id, signed payloads without their trailer, promises holding the batch.
 import t from 'tap'
 
-import { MessageBatch, Replica } from 'nexres-rpc'
+import { MessageBatch } from 'nexres-rpc'
 
-import { type Tap, keyedCluster, until } from './helpers.js'
+import { keyedPair, until } from './helpers.js'
 
-async function pair(t: Tap): Promise<[Replica, Replica]> {
-  const k = await keyedCluster(2, 'batch')
-  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey })
-  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey })
-  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
-  await a.waitForPeers()
-  return [a, b]
-}
 
 t.test('every message once, in order, with its bytes and id; batches end where another route starts; signed payloads without their trailer', async (t) => {
-  const [a, b] = await pair(t)
+  const [a, b] = await keyedPair(t, 'batch')
   const seen: { id: number; body: string; cluster: string; from: number }[] = []
   let batches = 0
   let largest = 0
@@ -54,7 +46,7 @@ t.test('every message once, in order, with its bytes and id; batches end where a
 })
 
 t.test('a batch handler that returns a promise: the batch stays valid and unacknowledged until it settles; a throw is reported', async (t) => {
-  const [a, b] = await pair(t)
+  const [a, b] = await keyedPair(t, 'batch')
   let release!: () => void
   const gate = new Promise<void>((r) => (release = r))
   const read: string[] = []
@@ -86,7 +78,7 @@ t.test('a batch handler that returns a promise: the batch stays valid and unackn
 })
 
 t.test('onBatch checks its arguments', async (t) => {
-  const [, b] = await pair(t)
+  const [, b] = await keyedPair(t, 'batch')
   const r = b as unknown as { onBatch(route: unknown, fn: unknown): unknown }
   t.throws(() => r.onBatch(7, () => 0), { code: 'INVALID_ARGUMENT', parameter: 'route' })
   t.throws(() => r.onBatch('', () => 0), { code: 'INVALID_ARGUMENT', parameter: 'route' })

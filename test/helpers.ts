@@ -1,7 +1,7 @@
 import { execSync } from 'node:child_process'
 import { createServer } from 'node:net'
 
-import { type ClusterConfig, type Replica, generateKeyPair } from 'nexres-rpc'
+import { type ClusterConfig, Replica, type ReplicaOptions, generateKeyPair } from 'nexres-rpc'
 import type tap from 'tap'
 
 import * as wire from '../lib/wire.js'
@@ -133,6 +133,19 @@ export async function keyedCluster(n: number, name: string): Promise<Keyed> {
     keys,
     cluster: { id: name, replicas: ports.map((port, i) => ({ id: i + 1, host: '127.0.0.1', port, publicKey: keys[i]!.publicKey })) },
   }
+}
+
+/**
+ * Replicas 1 and 2 of a fresh keyed cluster `name` (auth 'mac'), linked,
+ * closed at the end of the test; `first` adds options to replica 1.
+ */
+export async function keyedPair(t: Tap, name: string, first: Partial<ReplicaOptions> = {}): Promise<[Replica, Replica]> {
+  const k = await keyedCluster(2, name)
+  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey, ...first })
+  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey })
+  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
+  await a.waitForPeers()
+  return [a, b]
 }
 
 /**

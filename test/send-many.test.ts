@@ -8,21 +8,13 @@ import t from 'tap'
 
 import { Replica } from 'nexres-rpc'
 
-import { type Tap, keyedCluster, loopbackCluster, until } from './helpers.js'
+import { keyedPair, loopbackCluster, until } from './helpers.js'
 
 const u32 = (p: Uint8Array): number => new DataView(p.buffer, p.byteOffset, p.byteLength).getUint32(0, true)
 
-async function pair(t: Tap, extra: Record<string, unknown> = {}): Promise<[Replica, Replica]> {
-  const k = await keyedCluster(2, 'many')
-  const a = await Replica.start({ id: 1, cluster: k.cluster, privateKey: k.keys[0]!.privateKey, ...extra })
-  const b = await Replica.start({ id: 2, cluster: k.cluster, privateKey: k.keys[1]!.privateKey })
-  t.teardown(() => Promise.all([a.close({ timeoutMs: 0 }), b.close({ timeoutMs: 0 })]))
-  await a.waitForPeers()
-  return [a, b]
-}
 
 t.test('each payload a message of its own, in order between send()s; every payload kind, empty, large (by reference) and signed', async (t) => {
-  const [a, b] = await pair(t)
+  const [a, b] = await keyedPair(t, 'many')
   const seen: { id: number; body: string; signed: boolean }[] = []
   b.on('m', (msg) => seen.push({ id: msg.id, body: Buffer.from(msg.payload).toString('latin1'), signed: msg.signature !== undefined }))
   const large = Buffer.alloc(40 * 1024, 'L')
@@ -109,7 +101,7 @@ t.test('all or nothing: a bad payload, an oversized one or the queue bound refus
 })
 
 t.test("backpressure: 'drain' after a false, then everything arrives in order", async (t) => {
-  const [a, b] = await pair(t, { highWaterMark: 64 * 1024 })
+  const [a, b] = await keyedPair(t, 'many', { highWaterMark: 64 * 1024 })
   let got = 0
   let bad = 0
   b.on('n', (msg) => {
