@@ -252,16 +252,19 @@ export abstract class ReplicaBase extends Inbound {
     if (n === 0) return true
     const after = this.reserve(idx, to, frames)
     const outbox = this.outbox
-    let lo = this.idLo
+    const staged = this.staged
     for (let i = 0; i < n; i++) {
-      lo = (lo + 1) >>> 0
+      const lo = (this.idLo + 1) >>> 0
+      this.idLo = lo
       if (lo === 0) this.idHi++
       const bytes = list[i]!
       if (sign) outbox.stageSigned(to, rid, lo, this.idHi, bytes)
       else outbox.stage(to, rid, lo, this.idHi, bytes, bytes.length)
+      // Counted one by one: a full stage is handed to native (and the
+      // count reset) in the middle of the list.
+      staged[idx]! += HEADER_BYTES + bytes.length + extra
     }
-    this.idLo = lo
-    return this.took(idx, frames, after)
+    return this.belowMark(idx, after)
   }
 
   /**
@@ -367,6 +370,11 @@ export abstract class ReplicaBase extends Inbound {
   /** `frames` bytes staged for slot idx (`after`: reserve's answer): false past highWaterMark. */
   private took(idx: number, frames: number, after: number): boolean {
     this.staged[idx]! += frames
+    return this.belowMark(idx, after)
+  }
+
+  /** False when slot idx's queue (`after` bytes deep, by reserve) is past highWaterMark. */
+  private belowMark(idx: number, after: number): boolean {
     if (after < this.limits.highWaterMark) return true
     // The depth seen at the last flush may predate ACKs: look again first.
     this.native.refreshDepths()

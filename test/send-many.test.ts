@@ -100,6 +100,20 @@ t.test('all or nothing: a bad payload, an oversized one or the queue bound refus
   t.equal(code(() => a.sendMany(2, 'm', ['x'])), 'CLOSED', 'after close')
 })
 
+t.test('a list longer than the staging buffer (handed to native in the middle of the call) is counted once toward maxQueueBytes', async (t) => {
+  const cluster = await loopbackCluster(2)
+  const a = await Replica.start({ auth: 'none', id: 1, cluster, maxQueueBytes: 4 * 1024 * 1024, highWaterMark: 4 * 1024 * 1024 })
+  t.teardown(() => a.close({ timeoutMs: 0 }))
+  // 8,000-byte payloads are copied into the 1 MiB stage: 300 of them fill it twice.
+  const list = (n: number): Buffer[] => Array.from({ length: n }, () => Buffer.alloc(8000, 7))
+  t.equal(a.sendMany(2, 'm', list(300)), true)
+  t.equal(a.sendMany(2, 'm', list(200)), true, 'the second list fits: 500 x 8,024 bytes are under 4 MiB')
+  t.equal(a.send(2, 'm', Buffer.alloc(100_000)), true, 'and a send that fits too')
+  a.flush()
+  t.equal(a.stats().peers[0]!.queuedBytes, 500 * 8024 + 100_024, 'every byte counted once')
+  t.throws(() => a.sendMany(2, 'm', list(30)), { code: 'QUEUE_FULL' }, 'past the bound: refused')
+})
+
 t.test("backpressure: 'drain' after a false, then everything arrives in order", async (t) => {
   const [a, b] = await keyedPair(t, 'many', { highWaterMark: 64 * 1024 })
   let got = 0
