@@ -28,22 +28,19 @@ export function payloadBytes(parameter: string, v: unknown): Uint8Array {
 
 /**
  * A list of payloads (sendMany) as bytes, each checked as `payloadBytes`
- * checks one (`parameter[i]` named); the array itself when every element is
- * a Uint8Array already.
+ * checks one (`parameter[i]` named). Every element is read once, into a new
+ * array: what is checked is what is sent, whatever getters or a Proxy return
+ * on a second read.
  */
-export function payloadList(parameter: string, v: unknown): readonly Uint8Array[] {
+export function payloadList(parameter: string, v: unknown): Uint8Array[] {
   if (!Array.isArray(v)) throw new InvalidArgumentError(parameter, `an array of payloads (${BYTES})`, v)
-  let out: Uint8Array[] | undefined
-  for (let i = 0; i < v.length; i++) {
+  const n = v.length
+  const out = new Array<Uint8Array>(n)
+  for (let i = 0; i < n; i++) {
     const p: unknown = v[i]
-    if (p instanceof Uint8Array) {
-      if (out !== undefined) out.push(p)
-      continue
-    }
-    if (out === undefined) out = (v as Uint8Array[]).slice(0, i)
-    out.push(payloadBytes(`${parameter}[${i}]`, p))
+    out[i] = p instanceof Uint8Array ? p : payloadBytes(`${parameter}[${i}]`, p)
   }
-  return out ?? (v as Uint8Array[])
+  return out
 }
 
 /** True for what `payloadBytes` takes. */

@@ -114,6 +114,24 @@ t.test('a list longer than the staging buffer (handed to native in the middle of
   t.throws(() => a.sendMany(2, 'm', list(30)), { code: 'QUEUE_FULL' }, 'past the bound: refused')
 })
 
+t.test('what is checked is what is sent: each element is read once (a getter or a Proxy that changes its answer)', async (t) => {
+  const [a, b] = await keyedPair(t, 'many', { maxFrameBytes: 1024 })
+  const got: string[] = []
+  b.on('m', (msg) => got.push(msg.payload.length > 100 ? `large ${msg.payload.length}` : msg.text()))
+  let reads = 0
+  const tricky: Uint8Array[] = [Buffer.from('first'), Buffer.from('second')]
+  // Small when first read, over maxFrameBytes afterwards.
+  Object.defineProperty(tricky, 1, { get: () => (reads++ === 0 ? Buffer.from('small') : Buffer.alloc(64 * 1024)) })
+  t.equal(a.sendMany(2, 'm', tricky), true)
+  const proxied = new Proxy([Buffer.from('p1'), Buffer.from('p2')], {
+    get: (target, key, receiver) => (key === 'length' && reads++ > 1 ? 1000 : Reflect.get(target, key, receiver)),
+  })
+  t.equal(a.sendMany(2, 'm', proxied), true)
+  a.send(2, 'm', 'end')
+  await until(() => got.includes('end'), 10_000, 'the messages')
+  t.same(got, ['first', 'small', 'p1', 'p2', 'end'], 'the values read once were sent, nothing else')
+})
+
 t.test("backpressure: 'drain' after a false, then everything arrives in order", async (t) => {
   const [a, b] = await keyedPair(t, 'many', { highWaterMark: 64 * 1024 })
   let got = 0
