@@ -242,11 +242,10 @@ export abstract class ReplicaBase extends Inbound {
     if (idx < 0) throw new UnknownPeerError(to)
     const n = list.length
     const extra = sign ? SIGNED_TRAILER_BYTES : 0
-    const maxLen = sign ? Math.min(this.limits.maxFrameBytes, MAX_SIGNED_BYTES) : this.limits.maxFrameBytes
     let frames = 0
     for (let i = 0; i < n; i++) {
       const len = list[i]!.length + extra
-      if (len > maxLen) throw new PayloadTooLargeError(len, maxLen)
+      this.checkFrame(len, sign)
       frames += HEADER_BYTES + len
     }
     if (n === 0) return true
@@ -340,8 +339,7 @@ export abstract class ReplicaBase extends Inbound {
   /** The send side of `send`, its arguments checked. */
   private queue(idx: number, to: number, rid: number, bytes: Uint8Array, sign = false): boolean {
     const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
-    if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
-    if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
+    this.checkFrame(len, sign)
     const frame = HEADER_BYTES + len
     const after = this.reserve(idx, to, frame)
     const lo = (this.idLo + 1) >>> 0
@@ -350,6 +348,12 @@ export abstract class ReplicaBase extends Inbound {
     if (sign) this.outbox.stageSigned(to, rid, lo, this.idHi, bytes)
     else this.outbox.stage(to, rid, lo, this.idHi, bytes, len)
     return this.took(idx, frame, after)
+  }
+
+  /** A frame of `len` bytes (signature trailer included) fits the limits: PAYLOAD_TOO_LARGE else. */
+  private checkFrame(len: number, sign: boolean): void {
+    if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
+    if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
   }
 
   /**
@@ -441,8 +445,7 @@ export abstract class ReplicaBase extends Inbound {
     if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
     const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
-    if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
-    if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
+    this.checkFrame(len, sign)
     for (;;) {
       if (signal?.aborted) throw new AbortedError(signal.reason)
       if (this.closing !== undefined) throw new ClosedError()
@@ -474,8 +477,7 @@ export abstract class ReplicaBase extends Inbound {
   /** One frame for every slot of `slots` (staged once, for `dest`): the queue checks of broadcast. */
   private stageBroadcast(dest: number, slots: readonly number[], rid: number, bytes: Uint8Array, sign: boolean): boolean {
     const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
-    if (len > this.limits.maxFrameBytes) throw new PayloadTooLargeError(len, this.limits.maxFrameBytes)
-    if (sign && len > MAX_SIGNED_BYTES) throw new PayloadTooLargeError(len, MAX_SIGNED_BYTES)
+    this.checkFrame(len, sign)
     const frame = HEADER_BYTES + len
     const n = slots.length
     if (n === 0) return true
