@@ -87,6 +87,8 @@ const w3 = {
 }
 const w4 = { intervalMs: 1, warmupMs: 1000, durationMs: Math.round(1000 * Number(opt('w4-seconds', '5'))) }
 if (!Number.isInteger(runs) || runs < 1) throw new Error(`--runs: a positive integer, got ${opt('runs')}`)
+// The nexres-spin contender's server: ioSpinMicros (docs/API.md).
+const W2_SPIN_MICROS = 100
 const w2 = {
   size: 64,
   warmupMs: Math.round(1000 * Number(opt('w2-warmup', '1'))),
@@ -94,9 +96,9 @@ const w2 = {
   concurrency: opt('w2-conc', '1,64').split(',').filter(Boolean).map(Number),
   // Safety bound on calls per run (far above what the window allows).
   maxCalls: 50_000_000,
-  contenders: opt('w2-contenders', 'nexres,nexres-seal,net,raw,grpc,libp2p').split(',').filter(Boolean),
+  contenders: opt('w2-contenders', 'nexres,nexres-spin,nexres-seal,net,raw,grpc,libp2p').split(',').filter(Boolean),
 }
-for (const k of w2.contenders) if (!['nexres', 'nexres-seal', 'net', 'raw', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
+for (const k of w2.contenders) if (!['nexres', 'nexres-spin', 'nexres-seal', 'net', 'raw', 'grpc', 'libp2p'].includes(k)) throw new Error(`--w2-contenders: unknown ${k}`)
 if (w2.contenders.length === 0) throw new Error('--w2-contenders: none given')
 // W1 contenders; native is skipped when it cannot be built.
 const w1Contenders = opt('w1-contenders', 'nexres,nexres-batch,nexres-mac,nexres-seal,net,libp2p,native').split(',').filter(Boolean)
@@ -318,12 +320,22 @@ ${table}
 
 // CPU time (user + system, every thread) of process `pid` in µs, and when
 // it was read (performance.now() ms); null when /proc cannot say.
+let ticks = 0
+function clockTicks() {
+  if (ticks === 0) {
+    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })
+    const n = Number(r.stdout?.trim())
+    ticks = Number.isInteger(n) && n > 0 ? n : 100 // Linux's USER_HZ when getconf is missing
+  }
+  return ticks
+}
+
 function processCpu(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // utime and stime (fields 14 and 15) in clock ticks of 1/100 s.
-    return { us: (Number(f[11]) + Number(f[12])) * 10_000, at: performance.now() }
+    // utime and stime (fields 14 and 15) in clock ticks (CLK_TCK a second).
+    return { us: ((Number(f[11]) + Number(f[12])) * 1e6) / clockTicks(), at: performance.now() }
   } catch {
     return null
   }
@@ -333,8 +345,11 @@ async function onceW2(kind, concurrency) {
   return withProcs(async (procs) => {
     // nexres-rpc's server also needs a replica port (its client port is 0 = any).
     // nexres-seal: the same server, a client with seal: true (PROTOCOL.md §6b).
-    const script = kind === 'nexres-seal' ? 'nexres' : kind
-    const server = start(process.execPath, [`bench/w2-${script}.mjs`, 'server', script === 'nexres' ? await freePort() : 0])
+    // nexres-spin: the same server with ioSpinMicros (its io threads poll
+    // that long after their last event before they sleep).
+    const script = kind === 'nexres-seal' || kind === 'nexres-spin' ? 'nexres' : kind
+    const spin = kind === 'nexres-spin' ? [String(W2_SPIN_MICROS)] : []
+    const server = start(process.execPath, [`bench/w2-${script}.mjs`, 'server', script === 'nexres' ? await freePort() : 0, ...spin])
     procs.push(server)
     const ready = await server.nextLine(20_000)
     // libp2p's server also says its peer id, which its client dials.
@@ -371,6 +386,7 @@ async function runW2() {
   const kinds = w2.contenders
   const names = {
     nexres: 'nexres-rpc (Client.call → TS handler)',
+    'nexres-spin': `nexres-rpc, server with ioSpinMicros: ${W2_SPIN_MICROS}`,
     'nexres-seal': 'nexres-rpc, encrypted client connection (seal: true)',
     net: 'node:net, length-prefixed + id',
     raw: 'raw node:net loop (no promise per call, one write per read)',
@@ -413,19 +429,24 @@ async function runW2() {
       lines.push(`| ${names[k]} | ${r.concurrency} | ${fmtRate(s.reqPerSec)} | ${fmtUs(s.p50)} | ${fmtUs(s.p99)} | ${cpu} | ${all} |`)
     }
   }
-  const others = kinds.filter((k) => k !== 'nexres' && k !== 'nexres-seal')
-  if (kinds.includes('nexres') && others.length > 0) {
+  const ours = ['nexres', 'nexres-spin'].filter((k) => kinds.includes(k))
+  const others = kinds.filter((k) => !k.startsWith('nexres'))
+  if (ours.length > 0 && others.length > 0) {
     const short = { net: 'node:net', raw: 'raw net loop', grpc: 'grpc-js', libp2p: 'js-libp2p' }
+    const server = { nexres: 'default', 'nexres-spin': `ioSpinMicros: ${W2_SPIN_MICROS}` }
     lines.push('')
     lines.push(
-      `| workload | ${others.map((k) => `req/s: nexres-rpc ÷ ${short[k]}`).join(' | ')} | ${others.map((k) => `p99: nexres-rpc ÷ ${short[k]}`).join(' | ')} |`,
+      `| workload | nexres-rpc server | ${others.map((k) => `req/s ÷ ${short[k]}`).join(' | ')} | ${others.map((k) => `p50 ÷ ${short[k]}`).join(' | ')} | ${others.map((k) => `p99 ÷ ${short[k]}`).join(' | ')} |`,
     )
-    lines.push(`| --- | ${others.map(() => '---:').join(' | ')} | ${others.map(() => '---:').join(' | ')} |`)
+    lines.push(`| --- | --- | ${others.map(() => '---:').join(' | ')} | ${others.map(() => '---:').join(' | ')} | ${others.map(() => '---:').join(' | ')} |`)
     for (const r of results) {
-      const n = r.stats.nexres
-      const rate = others.map((k) => `${(n.reqPerSec / r.stats[k].reqPerSec).toFixed(2)}×`)
-      const p99 = others.map((k) => `${(n.p99 / r.stats[k].p99).toFixed(2)}×`)
-      lines.push(`| W2 C = ${r.concurrency} | ${rate.join(' | ')} | ${p99.join(' | ')} |`)
+      for (const o of ours) {
+        const n = r.stats[o]
+        const ratio = (f) => others.map((k) => `${f(n, r.stats[k]).toFixed(2)}×`).join(' | ')
+        lines.push(
+          `| W2 C = ${r.concurrency} | ${server[o]} | ${ratio((a, b) => a.reqPerSec / b.reqPerSec)} | ${ratio((a, b) => a.p50 / b.p50)} | ${ratio((a, b) => a.p99 / b.p99)} |`,
+        )
+      }
     }
   }
   if (kinds.includes('nexres') && kinds.includes('nexres-seal')) {

@@ -1,7 +1,7 @@
 // W2 request/response through nexres-rpc: a replica serving the client port
 // with a TypeScript handler `handle('echo', (req) => req)`, and a process
 // using `Client.call` promises in a closed loop (bench/w2-loop.mjs).
-//   node bench/w2-nexres.mjs server <replicaPort>       -> prints "ready <clientPort>"
+//   node bench/w2-nexres.mjs server <replicaPort> [ioSpinMicros] -> prints "ready <clientPort>"
 //   node bench/w2-nexres.mjs client <clientPort> <C> <size> <warmupMs> <durationMs> <maxCalls>
 //   node bench/w2-nexres.mjs quorum <p1,p2,p3,p4> <C> <size> <warmupMs> <durationMs> <maxCalls>
 //     (W6: Client.connect({ replicas, f: 1 }), calls with { quorum: 2 }, to 'all')
@@ -17,7 +17,8 @@ const [role, ...rest] = process.argv.slice(2)
 if (role === 'server') {
   const port = Number(rest[0])
   const cluster = { id: 'w2', replicas: [{ id: 1, host: '127.0.0.1', port, clientPort: 0 }] }
-  const r = await Replica.start({ auth: 'none', id: 1, cluster })
+  const ioSpinMicros = rest[1] === undefined ? 0 : Number(rest[1])
+  const r = await Replica.start({ auth: 'none', id: 1, cluster, ioSpinMicros })
   r.handle('echo', (req) => req)
   process.once('SIGTERM', () => {
     r.close({ timeoutMs: 0 }).finally(() => process.exit(0))

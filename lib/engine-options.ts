@@ -10,6 +10,7 @@ const MiB = 1024 * 1024
 /** [min, max, default] of each. */
 export const ENGINE_INTEGER_OPTIONS = {
   ioThreads: [1, 64, 2],
+  ioSpinMicros: [0, 10_000, 0],
   maxFrameBytes: [1, 1024 * MiB, 16 * MiB],
   handshakeTimeoutMs: [1, 600_000, 5000],
   maxChunksPerConnection: [2, 1024, 8],

@@ -8,7 +8,7 @@ import { type EngineOptions, addon } from '../lib/native.js'
 
 // Every key of EngineOptions: the type makes this list complete.
 const ALL: Record<keyof EngineOptions, true> = {
-  selfId: true, clusterId: true, replicas: true, listenHost: true, ioThreads: true, maxFrameBytes: true,
+  selfId: true, clusterId: true, replicas: true, listenHost: true, ioThreads: true, ioSpinMicros: true, maxFrameBytes: true,
   chunkBytes: true, maxChunksPerConnection: true, maxReceiveBytes: true, maxClientReceiveBytes: true,
   maxPendingHandlers: true, highWaterBytes: true, handshakeTimeoutMs: true, reconnectMinMs: true,
   reconnectMaxMs: true, sendBufferBytes: true, receiveBufferBytes: true, clientPort: true, clientHost: true,
@@ -22,7 +22,7 @@ const ALL: Record<keyof EngineOptions, true> = {
 
 function valid(): EngineOptions {
   return {
-    selfId: 1, clusterId: 'opts', replicas: [{ id: 1, host: '127.0.0.1', port: 0 }], ioThreads: 1,
+    selfId: 1, clusterId: 'opts', replicas: [{ id: 1, host: '127.0.0.1', port: 0 }], ioThreads: 1, ioSpinMicros: 0,
     maxFrameBytes: 1 << 20, chunkBytes: 1 << 20, maxChunksPerConnection: 8, maxReceiveBytes: 64 << 20,
     maxClientReceiveBytes: 64 << 20, maxPendingHandlers: 1024, highWaterBytes: 16 << 20, handshakeTimeoutMs: 5000,
     reconnectMinMs: 50, reconnectMaxMs: 1000, sendBufferBytes: 0, receiveBufferBytes: 0, maxRequestBytes: 1 << 20,

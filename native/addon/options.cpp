@@ -112,6 +112,7 @@ const field fields[] = {
      [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.remote_peers = peers_of(e, "remotePeers", v); }},
     {"listenHost", false, [](Napi::Env e, const Napi::Value& v, engine_setup& s) { s.options.listen_host = text(e, "listenHost", v); }},
     U32("ioThreads", io_threads),
+    U32("ioSpinMicros", io_spin_us),
     U32("maxFrameBytes", max_frame_bytes),
     BYTES("chunkBytes", chunk_bytes),
     BYTES("maxChunksPerConnection", max_chunks_per_connection),

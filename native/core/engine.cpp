@@ -60,7 +60,7 @@ engine::engine(engine_options options, std::function<void()> wake)
       client_miq_(options_.client_miq_capacity),
       rejects_by_code_(std::make_unique<std::atomic<std::uint64_t>[]>(reject_code_count)),
       handshake_budget_(options_.handshakes_per_second_per_address, options_.handshakes_per_second),
-      pool_(options_.io_threads) {
+      pool_(options_.io_threads, std::chrono::microseconds(options_.io_spin_us)) {
   slot_capacity_ = std::min<std::uint32_t>(std::max<std::uint32_t>(options_.max_peers, 1), max_slot_index + 1);
   slots_ = std::make_unique<peer_slot[]>(slot_capacity_);
   for (std::size_t i = 0; i < reject_code_count; ++i) rejects_by_code_[i].store(0);

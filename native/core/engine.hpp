@@ -73,6 +73,8 @@ struct engine_options {
   /// Address to listen on; defaults to self's host.
   std::string listen_host;
   std::size_t io_threads = 2;
+  /// Microseconds an io thread polls after its last event before it sleeps.
+  std::uint32_t io_spin_us = 0;
   std::uint32_t max_frame_bytes = 16u << 20;
   std::size_t chunk_bytes = 1u << 20;
   std::size_t max_chunks_per_connection = 8;

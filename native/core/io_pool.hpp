@@ -5,6 +5,7 @@
 #include <asio/io_context.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <memory>
 #include <thread>
@@ -15,7 +16,9 @@ namespace nexres {
 class io_pool {
  public:
   /// Creates `size` io_contexts (at least one); threads start in run().
-  explicit io_pool(std::size_t size);
+  /// `spin`: how long a thread keeps polling its context after the last
+  /// handler it ran before it blocks (zero: it blocks at once).
+  explicit io_pool(std::size_t size, std::chrono::microseconds spin = std::chrono::microseconds(0));
   io_pool(const io_pool&) = delete;
   io_pool& operator=(const io_pool&) = delete;
   /// Stops and joins if still running.
@@ -40,6 +43,7 @@ class io_pool {
   std::vector<guard> guards_;
   std::vector<std::thread> threads_;
   std::atomic<std::size_t> next_{0};
+  std::chrono::microseconds spin_;
 };
 
 }  // namespace nexres
