@@ -511,6 +511,9 @@ lower.
   every batch both ways encrypted with AES-256-GCM; no client key), the
   like-for-like comparison with the encrypted contenders (js-libp2p's
   Noise).
+  Once more with the server's \`ioSpinMicros: ${W2_SPIN_MICROS}\` (its io threads
+  poll that long after their last event before they sleep; the client
+  unchanged): what a latency-bound deployment with cores to spare gets.
 - **node:net** (\`bench/w2-net.mjs\`): the same calls written well on plain
   sockets: frames of a 4-byte length and a 4-byte request id, both sides
   staging frames and writing once per tick, parsing in place with
