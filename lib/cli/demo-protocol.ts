@@ -7,7 +7,12 @@
 //   'go'         child: broadcast loop, 'stats' every REPORT_MS
 //   'stop'       child: stops sending, waits until its queues are
 //                acknowledged                      -> 'stopped' { s, drained }
-//   'close'      child: final stats, replica.close() -> 'closed' { s, undelivered },
+//   'final'      (once every child has stopped, so every message sent has
+//                been acknowledged, and before any child closes, so no
+//                peer has gone yet) child: its counters for the summary
+//                                                  -> 'final' { s }
+//   'close'      child: replica.close()            -> 'closed' { s (as at
+//                'final'), undelivered },
 //                then disconnects IPC and exits by itself (the parent waits
 //                with a timeout and kills stragglers).
 import type { ChildProcess } from 'node:child_process'
@@ -75,13 +80,14 @@ export interface ChildStats {
   unrouted: number
 }
 
-export type ParentMessage = { t: 'go' } | { t: 'stop' } | { t: 'close' }
+export type ParentMessage = { t: 'go' } | { t: 'stop' } | { t: 'final' } | { t: 'close' }
 
 export type ChildMessage =
   | { t: 'ready'; clientPort: number; highWaterMark: number }
   | { t: 'up' }
   | { t: 'stats'; s: ChildStats; touched: number }
   | { t: 'stopped'; s: ChildStats; drained: boolean }
+  | { t: 'final'; s: ChildStats }
   | { t: 'closed'; s: ChildStats; undelivered: Record<string, number> }
   | { t: 'fatal'; message: string; code?: string | undefined }
 
@@ -102,6 +108,7 @@ export type Got = {
   ready?: Extract<ChildMessage, { t: 'ready' }>
   up?: Extract<ChildMessage, { t: 'up' }>
   stopped?: Extract<ChildMessage, { t: 'stopped' }>
+  final?: Extract<ChildMessage, { t: 'final' }>
   closed?: Extract<ChildMessage, { t: 'closed' }>
 }
 

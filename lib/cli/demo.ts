@@ -261,6 +261,8 @@ export async function demo(opts: DemoOptions): Promise<number> {
     for (const c of children) send(c, { t: 'stop' })
     await waitAll(children, 'stopped', DRAIN_TIMEOUT_MS + 5000, 'stop', bus, () => false)
     const tTraffic = performance.now() - tGo
+    for (const c of children) send(c, { t: 'final' })
+    await waitAll(children, 'final', 10_000, 'report its counters', bus, () => false)
     for (const cl of clients.splice(0)) await cl.close()
 
     // -- close: children close their replicas and exit by themselves ------
@@ -319,7 +321,7 @@ function spawnReplica(config: ChildConfig, name: string, bus: EventEmitter, out:
       c.failure = m.message
       c.failureCode = m.code
     } else {
-      if (m.t === 'stopped' || m.t === 'closed') c.latest = m.s
+      if (m.t === 'stopped' || m.t === 'final' || m.t === 'closed') c.latest = m.s
       ;(c.got as Record<string, ChildMessage>)[m.t] = m
     }
     bus.emit('change')
@@ -380,7 +382,13 @@ function waitAll(children: readonly DemoChild[], type: keyof Got, timeoutMs: num
 
 /** Asks every child to close, waits for them to exit, kills the stragglers; returns the ids killed. */
 async function stopChildren(children: readonly DemoChild[], timeoutMs: number): Promise<string[]> {
-  for (const c of children) send(c, { t: 'close' })
+  // NEXRES_DEMO_CLOSE_GAP_MS (tests only): close the replicas that many ms
+  // apart, so the later ones see the earlier ones go while still open.
+  const gap = Number(process.env.NEXRES_DEMO_CLOSE_GAP_MS ?? 0)
+  for (const c of children) {
+    send(c, { t: 'close' })
+    if (gap > 0 && c !== children[children.length - 1]) await new Promise((r) => setTimeout(r, gap))
+  }
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise((r) => (timer = setTimeout(r, timeoutMs)))
   await Promise.race([Promise.all(children.map((c) => c.exited)), timeout])

@@ -61,6 +61,11 @@ export async function replicaRole(): Promise<number> {
   let signDue = false
   const n: Counters = { handled: 0, handledBytes: 0, broadcasts: 0, drainWaits: 0, drainStalls: 0, queueFull: 0, peerDowns: 0, startReconnects: 0, signedSent: 0, signedIn: 0, proofsChecked: 0, proofsFailed: 0, crossSent: 0, crossIn: 0 }
   let touched = 0
+  // The counters reported at 'final' (every replica stopped and drained,
+  // none closed yet): close() reports these again, so the summary describes
+  // the run, not the shutdown (a replica that closes first would show at
+  // the others as a peer-down and a reconnect).
+  let finalStats: ChildStats | undefined
   const remotes = cfg.remoteClusters ?? []
 
   const snapshot = (r: Replica): ChildStats => {
@@ -89,7 +94,7 @@ export async function replicaRole(): Promise<number> {
     clearInterval(reportTimer)
     clearInterval(signTimer)
     clearTimeout(stallTimer)
-    const s = snapshot(replica)
+    const s = finalStats ?? snapshot(replica)
     let undelivered: Record<string, number> = {}
     try {
       undelivered = (await replica.close({ timeoutMs: 1000 })).undeliveredBytes
@@ -198,6 +203,9 @@ export async function replicaRole(): Promise<number> {
         s = snapshot(replica)
       }
       report({ t: 'stopped', s, drained: s.queuedBytes === 0 })
+    } else if (t === 'final') {
+      finalStats = snapshot(replica)
+      report({ t: 'final', s: finalStats })
     }
   }
   process.on('message', onMessage)
