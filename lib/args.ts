@@ -8,6 +8,39 @@ import { ConfigError, InvalidArgumentError } from './errors.js'
 export const BYTES = 'a Uint8Array, Buffer, other ArrayBufferView or a string'
 const REPLICA_ID = 'a replica id (an integer in [1, 2^31 - 1])'
 
+// What a view really spans is read through the built-in accessors of
+// %TypedArray%.prototype and DataView.prototype, never through the view's
+// own properties: a subclass (or an own property) may say `length`,
+// `byteLength`, `byteOffset` or `buffer` are something else, and a frame
+// sized from such a `length` would carry stale bytes of the staging buffer
+// (earlier messages, to any peer) past the payload that was copied.
+type Accessor = (this: unknown) => unknown
+const accessor = (proto: object, key: PropertyKey): Accessor => Object.getOwnPropertyDescriptor(proto, key)!.get as Accessor
+const TYPED_ARRAY = Object.getPrototypeOf(Uint8Array.prototype) as object
+const taTag = accessor(TYPED_ARRAY, Symbol.toStringTag)
+const taLength = accessor(TYPED_ARRAY, 'length')
+const taBuffer = accessor(TYPED_ARRAY, 'buffer')
+const taByteOffset = accessor(TYPED_ARRAY, 'byteOffset')
+const taByteLength = accessor(TYPED_ARRAY, 'byteLength')
+const dvBuffer = accessor(DataView.prototype, 'buffer')
+const dvByteOffset = accessor(DataView.prototype, 'byteOffset')
+const dvByteLength = accessor(DataView.prototype, 'byteLength')
+
+/** True for any Uint8Array (Buffer, a subclass, one from another realm); false for what only looks like one. */
+export function isBytes(v: unknown): v is Uint8Array {
+  return taTag.call(v) === 'Uint8Array'
+}
+
+/** A Uint8Array's byte count as the engine sees it, whatever its `length` property says. */
+export function sizeOf(v: Uint8Array): number {
+  return taLength.call(v) as number
+}
+
+/** A Buffer over exactly the bytes of `v` (no copy). */
+export function bufferOf(v: Uint8Array): Buffer {
+  return Buffer.from(taBuffer.call(v) as ArrayBuffer, taByteOffset.call(v) as number, taLength.call(v) as number)
+}
+
 /**
  * The bytes of a payload that is neither a string nor a Uint8Array (those
  * two are handled inline on hot paths): any other ArrayBufferView
@@ -15,14 +48,17 @@ const REPLICA_ID = 'a replica id (an integer in [1, 2^31 - 1])'
  * refused.
  */
 export function viewBytes(parameter: string, v: unknown, expected = BYTES): Uint8Array {
-  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
+  if (ArrayBuffer.isView(v)) {
+    if (taTag.call(v) !== undefined) return new Uint8Array(taBuffer.call(v) as ArrayBuffer, taByteOffset.call(v) as number, taByteLength.call(v) as number)
+    return new Uint8Array(dvBuffer.call(v) as ArrayBuffer, dvByteOffset.call(v) as number, dvByteLength.call(v) as number)
+  }
   throw new InvalidArgumentError(parameter, expected, v)
 }
 
 /** A payload as bytes: strings as UTF-8, any ArrayBufferView as its bytes. */
 export function payloadBytes(parameter: string, v: unknown): Uint8Array {
   if (typeof v === 'string') return Buffer.from(v, 'utf8')
-  if (v instanceof Uint8Array) return v
+  if (isBytes(v)) return v
   return viewBytes(parameter, v)
 }
 
@@ -38,7 +74,7 @@ export function payloadList(parameter: string, v: unknown): Uint8Array[] {
   const out = new Array<Uint8Array>(n)
   for (let i = 0; i < n; i++) {
     const p: unknown = v[i]
-    out[i] = p instanceof Uint8Array ? p : payloadBytes(`${parameter}[${i}]`, p)
+    out[i] = isBytes(p) ? p : payloadBytes(`${parameter}[${i}]`, p)
   }
   return out
 }

@@ -2,6 +2,7 @@
 // and replies cut out of what the socket delivers (PROTOCOL.md §6).
 import type net from 'node:net'
 
+import { bufferOf, sizeOf } from './args.js'
 import { CLIENT_SEAL_BATCH_BYTES, SEAL_FRAME_BYTES, type Sealer } from './client-auth.js'
 import { HEADER_BYTES, KIND_CANCEL, KIND_REQUEST, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER } from './wire.js'
 
@@ -38,7 +39,7 @@ export class RequestStager {
 
   /** A REQUEST; `timeoutMs` travels in its sender field (§6; 0: none). */
   write(route: number, id: number, body: Uint8Array, timeoutMs = 0): void {
-    const len = body.length
+    const len = sizeOf(body)
     const small = len < LARGE_BYTES
     const need = HEADER_BYTES + (small ? len : 0)
     // Sealed: no frame starts more than 64 KiB into a batch (§6a).
@@ -61,7 +62,7 @@ export class RequestStager {
     if (!small) {
       // Large bodies go out as they are, right after their header.
       this.large.push(b.subarray(0, this.pos))
-      this.large.push(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
+      this.large.push(bufferOf(body))
       this.stage = b.subarray(this.pos).length >= 4096 ? b.subarray(this.pos) : Buffer.allocUnsafe(STAGE_BYTES)
       this.pos = 0
       // Sealed: a batch carries at most one large request, at its end.

@@ -2,7 +2,7 @@ import type { CallOptions } from './call-options.js'
 import { EventEmitter } from 'node:events'
 import net from 'node:net'
 
-import { checkFunction, checkRoute, viewBytes } from './args.js'
+import { checkFunction, checkRoute, isBytes, sizeOf, viewBytes } from './args.js'
 import {
   AbortedError,
   ClosedError,
@@ -236,16 +236,15 @@ export class Client {
     let body: Uint8Array
     try {
       checkRoute('route', route)
-      body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+      body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : isBytes(payload) ? payload : viewBytes('payload', payload)
       if (options !== EMPTY_CALL_OPTIONS) checkCallOptions(options, this.cluster?.clients.length ?? 0)
     } catch (err) {
       return Promise.reject(err)
     }
     if (this.closed) return Promise.reject(new ClosedError('client'))
     if (this.cluster !== undefined) return withCallerStack(this.cluster.call(route, body, options, this.opts.timeoutMs))
-    if (body.length > this.requestLimit) {
-      return Promise.reject(new RequestTooLargeError(body.length, this.requestLimit))
-    }
+    const size = sizeOf(body)
+    if (size > this.requestLimit) return Promise.reject(new RequestTooLargeError(size, this.requestLimit))
     const signal = options.signal
     if (signal?.aborted) return Promise.reject(new AbortedError(signal.reason))
     if (this.socket !== undefined && this.pending.size < this.inFlightLimit) {
@@ -324,7 +323,7 @@ export class Client {
     // Never answers synchronously (quorum.ts counts its asks first).
     const fail = (err: Error): void => queueMicrotask(() => sink.memberFailed(index, err))
     if (this.closed) return fail(new ClosedError('client'))
-    if (body.length > this.requestLimit) return fail(new RequestTooLargeError(body.length, this.requestLimit))
+    if (sizeOf(body) > this.requestLimit) return fail(new RequestTooLargeError(sizeOf(body), this.requestLimit))
     if (signal?.aborted) return fail(new AbortedError(signal.reason))
     if (this.socket !== undefined) {
       // A replica maxInFlight calls behind the others (silent, slow) fails
@@ -364,7 +363,7 @@ export class Client {
     }
     if (this.closed) throw new ClosedError('client')
     // The replica connected meanwhile may announce a smaller limit.
-    if (body.length > this.requestLimit) throw new RequestTooLargeError(body.length, this.requestLimit)
+    if (sizeOf(body) > this.requestLimit) throw new RequestTooLargeError(sizeOf(body), this.requestLimit)
     return this.issue(route, body, Math.max(1, deadline - Date.now()), signal, id)
   }
 

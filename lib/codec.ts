@@ -1,5 +1,6 @@
 import { Packr } from 'msgpackr'
 
+import { isBytes, viewBytes } from './args.js'
 import { InvalidArgumentError } from './errors.js'
 
 /** Turns values into bytes and back; plug in any serializer (protobuf, CBOR, ...). */
@@ -18,9 +19,8 @@ const fromUtf8 = new TextDecoder()
 export const raw: Codec<Uint8Array> = {
   encode: (value) => {
     const v: unknown = value
-    if (v instanceof Uint8Array) return v
-    if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength)
-    throw new InvalidArgumentError('value', 'a Uint8Array (or another ArrayBufferView)', value)
+    if (isBytes(v)) return v
+    return viewBytes('value', v, 'a Uint8Array (or another ArrayBufferView)')
   },
   decode: (bytes) => bytes,
 }

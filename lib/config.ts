@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { isAbsolute } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 
-import { checkKnownKeys } from './args.js'
+import { checkKnownKeys, isBytes, sizeOf } from './args.js'
 import { ENGINE_INTEGER_KEYS, ENGINE_INTEGER_OPTIONS, type EngineIntegers } from './engine-options.js'
 import { ConfigError } from './errors.js'
 
@@ -534,13 +534,13 @@ function resolveClientAuth(o: Record<string, unknown>): {
 /** Decodes a 32-byte key: Uint8Array, hex, base64 or base64url. */
 export function decodeKey(field: string, v: unknown): Uint8Array {
   let bytes: Uint8Array | undefined
-  if (v instanceof Uint8Array) bytes = v
+  if (isBytes(v)) bytes = v
   else if (typeof v === 'string') {
     const t = v.trim()
     if (/^[0-9a-fA-F]{64}$/.test(t)) bytes = Buffer.from(t, 'hex')
     else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(t)) bytes = Buffer.from(t.replace(/-/g, '+').replace(/_/g, '/'), 'base64')
   }
-  if (bytes === undefined || bytes.length !== 32) {
+  if (bytes === undefined || sizeOf(bytes) !== 32) {
     throw new ConfigError(field, `must be a 32-byte Ed25519 key (Uint8Array, hex, base64 or base64url), got ${describe(v)}`)
   }
   return new Uint8Array(bytes)

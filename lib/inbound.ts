@@ -3,7 +3,7 @@
 // handlers: messages as zero-copy views, runs whose handlers returned
 // promises held until they settle, client requests with their context.
 // ReplicaBase (replica-base.ts) adds the send side.
-import { checkFunction, checkRoute } from './args.js'
+import { checkFunction, checkRoute, sizeOf } from './args.js'
 import { ClosedError, ConfigError, InvalidArgumentError } from './errors.js'
 import { Message, MessageBatch } from './message.js'
 import { CLIENT_FLAG, SLOT_ADDRESS, type FreshChunks, type NativeSender } from './native.js'
@@ -206,7 +206,7 @@ export abstract class Inbound implements ReplySink {
   /** @internal ReplySink: stages a reply frame for a client connection. */
   stageReply(dest: number, route: number, lo: number, hi: number, body: Uint8Array, kind: number): void {
     if (this.closing !== undefined) return
-    this.outbox.stage(dest, route, lo, hi, body, body.length, kind)
+    this.outbox.stage(dest, route, lo, hi, body, sizeOf(body), kind)
   }
 
   /** @internal ReplySink */

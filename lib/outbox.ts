@@ -3,6 +3,7 @@
 // destination; the whole stage crosses into native in ONE call per flush
 // (once per tick, or when the buffer fills). Large payloads are not copied:
 // the run points at the caller's bytes, which native keeps by reference.
+import { sizeOf } from './args.js'
 import type { NativeSender } from './native.js'
 
 /** Fields per run: dest, start, end, messages, lastIdLo, lastIdHi, external index + 1. */
@@ -101,7 +102,7 @@ export class Outbox {
    * no messages, so the connection's unanswered requests are not touched.
    */
   stageUncounted(dest: number, route: number, lo: number, hi: number, payload: Uint8Array, kind: number): void {
-    const len = payload.length
+    const len = sizeOf(payload)
     const external = len >= EXTERNAL_MIN_BYTES
     const need = external ? HEADER_BYTES : HEADER_BYTES + len
     if (this.pos + need > STAGE_BYTES || this.nruns + 3 > MAX_RUNS) this.flush()
@@ -127,7 +128,8 @@ export class Outbox {
    * are walked for frames to sign.
    */
   stageSigned(dest: number, route: number, lo: number, hi: number, payload: Uint8Array): void {
-    const len = payload.length + SIGNED_TRAILER_BYTES
+    const size = sizeOf(payload)
+    const len = size + SIGNED_TRAILER_BYTES
     if (this.pos + HEADER_BYTES + len > STAGE_BYTES || this.nruns + 2 > MAX_RUNS) this.flush()
     if (this.runDest !== -1) this.closeRun()
     const p = this.pos
@@ -139,7 +141,7 @@ export class Outbox {
     dv.setUint32(p + OFFSET_MSG_ID, lo, true)
     dv.setUint32(p + OFFSET_MSG_ID + 4, hi, true)
     this.buf.set(payload, p + HEADER_BYTES)
-    this.buf.fill(0, p + HEADER_BYTES + payload.length, p + HEADER_BYTES + len)
+    this.buf.fill(0, p + HEADER_BYTES + size, p + HEADER_BYTES + len)
     this.pos = p + HEADER_BYTES + len
     this.writeRun(dest, p, this.pos, 1, lo, hi, SIGN_RUN)
     if (!this.scheduled) {

@@ -10,6 +10,7 @@
 // connections report straight into it (MemberSink). At W6's rate the
 // garbage of a promise and two closures per replica was a third of the
 // client's CPU.
+import { bufferOf, isBytes, sizeOf } from './args.js'
 import type { Endpoint } from './client-handshake.js'
 import { AbortedError, InvalidArgumentError, QuorumError, type QuorumReply } from './errors.js'
 
@@ -55,9 +56,10 @@ const ASKED = 1
 const ANSWERED = 2
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false
-  if (a.length > 64) return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b)
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+  const n = sizeOf(a)
+  if (n !== sizeOf(b)) return false
+  if (n > 64) return bufferOf(a).equals(b)
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false
   return true
 }
 
@@ -167,7 +169,7 @@ export class QuorumRun implements MemberSink {
     if (this.keys !== undefined) {
       try {
         k = c.key!(reply)
-        if (typeof k !== 'string' && !(k instanceof Uint8Array)) throw new InvalidArgumentError('options.key', 'a function returning a string or a Uint8Array', k)
+        if (typeof k !== 'string' && !isBytes(k)) throw new InvalidArgumentError('options.key', 'a function returning a string or a Uint8Array', k)
       } catch (err) {
         this.got[i] = undefined
         ;(this.errs ??= new Array<Error | undefined>(this.members.length))[i] = err instanceof Error ? err : new Error(String(err))

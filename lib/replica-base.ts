@@ -2,7 +2,7 @@
 // (inbound.ts: route tables, batches to handlers) and, here, the send side
 // (staging, message ids, queue depths, backpressure, signed broadcasts). Replica (lib/replica.ts) adds the connection events, stats
 // and lifecycle; WorkerReplica (lib/worker.ts) runs in a worker thread.
-import { checkOptions, checkReplicaId, checkRoute, checkSignal, payloadBytes, payloadList, viewBytes } from './args.js'
+import { checkOptions, checkReplicaId, checkRoute, checkSignal, isBytes, payloadBytes, payloadList, sizeOf, viewBytes } from './args.js'
 import type { PeerRef } from './config.js'
 import { AbortedError, ClosedError, ConfigError, InvalidArgumentError, PayloadTooLargeError, QueueFullError, UnknownPeerError } from './errors.js'
 import { Inbound } from './inbound.js'
@@ -216,7 +216,7 @@ export abstract class ReplicaBase extends Inbound {
     const idx = this.slotOfFresh(to)
     if (idx < 0) checkReplicaId('to', to)
     const rid = this.route(route)
-    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : isBytes(payload) ? payload : viewBytes('payload', payload)
     const sign = options === undefined ? false : this.signOption(options, SEND_OPTION_KEYS)
     if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
@@ -244,7 +244,7 @@ export abstract class ReplicaBase extends Inbound {
     const extra = sign ? SIGNED_TRAILER_BYTES : 0
     let frames = 0
     for (let i = 0; i < n; i++) {
-      const len = list[i]!.length + extra
+      const len = sizeOf(list[i]!) + extra
       this.checkFrame(len, sign)
       frames += HEADER_BYTES + len
     }
@@ -257,11 +257,12 @@ export abstract class ReplicaBase extends Inbound {
       this.idLo = lo
       if (lo === 0) this.idHi++
       const bytes = list[i]!
+      const size = sizeOf(bytes)
       if (sign) outbox.stageSigned(to, rid, lo, this.idHi, bytes)
-      else outbox.stage(to, rid, lo, this.idHi, bytes, bytes.length)
+      else outbox.stage(to, rid, lo, this.idHi, bytes, size)
       // Counted one by one: a full stage is handed to native (and the
       // count reset) in the middle of the list.
-      staged[idx]! += HEADER_BYTES + bytes.length + extra
+      staged[idx]! += HEADER_BYTES + size + extra
     }
     return this.belowMark(idx, after)
   }
@@ -338,7 +339,7 @@ export abstract class ReplicaBase extends Inbound {
 
   /** The send side of `send`, its arguments checked. */
   private queue(idx: number, to: number, rid: number, bytes: Uint8Array, sign = false): boolean {
-    const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
+    const len = sizeOf(bytes) + (sign ? SIGNED_TRAILER_BYTES : 0)
     this.checkFrame(len, sign)
     const frame = HEADER_BYTES + len
     const after = this.reserve(idx, to, frame)
@@ -420,7 +421,8 @@ export abstract class ReplicaBase extends Inbound {
 
   private toClient(key: Uint8Array, rid: number, id: number, bytes: Uint8Array, kind: number): boolean {
     if (this.closing !== undefined) throw new ClosedError()
-    if (bytes.length > this.limits.maxFrameBytes) throw new PayloadTooLargeError(bytes.length, this.limits.maxFrameBytes)
+    const size = sizeOf(bytes)
+    if (size > this.limits.maxFrameBytes) throw new PayloadTooLargeError(size, this.limits.maxFrameBytes)
     const connection = this.native.clientConnection(key)
     if (connection <= 0) return false
     this.outbox.stageUncounted((connection | CLIENT_FLAG) >>> 0, rid, id % 2 ** 32, Math.floor(id / 2 ** 32), bytes, kind)
@@ -438,13 +440,13 @@ export abstract class ReplicaBase extends Inbound {
     const idx = this.slotOfFresh(to)
     if (idx < 0) checkReplicaId('to', to)
     const rid = this.route(route)
-    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : isBytes(payload) ? payload : viewBytes('payload', payload)
     const sign = options === undefined ? false : this.signOption(options, SEND_ASYNC_OPTION_KEYS)
     const signal = options?.signal
     checkSignal('options.signal', signal)
     if (this.closing !== undefined) throw new ClosedError()
     if (idx < 0) throw new UnknownPeerError(to)
-    const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
+    const len = sizeOf(bytes) + (sign ? SIGNED_TRAILER_BYTES : 0)
     this.checkFrame(len, sign)
     for (;;) {
       if (signal?.aborted) throw new AbortedError(signal.reason)
@@ -468,7 +470,7 @@ export abstract class ReplicaBase extends Inbound {
    */
   broadcast(route: string, payload: Uint8Array | ArrayBufferView | string, options?: BroadcastOptions): boolean {
     const rid = this.route(route)
-    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload instanceof Uint8Array ? payload : viewBytes('payload', payload)
+    const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : isBytes(payload) ? payload : viewBytes('payload', payload)
     const sign = options === undefined ? false : this.signOption(options, BROADCAST_OPTION_KEYS)
     if (this.closing !== undefined) throw new ClosedError()
     return this.stageBroadcast(BROADCAST, this.memberSlots, rid, bytes, sign)
@@ -476,7 +478,7 @@ export abstract class ReplicaBase extends Inbound {
 
   /** One frame for every slot of `slots` (staged once, for `dest`): the queue checks of broadcast. */
   private stageBroadcast(dest: number, slots: readonly number[], rid: number, bytes: Uint8Array, sign: boolean): boolean {
-    const len = bytes.length + (sign ? SIGNED_TRAILER_BYTES : 0)
+    const len = sizeOf(bytes) + (sign ? SIGNED_TRAILER_BYTES : 0)
     this.checkFrame(len, sign)
     const frame = HEADER_BYTES + len
     const n = slots.length

@@ -1,3 +1,4 @@
+import { isBytes, viewBytes } from './args.js'
 import type { Codec } from './codec.js'
 import type { CallOptions } from './call-options.js'
 import { InvalidArgumentError } from './errors.js'
@@ -96,8 +97,8 @@ export function encodeWith(codec: AnyCodec, value: unknown, parameter: string): 
     if (err instanceof InvalidArgumentError) throw new InvalidArgumentError(parameter, err.expected, value)
     throw err
   }
-  if (out instanceof Uint8Array) return out
-  if (ArrayBuffer.isView(out)) return new Uint8Array(out.buffer, out.byteOffset, out.byteLength)
+  if (isBytes(out)) return out
+  if (ArrayBuffer.isView(out)) return viewBytes(parameter, out)
   throw new InvalidArgumentError(parameter, 'a value its codec encodes to bytes (the codec returned something else)', value)
 }
 

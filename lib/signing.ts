@@ -3,7 +3,7 @@
 // (docs/PROTOCOL.md §3 "Signed frames"), its public key from the cluster.
 import { createPublicKey, verify } from 'node:crypto'
 
-import { checkReplicaId, viewBytes } from './args.js'
+import { checkReplicaId, isBytes, sizeOf, viewBytes } from './args.js'
 import { type ClusterConfig, decodeKey } from './config.js'
 import { InvalidArgumentError } from './errors.js'
 import { routeId } from './route.js'
@@ -54,7 +54,7 @@ function checkMessage(msg: unknown): { from: number; route: string | number; id:
   if (!(typeof route === 'string' && route.length > 0) && !(typeof route === 'number' && Number.isInteger(route) && route >= 0 && route <= 0xffffffff)) {
     throw new InvalidArgumentError('msg.route', 'a route name or a route id (an integer in [0, 2^32 - 1])', route)
   }
-  const payload = m.payload instanceof Uint8Array ? m.payload : viewBytes('msg.payload', m.payload, 'a Uint8Array (or another ArrayBufferView)')
+  const payload = isBytes(m.payload) ? m.payload : viewBytes('msg.payload', m.payload, 'a Uint8Array (or another ArrayBufferView)')
   return { from: m.from, route, id: BigInt(id as number | bigint), incarnation: inc, payload }
 }
 
@@ -69,9 +69,9 @@ export function verifySigned(cluster: ClusterConfig, msg: SignedMessage): boolea
   }
   const { from } = checkMessage(msg)
   const sig = msg.signature as unknown
-  const signature = sig instanceof Uint8Array ? sig : viewBytes('msg.signature', sig, 'a Uint8Array (or another ArrayBufferView) of 64 bytes')
+  const signature = isBytes(sig) ? sig : viewBytes('msg.signature', sig, 'a Uint8Array (or another ArrayBufferView) of 64 bytes')
   const r = cluster.replicas.find((x) => x?.id === from)
-  if (r === undefined || r.publicKey === undefined || signature.length !== 64) return false
+  if (r === undefined || r.publicKey === undefined || sizeOf(signature) !== 64) return false
   const raw = decodeKey('publicKey', r.publicKey)
   const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' })
   return verify(null, signedBytes(cluster.id, msg), key, signature)
