@@ -2,6 +2,8 @@
 // call touches any state and throws InvalidArgumentError (a TypeError with
 // code INVALID_ARGUMENT) naming the parameter and what arrived. Unknown keys
 // in options objects are ConfigError (CONFIG_INVALID) naming the key.
+import { markAsUntransferable } from 'node:worker_threads'
+
 import { ConfigError, InvalidArgumentError } from './errors.js'
 
 /** What payload parameters take, in words. */
@@ -34,6 +36,35 @@ export function isBytes(v: unknown): v is Uint8Array {
 /** A Uint8Array's byte count as the engine sees it, whatever its `length` property says. */
 export function sizeOf(v: Uint8Array): number {
   return taLength.call(v) as number
+}
+
+const abResizable = accessor(ArrayBuffer.prototype, 'resizable')
+
+/**
+ * A payload the engine goes on reading after the call that sent it returns
+ * (16 KiB and up, sent by reference, until acknowledged; again after a
+ * reconnect). Node-API cannot keep a detached buffer's memory alive, so its
+ * ArrayBuffer is marked untransferable (postMessage and structuredClone
+ * then copy it or throw DataCloneError, ArrayBuffer.prototype.transfer
+ * throws); a view of a resizable ArrayBuffer, which could shrink under the
+ * engine, is copied instead. A SharedArrayBuffer is never detached and
+ * only grows.
+ */
+export function pinned(v: Uint8Array): Uint8Array {
+  const buf = taBuffer.call(v) as ArrayBufferLike
+  let resizable: boolean
+  try {
+    resizable = abResizable.call(buf) === true
+  } catch {
+    return v // a SharedArrayBuffer
+  }
+  if (resizable) {
+    const copy = new Uint8Array(sizeOf(v))
+    copy.set(v)
+    return copy
+  }
+  markAsUntransferable(buf)
+  return v
 }
 
 /** A Buffer over exactly the bytes of `v` (no copy). */

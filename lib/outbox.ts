@@ -3,7 +3,7 @@
 // destination; the whole stage crosses into native in ONE call per flush
 // (once per tick, or when the buffer fills). Large payloads are not copied:
 // the run points at the caller's bytes, which native keeps by reference.
-import { sizeOf } from './args.js'
+import { pinned, sizeOf } from './args.js'
 import type { NativeSender } from './native.js'
 
 /** Fields per run: dest, start, end, messages, lastIdLo, lastIdHi, external index + 1. */
@@ -80,7 +80,7 @@ export class Outbox {
     this.runHi = hi
     if (external) {
       this.closeRun()
-      this.externals.push(payload)
+      this.externals.push(pinned(payload))
       this.writeRun(dest, 0, len, 1, lo, hi, this.externals.length)
       this.runDest = -1 // the next frame starts a new staging run
       // Hand big payloads over as soon as a stage's worth is waiting, so the
@@ -112,7 +112,7 @@ export class Outbox {
     this.pos = p + need
     this.writeRun(dest, p, this.pos, 0, lo, hi, 0)
     if (external) {
-      this.externals.push(payload)
+      this.externals.push(pinned(payload))
       this.writeRun(dest, 0, len, 0, lo, hi, this.externals.length)
     }
     if (!this.scheduled) {
