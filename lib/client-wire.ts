@@ -2,7 +2,7 @@
 // and replies cut out of what the socket delivers (PROTOCOL.md §6).
 import type net from 'node:net'
 
-import { bufferOf, sizeOf } from './args.js'
+import { bufferOf, pinned, sizeOf } from './args.js'
 import { CLIENT_SEAL_BATCH_BYTES, SEAL_FRAME_BYTES, type Sealer } from './client-auth.js'
 import { HEADER_BYTES, KIND_CANCEL, KIND_REQUEST, OFFSET_KIND, OFFSET_MSG_ID, OFFSET_ROUTE, OFFSET_SENDER } from './wire.js'
 
@@ -62,7 +62,7 @@ export class RequestStager {
     if (!small) {
       // Large bodies go out as they are, right after their header.
       this.large.push(b.subarray(0, this.pos))
-      this.large.push(bufferOf(body))
+      this.large.push(bufferOf(pinned(body)))
       this.stage = b.subarray(this.pos).length >= 4096 ? b.subarray(this.pos) : Buffer.allocUnsafe(STAGE_BYTES)
       this.pos = 0
       // Sealed: a batch carries at most one large request, at its end.

@@ -8,6 +8,9 @@
 // marked untransferable (transfers copy it or throw DataCloneError) and a
 // view of a resizable buffer is copied at send: the peer gets exactly the
 // bytes that were sent. Smaller payloads are copied at send and left alone.
+// The same holds for a client's large request bodies (before, a body
+// transferred right after client.call misframed the stream: the call hung
+// until its timeout).
 import { MessageChannel } from 'node:worker_threads'
 
 import t from 'tap'
@@ -134,4 +137,23 @@ t.test('a reply of 32 KiB transferred right after ctx.reply reaches the client w
   const c = await Client.connect({ ...server.endpoint })
   t.teardown(() => c.close())
   for (let i = 0; i < 4; i++) t.equal(hex(await c.call('big', Uint8Array.of(i))), hex(pattern(BIG, i)), `reply ${i} whole`)
+})
+
+t.test('a 32 KiB request body transferred or resized right after client.call reaches the handler whole', async (t) => {
+  const server = await startServer(t)
+  server.replica.handle('echo', (req) => req)
+  const c = await Client.connect({ ...server.endpoint })
+  t.teardown(() => c.close())
+  const body = pattern(BIG, 9)
+  const want = hex(body)
+  const call = c.call('echo', body)
+  t.ok(transferAway(t, body, 'request body'), 'the request body was not detached')
+  t.equal(hex(await call), want, 'echoed whole')
+  const rab = new ArrayBuffer(BIG, { maxByteLength: BIG })
+  const view = new Uint8Array(rab)
+  view.set(pattern(BIG, 10))
+  const want2 = hex(view)
+  const call2 = c.call('echo', view)
+  rab.resize(10)
+  t.equal(hex(await call2), want2, 'a resizable body shrunk after the call: echoed as it was')
 })
