@@ -45,8 +45,8 @@ const abResizable = accessor(ArrayBuffer.prototype, 'resizable')
  * (16 KiB and up, sent by reference, until acknowledged; again after a
  * reconnect). Node-API cannot keep a detached buffer's memory alive, so its
  * ArrayBuffer is marked untransferable (postMessage and structuredClone
- * then copy it or throw DataCloneError, ArrayBuffer.prototype.transfer
- * throws); a view of a resizable ArrayBuffer, which could shrink under the
+ * then copy it or throw DataCloneError; ArrayBuffer.prototype.transfer
+ * throws on recent Node versions, see docs/API.md); a view of a resizable ArrayBuffer, which could shrink under the
  * engine, is copied instead. A SharedArrayBuffer is never detached and
  * only grows.
  */
