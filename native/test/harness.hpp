@@ -11,6 +11,8 @@
 #include <asio/write.hpp>
 
 #include <chrono>
+#include <cstdio>
+#include <thread>
 #include <cstring>
 #include <string>
 #include <condition_variable>
@@ -25,6 +27,35 @@ inline std::uint16_t free_port() {
   asio::io_context io;
   asio::ip::tcp::acceptor a(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   return a.local_endpoint().port();
+}
+
+/// True when something listens on 127.0.0.1:port (a connection is accepted).
+inline bool listening(std::uint16_t port) {
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  std::error_code ec;
+  s.connect(asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), port), ec);
+  return !ec;
+}
+
+/// Starts the engine made by `make()` on a port a peer has been dialling
+/// while nothing listened there. free_port() ports are in the ephemeral
+/// range, and such a dial can connect to itself (TCP simultaneous open) and
+/// hold the port until its handshake fails: then the port is in use but
+/// nothing listens on it, and the start is tried again (for at most 2 s,
+/// each try said on stderr). A port held by a listener (a stopped engine
+/// that kept its socket) fails at once.
+template <typename Node, typename Make>
+std::unique_ptr<Node> start_on_dialled_port(Make make, std::uint16_t port) {
+  for (int attempt = 0;; ++attempt) {
+    auto n = make();
+    const std::error_code err = n->eng().start();
+    if (!err) return n;
+    std::fprintf(stderr, "start on port %u failed: %s (attempt %d)\n", static_cast<unsigned>(port), err.message().c_str(), attempt + 1);
+    if (err != std::errc::address_in_use || listening(port) || attempt >= 100) return nullptr;
+    n.reset();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 /// A raw replica connection (auth none) introduces itself as `sender` with

@@ -34,8 +34,9 @@ int main() {
     ++expect;
   };
   for (int round = 0; round < 3; ++round) {
-    auto b = std::make_unique<nexres_test::node>(nexres_test::options_for(2, ports, 2));
-    CHECK(!b->eng().start());
+    auto b = nexres_test::start_on_dialled_port<nexres_test::node>(
+        [&] { return std::make_unique<nexres_test::node>(nexres_test::options_for(2, ports, 2)); }, ports[1]);
+    CHECK(b != nullptr);
     const auto deadline = std::chrono::steady_clock::now() + 15s;
     while (expect <= id && std::chrono::steady_clock::now() < deadline) b->poll(check, 20ms);
     CHECK(bad == 0);
