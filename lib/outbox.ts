@@ -101,8 +101,7 @@ export class Outbox {
    * reply to a request that came through another replica): its run counts
    * no messages, so the connection's unanswered requests are not touched.
    */
-  stageUncounted(dest: number, route: number, lo: number, hi: number, payload: Uint8Array, kind: number): void {
-    const len = sizeOf(payload)
+  stageUncounted(dest: number, route: number, lo: number, hi: number, payload: Uint8Array, len: number, kind: number): void {
     const external = len >= EXTERNAL_MIN_BYTES
     const need = external ? HEADER_BYTES : HEADER_BYTES + len
     if (this.pos + need > STAGE_BYTES || this.nruns + 3 > MAX_RUNS) this.flush()

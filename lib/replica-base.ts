@@ -425,7 +425,7 @@ export abstract class ReplicaBase extends Inbound {
     if (size > this.limits.maxFrameBytes) throw new PayloadTooLargeError(size, this.limits.maxFrameBytes)
     const connection = this.native.clientConnection(key)
     if (connection <= 0) return false
-    this.outbox.stageUncounted((connection | CLIENT_FLAG) >>> 0, rid, id % 2 ** 32, Math.floor(id / 2 ** 32), bytes, kind)
+    this.outbox.stageUncounted((connection | CLIENT_FLAG) >>> 0, rid, id % 2 ** 32, Math.floor(id / 2 ** 32), bytes, size, kind)
     return true
   }
 

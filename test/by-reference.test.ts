@@ -15,10 +15,10 @@ import { MessageChannel, markAsUntransferable } from 'node:worker_threads'
 
 import t from 'tap'
 
-import { Client, Replica } from 'nexres-rpc'
+import type { Replica } from 'nexres-rpc'
 
-import { startServer } from './client-support.js'
-import { type Tap, loopbackCluster, until } from './helpers.js'
+import { connectClient, holdAndEcho, startServer } from './client-support.js'
+import { type Tap, hex, plainReplicas, until } from './helpers.js'
 
 const BIG = 32 * 1024
 
@@ -31,8 +31,6 @@ function pattern(n: number, seed: number): Uint8Array {
   for (let i = 0; i < n; i++) u[i] = (i * 31 + seed) & 0xff
   return u
 }
-
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
 
 /** Tries to take `u`'s memory away by postMessage with a transfer list: false when the buffer was detached. */
 function transferAway(t: Tap, u: Uint8Array, what: string): boolean {
@@ -48,16 +46,8 @@ function transferAway(t: Tap, u: Uint8Array, what: string): boolean {
   return u.buffer.byteLength > 0
 }
 
-async function pair(t: Tap, name: string): Promise<[Replica, Replica]> {
-  const cluster = await loopbackCluster(2, name)
-  const [a, b] = await Promise.all([1, 2].map((id) => Replica.start({ id, cluster, auth: 'none' })))
-  t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
-  await a!.waitForPeers()
-  return [a!, b!]
-}
-
 t.test('a 32 KiB payload transferred, cloned with transfer or resized away right after send still arrives whole', async (t) => {
-  const [a, b] = await pair(t, 'by-reference')
+  const [a, b] = (await plainReplicas(t, 2, 'by-reference')) as [Replica, Replica]
   const got: string[] = []
   b.on('v', (m) => got.push(hex(m.payload)))
   let downs = 0
@@ -128,7 +118,7 @@ t.test('a 32 KiB payload transferred, cloned with transfer or resized away right
 })
 
 t.test('small payloads are copied at send: their buffers stay the caller’s to transfer', async (t) => {
-  const [a, b] = await pair(t, 'by-reference-small')
+  const [a, b] = (await plainReplicas(t, 2, 'by-reference-small')) as [Replica, Replica]
   const got: string[] = []
   b.on('v', (m) => got.push(hex(m.payload)))
   const small = pattern(1024, 7)
@@ -147,16 +137,12 @@ t.test('a reply of 32 KiB transferred right after ctx.reply reaches the client w
     transferAway(t, body, 'reply')
     t.equal(body.buffer.byteLength, BIG, 'the reply buffer was not detached')
   })
-  const c = await Client.connect({ ...server.endpoint })
-  t.teardown(() => c.close())
+  const c = await connectClient(t, { ...server.endpoint })
   for (let i = 0; i < 4; i++) t.equal(hex(await c.call('big', Uint8Array.of(i))), hex(pattern(BIG, i)), `reply ${i} whole`)
 })
 
 t.test('a 32 KiB request body transferred or resized right after client.call reaches the handler whole', async (t) => {
-  const server = await startServer(t)
-  server.replica.handle('echo', (req) => req)
-  const c = await Client.connect({ ...server.endpoint })
-  t.teardown(() => c.close())
+  const { c } = await holdAndEcho(t)
   const body = pattern(BIG, 9)
   const want = hex(body)
   const call = c.call('echo', body)

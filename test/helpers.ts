@@ -60,6 +60,18 @@ export async function loopbackCluster(n: number, id = 'test'): Promise<ClusterCo
   return { id, replicas: ports.map((port, i) => ({ id: i + 1, host: '127.0.0.1', port })) }
 }
 
+/** `n` replicas (auth none) of a loopback cluster, linked, closed at the end of the test. */
+export async function plainReplicas(t: Tap, n: number, name: string): Promise<Replica[]> {
+  const cluster = await loopbackCluster(n, name)
+  const replicas = await Promise.all(cluster.replicas.map((r) => Replica.start({ id: r.id, cluster, auth: 'none' })))
+  t.teardown(() => Promise.all(replicas.map((r) => r.close({ timeoutMs: 0 }))))
+  await Promise.all(replicas.map((r) => r.waitForPeers()))
+  return replicas
+}
+
+/** Bytes as hex, for comparing payloads in assertions. */
+export const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
+
 /** Resolves when `cond()` holds, polling; rejects after `ms` (`what` may be a function, read at the time out, to report state). */
 export async function until(cond: () => boolean, ms = 10_000, what: string | (() => string) = 'condition'): Promise<void> {
   const end = Date.now() + ms

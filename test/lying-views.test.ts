@@ -8,10 +8,10 @@
 // misframe the stream; a large one made the flush throw in a microtask.
 import t from 'tap'
 
-import { Client, Replica, codecs } from 'nexres-rpc'
+import { codecs } from 'nexres-rpc'
 
-import { startServer } from './client-support.js'
-import { keyedPair, loopbackCluster, until } from './helpers.js'
+import { connectClient, startServer } from './client-support.js'
+import { hex, keyedPair, plainReplicas, until } from './helpers.js'
 
 const SECRET = Buffer.from('SECRET-'.repeat(16))
 
@@ -63,13 +63,8 @@ function liars(): Array<{ name: string; view: Uint8Array | ArrayBufferView; want
   return out
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
-
 t.test('send, broadcast, sendAsync and sendMany send exactly the bytes of views that lie about their size', async (t) => {
-  const cluster = await loopbackCluster(3, 'lying-views')
-  const [a, b, c] = await Promise.all([1, 2, 3].map((id) => Replica.start({ id, cluster, auth: 'none' })))
-  t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 }), c!.close({ timeoutMs: 0 })]))
-  await a!.waitForPeers()
+  const [a, b, c] = await plainReplicas(t, 3, 'lying-views')
   const got = new Map<number, string[]>([
     [2, []],
     [3, []],
@@ -132,8 +127,7 @@ t.test('replies and client requests carry exactly the view’s bytes', async (t)
     ctx.reply(views[req[0]!]!.view)
   })
   server.replica.handle('echo', (req) => req)
-  const c = await Client.connect({ ...server.endpoint })
-  t.teardown(() => c.close())
+  const c = await connectClient(t, { ...server.endpoint })
   for (let i = 0; i < views.length; i++) {
     const l = views[i]!
     t.equal(hex(await c.call('return', Uint8Array.of(i))), hex(l.want), `handler returned ${l.name}`)
@@ -144,10 +138,7 @@ t.test('replies and client requests carry exactly the view’s bytes', async (t)
 })
 
 t.test('what only looks like a Uint8Array is refused with INVALID_ARGUMENT, nothing sent', async (t) => {
-  const cluster = await loopbackCluster(2, 'lying-views-fake')
-  const [a, b] = await Promise.all([1, 2].map((id) => Replica.start({ id, cluster, auth: 'none' })))
-  t.teardown(() => Promise.all([a!.close({ timeoutMs: 0 }), b!.close({ timeoutMs: 0 })]))
-  await a!.waitForPeers()
+  const [a, b] = await plainReplicas(t, 2, 'lying-views-fake')
   const fake = Object.create(Uint8Array.prototype) as Uint8Array
   t.throws(() => a!.send(2, 'v', fake), { code: 'INVALID_ARGUMENT', parameter: 'payload' }, 'send')
   t.throws(() => a!.broadcast('v', fake), { code: 'INVALID_ARGUMENT', parameter: 'payload' }, 'broadcast')
